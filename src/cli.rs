@@ -1,0 +1,227 @@
+//! The command line: clap types and one function per subcommand wiring the pipeline
+//! load → validate → plan → materialize → write/pack. The only module that prints.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::clock::Clock;
+use crate::config::{self, Config, ConfigError};
+use crate::materialize::{self, Bundle};
+use crate::output::{self, FileTree};
+use crate::pack;
+use crate::plan::{self, Plan};
+use crate::profile::Profile;
+use crate::state::State;
+
+#[derive(Parser)]
+#[command(
+    name = "kubebundle",
+    version,
+    about = "Make every certificate, key, kubeconfig and token a kubeadm-style cluster needs, offline, packed one tarball per node."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate the whole bundle: state (CAs, sa, encryption key, tokens), one tree and one
+    /// .tar.gz per node, join.txt, discovery.conf and the bootstrap-token Secrets.
+    Generate(GenerateArgs),
+    /// Print every artifact per node with its subject and SANs (no secrets, writes nothing).
+    Plan(PlanArgs),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// Multi-document YAML: kubeadm ClusterConfiguration/InitConfiguration and a kubebundle
+    /// Inventory. Without it the embedded example is used (see `config print-defaults`).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Output directory; the bundle goes to DIR/<clusterName>/.
+    #[arg(long, value_name = "DIR", default_value = "out")]
+    out: PathBuf,
+    /// The run's clock (RFC 3339), e.g. 2026-01-01T00:00:00Z. SOURCE_DATE_EPOCH also sets it.
+    #[arg(long, value_name = "RFC3339")]
+    now: Option<String>,
+    /// Replace the long-lived state (CAs, sa key pair, encryption key, tokens) instead of reusing it.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Yaml,
+    Json,
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "yaml")]
+    output: Format,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the embedded example config (3 control planes with stacked etcd, 2 workers).
+    PrintDefaults,
+}
+
+/// Exit codes: 0 success, 1 bad config or failed run, 2 usage error.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Clock(#[from] crate::clock::ClockError),
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Materialize(#[from] materialize::MaterializeError),
+    #[error(transparent)]
+    Write(#[from] output::WriteError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Clock(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let result = match cli.command {
+        Command::Generate(a) => generate(a),
+        Command::Plan(a) => print_plan(a),
+        Command::Config(ConfigCommand::PrintDefaults) => {
+            print!("{}", config::DEFAULT_CONFIG);
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("kubebundle: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn load_config(arg: &ConfigArg) -> Result<Config, CliError> {
+    match &arg.config {
+        Some(path) => Ok(config::load_file(path)?),
+        None => {
+            eprintln!("note: no --config given: using the embedded example (3 control planes with stacked etcd, 2 workers); `kubebundle config print-defaults` prints it");
+            Ok(config::load_default())
+        }
+    }
+}
+
+fn make_plan(config: &Config) -> Result<Plan, CliError> {
+    let profile = Profile::builtin(&config.profile)?;
+    Ok(plan::plan(config, &profile))
+}
+
+fn print_plan(args: PlanArgs) -> Result<(), CliError> {
+    let config = load_config(&args.config)?;
+    for n in &config.notes {
+        eprintln!("note: {n}");
+    }
+    let plan = make_plan(&config)?;
+    let text = match args.output {
+        Format::Json => serde_json::to_string_pretty(&plan).map_err(|e| CliError::Other(e.to_string()))? + "\n",
+        Format::Yaml => serde_saphyr::to_string(&plan).map_err(|e| CliError::Other(e.to_string()))?,
+    };
+    print!("{text}");
+    Ok(())
+}
+
+/// The generated entries of a cluster directory; everything else (the state) is left alone.
+const GENERATED: [&str; 4] = ["discovery.conf", "join.txt", "manifests", "nodes"];
+
+fn write_bundle(cluster_dir: &Path, state: &State, bundle: &Bundle, clock: &Clock) -> Result<(), CliError> {
+    output::ensure_dir(cluster_dir, 0o700)?;
+    // The state first: the bundle must never hold certificates from a CA that was not saved.
+    if !state.new_files.is_empty() {
+        output::write_tree(&state.dir, &state.new_files, 0o700)?;
+    }
+    let staging = tempfile::Builder::new()
+        .prefix(".kubebundle-staging-")
+        .tempdir_in(cluster_dir)
+        .map_err(|e| output::WriteError { path: cluster_dir.display().to_string(), source: e })?;
+    let root = staging.path();
+    output::write_tree(root, &bundle.top, 0o755)?;
+    output::ensure_dir(&root.join("nodes"), 0o700)?;
+    for (name, tree) in &bundle.nodes {
+        output::write_tree(&root.join("nodes").join(name), tree, 0o755)?;
+        let tgz = pack::tar_gz(tree, clock.unix()).map_err(|e| output::WriteError { path: format!("nodes/{name}.tar.gz"), source: e })?;
+        output::write_atomic(&root.join("nodes").join(format!("{name}.tar.gz")), &tgz, 0o600)?;
+    }
+    output::swap_in(root, cluster_dir, &GENERATED)?;
+    Ok(())
+}
+
+fn generate(args: GenerateArgs) -> Result<(), CliError> {
+    let clock = Clock::from_sources(args.now.as_deref(), std::env::var("SOURCE_DATE_EPOCH").ok().as_deref())?;
+    let config = load_config(&args.config)?;
+    for n in &config.notes {
+        eprintln!("note: {n}");
+    }
+    let plan = make_plan(&config)?;
+    let cluster_dir = args.out.join(&config.cluster_name);
+    let state = State::load_or_init(&cluster_dir.join("state"), &config, &plan.certificate_authorities, &clock, args.force)?;
+    let bundle = materialize::materialize(&config, &plan, &state, &clock)?;
+    write_bundle(&cluster_dir, &state, &bundle, &clock)?;
+
+    let mut err = std::io::stderr().lock();
+    for line in &state.report {
+        let _ = writeln!(err, "state: {line}");
+    }
+    let files: usize = bundle.nodes.values().map(|t| t.0.len()).sum();
+    let _ = writeln!(
+        err,
+        "wrote {} ({} nodes, {files} node files, {} {}, discovery hash {}) at {}",
+        cluster_dir.display(),
+        bundle.nodes.len(),
+        config.algorithm.name(),
+        config.kubernetes_version,
+        bundle.discovery_hash,
+        clock.now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    );
+    for name in bundle.nodes.keys() {
+        let _ = writeln!(err, "  {}", cluster_dir.join("nodes").join(format!("{name}.tar.gz")).display());
+    }
+    drop(err);
+    // The join commands hold a token and are printed by design (they are also in join.txt).
+    print!("{}", bundle.join_text);
+    let _ = FileTree::new();
+    Ok(())
+}

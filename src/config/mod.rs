@@ -1,0 +1,101 @@
+//! load → validate: the config file becomes a typed, checked `Config`.
+
+pub mod load;
+pub mod model;
+pub mod problem;
+pub mod raw;
+pub mod validate;
+
+use std::path::Path;
+
+pub use model::*;
+pub use problem::Problem;
+
+/// The example used when `generate` gets no `--config`: 3 stacked control planes and 2 workers.
+pub const DEFAULT_CONFIG: &str = include_str!("default.yaml");
+pub const DEFAULT_CONFIG_NAME: &str = "<embedded default config>";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}\n  hint: check the path given to --config and its permissions")]
+    Read { path: String, reason: String },
+    #[error("{}", render(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn render(problems: &[Problem]) -> String {
+    let errors = problems.iter().filter(|p| !p.warning).count();
+    let mut out: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    out.push(format!("{errors} error(s) in the config; nothing was written"));
+    out.join("\n")
+}
+
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| ConfigError::Read { path: shown.clone(), reason: e.to_string() })?;
+    load_bytes(&bytes, &shown)
+}
+
+pub fn load_bytes(bytes: &[u8], name: &str) -> Result<Config, ConfigError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(text) => load_str(text, name),
+        Err(e) => {
+            let line = bytes[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count() as u64 + 1;
+            let col = bytes[..e.valid_up_to()].iter().rev().take_while(|b| **b != b'\n').count() as u64 + 1;
+            Err(ConfigError::Invalid(vec![Problem {
+                file: name.to_string(),
+                position: Some((line, col)),
+                field: String::new(),
+                message: "the file is not UTF-8 text".into(),
+                hint: Some("save the config as UTF-8".into()),
+                warning: false,
+            }]))
+        }
+    }
+}
+
+pub fn load_str(text: &str, name: &str) -> Result<Config, ConfigError> {
+    let mut problems = problem::Problems::new(name);
+    let raw = load::load(text, &mut problems);
+    let config = if problems.has_errors() { None } else { validate::validate(raw, &mut problems) };
+    match config {
+        Some(mut c) if !problems.has_errors() => {
+            c.notes.extend(problems.list.iter().map(|p| p.to_string()));
+            Ok(c)
+        }
+        _ => Err(ConfigError::Invalid(problems.list)),
+    }
+}
+
+pub fn load_default() -> Config {
+    load_str(DEFAULT_CONFIG, DEFAULT_CONFIG_NAME).expect("the embedded default config is valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_loads() {
+        let c = load_default();
+        assert_eq!(c.nodes.len(), 5);
+        assert_eq!(c.control_planes().count(), 3);
+        assert!(c.nodes.iter().filter(|n| n.roles.etcd).count() == 3);
+    }
+
+    #[test]
+    fn problems_have_positions() {
+        let text = "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nnetworking:\n  serviceSubnet: 10.96.0.1/12\n---\napiVersion: kubebundle.dev/v1alpha1\nkind: Inventory\nnodes:\n- name: cp1\n  address: 10.0.0.1\n  roles: [control-plane]\n";
+        let Err(ConfigError::Invalid(p)) = load_str(text, "x.yaml") else { panic!("must fail") };
+        assert_eq!(p[0].position, Some((4, 18)), "{p:?}");
+        assert!(p[0].message.contains("host bits"));
+    }
+
+    #[test]
+    fn v1beta4_only_fields_are_refused_in_v1beta3() {
+        let text = "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\nencryptionAlgorithm: ECDSA-P256\n---\napiVersion: kubebundle.dev/v1alpha1\nkind: Inventory\nnodes:\n- {name: cp1, address: 10.0.0.1, roles: [control-plane]}\n";
+        let Err(ConfigError::Invalid(p)) = load_str(text, "x.yaml") else { panic!("must fail") };
+        assert!(p[0].to_string().contains("x.yaml:3:"), "{}", p[0]);
+    }
+}

@@ -1,0 +1,210 @@
+//! The validated configuration: everything later stages need, with defaults applied.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::util::version::KubeVersion;
+
+/// Kubernetes release used when the config names none. We never look one up online.
+pub const PINNED_KUBERNETES_VERSION: &str = "v1.34.1";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from, for messages ("cluster.yaml" or "<embedded default>").
+    pub source: String,
+    pub cluster_name: String,
+    pub kubernetes_version: KubeVersion,
+    /// True when `kubernetesVersion` was absent and the pinned default is used.
+    pub version_defaulted: bool,
+    pub control_plane_endpoint: Endpoint,
+    pub bind_port: u16,
+    /// Absolute directory, e.g. /etc/kubernetes/pki.
+    pub certificates_dir: String,
+    pub api_server_cert_sans: Vec<San>,
+    pub service_subnets: Vec<IpNet>,
+    pub pod_subnets: Vec<IpNet>,
+    pub dns_domain: String,
+    pub etcd: EtcdMode,
+    pub algorithm: KeyAlgorithm,
+    pub cert_validity: Duration,
+    pub ca_validity: Duration,
+    pub tokens: Vec<TokenSpec>,
+    pub nodes: Vec<Node>,
+    pub profile: String,
+    pub worker_join: WorkerJoin,
+    /// Things the run should tell the user (defaults taken, documents ignored).
+    pub notes: Vec<String>,
+}
+
+impl Config {
+    pub fn control_planes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.roles.control_plane)
+    }
+
+    pub fn first_control_plane(&self) -> &Node {
+        // validate() guarantees at least one control plane.
+        self.control_planes().next().unwrap_or(&self.nodes[0])
+    }
+
+    /// The first address of the first service subnet: the `kubernetes` Service IP.
+    pub fn api_service_ip(&self) -> IpAddr {
+        first_host(&self.service_subnets[0])
+    }
+
+    pub fn local_etcd(&self) -> bool {
+        matches!(self.etcd, EtcdMode::Local { .. })
+    }
+}
+
+pub fn first_host(net: &IpNet) -> IpAddr {
+    match net.network() {
+        IpAddr::V4(a) => IpAddr::V4((u32::from(a).wrapping_add(1)).into()),
+        IpAddr::V6(a) => IpAddr::V6((u128::from(a).wrapping_add(1)).into()),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: Host,
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// host:port, with brackets around an IPv6 address.
+    pub fn host_port(&self) -> String {
+        match &self.host {
+            Host::Ip(IpAddr::V6(a)) => format!("[{a}]:{}", self.port),
+            Host::Ip(a) => format!("{a}:{}", self.port),
+            Host::Dns(n) => format!("{n}:{}", self.port),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.host_port())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(untagged)]
+pub enum Host {
+    Ip(IpAddr),
+    Dns(String),
+}
+
+/// A subject alternative name.
+pub type San = Host;
+
+#[derive(Debug, Clone)]
+pub enum EtcdMode {
+    Local { server_sans: Vec<San>, peer_sans: Vec<San> },
+    External,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum KeyAlgorithm {
+    #[serde(rename = "RSA-2048")]
+    Rsa2048,
+    #[serde(rename = "RSA-3072")]
+    Rsa3072,
+    #[serde(rename = "RSA-4096")]
+    Rsa4096,
+    #[serde(rename = "ECDSA-P256")]
+    EcdsaP256,
+    #[serde(rename = "ECDSA-P384")]
+    EcdsaP384,
+}
+
+impl KeyAlgorithm {
+    pub const ALL: [(&'static str, KeyAlgorithm); 5] = [
+        ("RSA-2048", KeyAlgorithm::Rsa2048),
+        ("RSA-3072", KeyAlgorithm::Rsa3072),
+        ("RSA-4096", KeyAlgorithm::Rsa4096),
+        ("ECDSA-P256", KeyAlgorithm::EcdsaP256),
+        ("ECDSA-P384", KeyAlgorithm::EcdsaP384),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, a)| *a == self).map(|(n, _)| *n).unwrap_or("?")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkerJoin {
+    /// Workers get bootstrap-kubelet.conf and join by TLS bootstrap.
+    Token,
+    /// Workers get a pre-issued kubelet.conf.
+    Certificate,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Roles {
+    pub control_plane: bool,
+    pub etcd: bool,
+    pub worker: bool,
+}
+
+impl Roles {
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.control_plane {
+            v.push("control-plane");
+        }
+        if self.etcd {
+            v.push("etcd");
+        }
+        if self.worker {
+            v.push("worker");
+        }
+        v
+    }
+
+    pub fn has(&self, role: &str) -> bool {
+        match role {
+            "control-plane" => self.control_plane,
+            "etcd" => self.etcd,
+            "worker" => self.worker,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    pub address: IpAddr,
+    pub roles: Roles,
+    pub extra_sans: Vec<San>,
+}
+
+/// A bootstrap token as the config states it. `token` is None when the config leaves it to us.
+#[derive(Debug, Clone)]
+pub struct TokenSpec {
+    pub token: Option<String>,
+    pub description: Option<String>,
+    /// Zero means "never expires".
+    pub ttl: Duration,
+    /// Absolute expiry (RFC 3339), which wins over ttl when given.
+    pub expires: Option<time::OffsetDateTime>,
+    pub usages: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+pub const DEFAULT_TOKEN_GROUP: &str = "system:bootstrappers:kubeadm:default-node-token";
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+impl TokenSpec {
+    pub fn kubeadm_default() -> Self {
+        TokenSpec {
+            token: None,
+            description: None,
+            ttl: DEFAULT_TOKEN_TTL,
+            expires: None,
+            usages: vec!["signing".into(), "authentication".into()],
+            groups: vec![DEFAULT_TOKEN_GROUP.into()],
+        }
+    }
+}

@@ -1,0 +1,728 @@
+//! RawConfig → Config: defaults, per-apiVersion field rules and every semantic check.
+//! Every problem is collected (not just the first), each with its position.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde_saphyr::Location;
+
+use super::load::RawConfig;
+use super::model::*;
+use super::problem::Problems;
+use super::raw::{self, S};
+use crate::util::duration::parse_go;
+use crate::util::version::KubeVersion;
+
+const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
+const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(8760 * 3600);
+const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(87600 * 3600);
+pub const BUILTIN_PROFILES: [&str; 1] = ["kubeadm"];
+
+/// RFC 1123 subdomain, as Kubernetes checks node names and DNS SANs.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// A SAN: an IP, a DNS name or a wildcard DNS name (`*.example.com`). DNS names are compared
+/// case-insensitively by TLS, so upper case is accepted and lowered.
+pub fn parse_san(text: &str) -> Result<San, String> {
+    let t = text.trim();
+    if let Ok(ip) = t.parse::<IpAddr>() {
+        return Ok(San::Ip(ip));
+    }
+    let lower = t.to_ascii_lowercase();
+    let name = lower.strip_prefix("*.").unwrap_or(&lower);
+    if is_dns_subdomain(name) && !name.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        Ok(San::Dns(lower))
+    } else {
+        Err(format!("{text:?} is neither an IP address nor a valid DNS name"))
+    }
+}
+
+fn parse_host(text: &str) -> Option<Host> {
+    parse_san(text).ok().filter(|h| !matches!(h, Host::Dns(n) if n.starts_with("*.")))
+}
+
+/// Ceilings kubeadm sets on a service subnet: at most 2^20 addresses.
+fn check_subnets(text: &str, what: &str) -> Result<Vec<IpNet>, String> {
+    let mut nets = Vec::new();
+    for part in text.split(',') {
+        let p = part.trim();
+        let net: IpNet = p.parse().map_err(|_| format!("{p:?} is not a CIDR such as 10.96.0.0/12"))?;
+        if net.trunc() != net {
+            return Err(format!("{p:?} has host bits set; the network address is {}", net.trunc()));
+        }
+        nets.push(net);
+    }
+    match nets.as_slice() {
+        [_] => {}
+        [a, b] if a.addr().is_ipv4() != b.addr().is_ipv4() => {}
+        [_, _] => return Err(format!("a dual-stack {what} needs one IPv4 and one IPv6 CIDR")),
+        _ => return Err(format!("{what} takes one CIDR, or two (one IPv4, one IPv6) separated by a comma")),
+    }
+    Ok(nets)
+}
+
+fn duration(p: &mut Problems, v: &S<String>, field: &str) -> Option<Duration> {
+    match parse_go(&v.value) {
+        Ok(d) if d.negative => {
+            p.error(Some(&v.referenced), field, format!("{:?} is negative", v.value), Some("use a positive duration such as 8760h0m0s"));
+            None
+        }
+        Ok(d) => Some(d.value),
+        Err(e) => {
+            p.error(Some(&v.referenced), field, e, Some("use a Go duration such as 24h0m0s or 8760h"));
+            None
+        }
+    }
+}
+
+fn sans(p: &mut Problems, list: &Option<Vec<S<String>>>, field: &str) -> Vec<San> {
+    let mut out = Vec::new();
+    for s in list.iter().flatten() {
+        match parse_san(&s.value) {
+            Ok(san) => out.push(san),
+            Err(e) => p.error(Some(&s.referenced), field, e, Some("list IP addresses and DNS names only (no ports, schemes or paths)")),
+        }
+    }
+    out
+}
+
+/// Fields that exist only in some kubeadm API versions.
+fn version_gate(p: &mut Problems, api: &str, loc: Option<&Location>, field: &str, allowed: &[&str]) {
+    let version = api.rsplit('/').next().unwrap_or(api);
+    if let Some(loc) = loc {
+        if !allowed.contains(&version) {
+            p.error(
+                Some(loc),
+                field,
+                format!("not a field of {api}"),
+                Some(&format!("this field exists in {}; change apiVersion or remove the field", allowed.join(", "))),
+            );
+        }
+    }
+}
+
+fn loc<T>(v: &Option<S<T>>) -> Option<&Location> {
+    v.as_ref().map(|s| &s.referenced)
+}
+
+fn validate_cluster_gates(p: &mut Problems, c: &raw::ClusterConfiguration) {
+    let api = c.api_version.as_ref().map(|s| s.value.as_str()).unwrap_or("");
+    let v4 = &["v1beta4"];
+    version_gate(p, api, loc(&c.encryption_algorithm), "ClusterConfiguration.encryptionAlgorithm", v4);
+    version_gate(p, api, loc(&c.certificate_validity_period), "ClusterConfiguration.certificateValidityPeriod", v4);
+    version_gate(p, api, loc(&c.ca_certificate_validity_period), "ClusterConfiguration.caCertificateValidityPeriod", v4);
+    version_gate(p, api, loc(&c.proxy), "ClusterConfiguration.proxy", v4);
+    version_gate(p, api, loc(&c.use_hyper_kube_image), "ClusterConfiguration.useHyperKubeImage", &["v1beta2"]);
+    if let Some(dns) = &c.dns {
+        version_gate(p, api, loc(&dns.type_), "ClusterConfiguration.dns.type", &["v1beta2"]);
+        version_gate(p, api, loc(&dns.disabled), "ClusterConfiguration.dns.disabled", v4);
+    }
+    if let Some(a) = &c.api_server {
+        version_gate(
+            p,
+            api,
+            loc(&a.timeout_for_control_plane),
+            "ClusterConfiguration.apiServer.timeoutForControlPlane",
+            &["v1beta2", "v1beta3"],
+        );
+        version_gate(p, api, loc(&a.extra_envs), "ClusterConfiguration.apiServer.extraEnvs", v4);
+    }
+    for (name, comp) in [("controllerManager", &c.controller_manager), ("scheduler", &c.scheduler)] {
+        if let Some(comp) = comp {
+            version_gate(p, api, loc(&comp.extra_envs), &format!("ClusterConfiguration.{name}.extraEnvs"), v4);
+        }
+    }
+    if let Some(local) = c.etcd.as_ref().and_then(|e| e.local.as_ref()) {
+        version_gate(p, api, loc(&local.extra_envs), "ClusterConfiguration.etcd.local.extraEnvs", v4);
+    }
+}
+
+fn validate_init_gates(p: &mut Problems, i: &raw::InitConfiguration) {
+    let api = i.api_version.as_ref().map(|s| s.value.as_str()).unwrap_or("");
+    let v4 = &["v1beta4"];
+    version_gate(p, api, loc(&i.dry_run), "InitConfiguration.dryRun", v4);
+    version_gate(p, api, loc(&i.timeouts), "InitConfiguration.timeouts", v4);
+    if let Some(nr) = &i.node_registration {
+        version_gate(p, api, loc(&nr.image_pull_serial), "InitConfiguration.nodeRegistration.imagePullSerial", v4);
+    }
+}
+
+fn validate_token(p: &mut Problems, t: &S<raw::BootstrapToken>, i: usize) -> Option<TokenSpec> {
+    let field = |f: &str| format!("InitConfiguration.bootstrapTokens[{i}].{f}");
+    let mut spec = TokenSpec::kubeadm_default();
+    let errors_before = p.list.len();
+    if let Some(tok) = &t.value.token {
+        if crate::pki::token::is_valid(&tok.value) {
+            spec.token = Some(tok.value.clone());
+        } else {
+            p.error(
+                Some(&tok.referenced),
+                &field("token"),
+                "the token must match [a-z0-9]{6}.[a-z0-9]{16}",
+                Some("remove the token to have one generated, or write one such as abcdef.0123456789abcdef"),
+            );
+        }
+    }
+    spec.description = t.value.description.clone();
+    if let Some(ttl) = &t.value.ttl {
+        if let Some(d) = duration(p, ttl, &field("ttl")) {
+            spec.ttl = d;
+        }
+    }
+    if let Some(exp) = &t.value.expires {
+        match time::OffsetDateTime::parse(&exp.value, &time::format_description::well_known::Rfc3339) {
+            Ok(t) => spec.expires = Some(t),
+            Err(_) => p.error(
+                Some(&exp.referenced),
+                &field("expires"),
+                format!("{:?} is not an RFC 3339 time", exp.value),
+                Some("write e.g. 2026-12-31T00:00:00Z"),
+            ),
+        }
+    }
+    if let Some(usages) = &t.value.usages {
+        if usages.is_empty() {
+            p.error(Some(&t.referenced), &field("usages"), "no usages", Some("use signing and/or authentication"));
+        }
+        let mut seen = BTreeSet::new();
+        for u in usages {
+            if !["signing", "authentication"].contains(&u.value.as_str()) {
+                p.error(
+                    Some(&u.referenced),
+                    &field("usages"),
+                    format!("unknown usage {:?}", u.value),
+                    Some("usages are signing and authentication"),
+                );
+            } else if !seen.insert(u.value.clone()) {
+                p.error(Some(&u.referenced), &field("usages"), format!("{:?} is listed twice", u.value), None);
+            }
+        }
+        spec.usages = usages.iter().map(|u| u.value.clone()).collect();
+    }
+    if let Some(groups) = &t.value.groups {
+        for g in groups {
+            let ok = g.value.strip_prefix("system:bootstrappers:").is_some_and(|rest| {
+                !rest.is_empty()
+                    && rest.len() <= 256
+                    && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b':' || b == b'-')
+                    && !rest.ends_with([':', '-'])
+            });
+            if !ok {
+                p.error(
+                    Some(&g.referenced),
+                    &field("groups"),
+                    format!("invalid group {:?}", g.value),
+                    Some("groups must match system:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9], e.g. system:bootstrappers:kubeadm:default-node-token"),
+                );
+            }
+        }
+        spec.groups = groups.iter().map(|g| g.value.clone()).collect();
+        if !spec.groups.is_empty() && !spec.usages.iter().any(|u| u == "authentication") {
+            p.error(Some(&t.referenced), &field("groups"), "groups only make sense for a token with the authentication usage", None);
+        }
+    }
+    (p.list.len() == errors_before).then_some(spec)
+}
+
+struct Defaults {
+    bind_port: u16,
+    init_node: Option<(String, IpAddr)>,
+    tokens: Vec<TokenSpec>,
+}
+
+fn validate_init(p: &mut Problems, init: Option<&(u64, raw::InitConfiguration)>) -> Defaults {
+    let mut d = Defaults { bind_port: 6443, init_node: None, tokens: Vec::new() };
+    let Some((offset, i)) = init else { return d };
+    p.line_offset = *offset;
+    validate_init_gates(p, i);
+    let mut address = None;
+    if let Some(ep) = &i.local_api_endpoint {
+        if let Some(port) = &ep.bind_port {
+            match u16::try_from(port.value) {
+                Ok(v) if v > 0 => d.bind_port = v,
+                _ => p.error(
+                    Some(&port.referenced),
+                    "InitConfiguration.localAPIEndpoint.bindPort",
+                    format!("{} is not a TCP port", port.value),
+                    Some("use 1-65535, usually 6443"),
+                ),
+            }
+        }
+        if let Some(a) = &ep.advertise_address {
+            match a.value.parse::<IpAddr>() {
+                Ok(ip) => address = Some(ip),
+                Err(_) => p.error(
+                    Some(&a.referenced),
+                    "InitConfiguration.localAPIEndpoint.advertiseAddress",
+                    format!("{:?} is not an IP address", a.value),
+                    None,
+                ),
+            }
+        }
+    }
+    let name = i.node_registration.as_ref().and_then(|n| n.name.as_ref()).map(|n| n.value.clone());
+    if let (Some(name), Some(address)) = (name, address) {
+        d.init_node = Some((name, address));
+    }
+    for (n, t) in i.bootstrap_tokens.iter().flatten().enumerate() {
+        if let Some(spec) = validate_token(p, t, n) {
+            d.tokens.push(spec);
+        }
+    }
+    let mut ids = BTreeMap::new();
+    for (n, t) in i.bootstrap_tokens.iter().flatten().enumerate() {
+        if let Some(tok) = &t.value.token {
+            if let Some(first) = ids.insert(tok.value.split('.').next().unwrap_or("").to_string(), n) {
+                p.error(
+                    Some(&tok.referenced),
+                    &format!("InitConfiguration.bootstrapTokens[{n}].token"),
+                    format!("token id repeats bootstrapTokens[{first}]"),
+                    Some("token ids must be unique"),
+                );
+            }
+        }
+    }
+    d
+}
+
+fn parse_endpoint(p: &mut Problems, v: &S<String>, field: &str) -> Option<Endpoint> {
+    let text = v.value.trim();
+    let hint = Some("write host:port, e.g. lb.example.com:6443, 192.168.1.200:8443 or [fd00::10]:6443");
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        match rest.split_once("]:") {
+            Some((h, port)) => (h, Some(port)),
+            None => (rest.trim_end_matches(']'), None),
+        }
+    } else if text.matches(':').count() > 1 {
+        p.error(Some(&v.referenced), field, format!("{text:?}: an IPv6 address needs brackets"), hint);
+        return None;
+    } else {
+        match text.split_once(':') {
+            Some((h, port)) => (h, Some(port)),
+            None => (text, None),
+        }
+    };
+    let Some(port) = port else {
+        p.error(Some(&v.referenced), field, format!("{text:?} has no port"), hint);
+        return None;
+    };
+    let port = match port.parse::<u16>() {
+        Ok(n) if n > 0 => n,
+        _ => {
+            p.error(Some(&v.referenced), field, format!("{port:?} is not a TCP port (1-65535)"), hint);
+            return None;
+        }
+    };
+    match parse_host(host) {
+        Some(host) => Some(Endpoint { host, port }),
+        None => {
+            p.error(Some(&v.referenced), field, format!("{host:?} is neither an IP address nor a DNS name"), hint);
+            None
+        }
+    }
+}
+
+fn validate_nodes(p: &mut Problems, inv: &raw::Inventory) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    let mut addrs: BTreeMap<IpAddr, usize> = BTreeMap::new();
+    for (i, n) in inv.nodes.iter().flatten().enumerate() {
+        let field = |f: &str| format!("Inventory.nodes[{i}].{f}");
+        let n = &n.value;
+        let mut ok = true;
+        if !is_dns_subdomain(&n.name.value) {
+            p.error(
+                Some(&n.name.referenced),
+                &field("name"),
+                format!("{:?} is not a valid node name", n.name.value),
+                Some("node names are lowercase RFC 1123 names: a-z, 0-9, '-' and '.', starting and ending with a letter or digit"),
+            );
+            ok = false;
+        } else if let Some(first) = names.insert(n.name.value.clone(), i) {
+            p.error(
+                Some(&n.name.referenced),
+                &field("name"),
+                format!("{:?} is already the name of nodes[{first}]", n.name.value),
+                Some("node names must be unique"),
+            );
+            ok = false;
+        }
+        let address = match n.address.value.trim().parse::<IpAddr>() {
+            Ok(a) => {
+                if let Some(first) = addrs.insert(a, i) {
+                    p.error(
+                        Some(&n.address.referenced),
+                        &field("address"),
+                        format!("{a} is already the address of nodes[{first}]"),
+                        Some("each node needs its own advertise address"),
+                    );
+                    ok = false;
+                }
+                if a.is_unspecified() || a.is_multicast() {
+                    p.error(Some(&n.address.referenced), &field("address"), format!("{a} cannot be an advertise address"), None);
+                    ok = false;
+                }
+                a
+            }
+            Err(_) => {
+                p.error(
+                    Some(&n.address.referenced),
+                    &field("address"),
+                    format!("{:?} is not an IP address", n.address.value),
+                    Some("address is the node's advertise IP (IPv4 or IPv6); put DNS names in extraSANs"),
+                );
+                ok = false;
+                IpAddr::from([0, 0, 0, 0])
+            }
+        };
+        let mut roles = Roles::default();
+        if n.roles.is_empty() {
+            p.error(None, &field("roles"), "no roles", Some("give each node one or more of control-plane, etcd, worker"));
+            ok = false;
+        }
+        for r in &n.roles {
+            let slot = match r.value.as_str() {
+                "control-plane" => &mut roles.control_plane,
+                "etcd" => &mut roles.etcd,
+                "worker" => &mut roles.worker,
+                other => {
+                    let hint = if other == "master" || other == "controlplane" {
+                        Some("did you mean control-plane?")
+                    } else {
+                        Some("roles are control-plane, etcd and worker")
+                    };
+                    p.error(Some(&r.referenced), &field("roles"), format!("unknown role {other:?}"), hint);
+                    ok = false;
+                    continue;
+                }
+            };
+            if *slot {
+                p.error(Some(&r.referenced), &field("roles"), format!("role {:?} is listed twice", r.value), None);
+                ok = false;
+            }
+            *slot = true;
+        }
+        let extra_sans = sans(p, &n.extra_sans, &field("extraSANs"));
+        if ok {
+            nodes.push(Node { name: n.name.value.clone(), address, roles, extra_sans });
+        }
+    }
+    nodes
+}
+
+/// Checks everything and applies kubeadm's defaults.
+pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
+    let mut notes = Vec::new();
+    let defaults = validate_init(p, raw.init.as_ref());
+    let empty = raw::ClusterConfiguration::default();
+    let (offset, c) = raw.cluster.as_ref().map(|(o, c)| (*o, c)).unwrap_or((0, &empty));
+    p.line_offset = offset;
+    if raw.cluster.is_none() {
+        notes.push("no ClusterConfiguration document: using kubeadm's defaults".to_string());
+    } else {
+        validate_cluster_gates(p, c);
+    }
+    for kind in &raw.ignored {
+        notes.push(format!("the {kind} document is accepted but does not change the bundle"));
+    }
+
+    let cluster_name = match &c.cluster_name {
+        Some(n) if is_dns_subdomain(&n.value) => n.value.clone(),
+        Some(n) => {
+            p.error(
+                Some(&n.referenced),
+                "ClusterConfiguration.clusterName",
+                format!("{:?} is not a valid cluster name", n.value),
+                Some("use a lowercase RFC 1123 name such as kubernetes; it names the output folder and the kubeconfig cluster"),
+            );
+            String::new()
+        }
+        None => "kubernetes".to_string(),
+    };
+
+    let (kubernetes_version, version_defaulted) = match &c.kubernetes_version {
+        Some(v) => match KubeVersion::parse(&v.value) {
+            Ok(k) => (k, false),
+            Err(e) => {
+                p.error(Some(&v.referenced), "ClusterConfiguration.kubernetesVersion", e, None);
+                (pinned_version(), false)
+            }
+        },
+        None => (pinned_version(), true),
+    };
+    if version_defaulted {
+        notes.push(format!(
+            "kubernetesVersion is not set: using the built-in pinned {PINNED_KUBERNETES_VERSION} (nothing is looked up online)"
+        ));
+    }
+
+    let certificates_dir = match &c.certificates_dir {
+        Some(d) => {
+            let ok = d.value.starts_with('/') && !d.value.split('/').any(|s| s == ".." || s == ".") && d.value.len() > 1;
+            if !ok {
+                p.error(
+                    Some(&d.referenced),
+                    "ClusterConfiguration.certificatesDir",
+                    format!("{:?} must be an absolute path without . or ..", d.value),
+                    Some("the default is /etc/kubernetes/pki"),
+                );
+            }
+            d.value.trim_end_matches('/').to_string()
+        }
+        None => "/etc/kubernetes/pki".to_string(),
+    };
+
+    let api_server_cert_sans = sans(p, &c.api_server.as_ref().and_then(|a| a.cert_sans.clone()), "ClusterConfiguration.apiServer.certSANs");
+
+    let net = c.networking.as_ref();
+    let service_subnets = match net.and_then(|n| n.service_subnet.as_ref()) {
+        Some(s) => match check_subnets(&s.value, "serviceSubnet") {
+            Ok(nets) => {
+                for n in &nets {
+                    let too_big = if n.addr().is_ipv4() { n.prefix_len() < 12 } else { n.prefix_len() < 108 };
+                    if too_big {
+                        p.error(
+                            Some(&s.referenced),
+                            "ClusterConfiguration.networking.serviceSubnet",
+                            format!("{n} is too large: kubeadm allows at most 2^20 service addresses"),
+                            Some("use a prefix of /12 or longer for IPv4, /108 or longer for IPv6"),
+                        );
+                    }
+                }
+                nets
+            }
+            Err(e) => {
+                p.error(Some(&s.referenced), "ClusterConfiguration.networking.serviceSubnet", e, None);
+                vec![]
+            }
+        },
+        None => vec![DEFAULT_SERVICE_SUBNET.parse().expect("constant CIDR")],
+    };
+    let pod_subnets = match net.and_then(|n| n.pod_subnet.as_ref()) {
+        Some(s) => match check_subnets(&s.value, "podSubnet") {
+            Ok(nets) => {
+                for pn in &nets {
+                    if let Some(sn) = service_subnets.iter().find(|sn| sn.contains(pn) || pn.contains(*sn)) {
+                        p.error(
+                            Some(&s.referenced),
+                            "ClusterConfiguration.networking.podSubnet",
+                            format!("{pn} overlaps serviceSubnet {sn}"),
+                            Some("pods and services need disjoint ranges, e.g. podSubnet 10.244.0.0/16 with serviceSubnet 10.96.0.0/12"),
+                        );
+                    }
+                }
+                nets
+            }
+            Err(e) => {
+                p.error(Some(&s.referenced), "ClusterConfiguration.networking.podSubnet", e, None);
+                vec![]
+            }
+        },
+        None => vec![],
+    };
+    if service_subnets.len() == 2 && pod_subnets.len() == 1 {
+        let s = net.and_then(|n| n.pod_subnet.as_ref()).map(|s| &s.referenced);
+        p.error(s, "ClusterConfiguration.networking.podSubnet", "a dual-stack serviceSubnet needs a dual-stack podSubnet", None);
+    }
+    let dns_domain = match net.and_then(|n| n.dns_domain.as_ref()) {
+        Some(d) if is_dns_subdomain(&d.value) => d.value.clone(),
+        Some(d) => {
+            p.error(
+                Some(&d.referenced),
+                "ClusterConfiguration.networking.dnsDomain",
+                format!("{:?} is not a valid DNS domain", d.value),
+                Some("the default is cluster.local"),
+            );
+            String::new()
+        }
+        None => "cluster.local".to_string(),
+    };
+
+    let etcd = match c.etcd.as_ref() {
+        Some(raw::Etcd { local: Some(_), external: Some(ext) }) => {
+            p.error(Some(&ext.referenced), "ClusterConfiguration.etcd", "both local and external are set", Some("choose one"));
+            EtcdMode::External
+        }
+        Some(raw::Etcd { external: Some(_), .. }) => {
+            notes.push("etcd is external: no etcd CA, etcd certificates or apiserver-etcd-client are made; the apiserver uses the files named in etcd.external".to_string());
+            EtcdMode::External
+        }
+        Some(raw::Etcd { local: Some(l), .. }) => EtcdMode::Local {
+            server_sans: sans(p, &l.server_cert_sans, "ClusterConfiguration.etcd.local.serverCertSANs"),
+            peer_sans: sans(p, &l.peer_cert_sans, "ClusterConfiguration.etcd.local.peerCertSANs"),
+        },
+        _ => EtcdMode::Local { server_sans: vec![], peer_sans: vec![] },
+    };
+
+    let algorithm = match &c.encryption_algorithm {
+        Some(a) => match KeyAlgorithm::ALL.iter().find(|(n, _)| *n == a.value) {
+            Some((_, alg)) => *alg,
+            None => {
+                let names: Vec<&str> = KeyAlgorithm::ALL.iter().map(|(n, _)| *n).collect();
+                p.error(
+                    Some(&a.referenced),
+                    "ClusterConfiguration.encryptionAlgorithm",
+                    format!("unknown algorithm {:?}", a.value),
+                    Some(&format!("use one of {}", names.join(", "))),
+                );
+                KeyAlgorithm::Rsa2048
+            }
+        },
+        None => KeyAlgorithm::Rsa2048,
+    };
+    if algorithm == KeyAlgorithm::EcdsaP384 && !kubernetes_version.at_least(34) {
+        notes.push(format!("ECDSA-P384 is accepted by kubeadm only from 1.34; this cluster is {kubernetes_version}"));
+    }
+
+    let cert_validity = c
+        .certificate_validity_period
+        .as_ref()
+        .and_then(|v| duration(p, v, "ClusterConfiguration.certificateValidityPeriod"))
+        .unwrap_or(DEFAULT_CERT_VALIDITY);
+    let ca_validity = c
+        .ca_certificate_validity_period
+        .as_ref()
+        .and_then(|v| duration(p, v, "ClusterConfiguration.caCertificateValidityPeriod"))
+        .unwrap_or(DEFAULT_CA_VALIDITY);
+    for (value, field, v) in [
+        (cert_validity, "ClusterConfiguration.certificateValidityPeriod", &c.certificate_validity_period),
+        (ca_validity, "ClusterConfiguration.caCertificateValidityPeriod", &c.ca_certificate_validity_period),
+    ] {
+        if value < Duration::from_secs(3600) {
+            p.error(loc(v), field, "must be at least 1h", Some("the defaults are 8760h (leaves) and 87600h (CAs)"));
+        }
+    }
+    if cert_validity > ca_validity {
+        p.error(
+            loc(&c.certificate_validity_period),
+            "ClusterConfiguration.certificateValidityPeriod",
+            "is longer than caCertificateValidityPeriod: a leaf must never outlive its CA",
+            Some("shorten certificateValidityPeriod or lengthen caCertificateValidityPeriod"),
+        );
+    }
+
+    // The inventory, or the single node InitConfiguration describes.
+    p.line_offset = raw.inventory.as_ref().map(|(o, _)| *o).unwrap_or(0);
+    let inv_default = raw::Inventory::default();
+    let inv = raw.inventory.as_ref().map(|(_, i)| i).unwrap_or(&inv_default);
+    let mut nodes = validate_nodes(p, inv);
+    if raw.inventory.is_none() {
+        match &defaults.init_node {
+            Some((name, address)) if is_dns_subdomain(name) => {
+                notes.push(format!("no Inventory document: one control-plane node {name} ({address}) from InitConfiguration"));
+                nodes.push(Node { name: name.clone(), address: *address, roles: Roles { control_plane: true, etcd: true, worker: false }, extra_sans: vec![] });
+            }
+            _ => p.error(None, "Inventory", "no nodes: the config has no Inventory document", Some("add a document with apiVersion: kubebundle.dev/v1alpha1, kind: Inventory and a nodes list (see `kubebundle config print-defaults`)")),
+        }
+    }
+    let inv_loc = raw.inventory.as_ref().and_then(|(_, i)| i.kind.as_ref()).map(|k| &k.referenced);
+    if raw.inventory.is_some() && nodes.is_empty() && !p.has_errors() {
+        p.error(inv_loc, "Inventory.nodes", "no nodes", Some("list at least one node with the control-plane role"));
+    }
+    if !nodes.is_empty() && !nodes.iter().any(|n| n.roles.control_plane) {
+        p.error(inv_loc, "Inventory.nodes", "no node has the control-plane role", Some("give at least one node the role control-plane"));
+    }
+    match &etcd {
+        EtcdMode::Local { .. } => {
+            if !nodes.is_empty() && !nodes.iter().any(|n| n.roles.etcd) {
+                for n in nodes.iter_mut().filter(|n| n.roles.control_plane) {
+                    n.roles.etcd = true;
+                }
+                notes.push("no node has the etcd role: stacked etcd, every control-plane node is an etcd member".to_string());
+            }
+            let members = nodes.iter().filter(|n| n.roles.etcd).count();
+            if members % 2 == 0 && members > 0 {
+                p.warn(
+                    inv_loc,
+                    "Inventory.nodes",
+                    format!("{members} etcd members: an even count tolerates no more failures than {} members", members - 1),
+                    Some("use an odd number of etcd members (1, 3 or 5)"),
+                );
+            }
+        }
+        EtcdMode::External => {
+            if let Some(n) = nodes.iter().find(|n| n.roles.etcd) {
+                p.error(
+                    inv_loc,
+                    "Inventory.nodes",
+                    format!("node {} has the etcd role but etcd is external", n.name),
+                    Some("remove the etcd role or use etcd.local"),
+                );
+            }
+        }
+    }
+
+    let control_plane_endpoint = match &c.control_plane_endpoint {
+        Some(v) => parse_endpoint(p, v, "ClusterConfiguration.controlPlaneEndpoint"),
+        None => nodes.iter().find(|n| n.roles.control_plane).map(|n| Endpoint { host: Host::Ip(n.address), port: defaults.bind_port }),
+    };
+
+    let profile = match &inv.profile {
+        Some(s) if BUILTIN_PROFILES.contains(&s.value.as_str()) => s.value.clone(),
+        Some(s) => {
+            p.error(
+                Some(&s.referenced),
+                "Inventory.profile",
+                format!("unknown profile {:?}", s.value),
+                Some(&format!("built-in profiles: {}", BUILTIN_PROFILES.join(", "))),
+            );
+            String::new()
+        }
+        None => "kubeadm".to_string(),
+    };
+    let worker_join = match inv.worker_join.as_ref().map(|s| (s, s.value.as_str())) {
+        None | Some((_, "token")) => WorkerJoin::Token,
+        Some((_, "certificate")) => WorkerJoin::Certificate,
+        Some((s, other)) => {
+            p.error(
+                Some(&s.referenced),
+                "Inventory.workerJoin",
+                format!("unknown value {other:?}"),
+                Some("use token (TLS bootstrap with bootstrap-kubelet.conf) or certificate (pre-issued kubelet.conf)"),
+            );
+            WorkerJoin::Token
+        }
+    };
+
+    if p.has_errors() {
+        return None;
+    }
+    Some(Config {
+        source: p.file.clone(),
+        cluster_name,
+        kubernetes_version,
+        version_defaulted,
+        control_plane_endpoint: control_plane_endpoint?,
+        bind_port: defaults.bind_port,
+        certificates_dir,
+        api_server_cert_sans,
+        service_subnets,
+        pod_subnets,
+        dns_domain,
+        etcd,
+        algorithm,
+        cert_validity,
+        ca_validity,
+        tokens: defaults.tokens,
+        nodes,
+        profile,
+        worker_join,
+        notes,
+    })
+}
+
+fn pinned_version() -> KubeVersion {
+    KubeVersion::parse(PINNED_KUBERNETES_VERSION).expect("the pinned version parses")
+}

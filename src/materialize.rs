@@ -1,0 +1,181 @@
+//! Plan + State → files: every leaf is issued (in parallel), every kubeconfig, encryption
+//! config, token Secret and join file rendered from `templates/`.
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use minijinja::context;
+use rayon::prelude::*;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::output::FileTree;
+use crate::pki::catalog::Credential;
+use crate::pki::issue::{self, CertSpec, Issued};
+use crate::pki::keys::Key;
+use crate::pki::token::discovery_hash;
+use crate::plan::{Plan, PlannedFile};
+use crate::profile::{self, Artifact};
+use crate::render::{RenderError, Renderer};
+use crate::state::State;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MaterializeError {
+    #[error(transparent)]
+    Key(#[from] crate::pki::keys::KeyError),
+    #[error(transparent)]
+    Issue(#[from] issue::IssueError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error("{0}")]
+    Missing(String),
+}
+
+/// The generated part of a bundle (everything but the state).
+pub struct Bundle {
+    /// Node name → its files, relative to the node's /.
+    pub nodes: BTreeMap<String, FileTree>,
+    /// join.txt, discovery.conf, manifests/...
+    pub top: FileTree,
+    /// The join commands, printed at the end of the run.
+    pub join_text: String,
+    pub discovery_hash: String,
+}
+
+type Leaves = BTreeMap<(Option<String>, String), (Issued, Key)>;
+
+pub fn leaf_validity(clock: &Clock, config: &Config, ca: &issue::Authority) -> issue::Validity {
+    issue::Validity {
+        // kubeadm ≤1.30 copied the CA's notBefore; 1.31+ backdates every certificate.
+        not_before: if config.kubernetes_version.at_least(31) { clock.backdated() } else { ca.not_before },
+        not_after: clock.now + config.cert_validity,
+    }
+}
+
+fn issue_leaves(plan: &Plan, config: &Config, state: &State, clock: &Clock) -> Result<Leaves, MaterializeError> {
+    let specs: Vec<&CertSpec> = plan.leaf_certificates();
+    specs
+        .par_iter()
+        .map(|spec| {
+            let ca_id = spec.signer.ca_id().ok_or_else(|| MaterializeError::Missing(format!("{} has no signer", spec.id)))?;
+            let ca =
+                state.authority(ca_id).ok_or_else(|| MaterializeError::Missing(format!("{}: CA {ca_id} is not in the state", spec.id)))?;
+            let key = Key::generate(config.algorithm)?;
+            let cert = issue::issue(spec, &key, Some(ca), &leaf_validity(clock, config, ca), issue::random_serial())?;
+            Ok(((spec.node.clone(), spec.id.clone()), (cert, key)))
+        })
+        .collect()
+}
+
+struct Ctx<'a> {
+    config: &'a Config,
+    state: &'a State,
+    leaves: &'a Leaves,
+    renderer: &'a Renderer,
+    ca_data: String,
+}
+
+impl Ctx<'_> {
+    fn leaf(&self, node: &str, id: &str) -> Result<&(Issued, Key), MaterializeError> {
+        self.leaves
+            .get(&(Some(node.to_string()), id.to_string()))
+            .ok_or_else(|| MaterializeError::Missing(format!("{id} for {node} was not issued")))
+    }
+
+    fn authority(&self, id: &str) -> Result<&issue::Authority, MaterializeError> {
+        self.state.authority(id).ok_or_else(|| MaterializeError::Missing(format!("CA {id} is not in the state")))
+    }
+
+    fn encryption_config(&self) -> Result<Vec<u8>, MaterializeError> {
+        let keys: Vec<_> =
+            self.state.encryption_keys.iter().map(|k| context! { name => k.name.clone(), secret => k.secret.clone() }).collect();
+        Ok(self.renderer.render("encryption-config.yaml", context! { keys })?.into_bytes())
+    }
+
+    fn render_file(&self, node: &str, f: &PlannedFile) -> Result<Vec<u8>, MaterializeError> {
+        let art = profile::artifact(&f.artifact).ok_or_else(|| MaterializeError::Missing(format!("unknown artifact {}", f.artifact)))?;
+        Ok(match art {
+            Artifact::CertPem(e) if e.is_ca() => self.authority(e.id)?.cert.pem.clone().into_bytes(),
+            Artifact::KeyPem(e) if e.is_ca() => self.authority(e.id)?.key.private_pem().as_bytes().to_vec(),
+            Artifact::CertPem(e) => self.leaf(node, e.id)?.0.pem.clone().into_bytes(),
+            Artifact::KeyPem(e) => self.leaf(node, e.id)?.1.private_pem().as_bytes().to_vec(),
+            Artifact::SaKey => self.state.sa.private_pem().as_bytes().to_vec(),
+            Artifact::SaPub => self.state.sa.public_pem().into_bytes(),
+            Artifact::EncryptionConfig => self.encryption_config()?,
+            Artifact::Kubeconfig(k) => {
+                let server = f.server.clone().unwrap_or_default();
+                let (user, token, cert, key) = match k.credential {
+                    Credential::Certificate => {
+                        let (c, key) = self.leaf(node, k.id)?;
+                        let user = f.certificate.as_ref().map(|s| s.common_name.clone()).unwrap_or_default();
+                        (user, String::new(), B64.encode(c.pem.as_bytes()), B64.encode(key.private_pem().as_bytes()))
+                    }
+                    Credential::BootstrapToken => {
+                        let t = self.state.join_token().ok_or_else(|| {
+                            MaterializeError::Missing("no bootstrap token with the authentication usage for bootstrap-kubelet.conf".into())
+                        })?;
+                        ("tls-bootstrap-token-user".to_string(), t.token.clone(), String::new(), String::new())
+                    }
+                };
+                self.renderer
+                    .render(
+                        "kubeconfig.yaml",
+                        context! {
+                            cluster_name => self.config.cluster_name.clone(), server, ca_data => self.ca_data.clone(), user, token,
+                            client_certificate_data => cert, client_key_data => key,
+                        },
+                    )?
+                    .into_bytes()
+            }
+        })
+    }
+}
+
+pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock) -> Result<Bundle, MaterializeError> {
+    let renderer = Renderer::new();
+    let leaves = issue_leaves(plan, config, state, clock)?;
+    let ca = state.authority("ca").ok_or_else(|| MaterializeError::Missing("the cluster CA is not in the state".into()))?;
+    let ctx = Ctx { config, state, leaves: &leaves, renderer: &renderer, ca_data: B64.encode(ca.cert.pem.as_bytes()) };
+
+    let mut nodes = BTreeMap::new();
+    for n in &plan.nodes {
+        let mut tree = FileTree::new();
+        for f in &n.files {
+            tree.insert(&f.path, ctx.render_file(&n.name, f)?, f.mode_bits);
+        }
+        nodes.insert(n.name.clone(), tree);
+    }
+
+    let mut top = FileTree::new();
+    let hash = discovery_hash(&ca.key.spki_der());
+    let endpoint = config.control_plane_endpoint.host_port();
+    let discovery = renderer.render(
+        "kubeconfig.yaml",
+        context! { cluster_name => config.cluster_name.clone(), server => config.control_plane_endpoint.url(), ca_data => ctx.ca_data.clone(), user => "" },
+    )?;
+    top.insert("discovery.conf", discovery.into_bytes(), 0o644);
+    for t in &state.tokens {
+        let secret = renderer.render(
+            "bootstrap-token-secret.yaml",
+            context! {
+                id => t.id(), secret => t.secret(), expiration => t.expires.clone().unwrap_or_default(),
+                description => t.description.clone().unwrap_or_default(), usages => t.usages.clone(), groups => t.groups.clone(),
+            },
+        )?;
+        top.insert(&format!("manifests/bootstrap-token-{}.yaml", t.id()), secret.into_bytes(), 0o600);
+    }
+    let join_text = match state.join_token() {
+        Some(t) => renderer.render(
+            "join.txt",
+            context! {
+                cluster_name => config.cluster_name.clone(), kubernetes_version => config.kubernetes_version.to_string(),
+                endpoint, token => t.token.clone(), hashes => vec![hash.clone()],
+                expiration => t.expires.clone().unwrap_or_else(|| "never".into()),
+            },
+        )?,
+        None => "# No bootstrap token has the authentication usage, so there is no join command.\n".to_string(),
+    };
+    top.insert("join.txt", join_text.clone().into_bytes(), 0o600);
+    Ok(Bundle { nodes, top, join_text, discovery_hash: hash })
+}

@@ -1,0 +1,155 @@
+//! Issuing certificates with rcgen: the only place that builds X.509 structures.
+
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyUsagePurpose, SanType,
+    SerialNumber,
+};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::catalog::{Eku, Signer};
+use super::keys::{pem_encode, Key};
+use super::sans::AltNames;
+
+/// Everything that defines one certificate, resolved for its node. Holds no secrets.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertSpec {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub common_name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub organizations: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", rename = "sans")]
+    pub san_strings: Vec<String>,
+    #[serde(skip)]
+    pub sans: AltNames,
+    #[serde(skip_serializing_if = "Vec::is_empty", rename = "extendedKeyUsages")]
+    pub usages: Vec<Eku>,
+    pub is_ca: bool,
+    pub signer: Signer,
+    #[serde(serialize_with = "serialize_hours")]
+    pub validity: Duration,
+}
+
+fn serialize_hours<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::util::duration::format_go(*d))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("{id}: {message}")]
+    Build { id: String, message: String },
+    #[error("{id}: the certificate would expire at {leaf} but its CA {ca} expires at {ca_end}; a leaf must never outlive its CA\n  hint: renew the CA (a new --force run replaces it) or shorten certificateValidityPeriod")]
+    OutlivesCa { id: String, ca: String, leaf: OffsetDateTime, ca_end: OffsetDateTime },
+}
+
+/// A signed certificate.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub der: Vec<u8>,
+    pub pem: String,
+}
+
+/// A CA ready to sign: its certificate and key.
+pub struct Authority {
+    pub id: String,
+    pub cert: Issued,
+    pub key: Key,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+impl Authority {
+    pub fn from_pem(id: &str, cert_pem: &str, key: Key) -> Result<Authority, String> {
+        let parsed = pem::parse(cert_pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
+        if parsed.tag() != "CERTIFICATE" {
+            return Err(format!("expected a CERTIFICATE PEM block, found {:?}", parsed.tag()));
+        }
+        let der = parsed.contents().to_vec();
+        let (_, x509) = x509_parser::parse_x509_certificate(&der).map_err(|e| format!("unreadable certificate: {e}"))?;
+        if !x509.is_ca() {
+            return Err("the certificate is not a CA (BasicConstraints CA:FALSE)".into());
+        }
+        if x509.public_key().raw != key.spki_der().as_slice() {
+            return Err("the CA key does not match the CA certificate".into());
+        }
+        let not_before = x509.validity().not_before.to_datetime();
+        let not_after = x509.validity().not_after.to_datetime();
+        Ok(Authority { id: id.to_string(), cert: Issued { der, pem: cert_pem.to_string() }, key, not_before, not_after })
+    }
+}
+
+/// A random positive serial below 2^63, never zero.
+pub fn random_serial() -> Vec<u8> {
+    loop {
+        let mut b = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut b).expect("the system RNG works");
+        b[0] &= 0x7f;
+        if b.iter().any(|x| *x != 0) {
+            return b.to_vec();
+        }
+    }
+}
+
+pub struct Validity {
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+/// Signs `spec` for `key`. `issuer` is None for a self-signed CA.
+pub fn issue(spec: &CertSpec, key: &Key, issuer: Option<&Authority>, validity: &Validity, serial: Vec<u8>) -> Result<Issued, IssueError> {
+    let build = |e: rcgen::Error| IssueError::Build { id: spec.id.clone(), message: e.to_string() };
+    if let Some(ca) = issuer {
+        if validity.not_after > ca.not_after {
+            return Err(IssueError::OutlivesCa { id: spec.id.clone(), ca: ca.id.clone(), leaf: validity.not_after, ca_end: ca.not_after });
+        }
+    }
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    for o in &spec.organizations {
+        dn.push(DnType::OrganizationName, o.as_str());
+    }
+    dn.push(DnType::CommonName, spec.common_name.as_str());
+    params.distinguished_name = dn;
+    params.serial_number = Some(SerialNumber::from_slice(&serial));
+    params.not_before = validity.not_before;
+    params.not_after = validity.not_after;
+    params.subject_alt_names = spec
+        .sans
+        .dns
+        .iter()
+        .map(|d| Ok(SanType::DnsName(d.as_str().try_into()?)))
+        .chain(spec.sans.ips.iter().map(|ip| Ok(SanType::IpAddress(*ip))))
+        .collect::<Result<_, rcgen::Error>>()
+        .map_err(build)?;
+    params.extended_key_usages = spec
+        .usages
+        .iter()
+        .map(|u| match u {
+            Eku::ServerAuth => ExtendedKeyUsagePurpose::ServerAuth,
+            Eku::ClientAuth => ExtendedKeyUsagePurpose::ClientAuth,
+        })
+        .collect();
+    if spec.is_ca {
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment, KeyUsagePurpose::KeyCertSign];
+        params.use_authority_key_identifier_extension = false;
+    } else {
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.use_authority_key_identifier_extension = true;
+    }
+    let cert = match issuer {
+        None => params.self_signed(&key.pair).map_err(build)?,
+        Some(ca) => {
+            let issuer = Issuer::from_ca_cert_der(&ca.cert.der.as_slice().into(), &ca.key.pair).map_err(build)?;
+            params.signed_by(&key.pair, &issuer).map_err(build)?
+        }
+    };
+    let der = cert.der().to_vec();
+    Ok(Issued { pem: pem_encode("CERTIFICATE", &der), der })
+}

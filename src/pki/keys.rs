@@ -1,0 +1,138 @@
+//! Private keys: generation with aws-lc-rs, and PEM files in kubeadm's formats
+//! (RSA: PKCS#1 "RSA PRIVATE KEY"; EC: SEC1 "EC PRIVATE KEY"; public keys: PKIX "PUBLIC KEY").
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING};
+use rcgen::{KeyPair, PublicKeyData, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
+use zeroize::Zeroizing;
+
+use crate::config::KeyAlgorithm;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key generation failed for {0}")]
+    Generate(&'static str),
+    #[error("{0}")]
+    Parse(String),
+}
+
+/// A private key with its PEM file content.
+pub struct Key {
+    pub pair: KeyPair,
+    pem: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key([secret elided])")
+    }
+}
+
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new(label, der), config)
+}
+
+/// The PKCS#1 RSAPrivateKey inside a PKCS#8 PrivateKeyInfo.
+fn pkcs8_inner(pkcs8: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let inner = yasna::parse_der(pkcs8, |r| {
+        r.read_sequence(|r| {
+            r.next().read_u8()?;
+            r.next().read_der()?; // AlgorithmIdentifier
+            r.next().read_bytes()
+        })
+    })
+    .map_err(|e| KeyError::Parse(format!("malformed PKCS#8 key: {e}")))?;
+    Ok(Zeroizing::new(inner))
+}
+
+impl Key {
+    pub fn generate(alg: KeyAlgorithm) -> Result<Key, KeyError> {
+        let fail = || KeyError::Generate(alg.name());
+        match alg {
+            KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
+                let size = match alg {
+                    KeyAlgorithm::Rsa2048 => KeySize::Rsa2048,
+                    KeyAlgorithm::Rsa3072 => KeySize::Rsa3072,
+                    _ => KeySize::Rsa4096,
+                };
+                let kp = aws_lc_rs::rsa::KeyPair::generate(size).map_err(|_| fail())?;
+                let pkcs8 = Zeroizing::new(kp.as_der().map_err(|_| fail())?.as_ref().to_vec());
+                let pkcs1 = pkcs8_inner(&pkcs8)?;
+                Key::from_der(PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(pkcs1.as_slice())), &PKCS_RSA_SHA256, "RSA PRIVATE KEY")
+            }
+            KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => {
+                let (sign, rc) = if alg == KeyAlgorithm::EcdsaP256 {
+                    (&ECDSA_P256_SHA256_ASN1_SIGNING, &PKCS_ECDSA_P256_SHA256)
+                } else {
+                    (&ECDSA_P384_SHA384_ASN1_SIGNING, &PKCS_ECDSA_P384_SHA384)
+                };
+                let kp = EcdsaKeyPair::generate(sign).map_err(|_| fail())?;
+                let sec1 = Zeroizing::new(kp.private_key().as_der().map_err(|_| fail())?.as_ref().to_vec());
+                Key::from_der(PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(sec1.as_slice())), rc, "EC PRIVATE KEY")
+            }
+        }
+    }
+
+    fn from_der(der: PrivateKeyDer<'_>, alg: &'static SignatureAlgorithm, label: &str) -> Result<Key, KeyError> {
+        let pem = Zeroizing::new(pem_encode(label, der.secret_der()));
+        let pair = KeyPair::from_der_and_sign_algo(&der, alg).map_err(|e| KeyError::Parse(format!("unusable key: {e}")))?;
+        Ok(Key { pair, pem })
+    }
+
+    /// Reads a PEM private key (PKCS#1, SEC1 or PKCS#8), keeping the file's bytes as they are.
+    pub fn from_pem(text: &str) -> Result<Key, KeyError> {
+        let parsed = pem::parse(text).map_err(|e| KeyError::Parse(format!("not a PEM private key: {e}")))?;
+        let der = parsed.contents();
+        let pair = match parsed.tag() {
+            "RSA PRIVATE KEY" => {
+                KeyPair::from_der_and_sign_algo(&PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(der)), &PKCS_RSA_SHA256).ok()
+            }
+            "EC PRIVATE KEY" => [&PKCS_ECDSA_P256_SHA256, &PKCS_ECDSA_P384_SHA384]
+                .into_iter()
+                .find_map(|alg| KeyPair::from_der_and_sign_algo(&PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(der)), alg).ok()),
+            "PRIVATE KEY" => [&PKCS_RSA_SHA256, &PKCS_ECDSA_P256_SHA256, &PKCS_ECDSA_P384_SHA384]
+                .into_iter()
+                .find_map(|alg| KeyPair::from_der_and_sign_algo(&PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der)), alg).ok()),
+            other => return Err(KeyError::Parse(format!("unexpected PEM block {other:?}; expected a private key"))),
+        };
+        let pair =
+            pair.ok_or_else(|| KeyError::Parse("unsupported private key: kubebundle reads RSA and ECDSA P-256/P-384 keys".into()))?;
+        Ok(Key { pair, pem: Zeroizing::new(text.to_string()) })
+    }
+
+    pub fn private_pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// DER SubjectPublicKeyInfo.
+    pub fn spki_der(&self) -> Vec<u8> {
+        self.pair.subject_public_key_info()
+    }
+
+    pub fn public_pem(&self) -> String {
+        pem_encode("PUBLIC KEY", &self.spki_der())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_labels_and_round_trip() {
+        for (alg, label) in [
+            (KeyAlgorithm::EcdsaP256, "EC PRIVATE KEY"),
+            (KeyAlgorithm::EcdsaP384, "EC PRIVATE KEY"),
+            (KeyAlgorithm::Rsa2048, "RSA PRIVATE KEY"),
+        ] {
+            let k = Key::generate(alg).unwrap();
+            assert!(k.private_pem().starts_with(&format!("-----BEGIN {label}-----\n")), "{alg:?}");
+            let again = Key::from_pem(k.private_pem()).unwrap();
+            assert_eq!(again.spki_der(), k.spki_der());
+            assert!(k.public_pem().starts_with("-----BEGIN PUBLIC KEY-----\n"));
+        }
+    }
+}

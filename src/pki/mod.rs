@@ -1,0 +1,7 @@
+//! Certificates and keys: the catalogue (data), SAN rules, key formats and issuance.
+
+pub mod catalog;
+pub mod issue;
+pub mod keys;
+pub mod sans;
+pub mod token;

@@ -1,0 +1,151 @@
+//! Pure SAN resolution for every catalogue rule (reference §2).
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::catalog::SanRule;
+use crate::config::{Config, EtcdMode, Host, Node, San};
+
+/// DNS names and IPs in the order they are written: DNS names first, then IPs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AltNames {
+    pub dns: Vec<String>,
+    pub ips: Vec<IpAddr>,
+}
+
+impl AltNames {
+    fn add(&mut self, san: &San) {
+        match san {
+            Host::Ip(ip) => self.add_ip(*ip),
+            Host::Dns(d) => self.add_dns(d),
+        }
+    }
+
+    fn add_dns(&mut self, name: &str) {
+        if !self.dns.iter().any(|d| d == name) {
+            self.dns.push(name.to_string());
+        }
+    }
+
+    fn add_ip(&mut self, ip: IpAddr) {
+        if !self.ips.contains(&ip) {
+            self.ips.push(ip);
+        }
+    }
+
+    /// `DNS:a`, `IP:1.2.3.4` strings, as in `openssl x509 -text` and the plan.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.dns.iter().map(|d| format!("DNS:{d}")).chain(self.ips.iter().map(|i| format!("IP:{i}"))).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dns.is_empty() && self.ips.is_empty()
+    }
+}
+
+pub fn resolve(rule: SanRule, common_name: &str, config: &Config, node: Option<&Node>) -> AltNames {
+    let mut names = AltNames::default();
+    match (rule, node) {
+        (SanRule::None, _) => {}
+        (SanRule::CommonName, _) => names.add_dns(common_name),
+        (SanRule::ApiServer, Some(node)) => {
+            // kubeadm sorts and de-duplicates the DNS names; IPs keep insertion order.
+            let mut dns: BTreeSet<String> = [
+                node.name.clone(),
+                "kubernetes".into(),
+                "kubernetes.default".into(),
+                "kubernetes.default.svc".into(),
+                format!("kubernetes.default.svc.{}", config.dns_domain),
+            ]
+            .into_iter()
+            .collect();
+            names.add_ip(config.api_service_ip());
+            names.add_ip(node.address);
+            let extra = std::iter::once(&config.control_plane_endpoint.host).chain(&config.api_server_cert_sans).chain(&node.extra_sans);
+            for san in extra {
+                match san {
+                    Host::Dns(d) => {
+                        dns.insert(d.clone());
+                    }
+                    Host::Ip(ip) => names.add_ip(*ip),
+                }
+            }
+            names.dns = dns.into_iter().collect();
+        }
+        (SanRule::EtcdServer | SanRule::EtcdPeer, Some(node)) => {
+            names.add_dns(&node.name);
+            names.add_dns("localhost");
+            names.add_ip(node.address);
+            names.add_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            names.add_ip(IpAddr::V6(Ipv6Addr::LOCALHOST));
+            if let EtcdMode::Local { server_sans, peer_sans } = &config.etcd {
+                let list = if rule == SanRule::EtcdServer { server_sans } else { peer_sans };
+                list.iter().for_each(|s| names.add(s));
+            }
+            node.extra_sans.iter().for_each(|s| names.add(s));
+        }
+        (SanRule::KubeletServing, Some(node)) => {
+            names.add_dns(&node.name);
+            names.add_ip(node.address);
+            node.extra_sans.iter().for_each(|s| names.add(s));
+        }
+        (_, None) => {}
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_str;
+
+    const CFG: &str = "apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+controlPlaneEndpoint: lb.example.com:6443
+apiServer:
+  certSANs: [zz.example.com, 10.0.0.10, 10.0.0.11, a.example.com]
+networking: {serviceSubnet: 10.96.0.0/12, dnsDomain: corp.local}
+etcd:
+  local:
+    serverCertSANs: [etcd.example.com]
+---
+apiVersion: kubebundle.dev/v1alpha1
+kind: Inventory
+nodes:
+- {name: cp1, address: 10.0.0.11, roles: [control-plane, etcd], extraSANs: [cp1.example.com]}
+";
+
+    #[test]
+    fn apiserver_sans_match_kubeadm() {
+        let c = load_str(CFG, "t").unwrap();
+        let n = &c.nodes[0];
+        let s = resolve(SanRule::ApiServer, "kube-apiserver", &c, Some(n));
+        assert_eq!(
+            s.dns,
+            [
+                "a.example.com",
+                "cp1",
+                "cp1.example.com",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.corp.local",
+                "lb.example.com",
+                "zz.example.com"
+            ]
+        );
+        let ips: Vec<String> = s.ips.iter().map(|i| i.to_string()).collect();
+        assert_eq!(ips, ["10.96.0.1", "10.0.0.11", "10.0.0.10"]);
+    }
+
+    #[test]
+    fn etcd_sans_include_loopback() {
+        let c = load_str(CFG, "t").unwrap();
+        let s = resolve(SanRule::EtcdServer, "cp1", &c, Some(&c.nodes[0]));
+        assert_eq!(s.dns, ["cp1", "localhost", "etcd.example.com", "cp1.example.com"]);
+        let ips: Vec<String> = s.ips.iter().map(|i| i.to_string()).collect();
+        assert_eq!(ips, ["10.0.0.11", "127.0.0.1", "::1"]);
+        let peer = resolve(SanRule::EtcdPeer, "cp1", &c, Some(&c.nodes[0]));
+        assert!(!peer.dns.contains(&"etcd.example.com".to_string()));
+    }
+}

@@ -1,0 +1,70 @@
+//! minijinja over the embedded `templates/`. Undefined variables are errors, nothing is
+//! auto-escaped, and the `quote` filter writes a string as a JSON string, which YAML reads as
+//! the same string (so values such as "yes" or "on" never turn into booleans).
+
+use base64::Engine;
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("kubeconfig.yaml", include_str!("../templates/kubeconfig.yaml")),
+    ("encryption-config.yaml", include_str!("../templates/encryption-config.yaml")),
+    ("bootstrap-token-secret.yaml", include_str!("../templates/bootstrap-token-secret.yaml")),
+    ("join.txt", include_str!("../templates/join.txt")),
+];
+
+#[derive(Debug, thiserror::Error)]
+#[error("template {template}: {message}")]
+pub struct RenderError {
+    pub template: String,
+    pub message: String,
+}
+
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+impl Renderer {
+    pub fn new() -> Renderer {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        env.set_syntax(minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build().expect("valid syntax config"));
+        env.add_filter("quote", |v: String| serde_json::to_string(&v).unwrap_or_default());
+        env.add_filter("b64", |v: String| base64::engine::general_purpose::STANDARD.encode(v.as_bytes()));
+        for (name, text) in TEMPLATES {
+            env.add_template(name, text).expect("embedded templates parse");
+        }
+        Renderer { env }
+    }
+
+    pub fn render(&self, template: &str, ctx: impl Serialize) -> Result<String, RenderError> {
+        let err = |e: minijinja::Error| RenderError { template: template.to_string(), message: e.to_string() };
+        self.env.get_template(template).map_err(err)?.render(minijinja::Value::from(minijinja::value::Serde(ctx))).map_err(err)
+    }
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undefined_is_an_error_and_quote_protects_booleans() {
+        let r = Renderer::new();
+        assert!(r.render("join.txt", minijinja::context! {}).is_err());
+        let out = r
+            .render(
+                "kubeconfig.yaml",
+                minijinja::context! { cluster_name => "yes", server => "https://a:6443", ca_data => "QQ==", user => "on", token => "", client_certificate_data => "x", client_key_data => "y" },
+            )
+            .unwrap();
+        assert!(out.contains("- name: \"yes\""), "{out}");
+        assert!(out.contains("current-context: \"on@yes\""));
+    }
+}

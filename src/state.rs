@@ -1,0 +1,346 @@
+//! The cluster's long-lived secrets: the CAs, the service-account key pair, the encryption key
+//! and the bootstrap tokens. Like a secrets bundle: load what exists, fill only what is missing,
+//! and never replace anything without `--force`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::clock::Clock;
+use crate::config::{Config, TokenSpec};
+use crate::output::FileTree;
+use crate::pki::issue::{self, Authority, CertSpec};
+use crate::pki::keys::Key;
+use crate::pki::token;
+
+pub const ENCRYPTION_FILE: &str = "encryption.yaml";
+pub const TOKENS_FILE: &str = "tokens.yaml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file {path}: {message}\n  hint: {hint}")]
+    Bad { path: String, message: String, hint: String },
+    #[error(transparent)]
+    Key(#[from] crate::pki::keys::KeyError),
+    #[error(transparent)]
+    Issue(#[from] issue::IssueError),
+}
+
+/// Where each CA lives inside the state directory (kubeadm's names, so the state is a pki tree).
+pub fn ca_paths(id: &str) -> (String, String) {
+    match id {
+        "etcd-ca" => ("pki/etcd/ca.crt".into(), "pki/etcd/ca.key".into()),
+        other => (format!("pki/{other}.crt"), format!("pki/{other}.key")),
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Token {
+    pub token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// RFC 3339, absent for a token that never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    pub usages: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// True when the config wrote the token itself (it is then not kept between runs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_config: bool,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token({}.<secret>)", self.id())
+    }
+}
+
+impl Token {
+    pub fn id(&self) -> &str {
+        self.token.split('.').next().unwrap_or("")
+    }
+
+    pub fn secret(&self) -> &str {
+        self.token.split('.').nth(1).unwrap_or("")
+    }
+
+    pub fn expired(&self, now: OffsetDateTime) -> bool {
+        self.expires
+            .as_deref()
+            .and_then(|e| OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339).ok())
+            .is_some_and(|t| t <= now)
+    }
+
+    pub fn authenticates(&self) -> bool {
+        self.usages.iter().any(|u| u == "authentication")
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    tokens: Vec<Token>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EncryptionFile {
+    keys: Vec<EncryptionKey>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionKey {
+    pub name: String,
+    /// base64 of 32 random bytes.
+    pub secret: String,
+}
+
+impl Drop for EncryptionKey {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.secret.zeroize();
+    }
+}
+
+pub struct State {
+    pub dir: PathBuf,
+    pub authorities: BTreeMap<String, Authority>,
+    pub sa: Key,
+    pub encryption_keys: Vec<EncryptionKey>,
+    pub tokens: Vec<Token>,
+    /// State files created or replaced by this run (relative to `dir`).
+    pub new_files: FileTree,
+    /// What was created, reused or replaced, for the run's summary.
+    pub report: Vec<String>,
+}
+
+fn bad(dir: &Path, rel: &str, message: impl Into<String>, hint: &str) -> StateError {
+    StateError::Bad { path: dir.join(rel).display().to_string(), message: message.into(), hint: hint.to_string() }
+}
+
+fn read_opt(dir: &Path, rel: &str) -> Result<Option<String>, StateError> {
+    match std::fs::read(dir.join(rel)) {
+        Ok(b) => String::from_utf8(b)
+            .map(Some)
+            .map_err(|_| bad(dir, rel, "not UTF-8 text", "restore it from a backup, or run with --force to replace it")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(bad(dir, rel, e.to_string(), "check the permissions of the state directory")),
+    }
+}
+
+const TORN: &str = "restore the missing file from a backup; --force replaces the pair (and every certificate it signed)";
+
+/// A key that is in the state, or one to make.
+enum Slot<T> {
+    Have(T),
+    Make,
+}
+
+pub fn ca_validity(clock: &Clock, config: &Config) -> issue::Validity {
+    let backdated = config.kubernetes_version.at_least(28);
+    issue::Validity { not_before: if backdated { clock.backdated() } else { clock.now }, not_after: clock.now + config.ca_validity }
+}
+
+impl State {
+    /// Loads the state under `dir`, making whatever is missing (everything, with `force`).
+    pub fn load_or_init(dir: &Path, config: &Config, cas: &[CertSpec], clock: &Clock, force: bool) -> Result<State, StateError> {
+        let mut report = Vec::new();
+        let mut new_files = FileTree::new();
+
+        // Find what exists; keys to make are generated in parallel below.
+        let mut ca_slots = Vec::new();
+        for spec in cas {
+            let (crt, key) = ca_paths(&spec.id);
+            let slot = match (force, read_opt(dir, &crt)?, read_opt(dir, &key)?) {
+                (false, Some(c), Some(k)) => {
+                    let key_obj = Key::from_pem(&k).map_err(|e| bad(dir, &key, e.to_string(), TORN))?;
+                    let auth = Authority::from_pem(&spec.id, &c, key_obj).map_err(|e| bad(dir, &crt, e, TORN))?;
+                    report.push(format!("reused {} from the state", spec.id));
+                    Slot::Have(auth)
+                }
+                (false, Some(_), None) => return Err(bad(dir, &key, "the CA certificate exists but its key is missing", TORN)),
+                (false, None, Some(_)) => return Err(bad(dir, &crt, "the CA key exists but its certificate is missing", TORN)),
+                (f, c, _) => {
+                    report.push(if f && c.is_some() { format!("replaced {} (--force)", spec.id) } else { format!("created {}", spec.id) });
+                    Slot::Make
+                }
+            };
+            ca_slots.push((spec, slot));
+        }
+        let sa_slot = match (force, read_opt(dir, "pki/sa.key")?) {
+            (false, Some(k)) => {
+                report.push("reused sa.key from the state".into());
+                Slot::Have(Key::from_pem(&k).map_err(|e| {
+                    bad(
+                        dir,
+                        "pki/sa.key",
+                        e.to_string(),
+                        "restore it from a backup; --force replaces it and invalidates every service-account token",
+                    )
+                })?)
+            }
+            (f, k) => {
+                report.push(if f && k.is_some() {
+                    "replaced sa.key (--force): every service-account token becomes invalid".into()
+                } else {
+                    "created sa.key".to_string()
+                });
+                Slot::Make
+            }
+        };
+
+        // Generate the missing keys in parallel (RSA key generation dominates the run).
+        let to_make = ca_slots.iter().filter(|(_, s)| matches!(s, Slot::Make)).count() + usize::from(matches!(sa_slot, Slot::Make));
+        let mut fresh: Vec<Key> = (0..to_make).into_par_iter().map(|_| Key::generate(config.algorithm)).collect::<Result<_, _>>()?;
+
+        let mut authorities = BTreeMap::new();
+        let validity = ca_validity(clock, config);
+        for (spec, slot) in ca_slots {
+            let auth = match slot {
+                Slot::Have(a) => a,
+                Slot::Make => {
+                    let key = fresh.pop().expect("one fresh key per slot");
+                    // kubeadm ≤1.27 gave CAs serial 0.
+                    let serial = if config.kubernetes_version.at_least(28) { issue::random_serial() } else { vec![0] };
+                    let cert = issue::issue(spec, &key, None, &validity, serial)?;
+                    let (crt, keyp) = ca_paths(&spec.id);
+                    new_files.insert(&crt, cert.pem.as_bytes().to_vec(), 0o600);
+                    new_files.insert(&keyp, key.private_pem().as_bytes().to_vec(), 0o600);
+                    Authority { id: spec.id.clone(), cert, key, not_before: validity.not_before, not_after: validity.not_after }
+                }
+            };
+            authorities.insert(spec.id.clone(), auth);
+        }
+        let sa = match sa_slot {
+            Slot::Have(k) => k,
+            Slot::Make => {
+                let k = fresh.pop().expect("one fresh key per slot");
+                new_files.insert("pki/sa.key", k.private_pem().as_bytes().to_vec(), 0o600);
+                new_files.insert("pki/sa.pub", k.public_pem().into_bytes(), 0o600);
+                k
+            }
+        };
+        let encryption_keys = match (force, read_opt(dir, ENCRYPTION_FILE)?) {
+            (false, Some(text)) => {
+                let f: EncryptionFile = serde_saphyr::from_str(&text).map_err(|e| {
+                    bad(dir, ENCRYPTION_FILE, e.to_string(), "restore it from a backup; losing it makes encrypted Secrets unreadable")
+                })?;
+                for k in &f.keys {
+                    let ok = base64::engine::general_purpose::STANDARD.decode(&k.secret).map(|b| b.len() == 32).unwrap_or(false);
+                    if !ok {
+                        return Err(bad(
+                            dir,
+                            ENCRYPTION_FILE,
+                            format!("key {:?} is not base64 of 32 bytes", k.name),
+                            "restore it from a backup",
+                        ));
+                    }
+                }
+                if f.keys.is_empty() {
+                    return Err(bad(dir, ENCRYPTION_FILE, "no keys", "restore it from a backup"));
+                }
+                report.push("reused the encryption key from the state".into());
+                f.keys
+            }
+            (f, old) => {
+                report.push(if f && old.is_some() {
+                    "replaced the encryption key (--force): Secrets encrypted with the old key become unreadable".into()
+                } else {
+                    "created the encryption key".to_string()
+                });
+                let mut bytes = Zeroizing::new([0u8; 32]);
+                aws_lc_rs::rand::fill(bytes.as_mut()).expect("the system RNG works");
+                let keys =
+                    vec![EncryptionKey { name: "key1".into(), secret: base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()) }];
+                let text = serde_saphyr::to_string(&EncryptionFile { keys: keys.clone() })
+                    .map_err(|e| bad(dir, ENCRYPTION_FILE, e.to_string(), "report this"))?;
+                new_files.insert(ENCRYPTION_FILE, text.into_bytes(), 0o600);
+                keys
+            }
+        };
+
+        let stored: Vec<Token> = match read_opt(dir, TOKENS_FILE)? {
+            Some(text) if !force => {
+                serde_saphyr::from_str::<TokensFile>(&text)
+                    .map_err(|e| bad(dir, TOKENS_FILE, e.to_string(), "fix or delete the file; a new token is then made"))?
+                    .tokens
+            }
+            _ => Vec::new(),
+        };
+        let tokens = resolve_tokens(config, stored, clock, &mut report);
+        let text = serde_saphyr::to_string(&TokensFile { tokens: tokens.clone() })
+            .map_err(|e| bad(dir, TOKENS_FILE, e.to_string(), "report this"))?;
+        if read_opt(dir, TOKENS_FILE)?.as_deref() != Some(text.as_str()) {
+            new_files.insert(TOKENS_FILE, text.into_bytes(), 0o600);
+        }
+
+        Ok(State { dir: dir.to_path_buf(), authorities, sa, encryption_keys, tokens, new_files, report })
+    }
+
+    pub fn authority(&self, id: &str) -> Option<&Authority> {
+        self.authorities.get(id)
+    }
+
+    /// The token bootstrap-kubelet.conf and the join command use.
+    pub fn join_token(&self) -> Option<&Token> {
+        self.tokens.iter().find(|t| t.authenticates())
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// Tokens the config writes are used as they are; the others are kept from the state while they
+/// are valid, and made fresh when missing or expired.
+fn resolve_tokens(config: &Config, stored: Vec<Token>, clock: &Clock, report: &mut Vec<String>) -> Vec<Token> {
+    let specs = if config.tokens.is_empty() { vec![TokenSpec::kubeadm_default()] } else { config.tokens.clone() };
+    let mut stored = stored.into_iter().filter(|t| !t.from_config);
+    specs
+        .into_iter()
+        .map(|spec| {
+            let expires = spec.expires.or_else(|| (!spec.ttl.is_zero()).then(|| clock.now + spec.ttl)).map(rfc3339);
+            let mut usages = spec.usages.clone();
+            usages.sort();
+            match &spec.token {
+                Some(t) => Token {
+                    token: t.clone(),
+                    description: spec.description.clone(),
+                    expires,
+                    usages,
+                    groups: spec.groups.clone(),
+                    from_config: true,
+                },
+                None => match stored.next() {
+                    Some(t) if !t.expired(clock.now) && t.usages == usages && t.groups == spec.groups => {
+                        report.push(format!("reused bootstrap token {} from the state", t.id()));
+                        t
+                    }
+                    old => {
+                        if let Some(o) = old {
+                            report.push(format!("bootstrap token {} expired or changed: made a new one", o.id()));
+                        }
+                        let t = Token {
+                            token: token::generate(),
+                            description: spec.description.clone(),
+                            expires,
+                            usages,
+                            groups: spec.groups.clone(),
+                            from_config: false,
+                        };
+                        report.push(format!("created bootstrap token {}", t.id()));
+                        t
+                    }
+                },
+            }
+        })
+        .collect()
+}
