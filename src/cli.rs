@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::clock::Clock;
 use crate::config::{self, Config, ConfigError};
 use crate::materialize::{self, Bundle};
-use crate::output::{self, FileTree};
+use crate::output;
 use crate::pack;
 use crate::plan::{self, Plan};
 use crate::profile::Profile;
@@ -167,6 +167,15 @@ fn print_plan(args: PlanArgs) -> Result<(), CliError> {
 /// The generated entries of a cluster directory; everything else (the state) is left alone.
 const GENERATED: [&str; 4] = ["discovery.conf", "join.txt", "manifests", "nodes"];
 
+/// plan → state → materialize → write/pack for one cluster directory (`OUT/<clusterName>`).
+pub fn build(config: &Config, cluster_dir: &Path, clock: &Clock, force: bool) -> Result<(State, Bundle), CliError> {
+    let plan = make_plan(config)?;
+    let state = State::load_or_init(&cluster_dir.join("state"), config, &plan.certificate_authorities, clock, force)?;
+    let bundle = materialize::materialize(config, &plan, &state, clock)?;
+    write_bundle(cluster_dir, &state, &bundle, clock)?;
+    Ok((state, bundle))
+}
+
 fn write_bundle(cluster_dir: &Path, state: &State, bundle: &Bundle, clock: &Clock) -> Result<(), CliError> {
     output::ensure_dir(cluster_dir, 0o700)?;
     // The state first: the bundle must never hold certificates from a CA that was not saved.
@@ -195,11 +204,8 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
     for n in &config.notes {
         eprintln!("note: {n}");
     }
-    let plan = make_plan(&config)?;
     let cluster_dir = args.out.join(&config.cluster_name);
-    let state = State::load_or_init(&cluster_dir.join("state"), &config, &plan.certificate_authorities, &clock, args.force)?;
-    let bundle = materialize::materialize(&config, &plan, &state, &clock)?;
-    write_bundle(&cluster_dir, &state, &bundle, &clock)?;
+    let (state, bundle) = build(&config, &cluster_dir, &clock, args.force)?;
 
     let mut err = std::io::stderr().lock();
     for line in &state.report {
@@ -222,6 +228,5 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
     drop(err);
     // The join commands hold a token and are printed by design (they are also in join.txt).
     print!("{}", bundle.join_text);
-    let _ = FileTree::new();
     Ok(())
 }

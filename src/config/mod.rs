@@ -25,7 +25,9 @@ pub enum ConfigError {
 
 fn render(problems: &[Problem]) -> String {
     let errors = problems.iter().filter(|p| !p.warning).count();
-    let mut out: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    let mut sorted: Vec<&Problem> = problems.iter().collect();
+    sorted.sort_by_key(|p| p.position.unwrap_or((u64::MAX, 0)));
+    let mut out: Vec<String> = sorted.iter().map(|p| p.to_string()).collect();
     out.push(format!("{errors} error(s) in the config; nothing was written"));
     out.join("\n")
 }

@@ -613,6 +613,8 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         );
     }
 
+    let explicit_endpoint = c.control_plane_endpoint.as_ref().map(|v| parse_endpoint(p, v, "ClusterConfiguration.controlPlaneEndpoint"));
+
     // The inventory, or the single node InitConfiguration describes.
     p.line_offset = raw.inventory.as_ref().map(|(o, _)| *o).unwrap_or(0);
     let inv_default = raw::Inventory::default();
@@ -664,8 +666,8 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         }
     }
 
-    let control_plane_endpoint = match &c.control_plane_endpoint {
-        Some(v) => parse_endpoint(p, v, "ClusterConfiguration.controlPlaneEndpoint"),
+    let control_plane_endpoint = match explicit_endpoint {
+        Some(e) => e,
         None => nodes.iter().find(|n| n.roles.control_plane).map(|n| Endpoint { host: Host::Ip(n.address), port: defaults.bind_port }),
     };
 
