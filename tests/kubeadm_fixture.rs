@@ -61,9 +61,12 @@ fn validity_days(pem_path: &Path) -> i64 {
     let text = run(Command::new("openssl").args(["x509", "-noout", "-startdate", "-enddate", "-dateopt", "iso_8601", "-in"]).arg(pem_path));
     let get = |k: &str| {
         let v = text.lines().find_map(|l| l.strip_prefix(k)).expect("date line");
-        time::PrimitiveDateTime::parse(v.trim().trim_end_matches('Z'), &time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"))
-            .expect("iso date")
-            .assume_utc()
+        time::PrimitiveDateTime::parse(
+            v.trim().trim_end_matches('Z'),
+            &time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"),
+        )
+        .expect("iso date")
+        .assume_utc()
     };
     (get("notAfter=") - get("notBefore=")).whole_days()
 }
@@ -108,7 +111,10 @@ fn bundle_matches_a_real_kubeadm_tree() {
         if !fa.contains_key("X509v3 Subject Key Identifier") {
             fa.insert("X509v3 Subject Key Identifier".into(), "present".into());
         }
-        assert!(fb.contains_key("Subject") && fb.contains_key("X509v3 Basic Constraints: critical"), "{c}: openssl output not parsed: {fb:?}");
+        assert!(
+            fb.contains_key("Subject") && fb.contains_key("X509v3 Basic Constraints: critical"),
+            "{c}: openssl output not parsed: {fb:?}"
+        );
         assert_eq!(fa, fb, "{c}.crt differs from kubeadm's");
         assert_eq!(validity_days(&a), validity_days(&b), "{c}.crt validity");
         // Same key file format (PKCS#1 for RSA).
@@ -132,7 +138,14 @@ fn bundle_matches_a_real_kubeadm_tree() {
             serde_json::from_str(&text).unwrap()
         };
         let (a, b) = (view(theirs.join(conf)), view(ours.join(conf)));
-        for ptr in ["/current-context", "/clusters/0/name", "/clusters/0/cluster/server", "/users/0/name", "/contexts/0/name", "/contexts/0/context/user"] {
+        for ptr in [
+            "/current-context",
+            "/clusters/0/name",
+            "/clusters/0/cluster/server",
+            "/users/0/name",
+            "/contexts/0/name",
+            "/contexts/0/context/user",
+        ] {
             assert_eq!(a.pointer(ptr), b.pointer(ptr), "{conf} {ptr}");
         }
         // Our CA data is byte-identical to our ca.crt (kubeadm's check for "Using existing").

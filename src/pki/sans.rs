@@ -1,6 +1,5 @@
 //! Pure SAN resolution for every catalogue rule (reference §2).
 
-use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::catalog::SanRule;
@@ -49,28 +48,14 @@ pub fn resolve(rule: SanRule, common_name: &str, config: &Config, node: Option<&
         (SanRule::None, _) => {}
         (SanRule::CommonName, _) => names.add_dns(common_name),
         (SanRule::ApiServer, Some(node)) => {
-            // kubeadm sorts and de-duplicates the DNS names; IPs keep insertion order.
-            let mut dns: BTreeSet<String> = [
-                node.name.clone(),
-                "kubernetes".into(),
-                "kubernetes.default".into(),
-                "kubernetes.default.svc".into(),
-                format!("kubernetes.default.svc.{}", config.dns_domain),
-            ]
-            .into_iter()
-            .collect();
+            for d in ["kubernetes".to_string(), "kubernetes.default".into(), "kubernetes.default.svc".into(), format!("kubernetes.default.svc.{}", config.dns_domain)] {
+                names.add_dns(&d);
+            }
+            names.add_dns(&node.name);
             names.add_ip(config.api_service_ip());
             names.add_ip(node.address);
             let extra = std::iter::once(&config.control_plane_endpoint.host).chain(&config.api_server_cert_sans).chain(&node.extra_sans);
-            for san in extra {
-                match san {
-                    Host::Dns(d) => {
-                        dns.insert(d.clone());
-                    }
-                    Host::Ip(ip) => names.add_ip(*ip),
-                }
-            }
-            names.dns = dns.into_iter().collect();
+            extra.for_each(|s| names.add(s));
         }
         (SanRule::EtcdServer | SanRule::EtcdPeer, Some(node)) => {
             names.add_dns(&node.name);
@@ -91,6 +76,8 @@ pub fn resolve(rule: SanRule, common_name: &str, config: &Config, node: Option<&
         }
         (_, None) => {}
     }
+    // kubeadm (RemoveDuplicateAltNames) writes DNS names sorted; IPs keep their order.
+    names.dns.sort();
     names
 }
 
@@ -142,7 +129,7 @@ nodes:
     fn etcd_sans_include_loopback() {
         let c = load_str(CFG, "t").unwrap();
         let s = resolve(SanRule::EtcdServer, "cp1", &c, Some(&c.nodes[0]));
-        assert_eq!(s.dns, ["cp1", "localhost", "etcd.example.com", "cp1.example.com"]);
+        assert_eq!(s.dns, ["cp1", "cp1.example.com", "etcd.example.com", "localhost"]);
         let ips: Vec<String> = s.ips.iter().map(|i| i.to_string()).collect();
         assert_eq!(ips, ["10.0.0.11", "127.0.0.1", "::1"]);
         let peer = resolve(SanRule::EtcdPeer, "cp1", &c, Some(&c.nodes[0]));
