@@ -48,7 +48,12 @@ pub fn resolve(rule: SanRule, common_name: &str, config: &Config, node: Option<&
         (SanRule::None, _) => {}
         (SanRule::CommonName, _) => names.add_dns(common_name),
         (SanRule::ApiServer, Some(node)) => {
-            for d in ["kubernetes".to_string(), "kubernetes.default".into(), "kubernetes.default.svc".into(), format!("kubernetes.default.svc.{}", config.dns_domain)] {
+            for d in [
+                "kubernetes".to_string(),
+                "kubernetes.default".into(),
+                "kubernetes.default.svc".into(),
+                format!("kubernetes.default.svc.{}", config.dns_domain),
+            ] {
                 names.add_dns(&d);
             }
             names.add_dns(&node.name);
