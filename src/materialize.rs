@@ -45,14 +45,6 @@ pub struct Bundle {
 
 type Leaves = BTreeMap<(Option<String>, String), (Issued, Key)>;
 
-pub fn leaf_validity(clock: &Clock, config: &Config, ca: &issue::Authority) -> issue::Validity {
-    issue::Validity {
-        // kubeadm ≤1.30 copied the CA's notBefore; 1.31+ backdates every certificate.
-        not_before: if config.kubernetes_version.at_least(31) { clock.backdated() } else { ca.not_before },
-        not_after: clock.now + config.cert_validity,
-    }
-}
-
 fn issue_leaves(plan: &Plan, config: &Config, state: &State, clock: &Clock) -> Result<Leaves, MaterializeError> {
     let specs: Vec<&CertSpec> = plan.leaf_certificates();
     specs
@@ -62,7 +54,13 @@ fn issue_leaves(plan: &Plan, config: &Config, state: &State, clock: &Clock) -> R
             let ca =
                 state.authority(ca_id).ok_or_else(|| MaterializeError::Missing(format!("{}: CA {ca_id} is not in the state", spec.id)))?;
             let key = Key::generate(config.algorithm)?;
-            let cert = issue::issue(spec, &key, Some(ca), &leaf_validity(clock, config, ca), issue::random_serial())?;
+            let cert = issue::issue(
+                spec,
+                &key,
+                Some(ca),
+                &issue::Validity::for_leaf(clock, &config.kubernetes_version, config.cert_validity, ca),
+                issue::random_serial(),
+            )?;
             Ok(((spec.node.clone(), spec.id.clone()), (cert, key)))
         })
         .collect()

@@ -144,11 +144,6 @@ enum Slot<T> {
     Make,
 }
 
-pub fn ca_validity(clock: &Clock, config: &Config) -> issue::Validity {
-    let backdated = config.kubernetes_version.at_least(28);
-    issue::Validity { not_before: if backdated { clock.backdated() } else { clock.now }, not_after: clock.now + config.ca_validity }
-}
-
 impl State {
     /// Loads the state under `dir`, making whatever is missing (everything, with `force`).
     pub fn load_or_init(dir: &Path, config: &Config, cas: &[CertSpec], clock: &Clock, force: bool) -> Result<State, StateError> {
@@ -202,7 +197,7 @@ impl State {
         let mut fresh: Vec<Key> = (0..to_make).into_par_iter().map(|_| Key::generate(config.algorithm)).collect::<Result<_, _>>()?;
 
         let mut authorities = BTreeMap::new();
-        let validity = ca_validity(clock, config);
+        let validity = issue::Validity::for_ca(clock, &config.kubernetes_version, config.ca_validity);
         for (spec, slot) in ca_slots {
             let auth = match slot {
                 Slot::Have(a) => a,
@@ -267,9 +262,10 @@ impl State {
             }
         };
 
-        let stored: Vec<Token> = match read_opt(dir, TOKENS_FILE)? {
+        let tokens_text = read_opt(dir, TOKENS_FILE)?;
+        let stored: Vec<Token> = match &tokens_text {
             Some(text) if !force => {
-                serde_saphyr::from_str::<TokensFile>(&text)
+                serde_saphyr::from_str::<TokensFile>(text)
                     .map_err(|e| bad(dir, TOKENS_FILE, e.to_string(), "fix or delete the file; a new token is then made"))?
                     .tokens
             }
@@ -278,7 +274,7 @@ impl State {
         let tokens = resolve_tokens(config, stored, clock, &mut report);
         let text = serde_saphyr::to_string(&TokensFile { tokens: tokens.clone() })
             .map_err(|e| bad(dir, TOKENS_FILE, e.to_string(), "report this"))?;
-        if read_opt(dir, TOKENS_FILE)?.as_deref() != Some(text.as_str()) {
+        if tokens_text.as_deref() != Some(text.as_str()) {
             new_files.insert(TOKENS_FILE, text.into_bytes(), 0o600);
         }
 

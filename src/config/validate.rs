@@ -113,6 +113,18 @@ fn version_gate(p: &mut Problems, api: &str, loc: Option<&Location>, field: &str
     }
 }
 
+/// An optional RFC 1123 name with kubeadm's default.
+fn dns_name(p: &mut Problems, v: &Option<S<String>>, field: &str, default: &str, hint: &str) -> String {
+    match v {
+        Some(n) if is_dns_subdomain(&n.value) => n.value.clone(),
+        Some(n) => {
+            p.error(Some(&n.referenced), field, format!("{:?} is not a valid RFC 1123 name", n.value), Some(hint));
+            String::new()
+        }
+        None => default.to_string(),
+    }
+}
+
 fn loc<T>(v: &Option<S<T>>) -> Option<&Location> {
     v.as_ref().map(|s| &s.referenced)
 }
@@ -438,19 +450,13 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         notes.push(format!("the {kind} document is accepted but does not change the bundle"));
     }
 
-    let cluster_name = match &c.cluster_name {
-        Some(n) if is_dns_subdomain(&n.value) => n.value.clone(),
-        Some(n) => {
-            p.error(
-                Some(&n.referenced),
-                "ClusterConfiguration.clusterName",
-                format!("{:?} is not a valid cluster name", n.value),
-                Some("use a lowercase RFC 1123 name such as kubernetes; it names the output folder and the kubeconfig cluster"),
-            );
-            String::new()
-        }
-        None => "kubernetes".to_string(),
-    };
+    let cluster_name = dns_name(
+        p,
+        &c.cluster_name,
+        "ClusterConfiguration.clusterName",
+        "kubernetes",
+        "use a lowercase RFC 1123 name such as kubernetes; it names the output folder and the kubeconfig cluster",
+    );
 
     let (kubernetes_version, version_defaulted) = match &c.kubernetes_version {
         Some(v) => match KubeVersion::parse(&v.value) {
@@ -536,19 +542,13 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         let s = net.and_then(|n| n.pod_subnet.as_ref()).map(|s| &s.referenced);
         p.error(s, "ClusterConfiguration.networking.podSubnet", "a dual-stack serviceSubnet needs a dual-stack podSubnet", None);
     }
-    let dns_domain = match net.and_then(|n| n.dns_domain.as_ref()) {
-        Some(d) if is_dns_subdomain(&d.value) => d.value.clone(),
-        Some(d) => {
-            p.error(
-                Some(&d.referenced),
-                "ClusterConfiguration.networking.dnsDomain",
-                format!("{:?} is not a valid DNS domain", d.value),
-                Some("the default is cluster.local"),
-            );
-            String::new()
-        }
-        None => "cluster.local".to_string(),
-    };
+    let dns_domain = dns_name(
+        p,
+        &net.and_then(|n| n.dns_domain.clone()),
+        "ClusterConfiguration.networking.dnsDomain",
+        "cluster.local",
+        "the default is cluster.local",
+    );
 
     let etcd = match c.etcd.as_ref() {
         Some(raw::Etcd { local: Some(_), external: Some(ext) }) => {

@@ -12,6 +12,8 @@ use time::OffsetDateTime;
 use super::catalog::{Eku, Signer};
 use super::keys::{pem_encode, Key};
 use super::sans::AltNames;
+use crate::clock::Clock;
+use crate::util::version::KubeVersion;
 
 /// Everything that defines one certificate, resolved for its node. Holds no secrets.
 #[derive(Debug, Clone, Serialize)]
@@ -98,6 +100,18 @@ pub fn random_serial() -> Vec<u8> {
 pub struct Validity {
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+}
+
+impl Validity {
+    /// kubeadm ≤1.27 started a CA at the generation time; 1.28+ backdates it by five minutes.
+    pub fn for_ca(clock: &Clock, version: &KubeVersion, period: Duration) -> Validity {
+        Validity { not_before: if version.at_least(28) { clock.backdated() } else { clock.now }, not_after: clock.now + period }
+    }
+
+    /// kubeadm ≤1.30 copied the CA's notBefore into leaves; 1.31+ backdates every certificate.
+    pub fn for_leaf(clock: &Clock, version: &KubeVersion, period: Duration, ca: &Authority) -> Validity {
+        Validity { not_before: if version.at_least(31) { clock.backdated() } else { ca.not_before }, not_after: clock.now + period }
+    }
 }
 
 /// Signs `spec` for `key`. `issuer` is None for a self-signed CA.
