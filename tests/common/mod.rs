@@ -514,3 +514,82 @@ pub fn find_position(text: &str, file_name: &str, line: usize) -> Option<u64> {
     }
     None
 }
+
+/// Writes `config_text` into `dir` and generates with the real clock, for tests whose tools
+/// (etcd, kubectl) check validity against the real time. Returns `out/<cluster_name>`.
+pub fn generate_live(dir: &Path, cluster_name: &str, config_text: &str) -> PathBuf {
+    let config = dir.join(format!("{cluster_name}.yaml"));
+    std::fs::write(&config, config_text).expect("write config");
+    let out = dir.join("out");
+    let run = kubebundle(dir, &["generate", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()], &[]);
+    assert!(run.ok(), "generate failed: {}", run.describe());
+    out.join(cluster_name)
+}
+
+/// A config for an ECDSA-P256 cluster of the given (name, address, roles) nodes.
+pub fn live_config(cluster_name: &str, nodes: &[(&str, &str, &str)]) -> String {
+    let mut s = format!(
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nclusterName: {cluster_name}\nkubernetesVersion: v1.34.1\nencryptionAlgorithm: ECDSA-P256\n---\napiVersion: kubebundle.dev/v1alpha1\nkind: Inventory\nnodes:\n"
+    );
+    for (name, address, roles) in nodes {
+        s += &format!("- {{name: {name}, address: \"{address}\", roles: [{roles}]}}\n");
+    }
+    s
+}
+
+/// Unpacks `tarball` into a fresh `dest` with the system tar, as an installer would.
+pub fn extract(tarball: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).expect("create root");
+    let mut c = Command::new("tar");
+    c.arg("-xzf").arg(tarball).arg("-C").arg(dest);
+    let run = run_cmd(c);
+    assert!(run.ok(), "tar failed: {}", run.describe());
+}
+
+/// A free TCP port on `ip` (bound, read, released).
+pub fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind a free port")
+}
+
+/// A started process that is killed by its pid and reaped when dropped, also when a test panics.
+pub struct Proc {
+    pub name: String,
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
+        let file = std::fs::File::create(&log).expect("create log");
+        let err = file.try_clone().expect("clone log handle");
+        cmd.stdin(Stdio::null()).stdout(file).stderr(err);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { name: name.to_string(), child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // Child::kill sends SIGKILL to this child's own pid; wait reaps it.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns Some or `limit` passes.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
