@@ -110,6 +110,25 @@ fn bundle(dir: &Path, name: &str) -> PathBuf {
     generate_live(dir, name, &live_config(name, &nodes))
 }
 
+/// A bundle for cp1..cp3, each tarball extracted into its own root, and the three members
+/// started; member i takes its peer certificate from root `peer_of[i]`.
+struct Running {
+    tmp: tempfile::TempDir,
+    roots: Vec<PathBuf>,
+    members: Vec<Member>,
+    procs: Vec<Proc>,
+}
+
+fn start_cluster(name: &str, peer_of: [usize; 3]) -> Running {
+    let tmp = temp_dir(name);
+    let dir = tmp.path();
+    let cluster = bundle(dir, name);
+    let roots = extract_roots(dir, &cluster);
+    let members = members();
+    let procs = members.iter().enumerate().map(|(i, m)| start_member(dir, m, &members, &roots[i], &roots[peer_of[i]])).collect();
+    Running { tmp, roots, members, procs }
+}
+
 fn logs(procs: &[Proc]) -> String {
     procs.iter().map(|p| format!("--- {} ---\n{}", p.name, truncate(&p.log_text(), 3000))).collect::<Vec<_>>().join("\n")
 }
@@ -119,12 +138,8 @@ fn three_member_etcd_cluster_runs_on_the_bundle() {
     if !etcd_available() {
         return;
     }
-    let tmp = temp_dir("etcd");
+    let Running { tmp, roots, members: ms, procs } = start_cluster("etcd-a", [0, 1, 2]);
     let dir = tmp.path();
-    let cluster = bundle(dir, "etcd-a");
-    let roots = extract_roots(dir, &cluster);
-    let ms = members();
-    let procs: Vec<Proc> = ms.iter().zip(&roots).map(|(m, r)| start_member(dir, m, &ms, r, r)).collect();
 
     let pki = roots[0].join("etc/kubernetes/pki");
     let ca = pki.join("etcd/ca.crt");
@@ -134,15 +149,13 @@ fn three_member_etcd_cluster_runs_on_the_bundle() {
 
     // Health of every member, with the healthcheck-client certificate.
     let hc = (pki.join("etcd/healthcheck-client.crt"), pki.join("etcd/healthcheck-client.key"));
+    // A member appears in --cluster once it has published its client URL, so wait for all three.
+    let all_healthy = |r: &Run| ms.iter().all(|m| (r.stdout.clone() + &r.stderr).contains(&format!("{} is healthy", m.client_url())));
     let health = wait_for(Duration::from_secs(40), || {
         let r = etcdctl(&first, &ca, &hc.0, &hc.1, &["endpoint", "health", "--cluster"]);
-        r.ok().then_some(r)
+        (r.ok() && all_healthy(&r)).then_some(r)
     });
-    let health = health.unwrap_or_else(|| panic!("the cluster never became healthy\n{}", logs(&procs)));
-    let text = health.stdout.clone() + &health.stderr;
-    for m in &ms {
-        assert!(text.contains(&format!("{} is healthy", m.client_url())), "{} is not reported healthy:\n{text}", m.client_url());
-    }
+    assert!(health.is_some(), "the three members never all reported healthy\n{}", logs(&procs));
 
     // A put and a get with the apiserver's etcd client certificate, across members.
     let api = (pki.join("apiserver-etcd-client.crt"), pki.join("apiserver-etcd-client.key"));
@@ -197,22 +210,16 @@ fn three_member_etcd_cluster_runs_on_the_bundle() {
     drop(procs);
 }
 
-/// Negative control: a member handed another node's peer certificate. Its peers dial it and
-/// refuse its certificate because 127.0.0.3 is not in the SANs, and that member's own health
-/// check never passes through them.
+/// Negative control: a member handed another node's peer certificate. Both peers dial it and
+/// refuse its certificate because 127.0.0.3 is not in its SANs. (On loopback its own outgoing
+/// connections come from 127.0.0.1, which every kubeadm peer certificate lists, so those pass.)
 #[test]
 fn member_with_another_nodes_peer_cert_is_refused_by_its_peers() {
     if !etcd_available() {
         return;
     }
-    let tmp = temp_dir("etcd-neg");
-    let dir = tmp.path();
-    let cluster = bundle(dir, "etcd-n");
-    let roots = extract_roots(dir, &cluster);
-    let ms = members();
     // cp3 gets cp2's peer certificate (SANs 127.0.0.2, 127.0.0.1, ::1 — not 127.0.0.3).
-    let peer_roots = [&roots[0], &roots[1], &roots[1]];
-    let procs: Vec<Proc> = ms.iter().enumerate().map(|(i, m)| start_member(dir, m, &ms, &roots[i], peer_roots[i])).collect();
+    let Running { tmp: _keep, procs, .. } = start_cluster("etcd-n", [0, 1, 1]);
 
     let expected = "x509: certificate is valid for 127.0.0.2, 127.0.0.1, ::1, not 127.0.0.3";
     let seen = wait_for(Duration::from_secs(40), || procs[..2].iter().find(|p| p.log_text().contains(expected)).map(|p| p.name.clone()));
