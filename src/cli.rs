@@ -165,7 +165,7 @@ fn print_plan(args: PlanArgs) -> Result<(), CliError> {
 }
 
 /// The generated entries of a cluster directory; everything else (the state) is left alone.
-const GENERATED: [&str; 4] = ["discovery.conf", "join.txt", "manifests", "nodes"];
+const GENERATED: [&str; 5] = ["discovery.conf", "join.txt", "manifests", "nodes", "plan.json"];
 
 /// plan → state → materialize → write/pack for one cluster directory (`OUT/<clusterName>`).
 pub fn build(config: &Config, cluster_dir: &Path, clock: &Clock, force: bool) -> Result<(State, Bundle), CliError> {

@@ -153,6 +153,9 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock) -
         context! { cluster_name => config.cluster_name.clone(), server => config.control_plane_endpoint.url(), ca_data => ctx.ca_data.clone(), user => "" },
     )?;
     top.insert("discovery.conf", discovery.into_bytes(), 0o644);
+    // What every node should hold, for `kubebundle verify` and for people (no secrets).
+    let plan_json = serde_json::to_vec_pretty(plan).map_err(|e| MaterializeError::Missing(format!("plan.json: {e}")))?;
+    top.insert("plan.json", plan_json, 0o644);
     for t in &state.tokens {
         let secret = renderer.render(
             "bootstrap-token-secret.yaml",
