@@ -96,7 +96,7 @@ pub enum CliError {
     #[error(transparent)]
     Materialize(#[from] materialize::MaterializeError),
     #[error(transparent)]
-    Write(#[from] output::WriteError),
+    Output(#[from] output::OutputError),
     #[error("{0}")]
     Other(String),
 }
@@ -164,38 +164,35 @@ fn print_plan(args: PlanArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The generated entries of a cluster directory; everything else (the state) is left alone.
-const GENERATED: [&str; 5] = ["discovery.conf", "join.txt", "manifests", "nodes", "plan.json"];
-
 /// plan → state → materialize → write/pack for one cluster directory (`OUT/<clusterName>`).
-pub fn build(config: &Config, cluster_dir: &Path, clock: &Clock, force: bool) -> Result<(State, Bundle), CliError> {
+/// The whole new directory (state and bundle) is built beside the old one and swapped in
+/// atomically, under a lock on that directory.
+pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<(State, Bundle), CliError> {
     let plan = make_plan(config)?;
+    let _lock = output::lock(out, &config.cluster_name)?;
+    let cluster_dir = out.join(&config.cluster_name);
+    output::check_owner(&cluster_dir, &config.cluster_name)?;
     let state = State::load_or_init(&cluster_dir.join("state"), config, &plan.certificate_authorities, clock, force)?;
     let bundle = materialize::materialize(config, &plan, &state, clock)?;
-    write_bundle(cluster_dir, &state, &bundle, clock)?;
-    Ok((state, bundle))
-}
 
-fn write_bundle(cluster_dir: &Path, state: &State, bundle: &Bundle, clock: &Clock) -> Result<(), CliError> {
-    output::ensure_dir(cluster_dir, 0o700)?;
-    // The state first: the bundle must never hold certificates from a CA that was not saved.
-    if !state.new_files.is_empty() {
-        output::write_tree(&state.dir, &state.new_files, 0o700)?;
-    }
-    let staging = tempfile::Builder::new()
-        .prefix(".kubebundle-staging-")
-        .tempdir_in(cluster_dir)
-        .map_err(|e| output::WriteError { path: cluster_dir.display().to_string(), source: e })?;
+    let staging = output::stage(out, &config.cluster_name)?;
     let root = staging.path();
+    // The state: whatever the old one held, then every file this run uses.
+    if state.dir.is_dir() {
+        output::copy_tree(&state.dir, &root.join("state"))?;
+    }
+    output::write_tree(&root.join("state"), &state.files, 0o700)?;
     output::write_tree(root, &bundle.top, 0o755)?;
     output::ensure_dir(&root.join("nodes"), 0o700)?;
     for (name, tree) in &bundle.nodes {
         output::write_tree(&root.join("nodes").join(name), tree, 0o755)?;
-        let tgz = pack::tar_gz(tree, clock.unix()).map_err(|e| output::WriteError { path: format!("nodes/{name}.tar.gz"), source: e })?;
-        output::write_atomic(&root.join("nodes").join(format!("{name}.tar.gz")), &tgz, 0o600)?;
+        let path = root.join("nodes").join(format!("{name}.tar.gz"));
+        let tgz = pack::tar_gz(tree, clock.unix()).map_err(output::werr(&path))?;
+        output::write_file(&path, &tgz, 0o600)?;
     }
-    output::swap_in(root, cluster_dir, &GENERATED)?;
-    Ok(())
+    output::ensure_dir(root, 0o700)?;
+    output::commit(staging, &cluster_dir)?;
+    Ok((state, bundle))
 }
 
 fn generate(args: GenerateArgs) -> Result<(), CliError> {
@@ -205,7 +202,7 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
         eprintln!("note: {n}");
     }
     let cluster_dir = args.out.join(&config.cluster_name);
-    let (state, bundle) = build(&config, &cluster_dir, &clock, args.force)?;
+    let (state, bundle) = build(&config, &args.out, &clock, args.force)?;
 
     let mut err = std::io::stderr().lock();
     for line in &state.report {

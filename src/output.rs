@@ -1,9 +1,13 @@
-//! Files in memory (`FileTree`) and atomic writes with exact modes.
+//! Files in memory (`FileTree`) and the only code that writes the output: a whole cluster
+//! directory is built beside its destination, synced, and swapped in with one atomic
+//! rename, under a lock, so a reader (or a crash) only ever sees the complete old or the
+//! complete new bundle.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
@@ -55,66 +59,211 @@ impl FileTree {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write {path}: {source}\n  hint: check that the output directory is writable and the disk has space")]
-pub struct WriteError {
-    pub path: String,
-    #[source]
-    pub source: std::io::Error,
+pub enum OutputError {
+    #[error("cannot write {path}: {source}\n  hint: check that the output directory is writable and the disk has space")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another kubebundle run is writing {dir} (it holds {lock})\n  hint: wait for it to finish; the lock is released when that process ends")]
+    Locked { dir: String, lock: String },
+    #[error("{dir} exists and was not written by kubebundle (it has no state/cluster.yaml)\n  hint: choose another --out, or move that directory away")]
+    Foreign { dir: String },
+    #[error("{dir} belongs to cluster {other:?}, not {cluster:?}\n  hint: choose another --out, or fix clusterName")]
+    OtherCluster { dir: String, other: String, cluster: String },
 }
 
-fn werr(path: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
-    move |source| WriteError { path: path.display().to_string(), source }
+pub(crate) fn werr(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
+    move |source| OutputError::Write { path: path.display().to_string(), source }
 }
 
 /// Creates `dir` and its missing parents with `mode` (whatever the umask), and sets `mode` on
 /// `dir` itself.
-pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), WriteError> {
+pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), OutputError> {
     fs::DirBuilder::new().recursive(true).mode(mode).create(dir).map_err(werr(dir))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(werr(dir))
 }
 
-/// Writes a file atomically: a temporary file in the same directory, mode set, data synced,
-/// then renamed over the destination.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".kubebundle-").tempfile_in(dir).map_err(werr(path))?;
-    tmp.as_file().set_permissions(fs::Permissions::from_mode(mode)).map_err(werr(path))?;
-    tmp.write_all(bytes).map_err(werr(path))?;
-    tmp.as_file().sync_all().map_err(werr(path))?;
-    tmp.persist(path).map_err(|e| WriteError { path: path.display().to_string(), source: e.error })?;
-    Ok(())
+/// Writes a new file with exactly `mode` (the mode is set again after creation, so the
+/// umask does not matter). Durability comes from `commit`, which syncs the staging tree.
+pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), OutputError> {
+    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path).map_err(werr(path))?;
+    f.set_permissions(fs::Permissions::from_mode(mode)).map_err(werr(path))?;
+    f.write_all(bytes).map_err(werr(path))
 }
 
 /// Writes every file of `tree` under `root`; directories get `dir_mode`.
-pub fn write_tree(root: &Path, tree: &FileTree, dir_mode: u32) -> Result<(), WriteError> {
+pub fn write_tree(root: &Path, tree: &FileTree, dir_mode: u32) -> Result<(), OutputError> {
     ensure_dir(root, dir_mode)?;
     for d in tree.dirs() {
         ensure_dir(&root.join(d), dir_mode)?;
     }
     for (rel, f) in tree.iter() {
-        write_atomic(&root.join(rel), &f.bytes, f.mode)?;
+        write_file(&root.join(rel), &f.bytes, f.mode)?;
     }
     Ok(())
 }
 
-/// Replaces the generated entries of `target` with those built in `staging` (a directory
-/// inside `target`): each entry is renamed into place, the previous one moved aside first and
-/// deleted only after. Entries of `target` not in `names` (such as the state) are untouched.
-pub fn swap_in(staging: &Path, target: &Path, names: &[&str]) -> Result<(), WriteError> {
-    let old = staging.join(".previous");
-    ensure_dir(&old, 0o700)?;
-    for name in names {
-        let from = staging.join(name);
-        let to: PathBuf = target.join(name);
-        if to.symlink_metadata().is_ok() {
-            fs::rename(&to, old.join(name)).map_err(werr(&to))?;
+/// Copies a directory tree of regular files, keeping modes (used to carry the state over).
+pub fn copy_tree(from: &Path, to: &Path) -> Result<(), OutputError> {
+    let meta = fs::symlink_metadata(from).map_err(werr(from))?;
+    ensure_dir(to, meta.permissions().mode() & 0o777)?;
+    for entry in fs::read_dir(from).map_err(werr(from))? {
+        let entry = entry.map_err(werr(from))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let ft = entry.file_type().map_err(werr(&src))?;
+        if ft.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if ft.is_file() {
+            let mode = entry.metadata().map_err(werr(&src))?.permissions().mode() & 0o777;
+            write_file(&dst, &Zeroizing::new(fs::read(&src).map_err(werr(&src))?), mode)?;
         }
-        if from.symlink_metadata().is_ok() {
-            fs::rename(&from, &to).map_err(werr(&to))?;
-        }
-    }
-    if let Ok(d) = fs::File::open(target) {
-        let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// The marker that says which cluster a directory holds (inside the state).
+pub const MARKER: &str = "state/cluster.yaml";
+
+/// Refuses a cluster directory that kubebundle did not write, or that holds another cluster.
+pub fn check_owner(cluster_dir: &Path, cluster: &str) -> Result<(), OutputError> {
+    let Ok(mut entries) = fs::read_dir(cluster_dir) else { return Ok(()) };
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    let dir = cluster_dir.display().to_string();
+    let text = fs::read_to_string(cluster_dir.join(MARKER)).map_err(|_| OutputError::Foreign { dir: dir.clone() })?;
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Marker {
+        cluster_name: String,
+    }
+    let marker: Marker = serde_saphyr::from_str(&text).map_err(|_| OutputError::Foreign { dir: dir.clone() })?;
+    if marker.cluster_name != cluster {
+        return Err(OutputError::OtherCluster { dir, other: marker.cluster_name, cluster: cluster.to_string() });
+    }
+    Ok(())
+}
+
+/// An exclusive lock on one cluster directory of an output dir, held until dropped.
+pub struct OutputLock {
+    _file: fs::File,
+}
+
+pub fn lock(out: &Path, cluster: &str) -> Result<OutputLock, OutputError> {
+    fs::DirBuilder::new().recursive(true).mode(0o755).create(out).map_err(werr(out))?;
+    let path = out.join(format!(".kubebundle-{cluster}.lock"));
+    let file = fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(&path).map_err(werr(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(OutputLock { _file: file }),
+        Err(fs::TryLockError::WouldBlock) => {
+            Err(OutputError::Locked { dir: out.join(cluster).display().to_string(), lock: path.display().to_string() })
+        }
+        Err(fs::TryLockError::Error(e)) => Err(werr(&path)(e)),
+    }
+}
+
+/// `_` never appears in a cluster name (an RFC 1123 name), so one cluster's prefix never
+/// matches another's staging directories.
+fn staging_prefix(cluster: &str) -> String {
+    format!(".kubebundle_{cluster}_")
+}
+
+/// A new, private directory beside the destination, where the whole new cluster directory
+/// is built. Leftovers of runs that were killed are removed first (the caller holds the lock).
+pub fn stage(out: &Path, cluster: &str) -> Result<tempfile::TempDir, OutputError> {
+    let prefix = staging_prefix(cluster);
+    if let Ok(entries) = fs::read_dir(out) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if name.as_bytes().starts_with(prefix.as_bytes()) && e.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = tempfile::Builder::new().prefix(&prefix).tempdir_in(out).map_err(werr(out))?;
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).map_err(werr(dir.path()))?;
+    Ok(dir)
+}
+
+fn sync_dir(path: &Path) -> Result<(), OutputError> {
+    fs::File::open(path).and_then(|d| d.sync_all()).map_err(werr(path))
+}
+
+/// Makes the staged directory the cluster directory in one atomic step: the data is synced,
+/// then the staged directory is exchanged with the old one (or renamed into place), and only
+/// then is the old one removed.
+pub fn commit(staging: tempfile::TempDir, target: &Path) -> Result<(), OutputError> {
+    let staged: PathBuf = staging.path().to_path_buf();
+    // One syncfs flushes every file and directory of the staged tree (and the rest of that
+    // file system) before anything becomes visible.
+    let dir = fs::File::open(&staged).map_err(werr(&staged))?;
+    // SAFETY: syncfs takes a valid open file descriptor and touches no memory of ours.
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
+        return Err(werr(&staged)(std::io::Error::last_os_error()));
+    }
+    if fs::symlink_metadata(target).is_ok() {
+        exchange(&staged, target)?;
+    } else {
+        fs::rename(&staged, target).map_err(werr(target))?;
+    }
+    sync_dir(target.parent().unwrap_or(Path::new(".")))?;
+    // `staging` now names the previous bundle (or nothing); dropping it removes that.
+    drop(staging);
+    Ok(())
+}
+
+fn exchange(a: &Path, b: &Path) -> Result<(), OutputError> {
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| werr(p)(std::io::ErrorKind::InvalidInput.into()));
+    let (ca, cb) = (c(a)?, c(b)?);
+    // SAFETY: both arguments are valid NUL-terminated paths that outlive the call.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) };
+    if rc != 0 {
+        return Err(werr(b)(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_swaps_whole_directories() {
+        let out = tempfile::tempdir().unwrap();
+        let target = out.path().join("c");
+        for (round, name) in ["first", "second"].iter().enumerate() {
+            let s = stage(out.path(), "c").unwrap();
+            let mut t = FileTree::new();
+            t.insert(&format!("{name}.txt"), vec![round as u8], 0o600);
+            write_tree(s.path(), &t, 0o700).unwrap();
+            commit(s, &target).unwrap();
+        }
+        let names: Vec<String> = fs::read_dir(&target).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["second.txt"]);
+        // Nothing is left beside it but the target.
+        let left: Vec<String> = fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(left, ["c"]);
+    }
+
+    #[test]
+    fn a_second_lock_is_refused() {
+        let out = tempfile::tempdir().unwrap();
+        let _held = lock(out.path(), "c").unwrap();
+        assert!(matches!(lock(out.path(), "c"), Err(OutputError::Locked { .. })));
+    }
+
+    #[test]
+    fn foreign_and_other_cluster_dirs_are_refused() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("k");
+        fs::create_dir_all(dir.join("state")).unwrap();
+        fs::write(dir.join("notes.txt"), "x").unwrap();
+        assert!(matches!(check_owner(&dir, "k"), Err(OutputError::Foreign { .. })));
+        fs::write(dir.join(MARKER), "clusterName: other\n").unwrap();
+        assert!(matches!(check_owner(&dir, "k"), Err(OutputError::OtherCluster { .. })));
+        fs::write(dir.join(MARKER), "clusterName: k\n").unwrap();
+        assert!(check_owner(&dir, "k").is_ok());
+    }
 }

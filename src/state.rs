@@ -20,6 +20,8 @@ use crate::pki::token;
 
 pub const ENCRYPTION_FILE: &str = "encryption.yaml";
 pub const TOKENS_FILE: &str = "tokens.yaml";
+/// Names the cluster the directory belongs to (see `output::check_owner`).
+pub const MARKER_FILE: &str = "cluster.yaml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -116,8 +118,8 @@ pub struct State {
     pub sa: Key,
     pub encryption_keys: Vec<EncryptionKey>,
     pub tokens: Vec<Token>,
-    /// State files created or replaced by this run (relative to `dir`).
-    pub new_files: FileTree,
+    /// Every state file, reused or new (relative to `dir`), written whole into each new bundle.
+    pub files: FileTree,
     /// What was created, reused or replaced, for the run's summary.
     pub report: Vec<String>,
 }
@@ -148,7 +150,7 @@ impl State {
     /// Loads the state under `dir`, making whatever is missing (everything, with `force`).
     pub fn load_or_init(dir: &Path, config: &Config, cas: &[CertSpec], clock: &Clock, force: bool) -> Result<State, StateError> {
         let mut report = Vec::new();
-        let mut new_files = FileTree::new();
+        let mut files = FileTree::new();
 
         // Find what exists; keys to make are generated in parallel below.
         let mut ca_slots = Vec::new();
@@ -158,6 +160,8 @@ impl State {
                 (false, Some(c), Some(k)) => {
                     let key_obj = Key::from_pem(&k).map_err(|e| bad(dir, &key, e.to_string(), TORN))?;
                     let auth = Authority::from_pem(&spec.id, &c, key_obj).map_err(|e| bad(dir, &crt, e, TORN))?;
+                    files.insert(&crt, c.into_bytes(), 0o600);
+                    files.insert(&key, k.into_bytes(), 0o600);
                     report.push(format!("reused {} from the state", spec.id));
                     Slot::Have(auth)
                 }
@@ -207,8 +211,8 @@ impl State {
                     let serial = if config.kubernetes_version.at_least(28) { issue::random_serial() } else { vec![0] };
                     let cert = issue::issue(spec, &key, None, &validity, serial)?;
                     let (crt, keyp) = ca_paths(&spec.id);
-                    new_files.insert(&crt, cert.pem.as_bytes().to_vec(), 0o600);
-                    new_files.insert(&keyp, key.private_pem().as_bytes().to_vec(), 0o600);
+                    files.insert(&crt, cert.pem.as_bytes().to_vec(), 0o600);
+                    files.insert(&keyp, key.private_pem().as_bytes().to_vec(), 0o600);
                     Authority { id: spec.id.clone(), cert, key, not_before: validity.not_before, not_after: validity.not_after }
                 }
             };
@@ -216,13 +220,10 @@ impl State {
         }
         let sa = match sa_slot {
             Slot::Have(k) => k,
-            Slot::Make => {
-                let k = fresh.pop().expect("one fresh key per slot");
-                new_files.insert("pki/sa.key", k.private_pem().as_bytes().to_vec(), 0o600);
-                new_files.insert("pki/sa.pub", k.public_pem().into_bytes(), 0o600);
-                k
-            }
+            Slot::Make => fresh.pop().expect("one fresh key per slot"),
         };
+        files.insert("pki/sa.key", sa.private_pem().as_bytes().to_vec(), 0o600);
+        files.insert("pki/sa.pub", sa.public_pem().into_bytes(), 0o600);
         let encryption_keys = match (force, read_opt(dir, ENCRYPTION_FILE)?) {
             (false, Some(text)) => {
                 let f: EncryptionFile = serde_saphyr::from_str(&text).map_err(|e| {
@@ -243,6 +244,7 @@ impl State {
                     return Err(bad(dir, ENCRYPTION_FILE, "no keys", "restore it from a backup"));
                 }
                 report.push("reused the encryption key from the state".into());
+                files.insert(ENCRYPTION_FILE, text.into_bytes(), 0o600);
                 f.keys
             }
             (f, old) => {
@@ -257,13 +259,12 @@ impl State {
                     vec![EncryptionKey { name: "key1".into(), secret: base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()) }];
                 let text = serde_saphyr::to_string(&EncryptionFile { keys: keys.clone() })
                     .map_err(|e| bad(dir, ENCRYPTION_FILE, e.to_string(), "report this"))?;
-                new_files.insert(ENCRYPTION_FILE, text.into_bytes(), 0o600);
+                files.insert(ENCRYPTION_FILE, text.into_bytes(), 0o600);
                 keys
             }
         };
 
-        let tokens_text = read_opt(dir, TOKENS_FILE)?;
-        let stored: Vec<Token> = match &tokens_text {
+        let stored: Vec<Token> = match &read_opt(dir, TOKENS_FILE)? {
             Some(text) if !force => {
                 serde_saphyr::from_str::<TokensFile>(text)
                     .map_err(|e| bad(dir, TOKENS_FILE, e.to_string(), "fix or delete the file; a new token is then made"))?
@@ -274,11 +275,10 @@ impl State {
         let tokens = resolve_tokens(config, stored, clock, &mut report);
         let text = serde_saphyr::to_string(&TokensFile { tokens: tokens.clone() })
             .map_err(|e| bad(dir, TOKENS_FILE, e.to_string(), "report this"))?;
-        if tokens_text.as_deref() != Some(text.as_str()) {
-            new_files.insert(TOKENS_FILE, text.into_bytes(), 0o600);
-        }
+        files.insert(TOKENS_FILE, text.into_bytes(), 0o600);
+        files.insert(MARKER_FILE, format!("# Written by kubebundle: this directory holds cluster {:?}.\nclusterName: {}\n", config.cluster_name, config.cluster_name).into_bytes(), 0o600);
 
-        Ok(State { dir: dir.to_path_buf(), authorities, sa, encryption_keys, tokens, new_files, report })
+        Ok(State { dir: dir.to_path_buf(), authorities, sa, encryption_keys, tokens, files, report })
     }
 
     pub fn authority(&self, id: &str) -> Option<&Authority> {
