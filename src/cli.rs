@@ -44,6 +44,9 @@ struct ConfigArg {
     /// Inventory. Without it the embedded example is used (see `config print-defaults`).
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Where files go: a built-in profile (kubeadm) or a profile file. Overrides Inventory.profile.
+    #[arg(long, value_name = "NAME|FILE")]
+    profile: Option<String>,
 }
 
 #[derive(Args)]
@@ -136,17 +139,23 @@ pub fn main() -> i32 {
 }
 
 fn load_config(arg: &ConfigArg) -> Result<Config, CliError> {
-    match &arg.config {
-        Some(path) => Ok(config::load_file(path)?),
+    let mut config = match &arg.config {
+        Some(path) => config::load_file(path)?,
         None => {
             eprintln!("note: no --config given: using the embedded example (3 control planes with stacked etcd, 2 workers); `kubebundle config print-defaults` prints it");
-            Ok(config::load_default())
+            config::load_default()
         }
+    };
+    if let Some(p) = &arg.profile {
+        // A file given on the command line is relative to the working directory.
+        config.profile = p.clone();
+        config.base_dir = None;
     }
+    Ok(config)
 }
 
 fn make_plan(config: &Config) -> Result<Plan, CliError> {
-    let profile = Profile::builtin(&config.profile)?;
+    let profile = Profile::load(&config.profile, config.base_dir.as_deref())?;
     Ok(plan::plan(config, &profile))
 }
 

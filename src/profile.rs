@@ -1,20 +1,23 @@
 //! Profiles: where each artifact goes on a node, with which mode, for which roles.
-//! Profiles are data (`profiles/*.yaml`, embedded in the binary).
+//! Profiles are data: `profiles/*.yaml` embedded in the binary, or a user's own file.
+
+use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::config::load::parse_yaml;
+use crate::config::problem::{Problem, Problems};
+use crate::config::raw::S;
 use crate::pki::catalog;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Profile {
     pub name: String,
     pub description: String,
     pub files: Vec<ProfileFile>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct ProfileFile {
     /// `<cert id>.crt`, `<cert id>.key`, a kubeconfig id (`admin.conf`), `sa.key`, `sa.pub`
     /// or `encryption-config`.
@@ -27,10 +30,32 @@ pub struct ProfileFile {
     pub roles: Vec<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    name: S<String>,
+    #[serde(default)]
+    description: String,
+    files: Vec<S<RawFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    artifact: S<String>,
+    path: S<String>,
+    mode: S<String>,
+    roles: Vec<S<String>>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    #[error("profile {profile}: {message}")]
-    Invalid { profile: String, message: String },
+    #[error(
+        "cannot read profile {path}: {reason}\n  hint: Inventory.profile names a built-in profile or a file relative to the config file"
+    )]
+    Read { path: String, reason: String },
+    #[error("{}", crate::config::render_problems(.0, "profile"))]
+    Invalid(Vec<Problem>),
 }
 
 const BUILTIN: &[(&str, &str)] = &[("kubeadm", include_str!("../profiles/kubeadm.yaml"))];
@@ -62,38 +87,125 @@ pub fn artifact(id: &str) -> Option<Artifact> {
     id.strip_suffix(".key").and_then(catalog::cert).map(Artifact::KeyPem)
 }
 
+/// Every artifact id a profile may name, for "did you mean" hints.
+fn artifact_ids() -> Vec<String> {
+    let mut ids: Vec<String> = catalog::CERTS.iter().flat_map(|c| [format!("{}.crt", c.id), format!("{}.key", c.id)]).collect();
+    ids.extend(catalog::KUBECONFIGS.iter().map(|k| k.id.to_string()));
+    ids.extend([catalog::SA_KEY, catalog::SA_PUB, catalog::ENCRYPTION_CONFIG].map(String::from));
+    ids
+}
+
+const ROLES: [&str; 3] = ["control-plane", "etcd", "worker"];
+
 impl Profile {
     pub fn builtin(name: &str) -> Result<Profile, ProfileError> {
-        let text = BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).ok_or_else(|| ProfileError::Invalid {
-            profile: name.to_string(),
-            message: format!("no such built-in profile; built-in: {}", BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")),
-        })?;
-        Self::parse(text, name)
+        match BUILTIN.iter().find(|(n, _)| *n == name) {
+            Some((_, text)) => Self::parse(text, &format!("<built-in profile {name}>")),
+            None => Err(ProfileError::Read { path: name.to_string(), reason: "no such built-in profile".into() }),
+        }
     }
 
-    pub fn parse(text: &str, name: &str) -> Result<Profile, ProfileError> {
-        let invalid = |message: String| ProfileError::Invalid { profile: name.to_string(), message };
-        let profile: Profile = serde_saphyr::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        let mut paths = std::collections::BTreeMap::new();
-        for f in &profile.files {
-            if artifact(&f.artifact).is_none() {
-                return Err(invalid(format!("unknown artifact {:?}", f.artifact)));
+    /// A built-in name, or a file path relative to `base` (the config file's directory).
+    pub fn load(name: &str, base: Option<&Path>) -> Result<Profile, ProfileError> {
+        if BUILTIN.iter().any(|(n, _)| *n == name) {
+            return Self::builtin(name);
+        }
+        let path = base.map(|b| b.join(name)).unwrap_or_else(|| Path::new(name).to_path_buf());
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|e| ProfileError::Read { path: shown.clone(), reason: e.to_string() })?;
+        Self::parse(&text, &shown)
+    }
+
+    /// Parses and checks a profile; every problem names the file, line and column.
+    pub fn parse(text: &str, file: &str) -> Result<Profile, ProfileError> {
+        let mut p = Problems::new(file);
+        let Some(raw) = parse_yaml::<RawProfile>(text, &mut p, "profile") else { return Err(ProfileError::Invalid(p.list)) };
+        let mut paths: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+        let ids = artifact_ids();
+        for (i, f) in raw.files.iter().enumerate() {
+            let f = &f.value;
+            let field = |x: &str| format!("files[{i}].{x}");
+            if artifact(&f.artifact.value).is_none() {
+                let hint = crate::config::load::close_match(&f.artifact.value, ids.iter().map(String::as_str))
+                    .map(|m| format!("did you mean `{m}`?"));
+                p.error(
+                    Some(&f.artifact.referenced),
+                    &field("artifact"),
+                    format!("unknown artifact {:?}", f.artifact.value),
+                    hint.as_deref(),
+                );
             }
-            let p = &f.path;
-            if p.starts_with('/') || p.split('/').any(|s| s == ".." || s == "." || s.is_empty()) {
-                return Err(invalid(format!("{:?}: path must be relative, without '.', '..' or empty parts", f.path)));
+            let path = &f.path.value;
+            if path.starts_with('/') || path.split('/').any(|s| s == ".." || s == "." || s.is_empty()) {
+                p.error(
+                    Some(&f.path.referenced),
+                    &field("path"),
+                    format!("{path:?} must be relative, without '.', '..' or empty parts"),
+                    Some("paths are relative to the node's root, e.g. etc/kubernetes/pki/ca.crt or {pki}/ca.crt"),
+                );
+            } else if let Some(other) = paths.insert(path.clone(), f.artifact.value.clone()) {
+                p.error(
+                    Some(&f.path.referenced),
+                    &field("path"),
+                    format!("{other:?} and {:?} both go to {path:?}", f.artifact.value),
+                    Some("give each artifact its own path"),
+                );
             }
-            parse_mode(&f.mode).ok_or_else(|| invalid(format!("{:?}: mode must be octal such as \"0600\"", f.mode)))?;
+            if parse_mode(&f.mode.value).is_none() {
+                p.error(
+                    Some(&f.mode.referenced),
+                    &field("mode"),
+                    format!("{:?} is not an octal mode such as \"0600\"", f.mode.value),
+                    None,
+                );
+            }
+            if f.roles.is_empty() {
+                p.error(
+                    Some(&f.path.referenced),
+                    &field("roles"),
+                    "no roles",
+                    Some("list the roles that receive the file: control-plane, etcd, worker"),
+                );
+            }
             for r in &f.roles {
-                if !["control-plane", "etcd", "worker"].contains(&r.as_str()) {
-                    return Err(invalid(format!("{:?}: unknown role {r:?}", f.artifact)));
+                if !ROLES.contains(&r.value.as_str()) {
+                    p.error(
+                        Some(&r.referenced),
+                        &field("roles"),
+                        format!("unknown role {:?}", r.value),
+                        Some("roles are control-plane, etcd and worker"),
+                    );
                 }
             }
-            if let Some(other) = paths.insert(f.path.clone(), f.artifact.clone()) {
-                return Err(invalid(format!("{:?} and {:?} both go to {:?}", other, f.artifact, f.path)));
+        }
+        // A file may not sit where another file needs a directory.
+        for path in paths.keys() {
+            let mut dir = path.as_str();
+            while let Some((parent, _)) = dir.rsplit_once('/') {
+                if let Some(other) = paths.get(parent) {
+                    let loc = raw.files.iter().find(|f| &f.value.path.value == path).map(|f| &f.value.path.referenced);
+                    p.error(loc, "files.path", format!("{path:?} needs {parent:?} to be a directory, but {other:?} goes there"), None);
+                }
+                dir = parent;
             }
         }
-        Ok(profile)
+        if p.has_errors() {
+            return Err(ProfileError::Invalid(p.list));
+        }
+        let files = raw
+            .files
+            .into_iter()
+            .map(|f| {
+                let f = f.value;
+                ProfileFile {
+                    artifact: f.artifact.value,
+                    path: f.path.value,
+                    mode: f.mode.value,
+                    roles: f.roles.into_iter().map(|r| r.value).collect(),
+                }
+            })
+            .collect();
+        Ok(Profile { name: raw.name.value, description: raw.description, files })
     }
 }
 
@@ -120,11 +232,16 @@ mod tests {
     }
 
     #[test]
-    fn bad_paths_are_refused() {
-        for path in ["/etc/x", "etc/../x", "etc//x"] {
-            let text =
-                format!("name: t\ndescription: t\nfiles:\n- {{artifact: ca.crt, path: \"{path}\", mode: \"0644\", roles: [worker]}}\n");
-            assert!(Profile::parse(&text, "t").is_err(), "{path}");
+    fn bad_profiles_are_refused_with_positions() {
+        for (path, expect) in [("/etc/x", "must be relative"), ("etc/../x", "must be relative"), ("etc//x", "must be relative")] {
+            let text = format!("name: t\nfiles:\n- {{artifact: ca.crt, path: \"{path}\", mode: \"0644\", roles: [worker]}}\n");
+            let Err(ProfileError::Invalid(p)) = Profile::parse(&text, "t.yaml") else { panic!("{path} must fail") };
+            assert!(p[0].message.contains(expect), "{}", p[0]);
+            assert_eq!(p[0].position.map(|(l, _)| l), Some(3));
         }
+        let text = "name: t\nfiles:\n- {artifact: ca.crt, path: a/b, mode: \"0644\", roles: [worker]}\n- {artifact: ca.ky, path: a/b, mode: \"0644\", roles: [worker]}\n";
+        let Err(ProfileError::Invalid(p)) = Profile::parse(text, "t.yaml") else { panic!("must fail") };
+        let all: String = p.iter().map(|x| x.to_string()).collect();
+        assert!(all.contains("both go to") && all.contains("did you mean `ca.key`?"), "{all}");
     }
 }

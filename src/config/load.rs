@@ -44,33 +44,130 @@ fn split_documents(text: &str) -> Vec<Chunk<'_>> {
     chunks
 }
 
+/// Levenshtein distance, for "did you mean" hints.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The closest of `candidates` to `word`, when it is close enough to be a likely typo.
+pub fn close_match<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let lower = word.to_ascii_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| (distance(&lower, &c.to_ascii_lowercase()), c))
+        .filter(|(d, c)| *d <= (c.len() / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// "unknown field `servceSubnet`, expected one of serviceSubnet, podSubnet" → a hint.
+fn unknown_field_hint(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let list = rest.split_once("expected ").map(|(_, l)| l.trim_start_matches("one of ")).unwrap_or("");
+    let candidates = list.split(',').map(|c| c.trim().trim_matches('`'));
+    Some(match close_match(field, candidates) {
+        Some(m) => format!("did you mean `{m}`?"),
+        None => "remove the field or fix its spelling; fields are case-sensitive (kubeadm uses camelCase)".to_string(),
+    })
+}
+
+/// YAML forbids tabs in indentation; say so where the first one is.
+fn tab_in_indentation(chunk: &Chunk<'_>, problems: &mut Problems) -> bool {
+    for (i, line) in chunk.text.lines().enumerate() {
+        let indent: String = line.chars().take_while(|c| *c == ' ' || *c == '\t').collect();
+        let rest = line[indent.len()..].trim();
+        if let Some(col) = indent.find('\t') {
+            if !rest.is_empty() && !rest.starts_with('#') {
+                problems.list.push(super::problem::Problem {
+                    file: problems.file.clone(),
+                    position: Some((chunk.line_offset + i as u64 + 1, col as u64 + 1)),
+                    field: String::new(),
+                    message: "tab character in indentation".into(),
+                    hint: Some("YAML indents with spaces only: replace the tab with spaces".into()),
+                    warning: false,
+                });
+                return true;
+            }
+        }
+    }
+    false
+}
+
 fn parse<T: DeserializeOwned>(chunk: &Chunk<'_>, problems: &mut Problems, what: &str) -> Option<T> {
     problems.line_offset = chunk.line_offset;
-    match serde_saphyr::from_str::<T>(chunk.text) {
+    parse_yaml(chunk.text, problems, what)
+}
+
+/// Parses one YAML document into `T`; a failure becomes a problem at its position (shifted by
+/// `problems.line_offset`), with a "did you mean" hint for misspelled fields.
+pub fn parse_yaml<T: DeserializeOwned>(text: &str, problems: &mut Problems, what: &str) -> Option<T> {
+    match serde_saphyr::from_str::<T>(text) {
         Ok(v) => Some(v),
         Err(e) => {
             let text = e.without_snippet().to_string();
+            // The position is reported apart, so drop a trailing " at line L, column C".
+            let is_position = |tail: &str| {
+                tail.strip_prefix(" at line ")
+                    .and_then(|t| t.split_once(", column "))
+                    .is_some_and(|(l, c)| !l.is_empty() && !c.is_empty() && l.bytes().chain(c.bytes()).all(|b| b.is_ascii_digit()))
+            };
             let message = match text.rfind(" at line ") {
-                Some(i) => text[..i].to_string(),
-                None => text,
+                Some(i) if is_position(&text[i..]) => text[..i].to_string(),
+                _ => text,
             };
-            let hint = if message.starts_with("unknown field") {
-                Some("remove the field or fix its spelling; fields are case-sensitive (kubeadm uses camelCase)")
-            } else if message.contains("duplicate mapping key") {
-                Some("each key may appear once in a mapping")
+            let (message, hint) = if message.starts_with("budget breached") || message.contains("alias") && message.contains("limit") {
+                (
+                    format!("the document grows too large when its anchors and aliases are expanded ({message})"),
+                    Some("kubebundle refuses alias bombs; write the values out instead of nesting aliases".to_string()),
+                )
             } else {
-                None
+                let hint = unknown_hint(&message);
+                (message, hint)
             };
-            problems.error(e.location().as_ref(), what, message, hint);
+            problems.error(e.location().as_ref(), what, message, hint.as_deref());
             None
         }
+    }
+}
+
+fn unknown_hint(message: &str) -> Option<String> {
+    if message.starts_with("unknown field") {
+        unknown_field_hint(message)
+    } else if message.contains("duplicate mapping key") {
+        Some("each key may appear once in a mapping".to_string())
+    } else {
+        None
     }
 }
 
 /// Reads every document. Problems are collected; the result holds what could be read.
 pub fn load(text: &str, problems: &mut Problems) -> RawConfig {
     let mut out = RawConfig::default();
-    for chunk in split_documents(text) {
+    let chunks = split_documents(text);
+    if chunks.is_empty() {
+        problems.error(
+            None,
+            "",
+            "the config file is empty: it holds no YAML document",
+            Some("start from the example that `kubebundle config print-defaults` prints"),
+        );
+    }
+    for chunk in chunks {
+        if tab_in_indentation(&chunk, problems) {
+            continue;
+        }
         let Some(head) = parse::<raw::Head>(&chunk, problems, "document") else { continue };
         let (Some(api), Some(kind)) = (head.api_version, head.kind) else {
             problems.error(
@@ -155,6 +252,19 @@ mod tests {
         let offsets: Vec<u64> = chunks.iter().map(|c| c.line_offset).collect();
         assert_eq!(offsets, vec![0, 4, 7]);
         assert_eq!(chunks[1].text, "b: 2\nc: 3\n");
+    }
+
+    #[test]
+    fn suggestions_and_tabs() {
+        assert_eq!(close_match("servceSubnet", ["serviceSubnet", "podSubnet", "dnsDomain"]), Some("serviceSubnet"));
+        assert_eq!(close_match("clustername", ["clusterName", "etcd"]), Some("clusterName"));
+        assert_eq!(close_match("zzz", ["serviceSubnet"]), None);
+        let mut p = Problems::new("t.yaml");
+        load("apiVersion: v1\nkind: X\nnodes:\n\t- a\n", &mut p);
+        assert_eq!(p.list[0].position, Some((4, 1)));
+        let mut p = Problems::new("t.yaml");
+        load("# nothing\n---\n", &mut p);
+        assert!(p.list[0].message.contains("empty"));
     }
 
     #[test]

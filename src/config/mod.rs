@@ -19,26 +19,50 @@ pub const DEFAULT_CONFIG_NAME: &str = "<embedded default config>";
 pub enum ConfigError {
     #[error("cannot read config file {path}: {reason}\n  hint: check the path given to --config and its permissions")]
     Read { path: String, reason: String },
-    #[error("{}", render(.0))]
+    #[error("{}", render_problems(.0, "config"))]
     Invalid(Vec<Problem>),
 }
 
-fn render(problems: &[Problem]) -> String {
+/// Problems sorted by position, then a count; `what` is "config" or "profile".
+pub fn render_problems(problems: &[Problem], what: &str) -> String {
     let errors = problems.iter().filter(|p| !p.warning).count();
     let mut sorted: Vec<&Problem> = problems.iter().collect();
     sorted.sort_by_key(|p| p.position.unwrap_or((u64::MAX, 0)));
     let mut out: Vec<String> = sorted.iter().map(|p| p.to_string()).collect();
-    out.push(format!("{errors} error(s) in the config; nothing was written"));
+    out.push(format!("{errors} error(s) in the {what}; nothing was written"));
     out.join("\n")
 }
 
+/// Configs are a few kilobytes; anything this large is a mistake (or an attack).
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    use std::io::Read;
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| ConfigError::Read { path: shown.clone(), reason: e.to_string() })?;
-    load_bytes(&bytes, &shown)
+    let read = |e: std::io::Error| ConfigError::Read { path: shown.clone(), reason: e.to_string() };
+    let file = std::fs::File::open(path).map_err(read)?;
+    let meta = file.metadata().map_err(read)?;
+    if meta.is_dir() {
+        return Err(ConfigError::Read { path: shown, reason: "it is a directory, not a file".into() });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes).map_err(read)?;
+    let mut config = load_bytes(&bytes, &shown)?;
+    config.base_dir = path.parent().map(Path::to_path_buf);
+    Ok(config)
 }
 
 pub fn load_bytes(bytes: &[u8], name: &str) -> Result<Config, ConfigError> {
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::Invalid(vec![Problem {
+            file: name.to_string(),
+            position: None,
+            field: String::new(),
+            message: format!("the config file is larger than the limit of {MAX_CONFIG_BYTES} bytes"),
+            hint: Some("a cluster config is a few kilobytes: check that --config names the right file".into()),
+            warning: false,
+        }]));
+    }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     match std::str::from_utf8(bytes) {
         Ok(text) => load_str(text, name),
@@ -49,7 +73,11 @@ pub fn load_bytes(bytes: &[u8], name: &str) -> Result<Config, ConfigError> {
                 file: name.to_string(),
                 position: Some((line, col)),
                 field: String::new(),
-                message: "the file is not UTF-8 text".into(),
+                message: if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
+                    "the file is UTF-16 text (it starts with a UTF-16 byte order mark), not UTF-8".into()
+                } else {
+                    "the file is not UTF-8 text".into()
+                },
                 hint: Some("save the config as UTF-8".into()),
                 warning: false,
             }]))

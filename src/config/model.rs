@@ -33,7 +33,10 @@ pub struct Config {
     pub ca_validity: Duration,
     pub tokens: Vec<TokenSpec>,
     pub nodes: Vec<Node>,
+    /// A built-in profile name, or a profile file (relative to `base_dir`).
     pub profile: String,
+    /// The directory of the config file, for relative paths in it.
+    pub base_dir: Option<std::path::PathBuf>,
     pub worker_join: WorkerJoin,
     /// Things the run should tell the user (defaults taken, documents ignored).
     pub notes: Vec<String>,

@@ -538,6 +538,18 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         },
         None => vec![],
     };
+    if let (Some(sn), Some(pn)) = (service_subnets.first(), pod_subnets.first()) {
+        let family = |n: &IpNet| if n.addr().is_ipv4() { "IPv4" } else { "IPv6" };
+        if family(sn) != family(pn) {
+            let s = net.and_then(|n| n.pod_subnet.as_ref()).map(|s| &s.referenced);
+            p.error(
+                s,
+                "ClusterConfiguration.networking.podSubnet",
+                format!("{pn} is {} but serviceSubnet {sn} is {}", family(pn), family(sn)),
+                Some("kubeadm needs the same IP family first in both; list the IPv4 and IPv6 ranges in the same order"),
+            );
+        }
+    }
     if service_subnets.len() == 2 && pod_subnets.len() == 1 {
         let s = net.and_then(|n| n.pod_subnet.as_ref()).map(|s| &s.referenced);
         p.error(s, "ClusterConfiguration.networking.podSubnet", "a dual-stack serviceSubnet needs a dual-stack podSubnet", None);
@@ -672,7 +684,7 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
     };
 
     let profile = match &inv.profile {
-        Some(s) if BUILTIN_PROFILES.contains(&s.value.as_str()) => s.value.clone(),
+        Some(s) if BUILTIN_PROFILES.contains(&s.value.as_str()) || is_profile_file(&s.value) => s.value.clone(),
         Some(s) => {
             p.error(
                 Some(&s.referenced),
@@ -720,9 +732,15 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         tokens: defaults.tokens,
         nodes,
         profile,
+        base_dir: None,
         worker_join,
         notes,
     })
+}
+
+/// A profile given as a file rather than a built-in name.
+pub fn is_profile_file(value: &str) -> bool {
+    value.contains('/') || value.ends_with(".yaml") || value.ends_with(".yml")
 }
 
 fn pinned_version() -> KubeVersion {
