@@ -191,7 +191,8 @@ pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<
         output::copy_tree(&state.dir, &root.join("state"))?;
     }
     output::write_tree(&root.join("state"), &state.files, 0o700)?;
-    output::write_tree(root, &bundle.top, 0o755)?;
+    // manifests/ holds the token Secrets: 0700 like every directory of secrets.
+    output::write_tree(root, &bundle.top, 0o700)?;
     output::ensure_dir(&root.join("nodes"), 0o700)?;
     for (name, tree) in &bundle.nodes {
         output::write_tree(&root.join("nodes").join(name), tree, 0o755)?;
@@ -233,6 +234,6 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
     }
     drop(err);
     // The join commands hold a token and are printed by design (they are also in join.txt).
-    print!("{}", bundle.join_text);
+    print!("{}", bundle.join_text.as_str());
     Ok(())
 }

@@ -38,8 +38,8 @@ pub struct Bundle {
     pub nodes: BTreeMap<String, FileTree>,
     /// join.txt, discovery.conf, manifests/...
     pub top: FileTree,
-    /// The join commands, printed at the end of the run.
-    pub join_text: String,
+    /// The join commands (they hold a token), printed at the end of the run.
+    pub join_text: zeroize::Zeroizing<String>,
     pub discovery_hash: String,
 }
 
@@ -178,5 +178,5 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock) -
         None => "# No bootstrap token has the authentication usage, so there is no join command.\n".to_string(),
     };
     top.insert("join.txt", join_text.clone().into_bytes(), 0o600);
-    Ok(Bundle { nodes, top, join_text, discovery_hash: hash })
+    Ok(Bundle { nodes, top, join_text: zeroize::Zeroizing::new(join_text), discovery_hash: hash })
 }

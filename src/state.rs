@@ -58,6 +58,13 @@ pub struct Token {
     pub from_config: bool,
 }
 
+impl Drop for Token {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.token.zeroize();
+    }
+}
+
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Token({}.<secret>)", self.id())
@@ -276,7 +283,15 @@ impl State {
         let text = serde_saphyr::to_string(&TokensFile { tokens: tokens.clone() })
             .map_err(|e| bad(dir, TOKENS_FILE, e.to_string(), "report this"))?;
         files.insert(TOKENS_FILE, text.into_bytes(), 0o600);
-        files.insert(MARKER_FILE, format!("# Written by kubebundle: this directory holds cluster {:?}.\nclusterName: {}\n", config.cluster_name, config.cluster_name).into_bytes(), 0o600);
+        files.insert(
+            MARKER_FILE,
+            format!(
+                "# Written by kubebundle: this directory holds cluster {:?}.\nclusterName: {}\n",
+                config.cluster_name, config.cluster_name
+            )
+            .into_bytes(),
+            0o600,
+        );
 
         Ok(State { dir: dir.to_path_buf(), authorities, sa, encryption_keys, tokens, files, report })
     }
