@@ -36,6 +36,22 @@ enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Audit a bundle directory, a node tarball or a node root: chains, keys, SANs, EKUs,
+    /// expiry (CAs too), file modes, least privilege, kubeconfig servers and the discovery hash.
+    /// Prints a table of findings; exits 1 on any error.
+    Verify(VerifyCli),
+}
+
+#[derive(Args)]
+struct VerifyCli {
+    /// OUT/<clusterName>, OUT/<clusterName>/nodes/<node>.tar.gz, or an extracted node root.
+    path: PathBuf,
+    /// Check expiry at this time (RFC 3339) instead of now.
+    #[arg(long, value_name = "RFC3339")]
+    now: Option<String>,
+    /// Warn about certificates that expire within this Go duration.
+    #[arg(long, value_name = "DURATION", default_value = "720h")]
+    warn_within: String,
 }
 
 #[derive(Args)]
@@ -100,6 +116,10 @@ pub enum CliError {
     Materialize(#[from] materialize::MaterializeError),
     #[error(transparent)]
     Output(#[from] output::OutputError),
+    #[error(transparent)]
+    Verify(#[from] crate::verify::VerifyError),
+    #[error("{0}")]
+    Usage(String),
     #[error("{0}")]
     Other(String),
 }
@@ -107,7 +127,7 @@ pub enum CliError {
 impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Clock(_) => 2,
+            CliError::Clock(_) | CliError::Usage(_) => 2,
             _ => 1,
         }
     }
@@ -124,6 +144,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Generate(a) => generate(a),
         Command::Plan(a) => print_plan(a),
+        Command::Verify(a) => verify(a),
         Command::Config(ConfigCommand::PrintDefaults) => {
             print!("{}", config::DEFAULT_CONFIG);
             Ok(())
@@ -170,6 +191,20 @@ fn print_plan(args: PlanArgs) -> Result<(), CliError> {
         Format::Yaml => serde_saphyr::to_string(&plan).map_err(|e| CliError::Other(e.to_string()))?,
     };
     print!("{text}");
+    Ok(())
+}
+
+fn verify(args: VerifyCli) -> Result<(), CliError> {
+    let clock = Clock::from_sources(args.now.as_deref(), None)?;
+    let warn = crate::util::duration::parse_go(&args.warn_within)
+        .ok()
+        .filter(|d| !d.negative)
+        .ok_or_else(|| CliError::Usage(format!("--warn-within {:?} is not a duration such as 720h", args.warn_within)))?;
+    let report = crate::verify::verify(&crate::verify::VerifyArgs { path: args.path, now: clock.now, warn_within: warn.value })?;
+    print!("{}", report.render_table());
+    if report.has_errors() {
+        return Err(CliError::Other(format!("verify found {} error(s)", report.count(crate::verify::Severity::Error))));
+    }
     Ok(())
 }
 

@@ -16,3 +16,4 @@ pub mod profile;
 pub mod render;
 pub mod state;
 pub mod util;
+pub mod verify;
