@@ -177,6 +177,7 @@ fn load_config(arg: &ConfigArg) -> Result<Config, CliError> {
 
 fn make_plan(config: &Config) -> Result<Plan, CliError> {
     let profile = Profile::load(&config.profile, config.base_dir.as_deref())?;
+    profile.check_expanded(config.certificates_dir.trim_start_matches('/'))?;
     Ok(plan::plan(config, &profile))
 }
 
@@ -213,8 +214,10 @@ fn verify(args: VerifyCli) -> Result<(), CliError> {
 /// atomically, under a lock on that directory.
 pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<(State, Bundle), CliError> {
     let plan = make_plan(config)?;
-    let _lock = output::lock(out, &config.cluster_name)?;
     let cluster_dir = out.join(&config.cluster_name);
+    // Checked before the lock file is made (so a refusal writes nothing), and again under it.
+    output::check_owner(&cluster_dir, &config.cluster_name)?;
+    let _lock = output::lock(out, &config.cluster_name)?;
     output::check_owner(&cluster_dir, &config.cluster_name)?;
     let state = State::load_or_init(&cluster_dir.join("state"), config, &plan.certificate_authorities, clock, force)?;
     let bundle = materialize::materialize(config, &plan, &state, clock)?;

@@ -15,6 +15,8 @@ pub struct Profile {
     pub name: String,
     pub description: String,
     pub files: Vec<ProfileFile>,
+    /// The file it came from, for messages.
+    pub source: String,
 }
 
 #[derive(Debug, Clone)]
@@ -28,6 +30,8 @@ pub struct ProfileFile {
     /// Octal, as a string ("0600").
     pub mode: String,
     pub roles: Vec<String>,
+    /// Line and column of `path` in the profile file.
+    pub position: Option<(u64, u64)>,
 }
 
 #[derive(Deserialize)]
@@ -197,15 +201,42 @@ impl Profile {
             .into_iter()
             .map(|f| {
                 let f = f.value;
+                let position = p.position(&f.path.referenced);
                 ProfileFile {
                     artifact: f.artifact.value,
                     path: f.path.value,
                     mode: f.mode.value,
                     roles: f.roles.into_iter().map(|r| r.value).collect(),
+                    position,
                 }
             })
             .collect();
-        Ok(Profile { name: raw.name.value, description: raw.description, files })
+        Ok(Profile { name: raw.name.value, description: raw.description, files, source: file.to_string() })
+    }
+
+    /// Paths must stay distinct once `{pki}` is replaced by certificatesDir (e.g.
+    /// `{pki}/ca.crt` and `etc/kubernetes/pki/ca.crt` are the same file).
+    pub fn check_expanded(&self, pki: &str) -> Result<(), ProfileError> {
+        let mut seen: std::collections::BTreeMap<String, &ProfileFile> = std::collections::BTreeMap::new();
+        let mut problems = Vec::new();
+        for f in &self.files {
+            let path = f.path.replace("{pki}", pki);
+            if let Some(other) = seen.insert(path.clone(), f) {
+                problems.push(Problem {
+                    file: self.source.clone(),
+                    position: f.position,
+                    field: "files.path".into(),
+                    message: format!("{:?} and {:?} both go to {path:?} (certificatesDir is /{pki})", other.artifact, f.artifact),
+                    hint: Some("give each artifact its own path".into()),
+                    warning: false,
+                });
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ProfileError::Invalid(problems))
+        }
     }
 }
 

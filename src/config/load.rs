@@ -198,9 +198,9 @@ pub fn load(text: &str, problems: &mut Problems) -> RawConfig {
                     out.init = Some((offset, doc));
                 }
             }
-            (_, "JoinConfiguration" | "UpgradeConfiguration" | "ResetConfiguration") if kubeadm => out.ignored.push(kind.value.clone()),
+            (_, "JoinConfiguration" | "UpgradeConfiguration" | "ResetConfiguration") if kubeadm => out.ignored.push(kind.value.to_string()),
             ("kubelet.config.k8s.io/v1beta1", "KubeletConfiguration") | ("kubeproxy.config.k8s.io/v1alpha1", "KubeProxyConfiguration") => {
-                out.ignored.push(kind.value.clone())
+                out.ignored.push(kind.value.to_string())
             }
             (INVENTORY_API, "Inventory") => {
                 if let Some(doc) = parse(&chunk, problems, "Inventory") {

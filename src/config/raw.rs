@@ -9,35 +9,90 @@ use serde_saphyr::Spanned;
 
 pub type S<T> = Spanned<T>;
 
+/// A YAML string. Unlike `String`, it refuses plain scalars that YAML reads as another type
+/// (`true`, `no`, `6443`, `1.24`), as Go's kubeadm does: such a value must be quoted.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Text(pub String);
+
+impl std::ops::Deref for Text {
+    type Target = String;
+    fn deref(&self) -> &String {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string (quote values that YAML would read as a boolean or a number)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text, E> {
+                Ok(Text(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Only `apiVersion` and `kind`, read first so the real type can be chosen.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Head {
-    pub api_version: Option<S<String>>,
-    pub kind: Option<S<String>>,
+    pub api_version: Option<S<Text>>,
+    pub kind: Option<S<Text>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterConfiguration {
-    pub api_version: Option<S<String>>,
-    pub kind: Option<S<String>>,
+    pub api_version: Option<S<Text>>,
+    pub kind: Option<S<Text>>,
     pub etcd: Option<Etcd>,
     pub networking: Option<Networking>,
-    pub kubernetes_version: Option<S<String>>,
-    pub control_plane_endpoint: Option<S<String>>,
+    pub kubernetes_version: Option<S<Text>>,
+    pub control_plane_endpoint: Option<S<Text>>,
     pub api_server: Option<ApiServer>,
     pub controller_manager: Option<ControlPlaneComponent>,
     pub scheduler: Option<ControlPlaneComponent>,
     pub dns: Option<Dns>,
     pub proxy: Option<S<IgnoredAny>>,
-    pub certificates_dir: Option<S<String>>,
-    pub image_repository: Option<String>,
+    pub certificates_dir: Option<S<Text>>,
+    pub image_repository: Option<Text>,
     pub feature_gates: Option<IgnoredAny>,
-    pub cluster_name: Option<S<String>>,
-    pub encryption_algorithm: Option<S<String>>,
-    pub certificate_validity_period: Option<S<String>>,
-    pub ca_certificate_validity_period: Option<S<String>>,
+    pub cluster_name: Option<S<Text>>,
+    pub encryption_algorithm: Option<S<Text>>,
+    pub certificate_validity_period: Option<S<Text>>,
+    pub ca_certificate_validity_period: Option<S<Text>>,
     pub use_hyper_kube_image: Option<S<IgnoredAny>>,
 }
 
@@ -51,43 +106,43 @@ pub struct Etcd {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalEtcd {
-    pub image_repository: Option<String>,
-    pub image_tag: Option<String>,
-    pub data_dir: Option<String>,
+    pub image_repository: Option<Text>,
+    pub image_tag: Option<Text>,
+    pub data_dir: Option<Text>,
     pub extra_args: Option<IgnoredAny>,
     pub extra_envs: Option<S<IgnoredAny>>,
     #[serde(rename = "serverCertSANs")]
-    pub server_cert_sans: Option<Vec<S<String>>>,
+    pub server_cert_sans: Option<Vec<S<Text>>>,
     #[serde(rename = "peerCertSANs")]
-    pub peer_cert_sans: Option<Vec<S<String>>>,
+    pub peer_cert_sans: Option<Vec<S<Text>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExternalEtcd {
-    pub endpoints: Option<Vec<String>>,
-    pub ca_file: Option<String>,
-    pub cert_file: Option<String>,
-    pub key_file: Option<String>,
+    pub endpoints: Option<Vec<Text>>,
+    pub ca_file: Option<Text>,
+    pub cert_file: Option<Text>,
+    pub key_file: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Networking {
-    pub service_subnet: Option<S<String>>,
-    pub pod_subnet: Option<S<String>>,
-    pub dns_domain: Option<S<String>>,
+    pub service_subnet: Option<S<Text>>,
+    pub pod_subnet: Option<S<Text>>,
+    pub dns_domain: Option<S<Text>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiServer {
     #[serde(rename = "certSANs")]
-    pub cert_sans: Option<Vec<S<String>>>,
+    pub cert_sans: Option<Vec<S<Text>>>,
     pub extra_args: Option<IgnoredAny>,
     pub extra_volumes: Option<IgnoredAny>,
     pub extra_envs: Option<S<IgnoredAny>>,
-    pub timeout_for_control_plane: Option<S<String>>,
+    pub timeout_for_control_plane: Option<S<Text>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,23 +157,23 @@ pub struct ControlPlaneComponent {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Dns {
     #[serde(rename = "type")]
-    pub type_: Option<S<String>>,
-    pub image_repository: Option<String>,
-    pub image_tag: Option<String>,
+    pub type_: Option<S<Text>>,
+    pub image_repository: Option<Text>,
+    pub image_tag: Option<Text>,
     pub disabled: Option<S<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InitConfiguration {
-    pub api_version: Option<S<String>>,
-    pub kind: Option<S<String>>,
+    pub api_version: Option<S<Text>>,
+    pub kind: Option<S<Text>>,
     pub bootstrap_tokens: Option<Vec<S<BootstrapToken>>>,
     pub node_registration: Option<NodeRegistration>,
     #[serde(rename = "localAPIEndpoint")]
     pub local_api_endpoint: Option<LocalApiEndpoint>,
-    pub certificate_key: Option<String>,
-    pub skip_phases: Option<Vec<String>>,
+    pub certificate_key: Option<Text>,
+    pub skip_phases: Option<Vec<Text>>,
     pub patches: Option<IgnoredAny>,
     pub dry_run: Option<S<bool>>,
     pub timeouts: Option<S<IgnoredAny>>,
@@ -127,49 +182,49 @@ pub struct InitConfiguration {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BootstrapToken {
-    pub token: Option<S<String>>,
-    pub description: Option<String>,
-    pub ttl: Option<S<String>>,
-    pub expires: Option<S<String>>,
-    pub usages: Option<Vec<S<String>>>,
-    pub groups: Option<Vec<S<String>>>,
+    pub token: Option<S<Text>>,
+    pub description: Option<Text>,
+    pub ttl: Option<S<Text>>,
+    pub expires: Option<S<Text>>,
+    pub usages: Option<Vec<S<Text>>>,
+    pub groups: Option<Vec<S<Text>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeRegistration {
-    pub name: Option<S<String>>,
-    pub cri_socket: Option<String>,
+    pub name: Option<S<Text>>,
+    pub cri_socket: Option<Text>,
     pub taints: Option<IgnoredAny>,
     pub kubelet_extra_args: Option<IgnoredAny>,
-    pub ignore_preflight_errors: Option<Vec<String>>,
-    pub image_pull_policy: Option<String>,
+    pub ignore_preflight_errors: Option<Vec<Text>>,
+    pub image_pull_policy: Option<Text>,
     pub image_pull_serial: Option<S<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalApiEndpoint {
-    pub advertise_address: Option<S<String>>,
+    pub advertise_address: Option<S<Text>>,
     pub bind_port: Option<S<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Inventory {
-    pub api_version: Option<S<String>>,
-    pub kind: Option<S<String>>,
-    pub profile: Option<S<String>>,
-    pub worker_join: Option<S<String>>,
+    pub api_version: Option<S<Text>>,
+    pub kind: Option<S<Text>>,
+    pub profile: Option<S<Text>>,
+    pub worker_join: Option<S<Text>>,
     pub nodes: Option<Vec<S<InventoryNode>>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InventoryNode {
-    pub name: S<String>,
-    pub address: S<String>,
-    pub roles: Vec<S<String>>,
+    pub name: S<Text>,
+    pub address: S<Text>,
+    pub roles: Vec<S<Text>>,
     #[serde(rename = "extraSANs")]
-    pub extra_sans: Option<Vec<S<String>>>,
+    pub extra_sans: Option<Vec<S<Text>>>,
 }

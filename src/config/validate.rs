@@ -11,7 +11,7 @@ use serde_saphyr::Location;
 use super::load::RawConfig;
 use super::model::*;
 use super::problem::Problems;
-use super::raw::{self, S};
+use super::raw::{self, Text, S};
 use crate::util::duration::parse_go;
 use crate::util::version::KubeVersion;
 
@@ -73,7 +73,7 @@ fn check_subnets(text: &str, what: &str) -> Result<Vec<IpNet>, String> {
     Ok(nets)
 }
 
-fn duration(p: &mut Problems, v: &S<String>, field: &str) -> Option<Duration> {
+fn duration(p: &mut Problems, v: &S<Text>, field: &str) -> Option<Duration> {
     match parse_go(&v.value) {
         Ok(d) if d.negative => {
             p.error(Some(&v.referenced), field, format!("{:?} is negative", v.value), Some("use a positive duration such as 8760h0m0s"));
@@ -87,7 +87,7 @@ fn duration(p: &mut Problems, v: &S<String>, field: &str) -> Option<Duration> {
     }
 }
 
-fn sans(p: &mut Problems, list: &Option<Vec<S<String>>>, field: &str) -> Vec<San> {
+fn sans(p: &mut Problems, list: &Option<Vec<S<Text>>>, field: &str) -> Vec<San> {
     let mut out = Vec::new();
     for s in list.iter().flatten() {
         match parse_san(&s.value) {
@@ -113,10 +113,56 @@ fn version_gate(p: &mut Problems, api: &str, loc: Option<&Location>, field: &str
     }
 }
 
+/// kubeadm's rules for etcd.external: endpoints are URLs, and the three files come together as
+/// absolute paths.
+fn validate_external_etcd(p: &mut Problems, ext: &S<raw::ExternalEtcd>) {
+    let loc = Some(&ext.referenced);
+    let e = &ext.value;
+    let endpoints = e.endpoints.as_deref().unwrap_or_default();
+    if endpoints.is_empty() {
+        p.error(
+            loc,
+            "ClusterConfiguration.etcd.external.endpoints",
+            "no endpoints",
+            Some("list the etcd client URLs, e.g. https://10.0.0.5:2379"),
+        );
+    }
+    for url in endpoints {
+        let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+        let ok = rest.is_some_and(|r| {
+            let host_port = r.trim_end_matches('/');
+            host_port.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|n| n > 0))
+        });
+        if !ok {
+            p.error(
+                loc,
+                "ClusterConfiguration.etcd.external.endpoints",
+                format!("{url:?} is not an etcd URL"),
+                Some("write https://host:port, e.g. https://10.0.0.5:2379"),
+            );
+        }
+    }
+    let files = [("caFile", &e.ca_file), ("certFile", &e.cert_file), ("keyFile", &e.key_file)];
+    let set = files.iter().filter(|(_, f)| f.is_some()).count();
+    if set != 0 && set != 3 {
+        p.error(
+            loc,
+            "ClusterConfiguration.etcd.external",
+            "caFile, certFile and keyFile go together",
+            Some("set all three (for TLS) or none"),
+        );
+    }
+    for (name, f) in files {
+        if let Some(f) = f.as_ref().filter(|f| !f.starts_with('/')) {
+            p.error(loc, &format!("ClusterConfiguration.etcd.external.{name}"), format!("{f:?} must be an absolute path"), None);
+        }
+    }
+}
+
 /// An optional RFC 1123 name with kubeadm's default.
-fn dns_name(p: &mut Problems, v: &Option<S<String>>, field: &str, default: &str, hint: &str) -> String {
+fn dns_name(p: &mut Problems, v: &Option<S<Text>>, field: &str, default: &str, hint: &str) -> String {
     match v {
-        Some(n) if is_dns_subdomain(&n.value) => n.value.clone(),
+        Some(n) if is_dns_subdomain(&n.value) => n.value.to_string(),
         Some(n) => {
             p.error(Some(&n.referenced), field, format!("{:?} is not a valid RFC 1123 name", n.value), Some(hint));
             String::new()
@@ -177,7 +223,7 @@ fn validate_token(p: &mut Problems, t: &S<raw::BootstrapToken>, i: usize) -> Opt
     let errors_before = p.list.len();
     if let Some(tok) = &t.value.token {
         if crate::pki::token::is_valid(&tok.value) {
-            spec.token = Some(tok.value.clone());
+            spec.token = Some(tok.value.to_string());
         } else {
             p.error(
                 Some(&tok.referenced),
@@ -187,7 +233,7 @@ fn validate_token(p: &mut Problems, t: &S<raw::BootstrapToken>, i: usize) -> Opt
             );
         }
     }
-    spec.description = t.value.description.clone();
+    spec.description = t.value.description.as_ref().map(|d| d.to_string());
     if let Some(ttl) = &t.value.ttl {
         if let Some(d) = duration(p, ttl, &field("ttl")) {
             spec.ttl = d;
@@ -221,7 +267,7 @@ fn validate_token(p: &mut Problems, t: &S<raw::BootstrapToken>, i: usize) -> Opt
                 p.error(Some(&u.referenced), &field("usages"), format!("{:?} is listed twice", u.value), None);
             }
         }
-        spec.usages = usages.iter().map(|u| u.value.clone()).collect();
+        spec.usages = usages.iter().map(|u| u.value.to_string()).collect();
     }
     if let Some(groups) = &t.value.groups {
         for g in groups {
@@ -240,7 +286,7 @@ fn validate_token(p: &mut Problems, t: &S<raw::BootstrapToken>, i: usize) -> Opt
                 );
             }
         }
-        spec.groups = groups.iter().map(|g| g.value.clone()).collect();
+        spec.groups = groups.iter().map(|g| g.value.to_string()).collect();
         if !spec.groups.is_empty() && !spec.usages.iter().any(|u| u == "authentication") {
             p.error(Some(&t.referenced), &field("groups"), "groups only make sense for a token with the authentication usage", None);
         }
@@ -284,7 +330,7 @@ fn validate_init(p: &mut Problems, init: Option<&(u64, raw::InitConfiguration)>)
             }
         }
     }
-    let name = i.node_registration.as_ref().and_then(|n| n.name.as_ref()).map(|n| n.value.clone());
+    let name = i.node_registration.as_ref().and_then(|n| n.name.as_ref()).map(|n| n.value.to_string());
     if let (Some(name), Some(address)) = (name, address) {
         d.init_node = Some((name, address));
     }
@@ -309,7 +355,7 @@ fn validate_init(p: &mut Problems, init: Option<&(u64, raw::InitConfiguration)>)
     d
 }
 
-fn parse_endpoint(p: &mut Problems, v: &S<String>, field: &str) -> Option<Endpoint> {
+fn parse_endpoint(p: &mut Problems, v: &S<Text>, field: &str) -> Option<Endpoint> {
     let text = v.value.trim();
     let hint = Some("write host:port, e.g. lb.example.com:6443, 192.168.1.200:8443 or [fd00::10]:6443");
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
@@ -337,7 +383,16 @@ fn parse_endpoint(p: &mut Problems, v: &S<String>, field: &str) -> Option<Endpoi
             return None;
         }
     };
+    let bracketed = text.starts_with('[');
     match parse_host(host) {
+        Some(Host::Ip(ip)) if ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::from([255, 255, 255, 255]) => {
+            p.error(Some(&v.referenced), field, format!("{ip} cannot be dialled: it is not the address of a host"), hint);
+            None
+        }
+        Some(h) if bracketed && !matches!(h, Host::Ip(IpAddr::V6(_))) => {
+            p.error(Some(&v.referenced), field, format!("{text:?}: only an IPv6 address goes in brackets"), hint);
+            None
+        }
         Some(host) => Some(Endpoint { host, port }),
         None => {
             p.error(Some(&v.referenced), field, format!("{host:?} is neither an IP address nor a DNS name"), hint);
@@ -362,7 +417,7 @@ fn validate_nodes(p: &mut Problems, inv: &raw::Inventory) -> Vec<Node> {
                 Some("node names are lowercase RFC 1123 names: a-z, 0-9, '-' and '.', starting and ending with a letter or digit"),
             );
             ok = false;
-        } else if let Some(first) = names.insert(n.name.value.clone(), i) {
+        } else if let Some(first) = names.insert(n.name.value.to_string(), i) {
             p.error(
                 Some(&n.name.referenced),
                 &field("name"),
@@ -382,7 +437,7 @@ fn validate_nodes(p: &mut Problems, inv: &raw::Inventory) -> Vec<Node> {
                     );
                     ok = false;
                 }
-                if a.is_unspecified() || a.is_multicast() {
+                if a.is_unspecified() || a.is_multicast() || a == IpAddr::from([255, 255, 255, 255]) {
                     p.error(Some(&n.address.referenced), &field("address"), format!("{a} cannot be an advertise address"), None);
                     ok = false;
                 }
@@ -428,7 +483,7 @@ fn validate_nodes(p: &mut Problems, inv: &raw::Inventory) -> Vec<Node> {
         }
         let extra_sans = sans(p, &n.extra_sans, &field("extraSANs"));
         if ok {
-            nodes.push(Node { name: n.name.value.clone(), address, roles, extra_sans });
+            nodes.push(Node { name: n.name.value.to_string(), address, roles, extra_sans });
         }
     }
     nodes
@@ -497,6 +552,15 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         Some(s) => match check_subnets(&s.value, "serviceSubnet") {
             Ok(nets) => {
                 for n in &nets {
+                    let too_small = if n.addr().is_ipv4() { n.prefix_len() > 30 } else { n.prefix_len() > 126 };
+                    if too_small {
+                        p.error(
+                            Some(&s.referenced),
+                            "ClusterConfiguration.networking.serviceSubnet",
+                            format!("{n} is too small: it must hold the kubernetes Service IP and more"),
+                            Some("use a range such as 10.96.0.0/12"),
+                        );
+                    }
                     let too_big = if n.addr().is_ipv4() { n.prefix_len() < 12 } else { n.prefix_len() < 108 };
                     if too_big {
                         p.error(
@@ -567,7 +631,8 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
             p.error(Some(&ext.referenced), "ClusterConfiguration.etcd", "both local and external are set", Some("choose one"));
             EtcdMode::External
         }
-        Some(raw::Etcd { external: Some(_), .. }) => {
+        Some(raw::Etcd { external: Some(ext), .. }) => {
+            validate_external_etcd(p, ext);
             notes.push("etcd is external: no etcd CA, etcd certificates or apiserver-etcd-client are made; the apiserver uses the files named in etcd.external".to_string());
             EtcdMode::External
         }
@@ -579,7 +644,7 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
     };
 
     let algorithm = match &c.encryption_algorithm {
-        Some(a) => match KeyAlgorithm::ALL.iter().find(|(n, _)| *n == a.value) {
+        Some(a) => match KeyAlgorithm::ALL.iter().find(|(n, _)| *n == a.value.as_str()) {
             Some((_, alg)) => *alg,
             None => {
                 let names: Vec<&str> = KeyAlgorithm::ALL.iter().map(|(n, _)| *n).collect();
@@ -684,7 +749,7 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
     };
 
     let profile = match &inv.profile {
-        Some(s) if BUILTIN_PROFILES.contains(&s.value.as_str()) || is_profile_file(&s.value) => s.value.clone(),
+        Some(s) if BUILTIN_PROFILES.contains(&s.value.as_str()) || is_profile_file(&s.value) => s.value.to_string(),
         Some(s) => {
             p.error(
                 Some(&s.referenced),
