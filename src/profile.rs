@@ -187,8 +187,14 @@ impl Profile {
             let mut dir = path.as_str();
             while let Some((parent, _)) = dir.rsplit_once('/') {
                 if let Some(other) = paths.get(parent) {
-                    let loc = raw.files.iter().find(|f| &f.value.path.value == path).map(|f| &f.value.path.referenced);
-                    p.error(loc, "files.path", format!("{path:?} needs {parent:?} to be a directory, but {other:?} goes there"), None);
+                    let at = raw.files.iter().position(|f| &f.value.path.value == path).unwrap_or(0);
+                    let loc = raw.files.get(at).map(|f| &f.value.path.referenced);
+                    p.error(
+                        loc,
+                        &format!("files[{at}].path"),
+                        format!("{path:?} needs {parent:?} to be a directory, but {other:?} goes there"),
+                        None,
+                    );
                 }
                 dir = parent;
             }
@@ -219,13 +225,13 @@ impl Profile {
     pub fn check_expanded(&self, pki: &str) -> Result<(), ProfileError> {
         let mut seen: std::collections::BTreeMap<String, &ProfileFile> = std::collections::BTreeMap::new();
         let mut problems = Vec::new();
-        for f in &self.files {
+        for (i, f) in self.files.iter().enumerate() {
             let path = f.path.replace("{pki}", pki);
             if let Some(other) = seen.insert(path.clone(), f) {
                 problems.push(Problem {
                     file: self.source.clone(),
                     position: f.position,
-                    field: "files.path".into(),
+                    field: format!("files[{i}].path"),
                     message: format!("{:?} and {:?} both go to {path:?} (certificatesDir is /{pki})", other.artifact, f.artifact),
                     hint: Some("give each artifact its own path".into()),
                     warning: false,

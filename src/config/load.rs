@@ -44,6 +44,24 @@ fn split_documents(text: &str) -> Vec<Chunk<'_>> {
     chunks
 }
 
+/// A config is a few hundred lines: limits far below the parser's defaults stop alias and
+/// merge-key bombs early, in little time and memory.
+fn parser_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_events = 200_000;
+    budget.max_aliases = 2_000;
+    budget.max_anchors = 2_000;
+    budget.max_recorded_anchor_events = 50_000;
+    budget.max_recorded_anchor_bytes = 1 << 20;
+    budget.max_nodes = 50_000;
+    budget.max_merge_keys = 200;
+    budget.max_total_scalar_bytes = 8 << 20;
+    budget.max_documents = 64;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
 /// Levenshtein distance, for "did you mean" hints.
 fn distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -65,7 +83,12 @@ pub fn close_match<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>
     let lower = word.to_ascii_lowercase();
     candidates
         .into_iter()
-        .map(|c| (distance(&lower, &c.to_ascii_lowercase()), c))
+        .map(|c| {
+            let cl = c.to_ascii_lowercase();
+            // A truncated name ("ClusterConfig") is as likely a typo as a misspelt one.
+            let truncated = lower.len() >= 4 && cl.starts_with(&lower);
+            (if truncated { 1 } else { distance(&lower, &cl) }, c)
+        })
         .filter(|(d, c)| *d <= (c.len() / 3).max(2))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
@@ -113,7 +136,7 @@ fn parse<T: DeserializeOwned>(chunk: &Chunk<'_>, problems: &mut Problems, what: 
 /// Parses one YAML document into `T`; a failure becomes a problem at its position (shifted by
 /// `problems.line_offset`), with a "did you mean" hint for misspelled fields.
 pub fn parse_yaml<T: DeserializeOwned>(text: &str, problems: &mut Problems, what: &str) -> Option<T> {
-    match serde_saphyr::from_str::<T>(text) {
+    match serde_saphyr::from_str_with_options::<T>(text, parser_options()) {
         Ok(v) => Some(v),
         Err(e) => {
             let text = e.without_snippet().to_string();
@@ -213,7 +236,17 @@ pub fn load(text: &str, problems: &mut Problems) -> RawConfig {
             (a, k) => {
                 problems.line_offset = offset;
                 let known_kind = ["ClusterConfiguration", "InitConfiguration", "JoinConfiguration"].contains(&k);
-                if known_kind || a.starts_with("kubeadm.k8s.io/") {
+                if KUBEADM_VERSIONS.contains(&a) && k != "Inventory" {
+                    let kinds =
+                        ["ClusterConfiguration", "InitConfiguration", "JoinConfiguration", "UpgradeConfiguration", "ResetConfiguration"];
+                    let hint = close_match(k, kinds).map(|m| format!("did you mean `{m}`?"));
+                    problems.error(
+                        Some(&loc),
+                        "kind",
+                        format!("unknown kind {k:?} for {a}"),
+                        Some(hint.as_deref().unwrap_or("kubebundle reads ClusterConfiguration and InitConfiguration")),
+                    );
+                } else if known_kind || a.starts_with("kubeadm.k8s.io/") {
                     problems.error(
                         Some(&api.referenced),
                         "apiVersion",

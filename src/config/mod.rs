@@ -64,6 +64,21 @@ pub fn load_bytes(bytes: &[u8], name: &str) -> Result<Config, ConfigError> {
         }]));
     }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    if let Some(at) = bytes.iter().position(|b| *b == 0) {
+        let line = bytes[..at].iter().filter(|b| **b == b'\n').count() as u64 + 1;
+        return Err(ConfigError::Invalid(vec![Problem {
+            file: name.to_string(),
+            position: Some((line, 1)),
+            field: String::new(),
+            message: if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
+                "the file is UTF-16 text (it starts with a UTF-16 byte order mark), not UTF-8".into()
+            } else {
+                "the file holds NUL bytes: it is binary or UTF-16, not UTF-8 text".into()
+            },
+            hint: Some("save the config as UTF-8".into()),
+            warning: false,
+        }]));
+    }
     match std::str::from_utf8(bytes) {
         Ok(text) => load_str(text, name),
         Err(e) => {

@@ -19,6 +19,7 @@ const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
 const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(8760 * 3600);
 const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(87600 * 3600);
 pub const BUILTIN_PROFILES: [&str; 1] = ["kubeadm"];
+const NODE_NAME_HINT: &str = "node names are lowercase RFC 1123 names: a-z, 0-9, '-' and '.', starting and ending with a letter or digit";
 
 /// RFC 1123 subdomain, as Kubernetes checks node names and DNS SANs.
 pub fn is_dns_subdomain(s: &str) -> bool {
@@ -239,6 +240,9 @@ fn validate_token(p: &mut Problems, t: &S<raw::BootstrapToken>, i: usize) -> Opt
             spec.ttl = d;
         }
     }
+    if let (Some(ttl), Some(_)) = (&t.value.ttl, &t.value.expires) {
+        p.error(Some(&ttl.referenced), &field("ttl"), "ttl and expires are mutually exclusive", Some("keep one of them"));
+    }
     if let Some(exp) = &t.value.expires {
         match time::OffsetDateTime::parse(&exp.value, &time::format_description::well_known::Rfc3339) {
             Ok(t) => spec.expires = Some(t),
@@ -330,7 +334,16 @@ fn validate_init(p: &mut Problems, init: Option<&(u64, raw::InitConfiguration)>)
             }
         }
     }
-    let name = i.node_registration.as_ref().and_then(|n| n.name.as_ref()).map(|n| n.value.to_string());
+    let name_field = i.node_registration.as_ref().and_then(|n| n.name.as_ref());
+    if let Some(n) = name_field.filter(|n| !is_dns_subdomain(&n.value)) {
+        p.error(
+            Some(&n.referenced),
+            "InitConfiguration.nodeRegistration.name",
+            format!("{:?} is not a valid node name", n.value),
+            Some(NODE_NAME_HINT),
+        );
+    }
+    let name = name_field.map(|n| n.value.to_string());
     if let (Some(name), Some(address)) = (name, address) {
         d.init_node = Some((name, address));
     }
@@ -358,6 +371,10 @@ fn validate_init(p: &mut Problems, init: Option<&(u64, raw::InitConfiguration)>)
 fn parse_endpoint(p: &mut Problems, v: &S<Text>, field: &str) -> Option<Endpoint> {
     let text = v.value.trim();
     let hint = Some("write host:port, e.g. lb.example.com:6443, 192.168.1.200:8443 or [fd00::10]:6443");
+    if text.contains("://") {
+        p.error(Some(&v.referenced), field, format!("{text:?} is a URL; controlPlaneEndpoint is host:port"), hint);
+        return None;
+    }
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         match rest.split_once("]:") {
             Some((h, port)) => (h, Some(port)),
@@ -410,12 +427,7 @@ fn validate_nodes(p: &mut Problems, inv: &raw::Inventory) -> Vec<Node> {
         let n = &n.value;
         let mut ok = true;
         if !is_dns_subdomain(&n.name.value) {
-            p.error(
-                Some(&n.name.referenced),
-                &field("name"),
-                format!("{:?} is not a valid node name", n.name.value),
-                Some("node names are lowercase RFC 1123 names: a-z, 0-9, '-' and '.', starting and ending with a letter or digit"),
-            );
+            p.error(Some(&n.name.referenced), &field("name"), format!("{:?} is not a valid node name", n.name.value), Some(NODE_NAME_HINT));
             ok = false;
         } else if let Some(first) = names.insert(n.name.value.to_string(), i) {
             p.error(
@@ -531,12 +543,16 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
 
     let certificates_dir = match &c.certificates_dir {
         Some(d) => {
-            let ok = d.value.starts_with('/') && !d.value.split('/').any(|s| s == ".." || s == ".") && d.value.len() > 1;
+            let trimmed = d.value.trim_end_matches('/');
+            let ok = d.value.starts_with('/')
+                && trimmed.len() > 1
+                && !trimmed[1..].split('/').any(|s| s == ".." || s == "." || s.is_empty())
+                && !d.value.chars().any(|c| c.is_control());
             if !ok {
                 p.error(
                     Some(&d.referenced),
                     "ClusterConfiguration.certificatesDir",
-                    format!("{:?} must be an absolute path without . or ..", d.value),
+                    format!("{:?} must be an absolute path without '.', '..', empty parts or control characters", d.value),
                     Some("the default is /etc/kubernetes/pki"),
                 );
             }
