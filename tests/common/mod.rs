@@ -392,6 +392,7 @@ pub fn generate(prefix: &str, model: &Model, config_text: &str) -> Result<Genera
     if !cluster.is_dir() {
         return Err(format!("generate exited 0 but {} is not a directory; out contains {:?}", cluster.display(), list_dir(&out)));
     }
+    verify_bundle(&cluster, Some(&rfc3339(NOW_UNIX)))?;
     Ok(Generated { dir, config_path, out, cluster, run, model: model.clone() })
 }
 
@@ -523,7 +524,24 @@ pub fn generate_live(dir: &Path, cluster_name: &str, config_text: &str) -> PathB
     let out = dir.join("out");
     let run = kubebundle(dir, &["generate", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()], &[]);
     assert!(run.ok(), "generate failed: {}", run.describe());
-    out.join(cluster_name)
+    let cluster = out.join(cluster_name);
+    verify_bundle(&cluster, None).unwrap_or_else(|e| panic!("{e}"));
+    cluster
+}
+
+/// Every bundle the tests generate must pass `kubebundle verify` (at the clock it was made with).
+pub fn verify_bundle(cluster: &Path, now: Option<&str>) -> Result<(), String> {
+    let mut args = vec!["verify", cluster.to_str().unwrap()];
+    if let Some(n) = now {
+        args.extend(["--now", n]);
+    }
+    let run = kubebundle(cluster.parent().unwrap(), &args, &[]);
+    if run.ok() {
+        Ok(())
+    } else {
+        let errors: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("ERROR")).take(20).collect();
+        Err(format!("kubebundle verify failed on {}:\n{}\n{}", cluster.display(), errors.join("\n"), run.stderr))
+    }
 }
 
 /// A config for an ECDSA-P256 cluster of the given (name, address, roles) nodes.
