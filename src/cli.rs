@@ -238,7 +238,6 @@ pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<
         let tgz = pack::tar_gz(tree, clock.unix()).map_err(output::werr(&path))?;
         output::write_file(&path, &tgz, 0o600)?;
     }
-    output::ensure_dir(root, 0o700)?;
     output::commit(staging, &cluster_dir)?;
     Ok((state, bundle))
 }
