@@ -36,10 +36,37 @@ enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Certificate lifecycle.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Audit a bundle directory, a node tarball or a node root: chains, keys, SANs, EKUs,
     /// expiry (CAs too), file modes, least privilege, kubeconfig servers and the discovery hash.
     /// Prints a table of findings; exits 1 on any error.
     Verify(VerifyCli),
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// List every certificate (files and kubeconfig client certs) and CA with its expiry, like
+    /// `kubeadm certs check-expiration`, offline. Exit code: 0 fine, 3 something expires within
+    /// --warn-within, 4 something expired or a chain is broken.
+    CheckExpiration(CheckExpirationCli),
+}
+
+#[derive(Args)]
+struct CheckExpirationCli {
+    /// A kubeadm tree such as /etc/kubernetes, a kubebundle bundle (OUT/<clusterName>), node tree or state.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Output format; prometheus writes node-exporter textfile lines (expiry as unix seconds).
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    output: crate::expiry::Format,
+    /// Warn about certificates that expire within this time (30d, or a Go duration such as 720h).
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    warn_within: String,
+    /// Check at this time (RFC 3339) instead of now.
+    #[arg(long, value_name = "RFC3339")]
+    now: Option<String>,
 }
 
 #[derive(Args)]
@@ -118,6 +145,8 @@ pub enum CliError {
     Output(#[from] output::OutputError),
     #[error(transparent)]
     Verify(#[from] crate::verify::VerifyError),
+    #[error(transparent)]
+    Expiry(#[from] crate::expiry::ExpiryError),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -142,16 +171,17 @@ pub fn main() -> i32 {
         }
     };
     let result = match cli.command {
-        Command::Generate(a) => generate(a),
-        Command::Plan(a) => print_plan(a),
-        Command::Verify(a) => verify(a),
+        Command::Generate(a) => generate(a).map(|()| 0),
+        Command::Plan(a) => print_plan(a).map(|()| 0),
+        Command::Verify(a) => verify(a).map(|()| 0),
+        Command::Certs(CertsCommand::CheckExpiration(a)) => check_expiration(a),
         Command::Config(ConfigCommand::PrintDefaults) => {
             print!("{}", config::DEFAULT_CONFIG);
-            Ok(())
+            Ok(0)
         }
     };
     match result {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("kubebundle: {e}");
             e.exit_code()
@@ -193,6 +223,15 @@ fn print_plan(args: PlanArgs) -> Result<(), CliError> {
     };
     print!("{text}");
     Ok(())
+}
+
+/// Prints the report and returns its exit code (0, 3 or 4).
+fn check_expiration(args: CheckExpirationCli) -> Result<i32, CliError> {
+    let clock = Clock::from_sources(args.now.as_deref(), None)?;
+    let warn_within = crate::expiry::parse_warn_within(&args.warn_within).map_err(CliError::Usage)?;
+    let report = crate::expiry::check_expiration(&crate::expiry::ExpiryArgs { dir: args.dir, now: clock.now, warn_within })?;
+    print!("{}", report.render(args.output));
+    Ok(report.exit_code())
 }
 
 fn verify(args: VerifyCli) -> Result<(), CliError> {

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod expiry;
 pub mod materialize;
 pub mod output;
 pub mod pack;
