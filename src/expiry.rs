@@ -412,50 +412,9 @@ impl Cert {
 
     /// Does `issuer`'s public key verify this certificate's signature?
     fn signed_by(&self, issuer: &Cert) -> Result<(), String> {
-        use aws_lc_rs::signature::{self as s, UnparsedPublicKey, VerificationAlgorithm};
-        const RSA: &str = "1.2.840.113549.1.1.1";
-        const EC: &str = "1.2.840.10045.2.1";
-        const ED25519: &str = "1.3.101.112";
-        const P256: &str = "1.2.840.10045.3.1.7";
-        const P384: &str = "1.3.132.0.34";
-        const SHA256_RSA: &str = "1.2.840.113549.1.1.11";
-        const SHA384_RSA: &str = "1.2.840.113549.1.1.12";
-        const SHA512_RSA: &str = "1.2.840.113549.1.1.13";
-        const ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
-        const ECDSA_SHA384: &str = "1.2.840.10045.4.3.3";
-        let alg: &'static dyn VerificationAlgorithm = match (issuer.spki_alg.as_str(), issuer.spki_curve.as_deref(), self.sig_alg.as_str())
-        {
-            (RSA, _, SHA256_RSA) => &s::RSA_PKCS1_2048_8192_SHA256,
-            (RSA, _, SHA384_RSA) => &s::RSA_PKCS1_2048_8192_SHA384,
-            (RSA, _, SHA512_RSA) => &s::RSA_PKCS1_2048_8192_SHA512,
-            (EC, Some(P256), ECDSA_SHA256) => &s::ECDSA_P256_SHA256_ASN1,
-            (EC, Some(P256), ECDSA_SHA384) => &s::ECDSA_P256_SHA384_ASN1,
-            (EC, Some(P384), ECDSA_SHA256) => &s::ECDSA_P384_SHA256_ASN1,
-            (EC, Some(P384), ECDSA_SHA384) => &s::ECDSA_P384_SHA384_ASN1,
-            (ED25519, _, ED25519) => &s::ED25519,
-            (key, curve, sig) => {
-                let curve = curve.map(|c| format!(" ({})", oid_name(c))).unwrap_or_default();
-                return Err(format!("it is signed with {} but the CA key is {}{curve}", oid_name(sig), oid_name(key)));
-            }
-        };
-        UnparsedPublicKey::new(alg, &issuer.spki_key).verify(&self.tbs, &self.sig).map_err(|_| "the signature does not verify".into())
-    }
-}
-
-/// Readable names of the algorithm OIDs kubeadm and kubebundle use.
-fn oid_name(oid: &str) -> &str {
-    match oid {
-        "1.2.840.113549.1.1.1" => "RSA",
-        "1.2.840.10045.2.1" => "EC",
-        "1.3.101.112" => "Ed25519",
-        "1.2.840.10045.3.1.7" => "P-256",
-        "1.3.132.0.34" => "P-384",
-        "1.2.840.113549.1.1.11" => "sha256WithRSAEncryption",
-        "1.2.840.113549.1.1.12" => "sha384WithRSAEncryption",
-        "1.2.840.113549.1.1.13" => "sha512WithRSAEncryption",
-        "1.2.840.10045.4.3.2" => "ecdsa-with-SHA256",
-        "1.2.840.10045.4.3.3" => "ecdsa-with-SHA384",
-        other => other,
+        use crate::pki::signature::{verify, IssuerKey, Signed};
+        let signed = Signed { tbs: &self.tbs, signature: &self.sig, algorithm: &self.sig_alg };
+        verify(&signed, &IssuerKey { algorithm: &issuer.spki_alg, curve: issuer.spki_curve.as_deref(), key: &issuer.spki_key })
     }
 }
 

@@ -537,29 +537,9 @@ fn dns_matches(pattern: &str, host: &str) -> bool {
 
 /// Checks `cert`'s signature with `issuer`'s public key.
 fn signature_ok(cert: &CertInfo, issuer: &CertInfo) -> Result<(), String> {
-    use aws_lc_rs::signature::{self as sig, UnparsedPublicKey, VerificationAlgorithm};
-    const RSA: &str = "1.2.840.113549.1.1.1";
-    const EC: &str = "1.2.840.10045.2.1";
-    const P256: &str = "1.2.840.10045.3.1.7";
-    const P384: &str = "1.3.132.0.34";
-    let curve = issuer.spki_curve.as_deref();
-    let alg: &'static dyn VerificationAlgorithm = match (cert.sig_alg.as_str(), issuer.spki_alg.as_str(), curve) {
-        ("1.2.840.113549.1.1.11", RSA, _) => &sig::RSA_PKCS1_2048_8192_SHA256,
-        ("1.2.840.113549.1.1.12", RSA, _) => &sig::RSA_PKCS1_2048_8192_SHA384,
-        ("1.2.840.113549.1.1.13", RSA, _) => &sig::RSA_PKCS1_2048_8192_SHA512,
-        ("1.2.840.10045.4.3.2", EC, Some(P256)) => &sig::ECDSA_P256_SHA256_ASN1,
-        ("1.2.840.10045.4.3.2", EC, Some(P384)) => &sig::ECDSA_P384_SHA256_ASN1,
-        ("1.2.840.10045.4.3.3", EC, Some(P256)) => &sig::ECDSA_P256_SHA384_ASN1,
-        ("1.2.840.10045.4.3.3", EC, Some(P384)) => &sig::ECDSA_P384_SHA384_ASN1,
-        ("1.3.101.112", "1.3.101.112", _) => &sig::ED25519,
-        (s, k, c) => {
-            return Err(format!(
-                "unsupported signature algorithm {s} for an issuer key {k}{}",
-                c.map(|c| format!(" ({c})")).unwrap_or_default()
-            ))
-        }
-    };
-    UnparsedPublicKey::new(alg, &issuer.spki_key).verify(&cert.tbs, &cert.sig).map_err(|_| "the signature does not verify".to_string())
+    use crate::pki::signature::{verify, IssuerKey, Signed};
+    let signed = Signed { tbs: &cert.tbs, signature: &cert.sig, algorithm: &cert.sig_alg };
+    verify(&signed, &IssuerKey { algorithm: &issuer.spki_alg, curve: issuer.spki_curve.as_deref(), key: &issuer.spki_key })
 }
 
 /// Does the private key (PEM) belong to this public key (DER SubjectPublicKeyInfo)?

@@ -4,4 +4,5 @@ pub mod catalog;
 pub mod issue;
 pub mod keys;
 pub mod sans;
+pub mod signature;
 pub mod token;
