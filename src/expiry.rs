@@ -47,9 +47,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::pki::catalog;
@@ -450,63 +448,15 @@ fn present(path: &Path) -> bool {
 // =============================================================================================
 // Kubeconfigs
 
-#[derive(Debug, Default, Deserialize)]
-struct KubeconfigDoc {
-    #[serde(default, rename = "current-context")]
-    current_context: Option<String>,
-    #[serde(default)]
-    contexts: Vec<NamedContext>,
-    #[serde(default)]
-    users: Vec<NamedUser>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct NamedContext {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    context: ContextDoc,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct ContextDoc {
-    #[serde(default)]
-    user: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct NamedUser {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    user: UserDoc,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct UserDoc {
-    #[serde(default, rename = "client-certificate-data")]
-    cert_data: Option<String>,
-    #[serde(default, rename = "client-certificate")]
-    cert_file: Option<String>,
-}
-
 /// The client certificate of a kubeconfig's current user (else its only or first user): the
 /// bytes, and the file they came from when `client-certificate` names one.
 fn kubeconfig_client_cert(path: &Path, root: Option<&Path>) -> Result<(Vec<u8>, Option<PathBuf>), String> {
-    let bytes = read_file(path)?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| "the kubeconfig is not UTF-8 text".to_string())?;
-    let doc: KubeconfigDoc =
-        serde_saphyr::from_str(text).map_err(|e| format!("not a kubeconfig: {}", e.to_string().lines().next().unwrap_or_default()))?;
-    let wanted_user =
-        doc.current_context.as_deref().and_then(|cc| doc.contexts.iter().find(|c| c.name == cc)).map(|c| c.context.user.as_str());
-    let user = wanted_user.and_then(|u| doc.users.iter().find(|n| n.name == u)).or(doc.users.first()).map(|u| &u.user);
-    let user = user.ok_or_else(|| "the kubeconfig has no user".to_string())?;
-    if let Some(data) = &user.cert_data {
-        let compact: String = data.chars().filter(|c| !c.is_whitespace()).collect();
-        let pem = B64.decode(compact).map_err(|e| format!("client-certificate-data is not base64: {e}"))?;
+    let doc = crate::kubeconfig::Kubeconfig::parse(&read_file(path)?)?;
+    let user = doc.current_user().ok_or_else(|| "the kubeconfig has no user".to_string())?;
+    if let Some(pem) = crate::kubeconfig::decode("client-certificate-data", user.client_certificate_data.as_deref())? {
         return Ok((pem, None));
     }
-    if let Some(file) = user.cert_file.as_deref().filter(|f| !f.is_empty()) {
+    if let Some(file) = user.client_certificate.as_deref().filter(|f| !f.is_empty()) {
         let p = Path::new(file);
         let resolved = match (p.is_absolute(), root) {
             (true, Some(root)) => root.join(p.strip_prefix("/").unwrap_or(p)),

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod expiry;
+pub mod kubeconfig;
 pub mod materialize;
 pub mod output;
 pub mod pack;

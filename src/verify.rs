@@ -573,44 +573,6 @@ fn pem_public_key(bytes: &[u8]) -> Result<Vec<u8>, String> {
 // =============================================================================================
 // Kubeconfigs
 
-#[derive(Debug, Default, Deserialize)]
-struct KubeconfigDoc {
-    #[serde(default)]
-    clusters: Vec<NamedCluster>,
-    #[serde(default)]
-    users: Vec<NamedUser>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct NamedCluster {
-    #[serde(default)]
-    cluster: ClusterDoc,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct ClusterDoc {
-    #[serde(default)]
-    server: String,
-    #[serde(default, rename = "certificate-authority-data")]
-    ca_data: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct NamedUser {
-    #[serde(default)]
-    user: UserDoc,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct UserDoc {
-    #[serde(default, rename = "client-certificate-data")]
-    cert_data: Option<String>,
-    #[serde(default, rename = "client-key-data")]
-    key_data: Option<String>,
-    #[serde(default)]
-    token: Option<String>,
-}
-
 /// What a kubeconfig holds, decoded.
 struct Kubeconfig {
     server: String,
@@ -621,22 +583,19 @@ struct Kubeconfig {
 }
 
 fn parse_kubeconfig(bytes: &[u8]) -> Result<Kubeconfig, String> {
-    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
-    let doc: KubeconfigDoc = serde_saphyr::from_str(text).map_err(|e| format!("not a kubeconfig: {e}"))?;
+    use crate::kubeconfig::decode;
+    let doc = crate::kubeconfig::Kubeconfig::parse(bytes)?;
     let cluster = match doc.clusters.as_slice() {
         [one] => &one.cluster,
         [] => return Err("no cluster entry".into()),
         _ => return Err(format!("{} cluster entries; kubeadm writes one", doc.clusters.len())),
     };
-    let decode = |what: &str, v: &Option<String>| -> Result<Option<Vec<u8>>, String> {
-        v.as_ref().map(|s| B64.decode(s.trim()).map_err(|e| format!("{what} is not base64: {e}"))).transpose()
-    };
-    let user = doc.users.first().map(|u| &u.user);
+    let user = doc.current_user();
     Ok(Kubeconfig {
         server: cluster.server.clone(),
-        ca: decode("certificate-authority-data", &cluster.ca_data)?,
-        cert_pem: decode("client-certificate-data", &user.and_then(|u| u.cert_data.clone()))?,
-        key_pem: decode("client-key-data", &user.and_then(|u| u.key_data.clone()))?,
+        ca: decode("certificate-authority-data", cluster.certificate_authority_data.as_deref())?,
+        cert_pem: decode("client-certificate-data", user.and_then(|u| u.client_certificate_data.as_deref()))?,
+        key_pem: decode("client-key-data", user.and_then(|u| u.client_key_data.as_deref()))?,
         token: user.and_then(|u| u.token.clone()),
     })
 }
