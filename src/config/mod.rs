@@ -52,50 +52,43 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
+/// A problem with the file as a whole (size, encoding).
+fn file_problem(name: &str, position: Option<(u64, u64)>, message: &str, hint: &str) -> ConfigError {
+    ConfigError::Invalid(vec![Problem {
+        file: name.to_string(),
+        position,
+        field: String::new(),
+        message: message.to_string(),
+        hint: Some(hint.to_string()),
+        warning: false,
+    }])
+}
+
 pub fn load_bytes(bytes: &[u8], name: &str) -> Result<Config, ConfigError> {
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(ConfigError::Invalid(vec![Problem {
-            file: name.to_string(),
-            position: None,
-            field: String::new(),
-            message: format!("the config file is larger than the limit of {MAX_CONFIG_BYTES} bytes"),
-            hint: Some("a cluster config is a few kilobytes: check that --config names the right file".into()),
-            warning: false,
-        }]));
+        return Err(file_problem(
+            name,
+            None,
+            &format!("the config file is larger than the limit of {MAX_CONFIG_BYTES} bytes"),
+            "a cluster config is a few kilobytes: check that --config names the right file",
+        ));
     }
+    let utf16 = bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF");
+    let not_utf8 = |position, fallback: &str| {
+        let message = if utf16 { "the file is UTF-16 text (it starts with a UTF-16 byte order mark), not UTF-8" } else { fallback };
+        file_problem(name, Some(position), message, "save the config as UTF-8")
+    };
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let line_of = |at: usize| bytes[..at].iter().filter(|b| **b == b'\n').count() as u64 + 1;
     if let Some(at) = bytes.iter().position(|b| *b == 0) {
-        let line = bytes[..at].iter().filter(|b| **b == b'\n').count() as u64 + 1;
-        return Err(ConfigError::Invalid(vec![Problem {
-            file: name.to_string(),
-            position: Some((line, 1)),
-            field: String::new(),
-            message: if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
-                "the file is UTF-16 text (it starts with a UTF-16 byte order mark), not UTF-8".into()
-            } else {
-                "the file holds NUL bytes: it is binary or UTF-16, not UTF-8 text".into()
-            },
-            hint: Some("save the config as UTF-8".into()),
-            warning: false,
-        }]));
+        return Err(not_utf8((line_of(at), 1), "the file holds NUL bytes: it is binary or UTF-16, not UTF-8 text"));
     }
     match std::str::from_utf8(bytes) {
         Ok(text) => load_str(text, name),
         Err(e) => {
-            let line = bytes[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count() as u64 + 1;
-            let col = bytes[..e.valid_up_to()].iter().rev().take_while(|b| **b != b'\n').count() as u64 + 1;
-            Err(ConfigError::Invalid(vec![Problem {
-                file: name.to_string(),
-                position: Some((line, col)),
-                field: String::new(),
-                message: if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
-                    "the file is UTF-16 text (it starts with a UTF-16 byte order mark), not UTF-8".into()
-                } else {
-                    "the file is not UTF-8 text".into()
-                },
-                hint: Some("save the config as UTF-8".into()),
-                warning: false,
-            }]))
+            let at = e.valid_up_to();
+            let col = bytes[..at].iter().rev().take_while(|b| **b != b'\n').count() as u64 + 1;
+            Err(not_utf8((line_of(at), col), "the file is not UTF-8 text"))
         }
     }
 }

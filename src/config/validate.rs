@@ -568,23 +568,20 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         Some(s) => match check_subnets(&s.value, "serviceSubnet") {
             Ok(nets) => {
                 for n in &nets {
-                    let too_small = if n.addr().is_ipv4() { n.prefix_len() > 30 } else { n.prefix_len() > 126 };
-                    if too_small {
-                        p.error(
-                            Some(&s.referenced),
-                            "ClusterConfiguration.networking.serviceSubnet",
-                            format!("{n} is too small: it must hold the kubernetes Service IP and more"),
-                            Some("use a range such as 10.96.0.0/12"),
-                        );
-                    }
-                    let too_big = if n.addr().is_ipv4() { n.prefix_len() < 12 } else { n.prefix_len() < 108 };
-                    if too_big {
-                        p.error(
-                            Some(&s.referenced),
-                            "ClusterConfiguration.networking.serviceSubnet",
-                            format!("{n} is too large: kubeadm allows at most 2^20 service addresses"),
-                            Some("use a prefix of /12 or longer for IPv4, /108 or longer for IPv6"),
-                        );
+                    // At most 2^20 addresses (kubeadm), and room for the kubernetes Service IP.
+                    let (min, max) = if n.addr().is_ipv4() { (12, 30) } else { (108, 126) };
+                    let size = if n.prefix_len() > max {
+                        Some(("too small: it must hold the kubernetes Service IP and more", "use a range such as 10.96.0.0/12"))
+                    } else if n.prefix_len() < min {
+                        Some((
+                            "too large: kubeadm allows at most 2^20 service addresses",
+                            "use a prefix of /12 or longer for IPv4, /108 or longer for IPv6",
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some((what, hint)) = size {
+                        p.error(Some(&s.referenced), "ClusterConfiguration.networking.serviceSubnet", format!("{n} is {what}"), Some(hint));
                     }
                 }
                 nets
