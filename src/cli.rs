@@ -256,7 +256,7 @@ pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<
     let cluster_dir = out.join(&config.cluster_name);
     // Checked before the lock file is made (so a refusal writes nothing), and again under it.
     output::check_owner(&cluster_dir, &config.cluster_name)?;
-    let _lock = output::lock(out, &config.cluster_name)?;
+    let lock = output::lock(out, &config.cluster_name)?;
     output::check_owner(&cluster_dir, &config.cluster_name)?;
     let state = State::load_or_init(&cluster_dir.join("state"), config, &plan.certificate_authorities, clock, force)?;
     let bundle = materialize::materialize(config, &plan, &state, clock)?;
@@ -278,6 +278,7 @@ pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<
         output::write_file(&path, &tgz, 0o600)?;
     }
     output::commit(staging, &cluster_dir)?;
+    lock.keep();
     Ok((state, bundle))
 }
 

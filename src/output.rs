@@ -146,17 +146,43 @@ pub fn check_owner(cluster_dir: &Path, cluster: &str) -> Result<(), OutputError>
     Ok(())
 }
 
-/// An exclusive lock on one cluster directory of an output dir, held until dropped.
+/// An exclusive lock on one cluster directory of an output dir, held until dropped. A run that
+/// fails leaves nothing behind: what `lock` created (the lock file, the output dir) is removed
+/// unless `keep` was called.
 pub struct OutputLock {
     _file: fs::File,
+    created: Vec<PathBuf>,
+}
+
+impl OutputLock {
+    /// The run succeeded: the lock file stays for the next run.
+    pub fn keep(mut self) {
+        self.created.clear();
+    }
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        // Removed while still locked, newest first (the lock file, then the dir if empty).
+        for p in self.created.iter().rev() {
+            let _ = fs::remove_file(p).or_else(|_| fs::remove_dir(p));
+        }
+    }
 }
 
 pub fn lock(out: &Path, cluster: &str) -> Result<OutputLock, OutputError> {
-    fs::DirBuilder::new().recursive(true).mode(0o755).create(out).map_err(werr(out))?;
+    let mut created = Vec::new();
+    if fs::symlink_metadata(out).is_err() {
+        fs::DirBuilder::new().recursive(true).mode(0o755).create(out).map_err(werr(out))?;
+        created.push(out.to_path_buf());
+    }
     let path = out.join(format!(".kubebundle-{cluster}.lock"));
+    if fs::symlink_metadata(&path).is_err() {
+        created.push(path.clone());
+    }
     let file = fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(&path).map_err(werr(&path))?;
     match file.try_lock() {
-        Ok(()) => Ok(OutputLock { _file: file }),
+        Ok(()) => Ok(OutputLock { _file: file, created }),
         Err(fs::TryLockError::WouldBlock) => {
             Err(OutputError::Locked { dir: out.join(cluster).display().to_string(), lock: path.display().to_string() })
         }

@@ -27,6 +27,8 @@ pub const MARKER_FILE: &str = "cluster.yaml";
 pub enum StateError {
     #[error("state file {path}: {message}\n  hint: {hint}")]
     Bad { path: String, message: String, hint: String },
+    #[error("{0}")]
+    Config(String),
     #[error(transparent)]
     Key(#[from] crate::pki::keys::KeyError),
     #[error(transparent)]
@@ -279,7 +281,7 @@ impl State {
             }
             _ => Vec::new(),
         };
-        let tokens = resolve_tokens(config, stored, clock, &mut report);
+        let tokens = resolve_tokens(config, stored, clock, &mut report)?;
         let text = serde_saphyr::to_string(&TokensFile { tokens: tokens.clone() })
             .map_err(|e| bad(dir, TOKENS_FILE, e.to_string(), "report this"))?;
         files.insert(TOKENS_FILE, text.into_bytes(), 0o600);
@@ -312,10 +314,16 @@ fn rfc3339(t: OffsetDateTime) -> String {
 
 /// Tokens the config writes are used as they are; the others are kept from the state while they
 /// are valid, and made fresh when missing or expired.
-fn resolve_tokens(config: &Config, stored: Vec<Token>, clock: &Clock, report: &mut Vec<String>) -> Vec<Token> {
+fn resolve_tokens(config: &Config, stored: Vec<Token>, clock: &Clock, report: &mut Vec<String>) -> Result<Vec<Token>, StateError> {
+    if let Some((i, _)) = config.tokens.iter().enumerate().find(|(_, t)| t.expires.is_some_and(|e| e <= clock.now)) {
+        return Err(StateError::Config(format!(
+            "InitConfiguration.bootstrapTokens[{i}].expires is not after the run's clock ({})\n  hint: give a later time, or use ttl",
+            rfc3339(clock.now)
+        )));
+    }
     let specs = if config.tokens.is_empty() { vec![TokenSpec::kubeadm_default()] } else { config.tokens.clone() };
     let mut stored = stored.into_iter().filter(|t| !t.from_config);
-    specs
+    let tokens = specs
         .into_iter()
         .map(|spec| {
             let expires = spec.expires.or_else(|| (!spec.ttl.is_zero()).then(|| clock.now + spec.ttl)).map(rfc3339);
@@ -353,5 +361,6 @@ fn resolve_tokens(config: &Config, stored: Vec<Token>, clock: &Clock, report: &m
                 },
             }
         })
-        .collect()
+        .collect::<Vec<Token>>();
+    Ok(tokens)
 }

@@ -19,6 +19,8 @@ const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
 const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(8760 * 3600);
 const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(87600 * 3600);
 pub const BUILTIN_PROFILES: [&str; 1] = ["kubeadm"];
+/// kubeadm.k8s.io/v1beta2, the oldest config API read, came with Kubernetes 1.15.
+const MIN_MINOR: u32 = 15;
 const NODE_NAME_HINT: &str = "node names are lowercase RFC 1123 names: a-z, 0-9, '-' and '.', starting and ending with a letter or digit";
 
 /// RFC 1123 subdomain, as Kubernetes checks node names and DNS SANs.
@@ -527,6 +529,15 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
 
     let (kubernetes_version, version_defaulted) = match &c.kubernetes_version {
         Some(v) => match KubeVersion::parse(&v.value) {
+            Ok(k) if !k.at_least(MIN_MINOR) => {
+                p.error(
+                    Some(&v.referenced),
+                    "ClusterConfiguration.kubernetesVersion",
+                    format!("{k} is older than any kubeadm config API kubebundle reads"),
+                    Some("kubebundle supports Kubernetes 1.15 and later (kubeadm.k8s.io/v1beta2 and newer)"),
+                );
+                (pinned_version(), false)
+            }
             Ok(k) => (k, false),
             Err(e) => {
                 p.error(Some(&v.referenced), "ClusterConfiguration.kubernetesVersion", e, None);
