@@ -51,6 +51,34 @@ enum CertsCommand {
     /// `kubeadm certs check-expiration`, offline. Exit code: 0 fine, 3 something expires within
     /// --warn-within, 4 something expired or a chain is broken.
     CheckExpiration(CheckExpirationCli),
+    /// Re-issue certificates in place with the existing CA, keeping each one's subject, SANs,
+    /// usages and key (kubeadm-style, no config needed): `all`, kubeadm names (apiserver,
+    /// admin.conf, etcd-server, ...), or a CA (ca, front-proxy-ca, etcd-ca), which is re-issued from
+    /// its own key so the discovery hash and every leaf stay valid. Everything it touches is
+    /// first copied to DIR/../kubebundle-backup-<time>/; node tarballs of a bundle are re-packed.
+    Renew(RenewCli),
+}
+
+#[derive(Args)]
+struct RenewCli {
+    /// `all`, certificate names, or a CA name.
+    #[arg(required = true, value_name = "all|NAME")]
+    targets: Vec<String>,
+    /// A kubeadm tree such as /etc/kubernetes, a kubebundle bundle (OUT/<clusterName>) or node tree.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Replace the private keys too (same algorithm and size) instead of keeping them.
+    #[arg(long)]
+    new_key: bool,
+    /// New validity as a Go duration [default: 8760h for certificates, 87600h for CAs].
+    #[arg(long, value_name = "DURATION")]
+    validity: Option<String>,
+    /// Say what would be renewed; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// The clock (RFC 3339) instead of now.
+    #[arg(long, value_name = "RFC3339")]
+    now: Option<String>,
 }
 
 #[derive(Args)]
@@ -147,6 +175,8 @@ pub enum CliError {
     Verify(#[from] crate::verify::VerifyError),
     #[error(transparent)]
     Expiry(#[from] crate::expiry::ExpiryError),
+    #[error(transparent)]
+    Renew(#[from] crate::renew::RenewError),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -175,6 +205,7 @@ pub fn main() -> i32 {
         Command::Plan(a) => print_plan(a).map(|()| 0),
         Command::Verify(a) => verify(a).map(|()| 0),
         Command::Certs(CertsCommand::CheckExpiration(a)) => check_expiration(a),
+        Command::Certs(CertsCommand::Renew(a)) => renew(a).map(|()| 0),
         Command::Config(ConfigCommand::PrintDefaults) => {
             print!("{}", config::DEFAULT_CONFIG);
             Ok(0)
@@ -232,6 +263,36 @@ fn check_expiration(args: CheckExpirationCli) -> Result<i32, CliError> {
     let report = crate::expiry::check_expiration(&crate::expiry::ExpiryArgs { dir: args.dir, now: clock.now, warn_within })?;
     print!("{}", report.render(args.output));
     Ok(report.exit_code())
+}
+
+fn renew(args: RenewCli) -> Result<(), CliError> {
+    const CAS: [&str; 3] = ["ca", "front-proxy-ca", "etcd-ca"];
+    let clock = Clock::from_sources(args.now.as_deref(), None)?;
+    let cas = args.targets.iter().filter(|t| CAS.contains(&t.as_str())).count();
+    let validity = match (&args.validity, cas) {
+        (Some(v), _) => crate::util::duration::parse_go(v)
+            .ok()
+            .filter(|d| !d.negative && !d.value.is_zero())
+            .map(|d| d.value)
+            .ok_or_else(|| CliError::Usage(format!("--validity {v:?} is not a positive duration such as 8760h")))?,
+        (None, 0) => std::time::Duration::from_secs(8760 * 3600),
+        (None, n) if n == args.targets.len() => std::time::Duration::from_secs(87600 * 3600),
+        (None, _) => {
+            return Err(CliError::Usage(
+                "CAs and certificates have different default validities: renew them separately, or give --validity".into(),
+            ))
+        }
+    };
+    let report = crate::renew::renew(&crate::renew::RenewArgs {
+        dir: args.dir,
+        targets: args.targets,
+        new_key: args.new_key,
+        validity,
+        dry_run: args.dry_run,
+        now: clock.now,
+    })?;
+    print!("{}", report.render());
+    Ok(())
 }
 
 fn verify(args: VerifyCli) -> Result<(), CliError> {

@@ -16,6 +16,7 @@ pub mod pki;
 pub mod plan;
 pub mod profile;
 pub mod render;
+pub mod renew;
 pub mod state;
 pub mod util;
 pub mod verify;
