@@ -57,7 +57,7 @@ fn main() {
         let cfg = load_str(&config(alg, workers), "bench").expect("bench config");
         let dir = tempfile::tempdir().expect("tempdir");
         let t = Instant::now();
-        let (_, bundle) = kubebundle::cli::build(&cfg, dir.path(), &clock, false).expect("generate");
+        let (_, bundle, _) = kubebundle::cli::build(&cfg, dir.path(), &clock, false).expect("generate");
         let wall = t.elapsed();
         // 3 CAs + sa, 12 leaves per stacked control plane (+ super-admin), 2 per worker.
         let keys = 4 + 3 * 12 + 1 + 2 * workers;

@@ -13,6 +13,7 @@ use crate::output;
 use crate::pack;
 use crate::plan::{self, Plan};
 use crate::profile::Profile;
+use crate::reuse::Previous;
 use crate::state::State;
 
 #[derive(Parser)]
@@ -312,7 +313,7 @@ fn verify(args: VerifyCli) -> Result<(), CliError> {
 /// plan → state → materialize → write/pack for one cluster directory (`OUT/<clusterName>`).
 /// The whole new directory (state and bundle) is built beside the old one and swapped in
 /// atomically, under a lock on that directory.
-pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<(State, Bundle), CliError> {
+pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<(State, Bundle, Vec<String>), CliError> {
     let plan = make_plan(config)?;
     let cluster_dir = out.join(&config.cluster_name);
     // Checked before the lock file is made (so a refusal writes nothing), and again under it.
@@ -320,7 +321,9 @@ pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<
     let lock = output::lock(out, &config.cluster_name)?;
     output::check_owner(&cluster_dir, &config.cluster_name)?;
     let state = State::load_or_init(&cluster_dir.join("state"), config, &plan.certificate_authorities, clock, force)?;
-    let bundle = materialize::materialize(config, &plan, &state, clock)?;
+    // A re-run keeps what still fits (`--force` starts over).
+    let previous = if force { Previous::default() } else { Previous::read(&cluster_dir, &plan) };
+    let bundle = materialize::materialize(config, &plan, &state, clock, &previous)?;
 
     let staging = output::stage(out, &config.cluster_name)?;
     let root = staging.path();
@@ -335,12 +338,48 @@ pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<
     for (name, tree) in &bundle.nodes {
         output::write_tree(&root.join("nodes").join(name), tree, 0o755)?;
         let path = root.join("nodes").join(format!("{name}.tar.gz"));
-        let tgz = pack::tar_gz(tree, clock.unix()).map_err(output::werr(&path))?;
+        // A node whose files did not change keeps its tarball byte for byte.
+        let unchanged = previous.trees.get(name).is_some_and(|old| old.same_as(tree));
+        let tgz = match previous.tarballs.get(name).filter(|_| unchanged) {
+            Some(old) => old.clone(),
+            None => pack::tar_gz(tree, clock.unix()).map_err(output::werr(&path))?,
+        };
         output::write_file(&path, &tgz, 0o600)?;
     }
+    let removed = move_out_removed_nodes(&cluster_dir, &bundle, clock)?;
     output::commit(staging, &cluster_dir)?;
     lock.keep();
-    Ok((state, bundle))
+    Ok((state, bundle, removed))
+}
+
+/// Nodes of the previous bundle that are no longer in the Inventory: their tree and tarball are
+/// copied out of the bundle, to `OUT/<clusterName>.removed/<node>-<time>/`, before the new bundle
+/// replaces the old one. Returns one line per node for the run's summary.
+fn move_out_removed_nodes(cluster_dir: &Path, bundle: &Bundle, clock: &Clock) -> Result<Vec<String>, CliError> {
+    let nodes_dir = cluster_dir.join("nodes");
+    let Ok(entries) = std::fs::read_dir(&nodes_dir) else { return Ok(Vec::new()) };
+    let mut gone: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !bundle.nodes.contains_key(n))
+        .collect();
+    gone.sort();
+    let stamp = clock.now.format(&time::macros::format_description!("[year][month][day]T[hour][minute][second]Z")).unwrap_or_default();
+    let mut lines = Vec::new();
+    for name in gone {
+        let mut removed_dir = cluster_dir.as_os_str().to_owned();
+        removed_dir.push(".removed");
+        let dest = PathBuf::from(removed_dir).join(format!("{name}-{stamp}"));
+        output::ensure_dir(dest.parent().unwrap_or(cluster_dir), 0o700)?;
+        output::copy_tree(&nodes_dir.join(&name), &dest.join(&name))?;
+        let tgz = nodes_dir.join(format!("{name}.tar.gz"));
+        if let Ok(bytes) = std::fs::read(&tgz) {
+            output::write_file(&dest.join(format!("{name}.tar.gz")), &bytes, 0o600)?;
+        }
+        lines.push(format!("node {name} is no longer in the Inventory: its files were moved out of the bundle to {}", dest.display()));
+    }
+    Ok(lines)
 }
 
 fn generate(args: GenerateArgs) -> Result<(), CliError> {
@@ -350,11 +389,15 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
         eprintln!("note: {n}");
     }
     let cluster_dir = args.out.join(&config.cluster_name);
-    let (state, bundle) = build(&config, &args.out, &clock, args.force)?;
+    let (state, bundle, removed) = build(&config, &args.out, &clock, args.force)?;
 
     let mut err = std::io::stderr().lock();
     for line in &state.report {
         let _ = writeln!(err, "state: {line}");
+    }
+    let _ = writeln!(err, "leaf certificates: {} kept from the previous bundle, {} issued", bundle.reused, bundle.issued);
+    for line in &removed {
+        let _ = writeln!(err, "{line}");
     }
     let files: usize = bundle.nodes.values().map(|t| t.0.len()).sum();
     let _ = writeln!(

@@ -17,6 +17,7 @@ pub mod plan;
 pub mod profile;
 pub mod render;
 pub mod renew;
+pub mod reuse;
 pub mod state;
 pub mod util;
 pub mod verify;

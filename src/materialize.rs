@@ -18,6 +18,7 @@ use crate::pki::token::discovery_hash;
 use crate::plan::{Plan, PlannedFile};
 use crate::profile::{self, Artifact};
 use crate::render::{RenderError, Renderer};
+use crate::reuse::Previous;
 use crate::state::State;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,18 +42,34 @@ pub struct Bundle {
     /// The join commands (they hold a token), printed at the end of the run.
     pub join_text: zeroize::Zeroizing<String>,
     pub discovery_hash: String,
+    /// Leaf certificates kept from the previous bundle, and issued by this run.
+    pub reused: usize,
+    pub issued: usize,
 }
 
-type Leaves = BTreeMap<(Option<String>, String), (Issued, Key)>;
+type LeafId = (Option<String>, String);
+type Leaves = BTreeMap<LeafId, (Issued, Key)>;
 
-fn issue_leaves(plan: &Plan, config: &Config, state: &State, clock: &Clock) -> Result<Leaves, MaterializeError> {
+/// Every leaf of the plan: reused from the previous bundle while it still fits, else issued
+/// (in parallel: key generation dominates). Also returns how many were reused.
+fn issue_leaves(
+    plan: &Plan,
+    config: &Config,
+    state: &State,
+    clock: &Clock,
+    previous: &Previous,
+) -> Result<(Leaves, usize), MaterializeError> {
     let specs: Vec<&CertSpec> = plan.leaf_certificates();
-    specs
+    let leaves: Vec<(LeafId, (Issued, Key), bool)> = specs
         .par_iter()
         .map(|spec| {
             let ca_id = spec.signer.ca_id().ok_or_else(|| MaterializeError::Missing(format!("{} has no signer", spec.id)))?;
             let ca =
                 state.authority(ca_id).ok_or_else(|| MaterializeError::Missing(format!("{}: CA {ca_id} is not in the state", spec.id)))?;
+            let id = (spec.node.clone(), spec.id.clone());
+            if let Some(kept) = previous.leaf(spec, ca, config, clock) {
+                return Ok((id, kept, true));
+            }
             let key = Key::generate(config.algorithm)?;
             let cert = issue::issue(
                 spec,
@@ -61,9 +78,11 @@ fn issue_leaves(plan: &Plan, config: &Config, state: &State, clock: &Clock) -> R
                 &issue::Validity::for_leaf(clock, &config.kubernetes_version, config.cert_validity, ca),
                 issue::random_serial(),
             )?;
-            Ok(((spec.node.clone(), spec.id.clone()), (cert, key)))
+            Ok((id, (cert, key), false))
         })
-        .collect()
+        .collect::<Result<_, MaterializeError>>()?;
+    let reused = leaves.iter().filter(|(_, _, r)| *r).count();
+    Ok((leaves.into_iter().map(|(id, l, _)| (id, l)).collect(), reused))
 }
 
 struct Ctx<'a> {
@@ -130,9 +149,9 @@ impl Ctx<'_> {
     }
 }
 
-pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock) -> Result<Bundle, MaterializeError> {
+pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, previous: &Previous) -> Result<Bundle, MaterializeError> {
     let renderer = Renderer::new();
-    let leaves = issue_leaves(plan, config, state, clock)?;
+    let (leaves, reused) = issue_leaves(plan, config, state, clock, previous)?;
     let ca = state.authority("ca").ok_or_else(|| MaterializeError::Missing("the cluster CA is not in the state".into()))?;
     let ctx = Ctx { config, state, leaves: &leaves, renderer: &renderer, ca_data: B64.encode(ca.cert.pem.as_bytes()) };
 
@@ -178,5 +197,6 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock) -
         None => "# No bootstrap token has the authentication usage, so there is no join command.\n".to_string(),
     };
     top.insert("join.txt", join_text.clone().into_bytes(), 0o600);
-    Ok(Bundle { nodes, top, join_text: zeroize::Zeroizing::new(join_text), discovery_hash: hash })
+    let issued = leaves.len() - reused;
+    Ok(Bundle { nodes, top, join_text: zeroize::Zeroizing::new(join_text), discovery_hash: hash, reused, issued })
 }

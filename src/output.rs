@@ -44,6 +44,12 @@ impl FileTree {
         self.0.is_empty()
     }
 
+    /// The same paths, bytes and modes.
+    pub fn same_as(&self, other: &FileTree) -> bool {
+        self.0.len() == other.0.len()
+            && self.0.iter().zip(other.0.iter()).all(|((pa, a), (pb, b))| pa == pb && a.mode == b.mode && *a.bytes == *b.bytes)
+    }
+
     /// Every parent directory of every file, sorted.
     pub fn dirs(&self) -> Vec<String> {
         let mut dirs = std::collections::BTreeSet::new();
