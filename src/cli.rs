@@ -40,6 +40,10 @@ enum Command {
     /// Certificate lifecycle.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Bootstrap tokens of a bundle (OUT/<clusterName>): their Secret manifests, join.txt and the
+    /// workers' bootstrap-kubelet.conf are kept in step.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Audit a bundle directory, a node tarball or a node root: chains, keys, SANs, EKUs,
     /// expiry (CAs too), file modes, least privilege, kubeconfig servers and the discovery hash.
     /// Prints a table of findings; exits 1 on any error.
@@ -58,6 +62,55 @@ enum CertsCommand {
     /// its own key so the discovery hash and every leaf stay valid. Everything it touches is
     /// first copied to DIR/../kubebundle-backup-<time>/; node tarballs of a bundle are re-packed.
     Renew(RenewCli),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a bootstrap token (uniform [a-z0-9] from the system CSPRNG) and its Secret manifest.
+    Create(TokenCreateCli),
+    /// Show each token's id, time left, usages and groups (never the secret).
+    List(TokenDirCli),
+    /// Remove a token and its Secret manifest.
+    Delete(TokenDeleteCli),
+}
+
+#[derive(Args)]
+struct TokenDirCli {
+    /// The bundle: OUT/<clusterName>.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// The clock (RFC 3339) instead of now.
+    #[arg(long, value_name = "RFC3339")]
+    now: Option<String>,
+}
+
+#[derive(Args)]
+struct TokenCreateCli {
+    #[command(flatten)]
+    at: TokenDirCli,
+    /// How long the token is valid (Go duration); 0 never expires.
+    #[arg(long, default_value = "24h")]
+    ttl: String,
+    /// A note stored in the Secret.
+    #[arg(long)]
+    description: Option<String>,
+    /// Extra groups, comma separated [default: system:bootstrappers:kubeadm:default-node-token].
+    #[arg(long, value_delimiter = ',')]
+    groups: Vec<String>,
+    /// Usages, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "signing,authentication")]
+    usages: Vec<String>,
+    /// Print the kubeadm join commands that use the new token (they hold the token).
+    #[arg(long)]
+    print_join_command: bool,
+}
+
+#[derive(Args)]
+struct TokenDeleteCli {
+    /// The token's id (the part before the dot).
+    id: String,
+    #[command(flatten)]
+    at: TokenDirCli,
 }
 
 #[derive(Args)]
@@ -178,6 +231,8 @@ pub enum CliError {
     Expiry(#[from] crate::expiry::ExpiryError),
     #[error(transparent)]
     Renew(#[from] crate::renew::RenewError),
+    #[error(transparent)]
+    Token(#[from] crate::tokens::TokenError),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -207,6 +262,7 @@ pub fn main() -> i32 {
         Command::Verify(a) => verify(a).map(|()| 0),
         Command::Certs(CertsCommand::CheckExpiration(a)) => check_expiration(a),
         Command::Certs(CertsCommand::Renew(a)) => renew(a).map(|()| 0),
+        Command::Token(t) => token(t).map(|()| 0),
         Command::Config(ConfigCommand::PrintDefaults) => {
             print!("{}", config::DEFAULT_CONFIG);
             Ok(0)
@@ -264,6 +320,32 @@ fn check_expiration(args: CheckExpirationCli) -> Result<i32, CliError> {
     let report = crate::expiry::check_expiration(&crate::expiry::ExpiryArgs { dir: args.dir, now: clock.now, warn_within })?;
     print!("{}", report.render(args.output));
     Ok(report.exit_code())
+}
+
+fn token(cmd: TokenCommand) -> Result<(), CliError> {
+    let clock = |at: &TokenDirCli| Clock::from_sources(at.now.as_deref(), None);
+    match cmd {
+        TokenCommand::List(at) => print!("{}", crate::tokens::list(&at.dir, clock(&at)?.now)?),
+        TokenCommand::Delete(d) => {
+            crate::tokens::delete(&d.at.dir, &d.id, &clock(&d.at)?)?;
+            eprintln!("deleted bootstrap token {} and its Secret manifest", d.id);
+        }
+        TokenCommand::Create(c) => {
+            let ttl = crate::util::duration::parse_go(&c.ttl)
+                .ok()
+                .filter(|d| !d.negative)
+                .ok_or_else(|| CliError::Usage(format!("--ttl {:?} is not a duration such as 24h", c.ttl)))?
+                .value;
+            let groups = if c.groups.is_empty() { crate::tokens::default_groups() } else { c.groups };
+            let new = crate::tokens::NewToken { ttl, description: c.description, usages: c.usages, groups };
+            let (t, join) = crate::tokens::create(&c.at.dir, new, &clock(&c.at)?)?;
+            eprintln!("created bootstrap token {} (Secret manifest: manifests/bootstrap-token-{}.yaml)", t.id(), t.id());
+            if c.print_join_command {
+                print!("{join}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn renew(args: RenewCli) -> Result<(), CliError> {

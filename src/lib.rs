@@ -19,5 +19,6 @@ pub mod render;
 pub mod renew;
 pub mod reuse;
 pub mod state;
+pub mod tokens;
 pub mod util;
 pub mod verify;

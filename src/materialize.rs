@@ -19,7 +19,7 @@ use crate::plan::{Plan, PlannedFile};
 use crate::profile::{self, Artifact};
 use crate::render::{RenderError, Renderer};
 use crate::reuse::Previous;
-use crate::state::State;
+use crate::state::{State, Token};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaterializeError {
@@ -122,31 +122,89 @@ impl Ctx<'_> {
             Artifact::EncryptionConfig => self.encryption_config()?,
             Artifact::Kubeconfig(k) => {
                 let server = f.server.clone().unwrap_or_default();
-                let (user, token, cert, key) = match k.credential {
-                    Credential::Certificate => {
-                        let (c, key) = self.leaf(node, k.id)?;
-                        let user = f.certificate.as_ref().map(|s| s.common_name.clone()).unwrap_or_default();
-                        (user, String::new(), B64.encode(c.pem.as_bytes()), B64.encode(key.private_pem().as_bytes()))
-                    }
+                match k.credential {
                     Credential::BootstrapToken => {
                         let t = self.state.join_token().ok_or_else(|| {
                             MaterializeError::Missing("no bootstrap token with the authentication usage for bootstrap-kubelet.conf".into())
                         })?;
-                        ("tls-bootstrap-token-user".to_string(), t.token.clone(), String::new(), String::new())
+                        bootstrap_kubeconfig(self.renderer, &self.config.cluster_name, &server, &self.ca_data, t)?.into_bytes()
                     }
-                };
-                self.renderer
-                    .render(
-                        "kubeconfig.yaml",
-                        context! {
-                            cluster_name => self.config.cluster_name.clone(), server, ca_data => self.ca_data.clone(), user, token,
-                            client_certificate_data => cert, client_key_data => key,
-                        },
-                    )?
-                    .into_bytes()
+                    Credential::Certificate => {
+                        let (c, key) = self.leaf(node, k.id)?;
+                        let user = f.certificate.as_ref().map(|s| s.common_name.clone()).unwrap_or_default();
+                        self.renderer
+                            .render(
+                                "kubeconfig.yaml",
+                                context! {
+                                    cluster_name => self.config.cluster_name.clone(), server, ca_data => self.ca_data.clone(), user,
+                                    token => "", client_certificate_data => B64.encode(c.pem.as_bytes()),
+                                    client_key_data => B64.encode(key.private_pem().as_bytes()),
+                                },
+                            )?
+                            .into_bytes()
+                    }
+                }
             }
         })
     }
+}
+
+/// What join.txt says besides the token.
+pub struct JoinInfo {
+    pub cluster_name: String,
+    pub kubernetes_version: String,
+    /// host:port of the controlPlaneEndpoint.
+    pub endpoint: String,
+    /// `sha256:<hex>` of the CA's public key.
+    pub hash: String,
+}
+
+/// join.txt for `token`, the first token that authenticates (or a note when there is none).
+pub fn join_text(renderer: &Renderer, join: &JoinInfo, token: Option<&Token>) -> Result<String, RenderError> {
+    match token {
+        Some(t) => renderer.render(
+            "join.txt",
+            context! {
+                cluster_name => join.cluster_name.clone(), kubernetes_version => join.kubernetes_version.clone(),
+                endpoint => join.endpoint.clone(), token => t.token.clone(), hashes => vec![join.hash.clone()],
+                expiration => t.expires.clone().unwrap_or_else(|| "never".into()),
+            },
+        ),
+        None => Ok("# No bootstrap token has the authentication usage, so there is no join command.\n".to_string()),
+    }
+}
+
+/// Where a token's Secret manifest goes in the bundle.
+pub fn token_secret_path(t: &Token) -> String {
+    format!("manifests/bootstrap-token-{}.yaml", t.id())
+}
+
+/// The bootstrap-token Secret (reference §7), for `kubectl apply`.
+pub fn token_secret(renderer: &Renderer, t: &Token) -> Result<String, RenderError> {
+    renderer.render(
+        "bootstrap-token-secret.yaml",
+        context! {
+            id => t.id(), secret => t.secret(), expiration => t.expires.clone().unwrap_or_default(),
+            description => t.description.clone().unwrap_or_default(), usages => t.usages.clone(), groups => t.groups.clone(),
+        },
+    )
+}
+
+/// bootstrap-kubelet.conf: the cluster CA and a bootstrap token.
+pub fn bootstrap_kubeconfig(
+    renderer: &Renderer,
+    cluster_name: &str,
+    server: &str,
+    ca_data: &str,
+    token: &Token,
+) -> Result<String, RenderError> {
+    renderer.render(
+        "kubeconfig.yaml",
+        context! {
+            cluster_name => cluster_name, server => server, ca_data => ca_data, user => "tls-bootstrap-token-user",
+            token => token.token.clone(), client_certificate_data => "", client_key_data => "",
+        },
+    )
 }
 
 pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, previous: &Previous) -> Result<Bundle, MaterializeError> {
@@ -176,26 +234,15 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, p
     let plan_json = serde_json::to_vec_pretty(plan).map_err(|e| MaterializeError::Missing(format!("plan.json: {e}")))?;
     top.insert("plan.json", plan_json, 0o644);
     for t in &state.tokens {
-        let secret = renderer.render(
-            "bootstrap-token-secret.yaml",
-            context! {
-                id => t.id(), secret => t.secret(), expiration => t.expires.clone().unwrap_or_default(),
-                description => t.description.clone().unwrap_or_default(), usages => t.usages.clone(), groups => t.groups.clone(),
-            },
-        )?;
-        top.insert(&format!("manifests/bootstrap-token-{}.yaml", t.id()), secret.into_bytes(), 0o600);
+        top.insert(&token_secret_path(t), token_secret(&renderer, t)?.into_bytes(), 0o600);
     }
-    let join_text = match state.join_token() {
-        Some(t) => renderer.render(
-            "join.txt",
-            context! {
-                cluster_name => config.cluster_name.clone(), kubernetes_version => config.kubernetes_version.to_string(),
-                endpoint, token => t.token.clone(), hashes => vec![hash.clone()],
-                expiration => t.expires.clone().unwrap_or_else(|| "never".into()),
-            },
-        )?,
-        None => "# No bootstrap token has the authentication usage, so there is no join command.\n".to_string(),
+    let join = JoinInfo {
+        cluster_name: config.cluster_name.clone(),
+        kubernetes_version: config.kubernetes_version.to_string(),
+        endpoint,
+        hash: hash.clone(),
     };
+    let join_text = join_text(&renderer, &join, state.join_token())?;
     top.insert("join.txt", join_text.clone().into_bytes(), 0o600);
     let issued = leaves.len() - reused;
     Ok(Bundle { nodes, top, join_text: zeroize::Zeroizing::new(join_text), discovery_hash: hash, reused, issued })

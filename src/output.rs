@@ -129,6 +129,27 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<(), OutputError> {
     Ok(())
 }
 
+/// Every regular file under `root` with its mode (unreadable entries are skipped).
+pub fn read_tree(root: &Path) -> FileTree {
+    let mut tree = FileTree::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let (path, Ok(ft)) = (e.path(), e.file_type()) else { continue };
+            if ft.is_dir() {
+                stack.push(path);
+            } else if ft.is_file() {
+                let (Ok(bytes), Ok(meta)) = (std::fs::read(&path), e.metadata()) else { continue };
+                if let Ok(rel) = path.strip_prefix(root) {
+                    tree.insert(&rel.to_string_lossy(), bytes, meta.permissions().mode() & 0o777);
+                }
+            }
+        }
+    }
+    tree
+}
+
 /// The marker that says which cluster a directory holds (inside the state).
 pub const MARKER: &str = "state/cluster.yaml";
 

@@ -4,7 +4,6 @@
 //! keeps its tarball byte for byte. So adding a node, or re-running, changes nothing else.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -32,26 +31,6 @@ pub struct Previous {
     leaves: BTreeMap<(String, String), (String, Zeroizing<String>)>,
 }
 
-fn read_tree(root: &Path) -> FileTree {
-    let mut tree = FileTree::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for e in entries.flatten() {
-            let (path, Ok(ft)) = (e.path(), e.file_type()) else { continue };
-            if ft.is_dir() {
-                stack.push(path);
-            } else if ft.is_file() {
-                let (Ok(bytes), Ok(meta)) = (std::fs::read(&path), e.metadata()) else { continue };
-                if let Ok(rel) = path.strip_prefix(root) {
-                    tree.insert(&rel.to_string_lossy(), bytes, meta.permissions().mode() & 0o777);
-                }
-            }
-        }
-    }
-    tree
-}
-
 impl Previous {
     /// Reads `cluster_dir/nodes/*` for the nodes of `plan`; missing or odd files are simply
     /// not reused.
@@ -62,7 +41,7 @@ impl Previous {
             if !root.is_dir() {
                 continue;
             }
-            let tree = read_tree(&root);
+            let tree = crate::output::read_tree(&root);
             let text = |path: &str| tree.get(path).and_then(|f| String::from_utf8(f.bytes.to_vec()).ok());
             for f in &node.files {
                 match profile::artifact(&f.artifact) {

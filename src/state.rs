@@ -58,6 +58,10 @@ pub struct Token {
     /// True when the config wrote the token itself (it is then not kept between runs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub from_config: bool,
+    /// True when `kubebundle token create` made it: kept by later runs until it expires or
+    /// `token delete` removes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub created: bool,
 }
 
 impl Drop for Token {
@@ -94,7 +98,7 @@ impl Token {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokensFile {
     tokens: Vec<Token>,
@@ -273,18 +277,9 @@ impl State {
             }
         };
 
-        let stored: Vec<Token> = match &read_opt(dir, TOKENS_FILE)? {
-            Some(text) if !force => {
-                serde_saphyr::from_str::<TokensFile>(text)
-                    .map_err(|e| bad(dir, TOKENS_FILE, e.to_string(), "fix or delete the file; a new token is then made"))?
-                    .tokens
-            }
-            _ => Vec::new(),
-        };
+        let stored = if force { Vec::new() } else { read_tokens(dir)? };
         let tokens = resolve_tokens(config, stored, clock, &mut report)?;
-        let text = serde_saphyr::to_string(&TokensFile { tokens: tokens.clone() })
-            .map_err(|e| bad(dir, TOKENS_FILE, e.to_string(), "report this"))?;
-        files.insert(TOKENS_FILE, text.into_bytes(), 0o600);
+        files.insert(TOKENS_FILE, tokens_yaml(&tokens)?.into_bytes(), 0o600);
         files.insert(
             MARKER_FILE,
             format!(
@@ -322,8 +317,9 @@ fn resolve_tokens(config: &Config, stored: Vec<Token>, clock: &Clock, report: &m
         )));
     }
     let specs = if config.tokens.is_empty() { vec![TokenSpec::kubeadm_default()] } else { config.tokens.clone() };
-    let mut stored = stored.into_iter().filter(|t| !t.from_config);
-    let tokens = specs
+    let (created, stored): (Vec<Token>, Vec<Token>) = stored.into_iter().filter(|t| !t.from_config).partition(|t| t.created);
+    let mut stored = stored.into_iter();
+    let mut tokens: Vec<Token> = specs
         .into_iter()
         .map(|spec| {
             let expires = spec.expires.or_else(|| (!spec.ttl.is_zero()).then(|| clock.now + spec.ttl)).map(rfc3339);
@@ -337,6 +333,7 @@ fn resolve_tokens(config: &Config, stored: Vec<Token>, clock: &Clock, report: &m
                     usages,
                     groups: spec.groups.clone(),
                     from_config: true,
+                    created: false,
                 },
                 None => match stored.next() {
                     Some(t) if !t.expired(clock.now) && t.usages == usages && t.groups == spec.groups => {
@@ -354,6 +351,7 @@ fn resolve_tokens(config: &Config, stored: Vec<Token>, clock: &Clock, report: &m
                             usages,
                             groups: spec.groups.clone(),
                             from_config: false,
+                            created: false,
                         };
                         report.push(format!("created bootstrap token {}", t.id()));
                         t
@@ -361,6 +359,33 @@ fn resolve_tokens(config: &Config, stored: Vec<Token>, clock: &Clock, report: &m
                 },
             }
         })
-        .collect::<Vec<Token>>();
+        .collect();
+    // Tokens made with `token create` stay while they are valid.
+    for t in created {
+        if t.expired(clock.now) {
+            report.push(format!("bootstrap token {} (from token create) expired: dropped", t.id()));
+        } else if !tokens.iter().any(|o| o.id() == t.id()) {
+            tokens.push(t);
+        }
+    }
     Ok(tokens)
+}
+
+/// Reads `state/tokens.yaml` (an absent file holds no tokens).
+pub fn read_tokens(state_dir: &Path) -> Result<Vec<Token>, StateError> {
+    match read_opt(state_dir, TOKENS_FILE)? {
+        Some(text) => serde_saphyr::from_str::<TokensFile>(&text)
+            .map(|f| f.tokens)
+            .map_err(|e| bad(state_dir, TOKENS_FILE, e.to_string(), "fix or delete the file; a new token is then made")),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The text of `state/tokens.yaml`.
+pub fn tokens_yaml(tokens: &[Token]) -> Result<String, StateError> {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        tokens: &'a [Token],
+    }
+    serde_saphyr::to_string(&Out { tokens }).map_err(|e| StateError::Config(format!("cannot write tokens.yaml: {e}")))
 }

@@ -23,6 +23,16 @@ pub const BUILTIN_PROFILES: [&str; 1] = ["kubeadm"];
 const MIN_MINOR: u32 = 15;
 const NODE_NAME_HINT: &str = "node names are lowercase RFC 1123 names: a-z, 0-9, '-' and '.', starting and ending with a letter or digit";
 
+/// A bootstrap token's extra group: `system:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]`.
+pub fn is_token_group(group: &str) -> bool {
+    group.strip_prefix("system:bootstrappers:").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest.len() <= 256
+            && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b':' || b == b'-')
+            && !rest.ends_with([':', '-'])
+    })
+}
+
 /// RFC 1123 subdomain, as Kubernetes checks node names and DNS SANs.
 pub fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty()
@@ -277,13 +287,7 @@ fn validate_token(p: &mut Problems, t: &S<raw::BootstrapToken>, i: usize) -> Opt
     }
     if let Some(groups) = &t.value.groups {
         for g in groups {
-            let ok = g.value.strip_prefix("system:bootstrappers:").is_some_and(|rest| {
-                !rest.is_empty()
-                    && rest.len() <= 256
-                    && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b':' || b == b'-')
-                    && !rest.ends_with([':', '-'])
-            });
-            if !ok {
+            if !is_token_group(&g.value) {
                 p.error(
                     Some(&g.referenced),
                     &field("groups"),

@@ -1,0 +1,235 @@
+//! `kubebundle token create|list|delete` on a bundle: the state's bootstrap tokens, kept in step
+//! with their Secret manifests, join.txt and (when the join token changes) every
+//! bootstrap-kubelet.conf and its node's tarball. Changes go through the same lock, staging
+//! directory and atomic swap as `generate`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use time::OffsetDateTime;
+
+use crate::clock::Clock;
+use crate::config::validate::is_token_group;
+use crate::config::DEFAULT_TOKEN_GROUP;
+use crate::materialize::{bootstrap_kubeconfig, join_text, token_secret, token_secret_path, JoinInfo};
+use crate::output::{self, OutputError};
+use crate::pki::token;
+use crate::render::{RenderError, Renderer};
+use crate::state::{self, StateError, Token};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("{dir} is not a kubebundle bundle ({reason})\n  hint: pass --dir OUT/<clusterName>, the directory generate wrote")]
+    NotABundle { dir: String, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+}
+
+/// What `token create` makes.
+pub struct NewToken {
+    /// Zero: never expires.
+    pub ttl: Duration,
+    pub description: Option<String>,
+    pub usages: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+/// The bundle's cluster name, control-plane endpoint, version and CA, read from its own files.
+struct Bundle {
+    dir: PathBuf,
+    cluster: String,
+    join: JoinInfo,
+    ca_pem: Vec<u8>,
+    plan: serde_json::Value,
+}
+
+fn open(dir: &Path) -> Result<Bundle, TokenError> {
+    let not = |reason: String| TokenError::NotABundle { dir: dir.display().to_string(), reason };
+    let plan: serde_json::Value = std::fs::read(dir.join("plan.json"))
+        .map_err(|e| not(format!("plan.json: {e}")))
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| not(format!("plan.json: {e}"))))?;
+    let field = |k: &str| plan[k].as_str().map(str::to_string).ok_or_else(|| not(format!("plan.json has no {k}")));
+    let cluster = field("clusterName")?;
+    let ca_pem = std::fs::read(dir.join("state/pki/ca.crt")).map_err(|e| not(format!("state/pki/ca.crt: {e}")))?;
+    let der = ::pem::parse(&ca_pem).map_err(|e| not(format!("state/pki/ca.crt: {e}")))?.contents().to_vec();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| not(format!("state/pki/ca.crt: {e}")))?;
+    let join = JoinInfo {
+        cluster_name: cluster.clone(),
+        kubernetes_version: field("kubernetesVersion")?,
+        endpoint: field("controlPlaneEndpoint")?,
+        hash: token::discovery_hash(cert.public_key().raw),
+    };
+    output::check_owner(dir, &cluster)?;
+    Ok(Bundle { dir: dir.to_path_buf(), cluster, join, ca_pem, plan })
+}
+
+fn ttl_left(t: &Token, now: OffsetDateTime) -> String {
+    match t.expires.as_deref().and_then(|e| OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339).ok()) {
+        None => "<forever>".into(),
+        Some(e) if e <= now => "<expired>".into(),
+        Some(e) => {
+            let secs = (e - now).whole_seconds();
+            if secs >= 48 * 3600 {
+                format!("{}d", secs / 86_400)
+            } else if secs >= 3600 {
+                format!("{}h", secs / 3600)
+            } else {
+                format!("{}m", secs / 60)
+            }
+        }
+    }
+}
+
+/// The state's tokens as a table: id, time left, expiry, usages, description, extra groups.
+/// Never the secret.
+pub fn list(dir: &Path, now: OffsetDateTime) -> Result<String, TokenError> {
+    let b = open(dir)?;
+    let tokens = state::read_tokens(&b.dir.join("state"))?;
+    let rows: Vec<[String; 6]> = tokens
+        .iter()
+        .map(|t| {
+            [
+                t.id().to_string(),
+                ttl_left(t, now),
+                t.expires.clone().unwrap_or_else(|| "<never>".into()),
+                t.usages.join(","),
+                t.description.clone().unwrap_or_default(),
+                t.groups.join(","),
+            ]
+        })
+        .collect();
+    let header = ["ID", "TTL", "EXPIRES", "USAGES", "DESCRIPTION", "EXTRA GROUPS"].map(String::from);
+    let widths: Vec<usize> = (0..6).map(|i| rows.iter().chain([&header]).map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let line = |r: &[String; 6]| {
+        let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        cells.join("   ").trim_end().to_string() + "\n"
+    };
+    Ok(std::iter::once(&header).chain(&rows).map(line).collect())
+}
+
+/// Makes a token (CSPRNG, [a-z0-9]) and returns it with the join commands that use it.
+pub fn create(dir: &Path, new: NewToken, clock: &Clock) -> Result<(Token, String), TokenError> {
+    for u in &new.usages {
+        if !["signing", "authentication"].contains(&u.as_str()) {
+            return Err(TokenError::Invalid(format!("unknown usage {u:?}\n  hint: usages are signing and authentication")));
+        }
+    }
+    if new.usages.is_empty() {
+        return Err(TokenError::Invalid("no usages\n  hint: use signing and/or authentication".into()));
+    }
+    if let Some(g) = new.groups.iter().find(|g| !is_token_group(g)) {
+        return Err(TokenError::Invalid(format!(
+            "invalid group {g:?}\n  hint: groups must match system:bootstrappers:[a-z0-9:-]{{0,255}}[a-z0-9]"
+        )));
+    }
+    let mut usages = new.usages.clone();
+    usages.sort();
+    usages.dedup();
+    let expires = (!new.ttl.is_zero())
+        .then(|| clock.now + new.ttl)
+        .map(|t| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default());
+    let t = Token {
+        token: token::generate(),
+        description: new.description,
+        expires,
+        usages,
+        groups: new.groups,
+        from_config: false,
+        created: true,
+    };
+    let made = t.clone();
+    let join = change(dir, clock, |tokens| {
+        tokens.push(t);
+        Ok(())
+    })?;
+    let renderer = Renderer::new();
+    let text = join_text(&renderer, &join, Some(&made))?;
+    Ok((made, text))
+}
+
+/// Removes a token made by `token create` or generated by `generate`.
+pub fn delete(dir: &Path, id: &str, clock: &Clock) -> Result<(), TokenError> {
+    change(dir, clock, |tokens| {
+        let at = tokens.iter().position(|t| t.id() == id).ok_or_else(|| {
+            TokenError::Invalid(format!("no token with id {id:?}\n  hint: `kubebundle token list --dir DIR` shows the ids"))
+        })?;
+        if tokens[at].from_config {
+            return Err(TokenError::Invalid(format!(
+                "token {id} comes from the config (InitConfiguration.bootstrapTokens)\n  hint: remove it there and run generate"
+            )));
+        }
+        let joins = |t: &Token| t.authenticates();
+        if joins(&tokens[at]) && tokens.iter().filter(|t| joins(t)).count() == 1 && uses_bootstrap_kubeconfig(dir) {
+            return Err(TokenError::Invalid(format!(
+                "token {id} is the only one workers can join with (their bootstrap-kubelet.conf holds it)\n  hint: `kubebundle token create` another first"
+            )));
+        }
+        tokens.remove(at);
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn uses_bootstrap_kubeconfig(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("plan.json")).is_ok_and(|p| p.contains("\"bootstrap-kubelet.conf\""))
+}
+
+/// Applies `edit` to the token list and rewrites, in a staged copy swapped in atomically:
+/// tokens.yaml, the Secret manifests, join.txt, and (when the join token changed) each
+/// bootstrap-kubelet.conf and its node's tarball.
+fn change(dir: &Path, clock: &Clock, edit: impl FnOnce(&mut Vec<Token>) -> Result<(), TokenError>) -> Result<JoinInfo, TokenError> {
+    let b = open(dir)?;
+    let out = dir.parent().unwrap_or(Path::new("."));
+    let lock = output::lock(out, &b.cluster)?;
+    let before = state::read_tokens(&dir.join("state"))?;
+    let mut tokens = before.clone();
+    edit(&mut tokens)?;
+
+    let renderer = Renderer::new();
+    let staging = output::stage(out, &b.cluster)?;
+    let root = staging.path();
+    output::copy_tree(dir, root)?;
+    output::write_file(&root.join("state").join(state::TOKENS_FILE), state::tokens_yaml(&tokens)?.as_bytes(), 0o600)?;
+    for t in before.iter().filter(|t| !tokens.iter().any(|n| n.id() == t.id())) {
+        let _ = std::fs::remove_file(root.join(token_secret_path(t)));
+    }
+    output::ensure_dir(&root.join("manifests"), 0o700)?;
+    for t in &tokens {
+        output::write_file(&root.join(token_secret_path(t)), token_secret(&renderer, t)?.as_bytes(), 0o600)?;
+    }
+    let join_token = tokens.iter().find(|t| t.authenticates());
+    output::write_file(&root.join("join.txt"), join_text(&renderer, &b.join, join_token)?.as_bytes(), 0o600)?;
+
+    let old_join = before.iter().find(|t| t.authenticates()).map(|t| t.token.clone());
+    if let (Some(t), true) = (join_token, join_token.map(|t| t.token.clone()) != old_join) {
+        let ca_data = B64.encode(&b.ca_pem);
+        for node in b.plan["nodes"].as_array().into_iter().flatten() {
+            let Some(name) = node["name"].as_str() else { continue };
+            let file = node["files"].as_array().into_iter().flatten().find(|f| f["artifact"] == "bootstrap-kubelet.conf");
+            let (Some(path), Some(server)) = (file.and_then(|f| f["path"].as_str()), file.and_then(|f| f["server"].as_str())) else {
+                continue;
+            };
+            let node_root = root.join("nodes").join(name);
+            output::write_file(&node_root.join(path), bootstrap_kubeconfig(&renderer, &b.cluster, server, &ca_data, t)?.as_bytes(), 0o600)?;
+            let tarball = root.join("nodes").join(format!("{name}.tar.gz"));
+            let tgz = crate::pack::tar_gz(&output::read_tree(&node_root), clock.unix()).map_err(output::werr(&tarball))?;
+            output::write_file(&tarball, &tgz, 0o600)?;
+        }
+    }
+    output::commit(staging, dir)?;
+    lock.keep();
+    Ok(b.join)
+}
+
+/// The default for `token create --groups`.
+pub fn default_groups() -> Vec<String> {
+    vec![DEFAULT_TOKEN_GROUP.to_string()]
+}
