@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::*;
@@ -17,23 +16,6 @@ fn config(nodes: &[(&str, &str, &str)]) -> String {
         s += &format!("- {{name: {n}, address: {a}, roles: [{r}]}}\n");
     }
     s
-}
-
-/// Relative path → sha-like fingerprint (the bytes themselves) of every file under `root`.
-fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p.strip_prefix(root).unwrap().display().to_string(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
 }
 
 fn generate(dir: &Path, text: &str, now: &str) -> Run {
@@ -51,18 +33,18 @@ fn adding_and_removing_nodes_changes_nothing_else() {
     let base = [("cp1", "10.4.0.1", "control-plane, etcd"), ("w1", "10.4.0.11", "worker"), ("w2", "10.4.0.12", "worker")];
     generate(dir, &config(&base), "2026-03-01T00:00:00Z");
     let cluster = dir.join("out/grow");
-    let before = files(&cluster);
+    let before = file_bytes(&cluster);
 
     // A re-run a day later with the same inventory changes no file at all.
     let again = generate(dir, &config(&base), "2026-03-02T00:00:00Z");
     assert!(again.stderr.contains("0 issued"), "{}", again.stderr);
-    assert_eq!(files(&cluster), before, "a plain re-run changed files");
+    assert_eq!(file_bytes(&cluster), before, "a plain re-run changed files");
 
     // Adding w3: only w3's files (and plan.json, which lists it) are new; nothing else changes.
     let mut grown = base.to_vec();
     grown.push(("w3", "10.4.0.13", "worker"));
     let run = generate(dir, &config(&grown), "2026-03-03T00:00:00Z");
-    let after = files(&cluster);
+    let after = file_bytes(&cluster);
     for (path, bytes) in &before {
         if path != "plan.json" {
             assert_eq!(after.get(path), Some(bytes), "{path} changed when w3 was added");
@@ -93,7 +75,7 @@ fn adding_and_removing_nodes_changes_nothing_else() {
         after.get("nodes/w2/var/lib/kubelet/pki/kubelet.key"),
         "the moved tree"
     );
-    let last = files(&cluster);
+    let last = file_bytes(&cluster);
     assert!(!last.keys().any(|p| p.starts_with("nodes/w2")), "w2 is still in the bundle");
     for (path, bytes) in &after {
         if path != "plan.json" && !path.starts_with("nodes/w2") {
@@ -104,5 +86,5 @@ fn adding_and_removing_nodes_changes_nothing_else() {
     // --force starts over: a new CA, so every node's files change.
     let forced = kubebundle(dir, &["generate", "--config", "grow.yaml", "--out", "out", "--now", "2026-03-05T00:00:00Z", "--force"], &[]);
     assert!(forced.ok(), "{}", forced.describe());
-    assert_ne!(files(&cluster).get("nodes/cp1/etc/kubernetes/pki/ca.crt"), last.get("nodes/cp1/etc/kubernetes/pki/ca.crt"));
+    assert_ne!(file_bytes(&cluster).get("nodes/cp1/etc/kubernetes/pki/ca.crt"), last.get("nodes/cp1/etc/kubernetes/pki/ca.crt"));
 }

@@ -3,28 +3,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::*;
 
 const NOW: &str = "2026-03-01T00:00:00Z";
-
-fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p.strip_prefix(root).unwrap().display().to_string(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
 
 fn token_cmd(dir: &Path, args: &[&str]) -> Run {
     let mut a = vec!["token"];
@@ -48,7 +31,7 @@ fn tokens_are_created_listed_and_deleted_in_step_with_the_bundle() {
     let cluster = dir.join("out/tok");
     let first = tokens_in(&std::fs::read_to_string(cluster.join("join.txt")).unwrap())[0].clone();
     let first_id = first.split('.').next().unwrap().to_string();
-    let before = files(&cluster);
+    let before = file_bytes(&cluster);
 
     // list: ids, never secrets.
     let list = token_cmd(dir, &["list"]);
@@ -61,7 +44,7 @@ fn tokens_are_created_listed_and_deleted_in_step_with_the_bundle() {
     assert!(created.ok(), "{}", created.describe());
     let new = tokens_in(&created.stdout).into_iter().find(|t| *t != first).expect("the join command holds the new token");
     let new_id = new.split('.').next().unwrap().to_string();
-    let after = files(&cluster);
+    let after = file_bytes(&cluster);
     let secret = cluster.join(format!("manifests/bootstrap-token-{new_id}.yaml"));
     let manifest = std::fs::read_to_string(&secret).expect("the new Secret manifest");
     assert!(manifest.contains("type: bootstrap.kubernetes.io/token"));
