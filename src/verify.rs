@@ -728,19 +728,31 @@ impl NodeInfo {
     }
 }
 
+impl Expected {
+    /// What a profile line says about a file: its artifact, mode and roles.
+    fn new(artifact_id: &str, mode: &str, roles: Vec<String>) -> Expected {
+        Expected {
+            artifact: profile::artifact(artifact_id),
+            artifact_id: artifact_id.to_string(),
+            mode: profile::parse_mode(mode).unwrap_or(0o600),
+            roles,
+            server: None,
+            common_name: None,
+            sans: None,
+        }
+    }
+}
+
 fn from_plan(plan: &PlanDoc, node: &PlanNode) -> NodeInfo {
     let layout = node
         .files
         .iter()
         .map(|f| {
             let e = Expected {
-                artifact: profile::artifact(&f.artifact),
-                artifact_id: f.artifact.clone(),
-                mode: profile::parse_mode(&f.mode).unwrap_or(0o600),
-                roles: Vec::new(),
                 server: f.server.clone(),
                 common_name: f.certificate.as_ref().map(|c| c.common_name.clone()),
                 sans: f.certificate.as_ref().map(|c| c.sans.clone()),
+                ..Expected::new(&f.artifact, &f.mode, Vec::new())
             };
             (f.path.clone(), e)
         })
@@ -760,18 +772,7 @@ fn default_layout(node: &str) -> BTreeMap<String, Expected> {
     let Ok(p) = Profile::builtin("kubeadm") else { return BTreeMap::new() };
     p.files
         .iter()
-        .map(|f| {
-            let e = Expected {
-                artifact: profile::artifact(&f.artifact),
-                artifact_id: f.artifact.clone(),
-                mode: profile::parse_mode(&f.mode).unwrap_or(0o600),
-                roles: f.roles.clone(),
-                server: None,
-                common_name: None,
-                sans: None,
-            };
-            (f.path.replace("{pki}", DEFAULT_PKI).replace("{node}", node), e)
-        })
+        .map(|f| (f.path.replace("{pki}", DEFAULT_PKI).replace("{node}", node), Expected::new(&f.artifact, &f.mode, f.roles.clone())))
         .collect()
 }
 
