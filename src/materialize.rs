@@ -190,6 +190,93 @@ pub fn token_secret(renderer: &Renderer, t: &Token) -> Result<String, RenderErro
     )
 }
 
+/// Manifests that follow the tokens: `cluster-info` (with one JWS per signing token, which
+/// `kubeadm join` token discovery verifies) and the join RBAC (bound to the tokens' groups).
+pub fn token_manifests(
+    renderer: &Renderer,
+    server: &str,
+    ca_data: &str,
+    minor: u32,
+    tokens: &[Token],
+) -> Result<Vec<(String, String)>, RenderError> {
+    let kubeconfig = renderer.render("cluster-info-kubeconfig.yaml", context! { server, ca_data })?;
+    let signatures: Vec<_> = tokens
+        .iter()
+        .filter(|t| t.usages.iter().any(|u| u == "signing"))
+        .map(|t| context! { id => t.id(), value => crate::pki::jws::detached(kubeconfig.as_bytes(), t.id(), t.secret()) })
+        .collect();
+    let cluster_info = renderer.render("cluster-info.yaml", context! { kubeconfig, signatures })?;
+    let mut groups: Vec<String> = tokens.iter().filter(|t| t.authenticates()).flat_map(|t| t.groups.clone()).collect();
+    if groups.is_empty() {
+        groups.push(crate::config::DEFAULT_TOKEN_GROUP.to_string());
+    }
+    groups.sort();
+    groups.dedup();
+    let rbac = renderer.render(
+        "rbac.yaml",
+        context! { bootstrap_groups => groups, cluster_admins => minor >= 29, apiserver_kubelet_client_binding => minor >= 37 },
+    )?;
+    Ok(vec![("manifests/cluster-info.yaml".into(), cluster_info), ("manifests/rbac.yaml".into(), rbac)])
+}
+
+/// Manifests that follow the config: `kubeadm-config` (the ClusterConfiguration, which
+/// `kubeadm join` and `kubeadm upgrade` read) and `kubelet-config` (the KubeletConfiguration).
+pub fn config_manifests(renderer: &Renderer, config: &Config) -> Result<Vec<(String, String)>, RenderError> {
+    let v = &config.kubernetes_version;
+    let api_version = if v.at_least(31) {
+        "kubeadm.k8s.io/v1beta4"
+    } else if v.at_least(22) {
+        "kubeadm.k8s.io/v1beta3"
+    } else {
+        "kubeadm.k8s.io/v1beta2"
+    };
+    let join = |nets: &[ipnet::IpNet]| nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+    let sans = |list: &[crate::config::San]| {
+        list.iter()
+            .map(|s| match s {
+                crate::config::Host::Ip(ip) => ip.to_string(),
+                crate::config::Host::Dns(d) => d.clone(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let (server_sans, peer_sans) = match &config.etcd {
+        crate::config::EtcdMode::Local { server_sans, peer_sans } => (sans(server_sans), sans(peer_sans)),
+        crate::config::EtcdMode::External => (vec![], vec![]),
+    };
+    let cluster_configuration = renderer.render(
+        "cluster-configuration.yaml",
+        context! {
+            api_version, cluster_name => config.cluster_name.clone(), kubernetes_version => v.to_string(),
+            control_plane_endpoint => config.control_plane_endpoint.host_port(), certificates_dir => config.certificates_dir.clone(),
+            dns_domain => config.dns_domain.clone(), service_subnet => join(&config.service_subnets), pod_subnet => join(&config.pod_subnets),
+            cert_sans => sans(&config.api_server_cert_sans), local_etcd => config.local_etcd(),
+            etcd_server_sans => server_sans, etcd_peer_sans => peer_sans, v1beta4 => v.at_least(31),
+            encryption_algorithm => config.algorithm.name(),
+            certificate_validity => crate::util::duration::format_go(config.cert_validity),
+            ca_certificate_validity => crate::util::duration::format_go(config.ca_validity),
+        },
+    )?;
+    let kubeadm_config = renderer.render("kubeadm-config.yaml", context! { cluster_configuration })?;
+    let kubelet = renderer.render("kubelet-configuration.yaml", kubelet_context(config))?;
+    let kubelet_config = renderer.render("kubelet-config-map.yaml", context! { kubelet })?;
+    Ok(vec![("manifests/kubeadm-config.yaml".into(), kubeadm_config), ("manifests/kubelet-config.yaml".into(), kubelet_config)])
+}
+
+/// The cluster-wide KubeletConfiguration: the cluster CA for client certificates, cluster DNS at
+/// the 10th address of the service subnet (as kubeadm), and the serving certificate the bundle
+/// ships at /var/lib/kubelet/pki.
+fn kubelet_context(config: &Config) -> minijinja::Value {
+    let dns = match config.service_subnets[0].network() {
+        std::net::IpAddr::V4(a) => std::net::IpAddr::V4((u32::from(a).wrapping_add(10)).into()),
+        std::net::IpAddr::V6(a) => std::net::IpAddr::V6((u128::from(a).wrapping_add(10)).into()),
+    };
+    context! {
+        client_ca_file => format!("{}/ca.crt", config.certificates_dir), cluster_dns => dns.to_string(),
+        cluster_domain => config.dns_domain.clone(), tls_cert_file => "/var/lib/kubelet/pki/kubelet.crt",
+        tls_private_key_file => "/var/lib/kubelet/pki/kubelet.key",
+    }
+}
+
 /// bootstrap-kubelet.conf: the cluster CA and a bootstrap token.
 pub fn bootstrap_kubeconfig(
     renderer: &Renderer,
@@ -235,6 +322,13 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, p
     top.insert("plan.json", plan_json, 0o644);
     for t in &state.tokens {
         top.insert(&token_secret_path(t), token_secret(&renderer, t)?.into_bytes(), 0o600);
+    }
+    let minor = config.kubernetes_version.minor;
+    let server = config.control_plane_endpoint.url();
+    for (path, text) in
+        token_manifests(&renderer, &server, &ctx.ca_data, minor, &state.tokens)?.into_iter().chain(config_manifests(&renderer, config)?)
+    {
+        top.insert(&path, text.into_bytes(), 0o644);
     }
     let join = JoinInfo {
         cluster_name: config.cluster_name.clone(),

@@ -11,6 +11,13 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("encryption-config.yaml", include_str!("../templates/encryption-config.yaml")),
     ("bootstrap-token-secret.yaml", include_str!("../templates/bootstrap-token-secret.yaml")),
     ("join.txt", include_str!("../templates/join.txt")),
+    ("cluster-info.yaml", include_str!("../templates/cluster-info.yaml")),
+    ("cluster-info-kubeconfig.yaml", include_str!("../templates/cluster-info-kubeconfig.yaml")),
+    ("rbac.yaml", include_str!("../templates/rbac.yaml")),
+    ("kubeadm-config.yaml", include_str!("../templates/kubeadm-config.yaml")),
+    ("cluster-configuration.yaml", include_str!("../templates/cluster-configuration.yaml")),
+    ("kubelet-config-map.yaml", include_str!("../templates/kubelet-config-map.yaml")),
+    ("kubelet-configuration.yaml", include_str!("../templates/kubelet-configuration.yaml")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use crate::clock::Clock;
 use crate::config::validate::is_token_group;
 use crate::config::DEFAULT_TOKEN_GROUP;
-use crate::materialize::{bootstrap_kubeconfig, join_text, token_secret, token_secret_path, JoinInfo};
+use crate::materialize::{bootstrap_kubeconfig, join_text, token_manifests, token_secret, token_secret_path, JoinInfo};
 use crate::output::{self, OutputError};
 use crate::pki::token;
 use crate::render::{RenderError, Renderer};
@@ -204,6 +204,12 @@ fn change(dir: &Path, clock: &Clock, edit: impl FnOnce(&mut Vec<Token>) -> Resul
     output::ensure_dir(&root.join("manifests"), 0o700)?;
     for t in &tokens {
         output::write_file(&root.join(token_secret_path(t)), token_secret(&renderer, t)?.as_bytes(), 0o600)?;
+    }
+    // cluster-info's JWS and the join RBAC follow the tokens.
+    let version = crate::util::version::KubeVersion::parse(&b.join.kubernetes_version).map_err(TokenError::Invalid)?;
+    let server = format!("https://{}", b.join.endpoint);
+    for (path, text) in token_manifests(&renderer, &server, &B64.encode(&b.ca_pem), version.minor, &tokens)? {
+        output::write_file(&root.join(path), text.as_bytes(), 0o644)?;
     }
     let join_token = tokens.iter().find(|t| t.authenticates());
     output::write_file(&root.join("join.txt"), join_text(&renderer, &b.join, join_token)?.as_bytes(), 0o600)?;

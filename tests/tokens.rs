@@ -50,8 +50,11 @@ fn tokens_are_created_listed_and_deleted_in_step_with_the_bundle() {
     assert!(manifest.contains("type: bootstrap.kubernetes.io/token"));
     assert_eq!(mode_of(&secret), Some(0o600));
     assert!(std::fs::read_to_string(cluster.join("state/tokens.yaml")).unwrap().contains(&new));
+    // cluster-info gains the new token's JWS; nothing else but the state's token list changes.
+    let cluster_info = std::fs::read_to_string(cluster.join("manifests/cluster-info.yaml")).unwrap();
+    assert!(cluster_info.contains(&format!("jws-kubeconfig-{new_id}")), "{cluster_info}");
     for (path, bytes) in &before {
-        if !path.starts_with("state/tokens.yaml") {
+        if path != "state/tokens.yaml" && path != "manifests/cluster-info.yaml" {
             assert_eq!(after.get(path), Some(bytes), "{path} changed when a token was created");
         }
     }
@@ -68,6 +71,8 @@ fn tokens_are_created_listed_and_deleted_in_step_with_the_bundle() {
     let deleted = token_cmd(dir, &["delete", &first_id]);
     assert!(deleted.ok(), "{}", deleted.describe());
     assert!(!cluster.join(format!("manifests/bootstrap-token-{first_id}.yaml")).exists());
+    let cluster_info = std::fs::read_to_string(cluster.join("manifests/cluster-info.yaml")).unwrap();
+    assert!(!cluster_info.contains(&format!("jws-kubeconfig-{first_id}")), "a deleted token still signs cluster-info");
     let join = std::fs::read_to_string(cluster.join("join.txt")).unwrap();
     assert!(join.contains(&new) && !join.contains(&first), "{join}");
     let boot = std::fs::read_to_string(cluster.join("nodes/w1/etc/kubernetes/bootstrap-kubelet.conf")).unwrap();

@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod issue;
+pub mod jws;
 pub mod keys;
 pub mod sans;
 pub mod signature;
