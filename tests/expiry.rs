@@ -2,6 +2,8 @@
 //! openssl; warning, expired, broken-chain, externally-managed and unreadable cases on copies of
 //! it; every output format; kubebundle bundles, node trees and state directories.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -453,26 +455,20 @@ struct Bundle {
 const GENERATED_AT: &str = "2026-01-01T00:00:00Z";
 const CHECKED_AT: &str = "2026-02-01T00:00:00Z";
 
-const CONFIG: &str = "apiVersion: kubeadm.k8s.io/v1beta4
-kind: ClusterConfiguration
-clusterName: exp
-kubernetesVersion: v1.34.1
-encryptionAlgorithm: ECDSA-P256
----
-apiVersion: kubebundle.dev/v1alpha1
-kind: Inventory
-nodes:
-- {name: cp1, address: 10.7.0.11, roles: [control-plane, etcd]}
-- {name: cp2, address: 10.7.0.12, roles: [control-plane, etcd]}
-- {name: w1, address: 10.7.0.21, roles: [worker]}
-";
+/// The bundle's config: three nodes, ECDSA-P256 (shared with the other suites' configs).
+fn bundle_config() -> String {
+    common::live_config(
+        "exp",
+        &[("cp1", "10.7.0.11", "control-plane, etcd"), ("cp2", "10.7.0.12", "control-plane, etcd"), ("w1", "10.7.0.21", "worker")],
+    )
+}
 
 fn bundle() -> &'static Bundle {
     static B: OnceLock<Bundle> = OnceLock::new();
     B.get_or_init(|| {
         let dir = temp("bundle");
         let cfg = dir.path().join("cluster.yaml");
-        std::fs::write(&cfg, CONFIG).unwrap();
+        std::fs::write(&cfg, bundle_config()).unwrap();
         let out = dir.path().join("out");
         let run = Command::new(env!("CARGO_BIN_EXE_kubebundle"))
             .arg("generate")

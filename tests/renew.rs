@@ -3,6 +3,8 @@
 //! key, CAs re-issued from their key, dry runs, refusals; and a generated kubebundle bundle.
 //! openssl is the independent judge of chains, subjects, SANs, EKUs and keys.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -504,23 +506,17 @@ fn a_node_root_with_etc_kubernetes_is_accepted() {
 // ---------------------------------------------------------------------------------------------
 // A kubebundle bundle
 
-const BUNDLE_CONFIG: &str = "apiVersion: kubeadm.k8s.io/v1beta4
-kind: ClusterConfiguration
-clusterName: rn
-kubernetesVersion: v1.34.1
-encryptionAlgorithm: ECDSA-P256
----
-apiVersion: kubebundle.dev/v1alpha1
-kind: Inventory
-nodes:
-- {name: cp1, address: 10.7.0.11, roles: [control-plane, etcd]}
-- {name: cp2, address: 10.7.0.12, roles: [control-plane, etcd]}
-- {name: w1, address: 10.7.0.21, roles: [worker]}
-";
+/// The bundle's config: three nodes, ECDSA-P256 (shared with the other suites' configs).
+fn bundle_config() -> String {
+    common::live_config(
+        "rn",
+        &[("cp1", "10.7.0.11", "control-plane, etcd"), ("cp2", "10.7.0.12", "control-plane, etcd"), ("w1", "10.7.0.21", "worker")],
+    )
+}
 
 fn generate(dir: &Path) -> PathBuf {
     let cfg = dir.join("cluster.yaml");
-    std::fs::write(&cfg, BUNDLE_CONFIG).unwrap();
+    std::fs::write(&cfg, bundle_config()).unwrap();
     let out = dir.join("out");
     let run = Command::new(env!("CARGO_BIN_EXE_kubebundle"))
         .arg("generate")
