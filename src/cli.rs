@@ -169,7 +169,7 @@ struct ConfigArg {
     /// Inventory. Without it the embedded example is used (see `config print-defaults`).
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Where files go: a built-in profile (kubeadm) or a profile file. Overrides Inventory.profile.
+    /// Where files go: a built-in profile (kubeadm, hardway, binary) or a profile file. Overrides Inventory.profile.
     #[arg(long, value_name = "NAME|FILE")]
     profile: Option<String>,
 }

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod consistency;
 pub mod expiry;
 pub mod kubeconfig;
 pub mod materialize;

@@ -12,10 +12,11 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::output::FileTree;
 use crate::pki::catalog::Credential;
+use crate::pki::catalog::{self, RenderedKind};
 use crate::pki::issue::{self, CertSpec, Issued};
 use crate::pki::keys::Key;
 use crate::pki::token::discovery_hash;
-use crate::plan::{Plan, PlannedFile};
+use crate::plan::{JoinPlan, NodePlan, Plan, PlannedFile};
 use crate::profile::{self, Artifact};
 use crate::render::{RenderError, Renderer};
 use crate::reuse::Previous;
@@ -91,6 +92,48 @@ struct Ctx<'a> {
     leaves: &'a Leaves,
     renderer: &'a Renderer,
     ca_data: String,
+    hash: String,
+    /// The cluster part of every node file's template context.
+    cluster: minijinja::Value,
+}
+
+/// The container runtime socket kubeadm and the kubelet are pointed at.
+pub const CRI_SOCKET: &str = "unix:///var/run/containerd/containerd.sock";
+
+fn url_host(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V6(a) => format!("[{a}]"),
+        a => a.to_string(),
+    }
+}
+
+fn loopback(ip: std::net::IpAddr) -> &'static str {
+    if ip.is_ipv6() {
+        "[::1]"
+    } else {
+        "127.0.0.1"
+    }
+}
+
+/// What units and configs need to know about the cluster.
+fn cluster_context(config: &Config) -> minijinja::Value {
+    let join = |nets: &[ipnet::IpNet]| nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+    let members: Vec<String> =
+        config.nodes.iter().filter(|n| n.roles.etcd).map(|n| format!("{}=https://{}:2380", n.name, url_host(n.address))).collect();
+    let external = match &config.etcd {
+        crate::config::EtcdMode::External(e) => Some(context! {
+            endpoints => e.endpoints.join(","), ca_file => e.ca_file.clone(), cert_file => e.cert_file.clone(), key_file => e.key_file.clone(),
+        }),
+        crate::config::EtcdMode::Local { .. } => None,
+    };
+    let minor = config.kubernetes_version.minor;
+    context! {
+        name => config.cluster_name.clone(), minor, bind_port => config.bind_port, dns_domain => config.dns_domain.clone(),
+        service_subnet => join(&config.service_subnets), pod_subnet => join(&config.pod_subnets),
+        etcd_initial_cluster => members.join(","), external_etcd => external,
+        signing_duration => crate::util::duration::format_go(config.cert_validity),
+        signing_duration_flag => if minor >= 19 { "cluster-signing-duration" } else { "experimental-cluster-signing-duration" },
+    }
 }
 
 impl Ctx<'_> {
@@ -110,7 +153,77 @@ impl Ctx<'_> {
         Ok(self.renderer.render("encryption-config.yaml", context! { keys })?.into_bytes())
     }
 
-    fn render_file(&self, node: &str, f: &PlannedFile) -> Result<Vec<u8>, MaterializeError> {
+    /// The template context of a node's rendered files.
+    fn node_context(&self, n: &NodePlan) -> Result<minijinja::Value, MaterializeError> {
+        let node = self
+            .config
+            .nodes
+            .iter()
+            .find(|x| x.name == n.name)
+            .ok_or_else(|| MaterializeError::Missing(format!("node {} is not in the config", n.name)))?;
+        let etcd_servers = match &self.config.etcd {
+            crate::config::EtcdMode::External(e) => e.endpoints.join(","),
+            // A stacked member talks to its own etcd, as kubeadm sets it up.
+            _ if node.roles.etcd => format!("https://{}:2379", loopback(node.address)),
+            _ => self
+                .config
+                .nodes
+                .iter()
+                .filter(|m| m.roles.etcd)
+                .map(|m| format!("https://{}:2379", url_host(m.address)))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let paths: BTreeMap<&str, String> = n.files.iter().map(|f| (f.artifact.as_str(), format!("/{}", f.path))).collect();
+        Ok(context! {
+            node => context! {
+                name => node.name.clone(), address => node.address.to_string(), host => url_host(node.address),
+                loopback => loopback(node.address), etcd => node.roles.etcd, control_plane => node.roles.control_plane, etcd_servers,
+            },
+            paths, layout => n.layout.clone(), cluster => self.cluster.clone(), cri_socket => CRI_SOCKET,
+        })
+    }
+
+    /// A node's KubeletConfiguration: its own CA file and serving certificate.
+    fn kubelet_config(&self, n: &NodePlan) -> Result<String, MaterializeError> {
+        let ca =
+            n.path_of("ca.crt").ok_or_else(|| MaterializeError::Missing(format!("{}: kubelet-config needs ca.crt on the node", n.name)))?;
+        let serving = n.path_of("kubelet-serving.crt").zip(n.path_of("kubelet-serving.key"));
+        Ok(self.renderer.render("kubelet-configuration.yaml", kubelet_context(self.config, &ca, serving))?)
+    }
+
+    fn rendered(&self, n: &NodePlan, f: &PlannedFile, r: &catalog::RenderedEntry) -> Result<String, MaterializeError> {
+        let join_token = || {
+            self.state.join_token().ok_or_else(|| {
+                MaterializeError::Missing(format!("no bootstrap token has the authentication usage, which {} needs", f.path))
+            })
+        };
+        Ok(match r.kind {
+            RenderedKind::KubeletConfig => self.kubelet_config(n)?,
+            RenderedKind::KubeadmJoin => {
+                let join = n.join.as_ref().ok_or_else(|| MaterializeError::Missing(format!("{}: no join plan", n.name)))?;
+                kubeadm_join(self.renderer, join, join_token()?, &self.hash)?
+            }
+            RenderedKind::KubeadmInit => {
+                let minor = self.config.kubernetes_version.minor;
+                let patches_dir =
+                    n.path_of("kube-apiserver-patch").filter(|_| minor >= 22).and_then(|p| p.rsplit_once('/').map(|(d, _)| d.to_string()));
+                let mut ctx = self.node_context(n)?;
+                let extra = context! {
+                    api_version => crate::plan::kubeadm_api_version(minor), patches_dir, self_path => format!("/{}", f.path),
+                    cluster_configuration => cluster_configuration(self.renderer, self.config)?,
+                    kubelet_configuration => self.kubelet_config(n)?.trim_end().to_string(),
+                };
+                ctx = context! { ..ctx, ..extra };
+                self.renderer.render(r.template, ctx)?
+            }
+            RenderedKind::DiscoveryKubeconfig => discovery_kubeconfig(self.renderer, self.config, &self.ca_data)?,
+            RenderedKind::ApiserverPatch | RenderedKind::Unit => self.renderer.render(r.template, self.node_context(n)?)?,
+        })
+    }
+
+    fn render_file(&self, n: &NodePlan, f: &PlannedFile) -> Result<Vec<u8>, MaterializeError> {
+        let node = n.name.as_str();
         let art = profile::artifact(&f.artifact).ok_or_else(|| MaterializeError::Missing(format!("unknown artifact {}", f.artifact)))?;
         Ok(match art {
             Artifact::CertPem(e) if e.is_ca() => self.authority(e.id)?.cert.pem.clone().into_bytes(),
@@ -120,6 +233,15 @@ impl Ctx<'_> {
             Artifact::SaKey => self.state.sa.private_pem().as_bytes().to_vec(),
             Artifact::SaPub => self.state.sa.public_pem().into_bytes(),
             Artifact::EncryptionConfig => self.encryption_config()?,
+            Artifact::Rendered(r) => self
+                .rendered(n, f, r)
+                .map_err(|e| match e {
+                    MaterializeError::Render(e) => {
+                        MaterializeError::Missing(format!("{} for node {node} ({}): {}", f.path, r.id, e.message))
+                    }
+                    e => e,
+                })?
+                .into_bytes(),
             Artifact::Kubeconfig(k) => {
                 let server = f.server.clone().unwrap_or_default();
                 match k.credential {
@@ -132,13 +254,19 @@ impl Ctx<'_> {
                     Credential::Certificate => {
                         let (c, key) = self.leaf(node, k.id)?;
                         let user = f.certificate.as_ref().map(|s| s.common_name.clone()).unwrap_or_default();
+                        // When the profile also places the client certificate and key as files,
+                        // the kubeconfig points at them instead of embedding them.
+                        let files = n.path_of(&format!("{}.crt", k.id)).zip(n.path_of(&format!("{}.key", k.id)));
+                        let (client_certificate, client_key) = files.clone().unzip();
+                        let embed = |v: String| if files.is_some() { String::new() } else { B64.encode(v.as_bytes()) };
                         self.renderer
                             .render(
                                 "kubeconfig.yaml",
                                 context! {
                                     cluster_name => self.config.cluster_name.clone(), server, ca_data => self.ca_data.clone(), user,
-                                    token => "", client_certificate_data => B64.encode(c.pem.as_bytes()),
-                                    client_key_data => B64.encode(key.private_pem().as_bytes()),
+                                    token => "", client_certificate, client_key,
+                                    client_certificate_data => embed(c.pem.clone()),
+                                    client_key_data => embed(key.private_pem().to_string()),
                                 },
                             )?
                             .into_bytes()
@@ -219,17 +347,9 @@ pub fn token_manifests(
     Ok(vec![("manifests/cluster-info.yaml".into(), cluster_info), ("manifests/rbac.yaml".into(), rbac)])
 }
 
-/// Manifests that follow the config: `kubeadm-config` (the ClusterConfiguration, which
-/// `kubeadm join` and `kubeadm upgrade` read) and `kubelet-config` (the KubeletConfiguration).
-pub fn config_manifests(renderer: &Renderer, config: &Config) -> Result<Vec<(String, String)>, RenderError> {
+/// The ClusterConfiguration document, as kubeadm-config holds it and kubeadm-init.yaml starts with.
+pub fn cluster_configuration(renderer: &Renderer, config: &Config) -> Result<String, RenderError> {
     let v = &config.kubernetes_version;
-    let api_version = if v.at_least(31) {
-        "kubeadm.k8s.io/v1beta4"
-    } else if v.at_least(22) {
-        "kubeadm.k8s.io/v1beta3"
-    } else {
-        "kubeadm.k8s.io/v1beta2"
-    };
     let join = |nets: &[ipnet::IpNet]| nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
     let sans = |list: &[crate::config::San]| {
         list.iter()
@@ -239,42 +359,72 @@ pub fn config_manifests(renderer: &Renderer, config: &Config) -> Result<Vec<(Str
             })
             .collect::<Vec<_>>()
     };
-    let (server_sans, peer_sans) = match &config.etcd {
-        crate::config::EtcdMode::Local { server_sans, peer_sans } => (sans(server_sans), sans(peer_sans)),
-        crate::config::EtcdMode::External => (vec![], vec![]),
+    let (server_sans, peer_sans, external) = match &config.etcd {
+        crate::config::EtcdMode::Local { server_sans, peer_sans } => (sans(server_sans), sans(peer_sans), None),
+        crate::config::EtcdMode::External(e) => (
+            vec![],
+            vec![],
+            Some(context! {
+                endpoints => e.endpoints.clone(), ca_file => e.ca_file.clone(), cert_file => e.cert_file.clone(), key_file => e.key_file.clone(),
+            }),
+        ),
     };
-    let cluster_configuration = renderer.render(
+    renderer.render(
         "cluster-configuration.yaml",
         context! {
-            api_version, cluster_name => config.cluster_name.clone(), kubernetes_version => v.to_string(),
+            api_version => crate::plan::kubeadm_api_version(v.minor), cluster_name => config.cluster_name.clone(), kubernetes_version => v.to_string(),
             control_plane_endpoint => config.control_plane_endpoint.host_port(), certificates_dir => config.certificates_dir.clone(),
             dns_domain => config.dns_domain.clone(), service_subnet => join(&config.service_subnets), pod_subnet => join(&config.pod_subnets),
-            cert_sans => sans(&config.api_server_cert_sans), local_etcd => config.local_etcd(),
+            cert_sans => sans(&config.api_server_cert_sans), local_etcd => config.local_etcd(), external_etcd => external,
             etcd_server_sans => server_sans, etcd_peer_sans => peer_sans, v1beta4 => v.at_least(31),
             encryption_algorithm => config.algorithm.name(),
             certificate_validity => crate::util::duration::format_go(config.cert_validity),
             ca_certificate_validity => crate::util::duration::format_go(config.ca_validity),
         },
-    )?;
+    )
+}
+
+/// Manifests that follow the config: `kubeadm-config` (the ClusterConfiguration, which
+/// `kubeadm join` and `kubeadm upgrade` read) and `kubelet-config` (the KubeletConfiguration,
+/// with kubeadm's paths).
+pub fn config_manifests(renderer: &Renderer, config: &Config) -> Result<Vec<(String, String)>, RenderError> {
+    let cluster_configuration = cluster_configuration(renderer, config)?;
     let kubeadm_config = renderer.render("kubeadm-config.yaml", context! { cluster_configuration })?;
-    let kubelet = renderer.render("kubelet-configuration.yaml", kubelet_context(config))?;
+    let ca = format!("{}/ca.crt", config.certificates_dir);
+    let serving = Some(("/var/lib/kubelet/pki/kubelet.crt".to_string(), "/var/lib/kubelet/pki/kubelet.key".to_string()));
+    let kubelet = renderer.render("kubelet-configuration.yaml", kubelet_context(config, &ca, serving))?;
     let kubelet_config = renderer.render("kubelet-config-map.yaml", context! { kubelet })?;
     Ok(vec![("manifests/kubeadm-config.yaml".into(), kubeadm_config), ("manifests/kubelet-config.yaml".into(), kubelet_config)])
 }
 
-/// The cluster-wide KubeletConfiguration: the cluster CA for client certificates, cluster DNS at
-/// the 10th address of the service subnet (as kubeadm), and the serving certificate the bundle
-/// ships at /var/lib/kubelet/pki.
-fn kubelet_context(config: &Config) -> minijinja::Value {
+/// A KubeletConfiguration: the cluster CA for client certificates, cluster DNS at the 10th
+/// address of the service subnet (as kubeadm), and the serving certificate when the node has
+/// one (else the kubelet asks for one with serverTLSBootstrap).
+fn kubelet_context(config: &Config, client_ca_file: &str, serving: Option<(String, String)>) -> minijinja::Value {
     let dns = match config.service_subnets[0].network() {
         std::net::IpAddr::V4(a) => std::net::IpAddr::V4((u32::from(a).wrapping_add(10)).into()),
         std::net::IpAddr::V6(a) => std::net::IpAddr::V6((u128::from(a).wrapping_add(10)).into()),
     };
+    let (tls_cert_file, tls_private_key_file) = serving.unwrap_or_default();
     context! {
-        client_ca_file => format!("{}/ca.crt", config.certificates_dir), cluster_dns => dns.to_string(),
-        cluster_domain => config.dns_domain.clone(), tls_cert_file => "/var/lib/kubelet/pki/kubelet.crt",
-        tls_private_key_file => "/var/lib/kubelet/pki/kubelet.key",
+        client_ca_file, cluster_dns => dns.to_string(), cluster_domain => config.dns_domain.clone(), tls_cert_file, tls_private_key_file,
+        container_runtime_endpoint => if config.kubernetes_version.at_least(27) { CRI_SOCKET } else { "" },
     }
+}
+
+/// A node's JoinConfiguration (`kubeadm join --config`), with the join token.
+pub fn kubeadm_join(renderer: &Renderer, join: &JoinPlan, token: &Token, hash: &str) -> Result<String, RenderError> {
+    let join = minijinja::Value::from(minijinja::value::Serde(join));
+    renderer.render("kubeadm-join.yaml", context! { join, token => token.token.clone(), hash, cri_socket => CRI_SOCKET })
+}
+
+/// A kubeconfig holding only the cluster: its endpoint and CA (discovery.conf, for
+/// `kubeadm join --discovery-file`).
+fn discovery_kubeconfig(renderer: &Renderer, config: &Config, ca_data: &str) -> Result<String, RenderError> {
+    renderer.render(
+        "kubeconfig.yaml",
+        context! { cluster_name => config.cluster_name.clone(), server => config.control_plane_endpoint.url(), ca_data, user => "" },
+    )
 }
 
 /// bootstrap-kubelet.conf: the cluster CA and a bootstrap token.
@@ -298,25 +448,29 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, p
     let renderer = Renderer::new();
     let (leaves, reused) = issue_leaves(plan, config, state, clock, previous)?;
     let ca = state.authority("ca").ok_or_else(|| MaterializeError::Missing("the cluster CA is not in the state".into()))?;
-    let ctx = Ctx { config, state, leaves: &leaves, renderer: &renderer, ca_data: B64.encode(ca.cert.pem.as_bytes()) };
+    let hash = discovery_hash(&ca.key.spki_der());
+    let ctx = Ctx {
+        config,
+        state,
+        leaves: &leaves,
+        renderer: &renderer,
+        ca_data: B64.encode(ca.cert.pem.as_bytes()),
+        hash: hash.clone(),
+        cluster: cluster_context(config),
+    };
 
     let mut nodes = BTreeMap::new();
     for n in &plan.nodes {
         let mut tree = FileTree::new();
         for f in &n.files {
-            tree.insert(&f.path, ctx.render_file(&n.name, f)?, f.mode_bits);
+            tree.insert(&f.path, ctx.render_file(n, f)?, f.mode_bits);
         }
         nodes.insert(n.name.clone(), tree);
     }
 
     let mut top = FileTree::new();
-    let hash = discovery_hash(&ca.key.spki_der());
     let endpoint = config.control_plane_endpoint.host_port();
-    let discovery = renderer.render(
-        "kubeconfig.yaml",
-        context! { cluster_name => config.cluster_name.clone(), server => config.control_plane_endpoint.url(), ca_data => ctx.ca_data.clone(), user => "" },
-    )?;
-    top.insert("discovery.conf", discovery.into_bytes(), 0o644);
+    top.insert("discovery.conf", discovery_kubeconfig(&renderer, config, &ctx.ca_data)?.into_bytes(), 0o644);
     // What every node should hold, for `kubebundle verify` and for people (no secrets).
     let plan_json = serde_json::to_vec_pretty(plan).map_err(|e| MaterializeError::Missing(format!("plan.json: {e}")))?;
     top.insert("plan.json", plan_json, 0o644);

@@ -3,7 +3,9 @@
 
 use serde::Serialize;
 
-use crate::config::{Config, Node, WorkerJoin};
+use serde::Deserialize;
+
+use crate::config::{Config, Discovery, Node, WorkerJoin};
 use crate::pki::catalog::{self, CertEntry, CommonName, Scope, ServerRule};
 use crate::pki::issue::CertSpec;
 use crate::pki::sans;
@@ -17,6 +19,11 @@ pub struct Plan {
     pub control_plane_endpoint: String,
     pub encryption_algorithm: &'static str,
     pub profile: String,
+    pub bind_port: u16,
+    pub certificates_dir: String,
+    /// `local` or `external`.
+    pub etcd: &'static str,
+    pub discovery: Discovery,
     /// The CAs, kept in the state.
     pub certificate_authorities: Vec<CertSpec>,
     pub nodes: Vec<NodePlan>,
@@ -29,6 +36,88 @@ pub struct NodePlan {
     pub address: String,
     pub roles: Vec<&'static str>,
     pub files: Vec<PlannedFile>,
+    /// What the node's JoinConfiguration says, but the token: kept in plan.json so that
+    /// `token create|delete` can re-render it when the join token changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<JoinPlan>,
+    /// Artifact id → absolute path the profile gives it for this node's roles, also for files
+    /// the node does not receive (a kubelet writes its kubeconfig there after TLS bootstrap).
+    #[serde(skip)]
+    pub layout: std::collections::BTreeMap<String, String>,
+}
+
+/// A node's `kubeadm join --config` file, without its secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinPlan {
+    pub api_version: String,
+    pub node_name: String,
+    pub advertise_address: String,
+    pub bind_port: u16,
+    pub control_plane: bool,
+    /// host:port of the controlPlaneEndpoint.
+    pub api_server_endpoint: String,
+    /// Absolute path of the cluster CA on the node.
+    pub ca_cert_path: String,
+    /// Absolute path of discovery.conf with file discovery; token discovery otherwise.
+    pub discovery_file: Option<String>,
+    /// kubeadm's `--patches` directory, when the node has a patch.
+    pub patches_dir: Option<String>,
+    /// kubeadm's FileAvailable checks on files the tarball already ships.
+    pub ignore_preflight_errors: Vec<String>,
+}
+
+/// The kubeadm config API a Kubernetes minor reads.
+pub fn kubeadm_api_version(minor: u32) -> &'static str {
+    if minor >= 31 {
+        "kubeadm.k8s.io/v1beta4"
+    } else if minor >= 22 {
+        "kubeadm.k8s.io/v1beta3"
+    } else {
+        "kubeadm.k8s.io/v1beta2"
+    }
+}
+
+/// Files `kubeadm join` refuses to find (preflight FileAvailable) unless told to ignore them.
+const KUBEADM_JOIN_CHECKED: [&str; 2] = ["etc/kubernetes/kubelet.conf", "etc/kubernetes/bootstrap-kubelet.conf"];
+
+impl NodePlan {
+    /// The absolute path of an artifact on this node.
+    pub fn path_of(&self, artifact: &str) -> Option<String> {
+        self.files.iter().find(|f| f.artifact == artifact).map(|f| format!("/{}", f.path))
+    }
+}
+
+fn join_plan(config: &Config, node: &Node, files: &[PlannedFile]) -> Option<JoinPlan> {
+    let abs = |id: &str| files.iter().find(|f| f.artifact == id).map(|f| format!("/{}", f.path));
+    abs("kubeadm-join")?;
+    let ca_cert_path = abs("ca.crt").unwrap_or_else(|| format!("{}/ca.crt", config.certificates_dir));
+    let cp = node.roles.control_plane;
+    let mut checked: Vec<String> = KUBEADM_JOIN_CHECKED.iter().map(|p| format!("/{p}")).collect();
+    if !cp {
+        checked.push(ca_cert_path.clone());
+    }
+    let ignore_preflight_errors = checked
+        .iter()
+        .filter(|p| files.iter().any(|f| format!("/{}", f.path) == **p))
+        .map(|p| format!("FileAvailable-{}", p.replace('/', "-")))
+        .collect();
+    let minor = config.kubernetes_version.minor;
+    Some(JoinPlan {
+        api_version: kubeadm_api_version(minor).to_string(),
+        node_name: node.name.clone(),
+        advertise_address: node.address.to_string(),
+        bind_port: config.bind_port,
+        control_plane: cp,
+        api_server_endpoint: config.control_plane_endpoint.host_port(),
+        ca_cert_path,
+        discovery_file: abs("discovery.conf").filter(|_| config.discovery == Discovery::File),
+        // kubeadm reads patches from config files since v1beta3.
+        patches_dir: abs("kube-apiserver-patch")
+            .filter(|_| cp && minor >= 22)
+            .and_then(|p| p.rsplit_once('/').map(|(dir, _)| dir.to_string())),
+        ignore_preflight_errors,
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,9 +160,11 @@ pub fn in_scope(scope: Scope, node: &Node, config: &Config) -> bool {
         Scope::Cluster | Scope::EachNode => true,
         Scope::EachControlPlane => cp,
         Scope::FirstControlPlane => cp && node.name == config.first_control_plane().name,
-        Scope::EachEtcdMember => node.roles.etcd,
+        Scope::EachEtcdMember => node.roles.etcd && config.local_etcd(),
         Scope::PreIssuedKubelet => cp || config.worker_join == WorkerJoin::Certificate,
         Scope::TokenJoined => !cp && config.worker_join == WorkerJoin::Token,
+        Scope::Joining => node.name != config.first_control_plane().name,
+        Scope::FileDiscovery => node.name != config.first_control_plane().name && config.discovery == Discovery::File,
     }
 }
 
@@ -113,6 +204,11 @@ pub fn server_url(rule: ServerRule, config: &Config, node: &Node) -> String {
     }
 }
 
+/// A profile path on a node: `{pki}` is certificatesDir without its leading slash.
+fn expand(path: &str, pki: &str, node: &Node) -> String {
+    path.replace("{pki}", pki).replace("{node}", &node.name)
+}
+
 pub fn plan(config: &Config, profile: &Profile) -> Plan {
     let pki = config.certificates_dir.trim_start_matches('/');
     let cas: Vec<CertSpec> = catalog::CERTS.iter().filter(|e| e.is_ca() && exists(e, config)).map(|e| cert_spec(e, config, None)).collect();
@@ -140,9 +236,10 @@ pub fn plan(config: &Config, profile: &Profile) -> Plan {
                             (ok, cert, Some(server_url(k.server, config, node)))
                         }
                         Artifact::SaKey | Artifact::SaPub | Artifact::EncryptionConfig => (true, None, None),
+                        Artifact::Rendered(r) => (in_scope(r.scope, node, config), None, None),
                     };
                     entry_ok.then(|| PlannedFile {
-                        path: f.path.replace("{pki}", pki).replace("{node}", &node.name),
+                        path: expand(&f.path, pki, node),
                         mode: f.mode.clone(),
                         mode_bits: profile::parse_mode(&f.mode).unwrap_or(0o600),
                         artifact: f.artifact.clone(),
@@ -152,7 +249,14 @@ pub fn plan(config: &Config, profile: &Profile) -> Plan {
                 })
                 .collect();
             files.sort_by(|a, b| a.path.cmp(&b.path));
-            NodePlan { name: node.name.clone(), address: node.address.to_string(), roles: node.roles.names(), files }
+            let join = join_plan(config, node, &files);
+            let layout = profile
+                .files
+                .iter()
+                .filter(|f| f.roles.iter().any(|r| node.roles.has(r)))
+                .map(|f| (f.artifact.clone(), format!("/{}", expand(&f.path, pki, node))))
+                .collect();
+            NodePlan { name: node.name.clone(), address: node.address.to_string(), roles: node.roles.names(), files, join, layout }
         })
         .collect();
     Plan {
@@ -161,6 +265,10 @@ pub fn plan(config: &Config, profile: &Profile) -> Plan {
         control_plane_endpoint: config.control_plane_endpoint.host_port(),
         encryption_algorithm: config.algorithm.name(),
         profile: profile.name.clone(),
+        bind_port: config.bind_port,
+        certificates_dir: config.certificates_dir.clone(),
+        etcd: if config.local_etcd() { "local" } else { "external" },
+        discovery: config.discovery,
         certificate_authorities: cas,
         nodes,
     }
@@ -188,7 +296,9 @@ mod tests {
             w,
             [
                 "etc/kubernetes/bootstrap-kubelet.conf",
+                "etc/kubernetes/kubeadm-join.yaml",
                 "etc/kubernetes/pki/ca.crt",
+                "var/lib/kubelet/config.yaml",
                 "var/lib/kubelet/pki/kubelet.crt",
                 "var/lib/kubelet/pki/kubelet.key"
             ]

@@ -62,7 +62,11 @@ pub enum ProfileError {
     Invalid(Vec<Problem>),
 }
 
-const BUILTIN: &[(&str, &str)] = &[("kubeadm", include_str!("../profiles/kubeadm.yaml"))];
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("kubeadm", include_str!("../profiles/kubeadm.yaml")),
+    ("hardway", include_str!("../profiles/hardway.yaml")),
+    ("binary", include_str!("../profiles/binary.yaml")),
+];
 
 /// What an artifact id names.
 #[derive(Debug, Clone, Copy)]
@@ -73,11 +77,27 @@ pub enum Artifact {
     SaKey,
     SaPub,
     EncryptionConfig,
+    Rendered(&'static catalog::RenderedEntry),
+}
+
+impl Artifact {
+    /// Written 0600 and kept from nodes that do not need it: everything but certificates and
+    /// rendered files without a token.
+    pub fn is_secret(self) -> bool {
+        match self {
+            Artifact::CertPem(_) => false,
+            Artifact::Rendered(r) => r.secret(),
+            _ => true,
+        }
+    }
 }
 
 pub fn artifact(id: &str) -> Option<Artifact> {
     if let Some(k) = catalog::kubeconfig(id) {
         return Some(Artifact::Kubeconfig(k));
+    }
+    if let Some(r) = catalog::rendered(id) {
+        return Some(Artifact::Rendered(r));
     }
     match id {
         catalog::SA_KEY => return Some(Artifact::SaKey),
@@ -96,6 +116,7 @@ fn artifact_ids() -> Vec<String> {
     let mut ids: Vec<String> = catalog::CERTS.iter().flat_map(|c| [format!("{}.crt", c.id), format!("{}.key", c.id)]).collect();
     ids.extend(catalog::KUBECONFIGS.iter().map(|k| k.id.to_string()));
     ids.extend([catalog::SA_KEY, catalog::SA_PUB, catalog::ENCRYPTION_CONFIG].map(String::from));
+    ids.extend(catalog::RENDERED.iter().map(|r| r.id.to_string()));
     ids
 }
 
@@ -182,6 +203,21 @@ impl Profile {
                 }
             }
         }
+        // One path per artifact on any node: templates look an artifact's path up by its id.
+        for (i, f) in raw.files.iter().enumerate() {
+            let f = &f.value;
+            let earlier = raw.files[..i].iter().position(|g| {
+                g.value.artifact.value == f.artifact.value && g.value.roles.iter().any(|r| f.roles.iter().any(|q| q.value == r.value))
+            });
+            if let Some(j) = earlier {
+                p.error(
+                    Some(&f.artifact.referenced),
+                    &format!("files[{i}].artifact"),
+                    format!("{:?} is already placed by files[{j}] for some of the same roles", f.artifact.value),
+                    Some("a node gets each artifact at one path; give the two lines disjoint roles"),
+                );
+            }
+        }
         // A file may not sit where another file needs a directory.
         for path in paths.keys() {
             let mut dir = path.as_str();
@@ -256,14 +292,14 @@ mod tests {
 
     #[test]
     fn builtin_profiles_parse() {
-        let p = Profile::builtin("kubeadm").unwrap();
-        assert!(p.files.iter().any(|f| f.artifact == "ca.crt"));
-        // Every secret is 0600 and every certificate 0644.
-        for f in &p.files {
-            let mode = parse_mode(&f.mode).unwrap();
-            match artifact(&f.artifact).unwrap() {
-                Artifact::CertPem(_) => assert_eq!(mode, 0o644, "{}", f.artifact),
-                _ => assert_eq!(mode, 0o600, "{}", f.artifact),
+        for (name, _) in BUILTIN {
+            let p = Profile::builtin(name).unwrap();
+            assert!(p.files.iter().any(|f| f.artifact == "ca.crt"));
+            // Every secret is 0600, every certificate and rendered file without a secret 0644.
+            for f in &p.files {
+                let mode = parse_mode(&f.mode).unwrap();
+                let secret = artifact(&f.artifact).unwrap().is_secret();
+                assert_eq!(mode, if secret { 0o600 } else { 0o644 }, "{name}: {}", f.artifact);
             }
         }
     }

@@ -3,7 +3,7 @@
 //! the same string (so values such as "yes" or "on" never turn into booleans).
 
 use base64::Engine;
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::{Environment, State, UndefinedBehavior, Value};
 use serde::Serialize;
 
 const TEMPLATES: &[(&str, &str)] = &[
@@ -18,7 +18,28 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("cluster-configuration.yaml", include_str!("../templates/cluster-configuration.yaml")),
     ("kubelet-config-map.yaml", include_str!("../templates/kubelet-config-map.yaml")),
     ("kubelet-configuration.yaml", include_str!("../templates/kubelet-configuration.yaml")),
+    ("kubeadm-init.yaml", include_str!("../templates/kubeadm-init.yaml")),
+    ("kubeadm-join.yaml", include_str!("../templates/kubeadm-join.yaml")),
+    ("kube-apiserver-patch.yaml", include_str!("../templates/kube-apiserver-patch.yaml")),
+    ("units/etcd.service", include_str!("../templates/units/etcd.service")),
+    ("units/kube-apiserver.service", include_str!("../templates/units/kube-apiserver.service")),
+    ("units/kube-controller-manager.service", include_str!("../templates/units/kube-controller-manager.service")),
+    ("units/kube-scheduler.service", include_str!("../templates/units/kube-scheduler.service")),
+    ("units/kubelet.service", include_str!("../templates/units/kubelet.service")),
 ];
+
+/// `paths` / `layout` of a node's context: artifact id → absolute path.
+fn lookup(state: &State, map: &str, id: &str) -> Option<String> {
+    let v = state.lookup(map)?.get_item(&Value::from(id)).ok()?;
+    v.as_str().map(str::to_string)
+}
+
+fn missing(id: &str, what: &str) -> minijinja::Error {
+    minijinja::Error::new(
+        minijinja::ErrorKind::InvalidOperation,
+        format!("the profile {what} {id:?} for this node's roles; add a line for it to the profile"),
+    )
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("template {template}: {message}")]
@@ -39,6 +60,18 @@ impl Renderer {
         env.set_syntax(minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build().expect("valid syntax config"));
         env.add_filter("quote", |v: String| serde_json::to_string(&v).unwrap_or_default());
         env.add_filter("b64", |v: String| base64::engine::general_purpose::STANDARD.encode(v.as_bytes()));
+        // Node files name other files by artifact id: `path(id)` is where this node has it (an
+        // error when it has none), `has(id)` whether it has it, `layout_path(id)` where the
+        // profile puts it for the node's roles even when this node does not get it (a kubelet
+        // writes its own kubeconfig there after TLS bootstrap).
+        env.add_function("path", |state: &State, id: String| lookup(state, "paths", &id).ok_or_else(|| missing(&id, "places no")));
+        env.add_function("has", |state: &State, id: String| lookup(state, "paths", &id).is_some());
+        env.add_function("layout_path", |state: &State, id: String| {
+            lookup(state, "layout", &id).ok_or_else(|| missing(&id, "gives no path to"))
+        });
+        env.add_function("dir_of", |p: String| {
+            p.rsplit_once('/').map(|(d, _)| if d.is_empty() { "/".to_string() } else { d.to_string() }).unwrap_or(p)
+        });
         for (name, text) in TEMPLATES {
             env.add_template(name, text).expect("embedded templates parse");
         }

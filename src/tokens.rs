@@ -1,6 +1,6 @@
 //! `kubebundle token create|list|delete` on a bundle: the state's bootstrap tokens, kept in step
 //! with their Secret manifests, join.txt and (when the join token changes) every
-//! bootstrap-kubelet.conf and its node's tarball. Changes go through the same lock, staging
+//! bootstrap-kubelet.conf and kubeadm-join.yaml and their nodes' tarballs. Changes go through the same lock, staging
 //! directory and atomic swap as `generate`.
 
 use std::path::{Path, PathBuf};
@@ -13,9 +13,10 @@ use time::OffsetDateTime;
 use crate::clock::Clock;
 use crate::config::validate::is_token_group;
 use crate::config::DEFAULT_TOKEN_GROUP;
-use crate::materialize::{bootstrap_kubeconfig, join_text, token_manifests, token_secret, token_secret_path, JoinInfo};
+use crate::materialize::{bootstrap_kubeconfig, join_text, kubeadm_join, token_manifests, token_secret, token_secret_path, JoinInfo};
 use crate::output::{self, OutputError};
 use crate::pki::token;
+use crate::plan::JoinPlan;
 use crate::render::{RenderError, Renderer};
 use crate::state::{self, StateError, Token};
 
@@ -219,12 +220,29 @@ fn change(dir: &Path, clock: &Clock, edit: impl FnOnce(&mut Vec<Token>) -> Resul
         let ca_data = B64.encode(&b.ca_pem);
         for node in b.plan["nodes"].as_array().into_iter().flatten() {
             let Some(name) = node["name"].as_str() else { continue };
-            let file = node["files"].as_array().into_iter().flatten().find(|f| f["artifact"] == "bootstrap-kubelet.conf");
-            let (Some(path), Some(server)) = (file.and_then(|f| f["path"].as_str()), file.and_then(|f| f["server"].as_str())) else {
+            let file = |artifact: &str| node["files"].as_array().into_iter().flatten().find(|f| f["artifact"] == artifact);
+            let path_of = |artifact: &str| file(artifact).and_then(|f| f["path"].as_str()).map(str::to_string);
+            // Every file of the node that holds the join token.
+            let mut rewrites: Vec<(String, String)> = Vec::new();
+            if let (Some(path), Some(server)) =
+                (path_of("bootstrap-kubelet.conf"), file("bootstrap-kubelet.conf").and_then(|f| f["server"].as_str()))
+            {
+                rewrites.push((path, bootstrap_kubeconfig(&renderer, &b.cluster, server, &ca_data, t)?));
+            }
+            if let Some(path) = path_of("kubeadm-join") {
+                let join: JoinPlan = serde_json::from_value(node["join"].clone()).map_err(|e| TokenError::NotABundle {
+                    dir: dir.display().to_string(),
+                    reason: format!("plan.json: node {name}: join: {e}"),
+                })?;
+                rewrites.push((path, kubeadm_join(&renderer, &join, t, &b.join.hash)?));
+            }
+            if rewrites.is_empty() {
                 continue;
-            };
+            }
             let node_root = root.join("nodes").join(name);
-            output::write_file(&node_root.join(path), bootstrap_kubeconfig(&renderer, &b.cluster, server, &ca_data, t)?.as_bytes(), 0o600)?;
+            for (path, text) in rewrites {
+                output::write_file(&node_root.join(path), text.as_bytes(), 0o600)?;
+            }
             let tarball = root.join("nodes").join(format!("{name}.tar.gz"));
             let tgz = crate::pack::tar_gz(&output::read_tree(&node_root), clock.unix()).map_err(output::werr(&tarball))?;
             output::write_file(&tarball, &tgz, 0o600)?;

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 
+use crate::consistency;
 use crate::pki::catalog::{self, CertEntry, CommonName, Credential, SanRule, Signer};
 use crate::pki::keys::Key;
 use crate::pki::token;
@@ -98,6 +99,7 @@ pub const CHECK_PRIVILEGE: &str = "least-privilege";
 pub const CHECK_KUBECONFIG: &str = "kubeconfig";
 pub const CHECK_HASH: &str = "discovery-hash";
 pub const CHECK_ENCRYPTION: &str = "encryption";
+pub const CHECK_REFERENCES: &str = "references";
 
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -339,6 +341,9 @@ fn load_dir(root: &Path) -> Loaded {
 struct PlanDoc {
     #[serde(default)]
     control_plane_endpoint: String,
+    /// `local` or `external`.
+    #[serde(default)]
+    etcd: String,
     #[serde(default)]
     nodes: Vec<PlanNode>,
 }
@@ -385,7 +390,7 @@ fn read_plan(path: &Path) -> Result<PlanDoc, String> {
 // Certificates
 
 #[derive(Debug, Clone)]
-struct CertInfo {
+pub(crate) struct CertInfo {
     der: Vec<u8>,
     tbs: Vec<u8>,
     sig_alg: String,
@@ -397,14 +402,14 @@ struct CertInfo {
     cn: String,
     ski: Option<Vec<u8>>,
     aki: Option<Vec<u8>>,
-    spki_raw: Vec<u8>,
+    pub(crate) spki_raw: Vec<u8>,
     spki_alg: String,
     spki_curve: Option<String>,
     spki_key: Vec<u8>,
-    is_ca: bool,
+    pub(crate) is_ca: bool,
     key_cert_sign: bool,
-    server_auth: bool,
-    client_auth: bool,
+    pub(crate) server_auth: bool,
+    pub(crate) client_auth: bool,
     /// EKU present at all.
     has_eku: bool,
     other_eku: Vec<String>,
@@ -506,12 +511,12 @@ impl CertInfo {
         certs.iter().map(|b| CertInfo::from_der(b.contents())).collect()
     }
 
-    fn from_pem(bytes: &[u8]) -> Result<CertInfo, String> {
+    pub(crate) fn from_pem(bytes: &[u8]) -> Result<CertInfo, String> {
         let mut all = CertInfo::all_from_pem(bytes)?;
         Ok(all.remove(0))
     }
 
-    fn covers_host(&self, host: &str) -> bool {
+    pub(crate) fn covers_host(&self, host: &str) -> bool {
         match host.parse::<IpAddr>() {
             Ok(ip) => self.ips.contains(&ip),
             Err(_) => self.dns.iter().any(|d| dns_matches(d, host)),
@@ -543,7 +548,7 @@ fn signature_ok(cert: &CertInfo, issuer: &CertInfo) -> Result<(), String> {
 }
 
 /// Does the private key (PEM) belong to this public key (DER SubjectPublicKeyInfo)?
-fn key_matches(key_pem: &[u8], spki_der: &[u8]) -> Result<bool, String> {
+pub(crate) fn key_matches(key_pem: &[u8], spki_der: &[u8]) -> Result<bool, String> {
     let text = std::str::from_utf8(key_pem).map_err(|_| "the key is not PEM text".to_string())?;
     let key = Key::from_pem(text).map_err(|e| e.to_string())?;
     Ok(same_public_key(&key.spki_der(), spki_der))
@@ -578,6 +583,8 @@ struct Kubeconfig {
     server: String,
     ca: Option<Vec<u8>>,
     cert_pem: Option<Vec<u8>>,
+    /// `client-certificate`: a file path instead of data.
+    cert_file: Option<String>,
     key_pem: Option<Vec<u8>>,
     token: Option<String>,
 }
@@ -595,6 +602,7 @@ fn parse_kubeconfig(bytes: &[u8]) -> Result<Kubeconfig, String> {
         server: cluster.server.clone(),
         ca: decode("certificate-authority-data", cluster.certificate_authority_data.as_deref())?,
         cert_pem: decode("client-certificate-data", user.and_then(|u| u.client_certificate_data.as_deref()))?,
+        cert_file: user.and_then(|u| u.client_certificate.clone()),
         key_pem: decode("client-key-data", user.and_then(|u| u.client_key_data.as_deref()))?,
         token: user.and_then(|u| u.token.clone()),
     })
@@ -704,6 +712,7 @@ struct NodeInfo {
     /// path → what belongs there.
     layout: BTreeMap<String, Expected>,
     from_plan: bool,
+    external_etcd: bool,
 }
 
 #[derive(Clone)]
@@ -764,6 +773,7 @@ fn from_plan(plan: &PlanDoc, node: &PlanNode) -> NodeInfo {
         endpoint_hosts: [endpoint_host(&plan.control_plane_endpoint)].into_iter().filter(|h| !h.is_empty()).collect(),
         layout,
         from_plan: true,
+        external_etcd: plan.etcd == "external",
     }
 }
 
@@ -823,7 +833,7 @@ fn infer(files: &BTreeMap<String, TreeFile>, fallback_name: &str) -> NodeInfo {
         .filter_map(|(_, f)| parse_kubeconfig(&f.bytes).ok())
         .filter_map(|k| url_host(&k.server).map(|(_, h)| h))
         .collect();
-    NodeInfo { layout: default_layout(&name), name, addresses, roles, endpoint_hosts, from_plan: false }
+    NodeInfo { layout: default_layout(&name), name, addresses, roles, endpoint_hosts, from_plan: false, external_etcd: false }
 }
 
 // =============================================================================================
@@ -1138,6 +1148,7 @@ impl Verifier {
         let files = &loaded.files;
         self.check_presence(&s, info, files);
         self.check_modes(&s, info, files);
+        self.check_references(&s, info, files, info.external_etcd);
 
         // CA certificates of this tree.
         let mut cas: BTreeMap<&'static str, (String, CertInfo)> = BTreeMap::new();
@@ -1192,6 +1203,9 @@ impl Verifier {
                                     }),
                                     Err(e) => self.add(&s, Severity::Error, path, CHECK_FORMAT, format!("client-certificate-data: {e}")),
                                 },
+                                // A client certificate given as a file is a file of the tree, checked as
+                                // such; the reference itself is checked by the consistency check.
+                                _ if kc.cert_file.is_some() => {}
                                 _ => self.add(&s, Severity::Error, path, CHECK_KUBECONFIG, "no client-certificate-data"),
                             }
                         }
@@ -1249,6 +1263,21 @@ impl Verifier {
         }
     }
 
+    /// Every file a unit, kubeconfig, kubeadm config, KubeletConfiguration or patch of the tree
+    /// references is in the tree, holding the right kind of content.
+    fn check_references(&mut self, s: &Scope, info: &NodeInfo, files: &BTreeMap<String, TreeFile>, external_etcd: bool) {
+        let contents: BTreeMap<String, &[u8]> = files.iter().map(|(p, f)| (p.clone(), f.bytes.as_slice())).collect();
+        let facts = consistency::NodeFacts { addresses: info.addresses.clone(), external_etcd };
+        for i in consistency::check(&contents, &facts) {
+            let sev = match (i.ok, i.error) {
+                (true, _) => Severity::Ok,
+                (false, true) => Severity::Error,
+                (false, false) => Severity::Warning,
+            };
+            self.add(s, sev, &i.file, CHECK_REFERENCES, i.message);
+        }
+    }
+
     /// Least privilege: the files a node holds are those it needs.
     fn check_presence(&mut self, s: &Scope, info: &NodeInfo, files: &BTreeMap<String, TreeFile>) {
         if info.from_plan {
@@ -1280,7 +1309,7 @@ impl Verifier {
                 self.add(s, sev, path, CHECK_PRIVILEGE, "not a file of the kubeadm layout; not checked");
                 continue;
             };
-            let secret = !matches!(e.artifact, Some(Artifact::CertPem(_)));
+            let secret = e.artifact.is_none_or(|a| a.is_secret());
             let needed = e.roles.iter().any(|r| info.roles.contains(r));
             if secret && !needed {
                 let roles = info.roles.iter().cloned().collect::<Vec<_>>().join(", ");
@@ -1304,7 +1333,7 @@ impl Verifier {
     fn check_modes(&mut self, s: &Scope, info: &NodeInfo, files: &BTreeMap<String, TreeFile>) {
         for (path, f) in files {
             let Some(e) = info.layout.get(path) else { continue };
-            let secret = !matches!(e.artifact, Some(Artifact::CertPem(_)));
+            let secret = e.artifact.is_none_or(|a| a.is_secret());
             let (sev, msg) = if f.mode == e.mode {
                 (Severity::Ok, format!("{:04o}", f.mode))
             } else if secret && f.mode & 0o077 != 0 {

@@ -210,6 +210,7 @@ fn manifests_match_the_reference() {
             "cgroupDriver",
             "clusterDNS",
             "clusterDomain",
+            "containerRuntimeEndpoint",
             "kind",
             "rotateCertificates",
             "serverTLSBootstrap",
@@ -220,6 +221,7 @@ fn manifests_match_the_reference() {
     );
     assert_eq!(k["clusterDNS"][0], "10.112.0.10");
     assert_eq!(k["clusterDomain"], "mf.local");
+    assert_eq!(k["containerRuntimeEndpoint"], "unix:///var/run/containerd/containerd.sock");
     assert_eq!(k["rotateCertificates"], true);
     assert_eq!(k["serverTLSBootstrap"], false);
     assert_eq!(k["authentication"]["x509"]["clientCAFile"], "/etc/kubernetes/pki/ca.crt");

@@ -66,6 +66,7 @@ fn is_secret(name: &str) -> bool {
         || name == "sa.pub"
         || name.ends_with(".tar.gz")
         || name == "join.txt"
+        || name == "kubeadm-join.yaml"
         || name == "encryption-config.yaml"
         || name == "encryption.yaml"
         || name == "tokens.yaml"

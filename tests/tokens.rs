@@ -1,5 +1,5 @@
 //! `kubebundle token create|list|delete` keep the state, the Secret manifests, join.txt and the
-//! workers' bootstrap-kubelet.conf (and tarballs) in step, and never show a secret in `list`.
+//! workers' bootstrap-kubelet.conf and kubeadm-join.yaml (and tarballs) in step, and never show a secret in `list`.
 
 mod common;
 
@@ -77,6 +77,12 @@ fn tokens_are_created_listed_and_deleted_in_step_with_the_bundle() {
     assert!(join.contains(&new) && !join.contains(&first), "{join}");
     let boot = std::fs::read_to_string(cluster.join("nodes/w1/etc/kubernetes/bootstrap-kubelet.conf")).unwrap();
     assert!(boot.contains(&new) && !boot.contains(&first), "{boot}");
+    // kubeadm-join.yaml holds the join token twice (discovery and TLS bootstrap); the tarball
+    // follows the tree (verify_bundle compares them).
+    let kubeadm_join = std::fs::read_to_string(cluster.join("nodes/w1/etc/kubernetes/kubeadm-join.yaml")).unwrap();
+    assert_eq!(kubeadm_join.matches(&new).count(), 2, "{kubeadm_join}");
+    assert!(!kubeadm_join.contains(&first), "{kubeadm_join}");
+    assert_eq!(mode_of(&cluster.join("nodes/w1/etc/kubernetes/kubeadm-join.yaml")), Some(0o600));
     verify_bundle(&cluster, Some(NOW)).unwrap_or_else(|e| panic!("{e}"));
 
     // The last token workers can join with cannot be deleted; an unknown id is refused too.

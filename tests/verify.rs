@@ -523,11 +523,11 @@ fn another_nodes_kubelet_certificate_is_an_error() {
 #[test]
 fn an_unencrypting_or_diverging_encryption_config_is_an_error() {
     let (_d, cluster) = copy_bundle(multi());
-    let enc = cluster.join("nodes/cp2/etc/kubernetes/pki/encryption-config.yaml");
+    let enc = cluster.join("nodes/cp2/etc/kubernetes/encryption/encryption-config.yaml");
     let text = std::fs::read_to_string(&enc).unwrap();
     let at = text.find("  - aescbc:").expect("aescbc provider");
     std::fs::write(&enc, format!("{}  - identity: {{}}\n{}", &text[..at], &text[at..])).unwrap();
     let r = run_verify(&cluster);
-    assert_error(&r, "encryption", "nodes/cp2/etc/kubernetes/pki/encryption-config.yaml", "first provider for secrets is identity");
-    assert_error(&r, "encryption", "nodes/cp2/etc/kubernetes/pki/encryption-config.yaml", "differs from cp1's");
+    assert_error(&r, "encryption", "nodes/cp2/etc/kubernetes/encryption/encryption-config.yaml", "first provider for secrets is identity");
+    assert_error(&r, "encryption", "nodes/cp2/etc/kubernetes/encryption/encryption-config.yaml", "differs from cp1's");
 }

@@ -38,6 +38,9 @@ pub struct Config {
     /// The directory of the config file, for relative paths in it.
     pub base_dir: Option<std::path::PathBuf>,
     pub worker_join: WorkerJoin,
+    /// How joining nodes find the cluster: `kubeadm-join.yaml` uses token discovery (with the CA
+    /// hash) or the discovery file shipped in the tarball.
+    pub discovery: Discovery,
     /// Things the run should tell the user (defaults taken, documents ignored).
     pub notes: Vec<String>,
 }
@@ -103,7 +106,17 @@ pub type San = Host;
 #[derive(Debug, Clone)]
 pub enum EtcdMode {
     Local { server_sans: Vec<San>, peer_sans: Vec<San> },
-    External,
+    External(ExternalEtcd),
+}
+
+/// `etcd.external`: the cluster's etcd is run by someone else; the API servers reach it with
+/// these client files, which are not part of the bundle.
+#[derive(Debug, Clone, Default)]
+pub struct ExternalEtcd {
+    pub endpoints: Vec<String>,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -141,6 +154,15 @@ pub enum WorkerJoin {
     Token,
     /// Workers get a pre-issued kubelet.conf.
     Certificate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Discovery {
+    /// `discovery.bootstrapToken` with `caCertHashes`: the node fetches cluster-info.
+    Token,
+    /// `discovery.file`: the node reads the cluster CA and endpoint from its tarball.
+    File,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

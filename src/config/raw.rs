@@ -216,6 +216,7 @@ pub struct Inventory {
     pub kind: Option<S<Text>>,
     pub profile: Option<S<Text>>,
     pub worker_join: Option<S<Text>>,
+    pub discovery: Option<S<Text>>,
     pub nodes: Option<Vec<S<InventoryNode>>>,
 }
 

@@ -18,7 +18,7 @@ use crate::util::version::KubeVersion;
 const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
 const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(8760 * 3600);
 const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(87600 * 3600);
-pub const BUILTIN_PROFILES: [&str; 1] = ["kubeadm"];
+pub const BUILTIN_PROFILES: [&str; 3] = ["kubeadm", "hardway", "binary"];
 /// kubeadm.k8s.io/v1beta2, the oldest config API read, came with Kubernetes 1.15.
 const MIN_MINOR: u32 = 15;
 const NODE_NAME_HINT: &str = "node names are lowercase RFC 1123 names: a-z, 0-9, '-' and '.', starting and ending with a letter or digit";
@@ -657,12 +657,19 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
     let etcd = match c.etcd.as_ref() {
         Some(raw::Etcd { local: Some(_), external: Some(ext) }) => {
             p.error(Some(&ext.referenced), "ClusterConfiguration.etcd", "both local and external are set", Some("choose one"));
-            EtcdMode::External
+            EtcdMode::External(ExternalEtcd::default())
         }
         Some(raw::Etcd { external: Some(ext), .. }) => {
             validate_external_etcd(p, ext);
             notes.push("etcd is external: no etcd CA, etcd certificates or apiserver-etcd-client are made; the apiserver uses the files named in etcd.external".to_string());
-            EtcdMode::External
+            let e = &ext.value;
+            let text = |t: &Option<Text>| t.as_ref().map(|t| t.to_string());
+            EtcdMode::External(ExternalEtcd {
+                endpoints: e.endpoints.iter().flatten().map(|t| t.to_string()).collect(),
+                ca_file: text(&e.ca_file),
+                cert_file: text(&e.cert_file),
+                key_file: text(&e.key_file),
+            })
         }
         Some(raw::Etcd { local: Some(l), .. }) => EtcdMode::Local {
             server_sans: sans(p, &l.server_cert_sans, "ClusterConfiguration.etcd.local.serverCertSANs"),
@@ -759,7 +766,7 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
                 );
             }
         }
-        EtcdMode::External => {
+        EtcdMode::External(_) => {
             if let Some(n) = nodes.iter().find(|n| n.roles.etcd) {
                 p.error(
                     inv_loc,
@@ -803,6 +810,20 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         }
     };
 
+    let discovery = match inv.discovery.as_ref().map(|s| (s, s.value.as_str())) {
+        None | Some((_, "token")) => Discovery::Token,
+        Some((_, "file")) => Discovery::File,
+        Some((s, other)) => {
+            p.error(
+                Some(&s.referenced),
+                "Inventory.discovery",
+                format!("unknown value {other:?}"),
+                Some("use token (kubeadm-join.yaml fetches cluster-info and checks the CA hash) or file (it reads the discovery.conf shipped in the tarball)"),
+            );
+            Discovery::Token
+        }
+    };
+
     if p.has_errors() {
         return None;
     }
@@ -827,6 +848,7 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         profile,
         base_dir: None,
         worker_join,
+        discovery,
         notes,
     })
 }

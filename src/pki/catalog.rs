@@ -39,6 +39,10 @@ pub enum Scope {
     PreIssuedKubelet,
     /// Nodes that join by TLS bootstrap: non-control-plane nodes when `workerJoin: token`.
     TokenJoined,
+    /// Every node but the first control plane: they run `kubeadm join`.
+    Joining,
+    /// Joining nodes when `Inventory.discovery: file`.
+    FileDiscovery,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,6 +287,87 @@ pub static KUBECONFIGS: &[KubeconfigEntry] = &[
         since_minor: 0,
     },
 ];
+
+/// Files rendered per node from `templates/`: their content follows the node's plan (the
+/// paths the profile gives its other files), so units and configs point at what is shipped.
+#[derive(Debug)]
+pub struct RenderedEntry {
+    /// The artifact id a profile names.
+    pub id: &'static str,
+    pub template: &'static str,
+    pub scope: Scope,
+    pub kind: RenderedKind,
+}
+
+impl RenderedEntry {
+    /// Holds a secret (the join token), so it is written 0600.
+    pub fn secret(&self) -> bool {
+        self.kind == RenderedKind::KubeadmJoin
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenderedKind {
+    /// A KubeletConfiguration.
+    KubeletConfig,
+    /// kubeadm's InitConfiguration + ClusterConfiguration (no secret: the tokens are in manifests/).
+    KubeadmInit,
+    /// kubeadm's JoinConfiguration; holds the join token.
+    KubeadmJoin,
+    /// A kubeconfig with only the cluster (server + CA), for `discovery.file`.
+    DiscoveryKubeconfig,
+    /// A kubeadm `--patches` file for the kube-apiserver static pod.
+    ApiserverPatch,
+    /// A systemd unit.
+    Unit,
+}
+
+pub static RENDERED: &[RenderedEntry] = &[
+    RenderedEntry {
+        id: "kubelet-config",
+        template: "kubelet-configuration.yaml",
+        scope: Scope::EachNode,
+        kind: RenderedKind::KubeletConfig,
+    },
+    RenderedEntry { id: "kubeadm-init", template: "kubeadm-init.yaml", scope: Scope::FirstControlPlane, kind: RenderedKind::KubeadmInit },
+    RenderedEntry { id: "kubeadm-join", template: "kubeadm-join.yaml", scope: Scope::Joining, kind: RenderedKind::KubeadmJoin },
+    RenderedEntry {
+        id: "discovery.conf",
+        template: "cluster-info-kubeconfig.yaml",
+        scope: Scope::FileDiscovery,
+        kind: RenderedKind::DiscoveryKubeconfig,
+    },
+    RenderedEntry {
+        id: "kube-apiserver-patch",
+        template: "kube-apiserver-patch.yaml",
+        scope: Scope::EachControlPlane,
+        kind: RenderedKind::ApiserverPatch,
+    },
+    RenderedEntry { id: "etcd.service", template: "units/etcd.service", scope: Scope::EachEtcdMember, kind: RenderedKind::Unit },
+    RenderedEntry {
+        id: "kube-apiserver.service",
+        template: "units/kube-apiserver.service",
+        scope: Scope::EachControlPlane,
+        kind: RenderedKind::Unit,
+    },
+    RenderedEntry {
+        id: "kube-controller-manager.service",
+        template: "units/kube-controller-manager.service",
+        scope: Scope::EachControlPlane,
+        kind: RenderedKind::Unit,
+    },
+    RenderedEntry {
+        id: "kube-scheduler.service",
+        template: "units/kube-scheduler.service",
+        scope: Scope::EachControlPlane,
+        kind: RenderedKind::Unit,
+    },
+    RenderedEntry { id: "kubelet.service", template: "units/kubelet.service", scope: Scope::EachNode, kind: RenderedKind::Unit },
+];
+
+pub fn rendered(id: &str) -> Option<&'static RenderedEntry> {
+    RENDERED.iter().find(|r| r.id == id)
+}
 
 /// Cluster-wide secrets that are not certificates, kept in the state.
 pub const SA_KEY: &str = "sa.key";

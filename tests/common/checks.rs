@@ -1122,7 +1122,7 @@ pub fn check_join_and_discovery(ctx: &Ctx, f: &mut Failures) {
 // =============================================================================================
 // Encryption at rest
 
-pub const ENCRYPTION_CONFIG: &str = "etc/kubernetes/pki/encryption-config.yaml";
+pub const ENCRYPTION_CONFIG: &str = "etc/kubernetes/encryption/encryption-config.yaml";
 
 /// Returns the aescbc secret of the first control plane.
 pub fn check_encryption(ctx: &Ctx, f: &mut Failures) -> Option<String> {

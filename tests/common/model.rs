@@ -91,6 +91,8 @@ pub struct Model {
     pub ca_validity: Option<String>,
     pub bootstrap_tokens: Vec<String>,
     pub worker_join: Option<String>,
+    /// Inventory.discovery (token when absent).
+    pub discovery: Option<String>,
     pub bind_port: u16,
     pub nodes: Vec<Node>,
     /// The run clock.
@@ -116,6 +118,7 @@ impl Model {
             ca_validity: None,
             bootstrap_tokens: vec![],
             worker_join: None,
+            discovery: None,
             bind_port: 6443,
             nodes,
             now: NOW_UNIX,
@@ -191,6 +194,9 @@ impl Model {
         if let Some(w) = &self.worker_join {
             y.push_str(&format!("workerJoin: {w}\n"));
         }
+        if let Some(d) = &self.discovery {
+            y.push_str(&format!("discovery: {d}\n"));
+        }
         y.push_str("nodes:\n");
         for n in &self.nodes {
             y.push_str(&format!("- name: \"{}\"\n  address: \"{}\"\n", n.name, n.address));
@@ -254,6 +260,7 @@ impl Model {
                 Some("Inventory") => {
                     seen_inventory = true;
                     m.worker_join = d["workerJoin"].as_str().map(String::from);
+                    m.discovery = d["discovery"].as_str().map(String::from);
                     for n in d["nodes"].as_array().ok_or("Inventory has no nodes")? {
                         let roles = strs(&n["roles"])
                             .iter()
@@ -307,6 +314,9 @@ impl Model {
     }
     pub fn worker_join(&self) -> &str {
         self.worker_join.as_deref().unwrap_or("token")
+    }
+    pub fn discovery(&self) -> &str {
+        self.discovery.as_deref().unwrap_or("token")
     }
 
     pub fn control_planes(&self) -> Vec<&Node> {
@@ -672,7 +682,19 @@ impl Model {
         if n.is_cp() {
             v.push(("etc/kubernetes/pki/sa.key".to_string(), 0o600));
             v.push(("etc/kubernetes/pki/sa.pub".to_string(), 0o600));
-            v.push(("etc/kubernetes/pki/encryption-config.yaml".to_string(), 0o600));
+            v.push(("etc/kubernetes/encryption/encryption-config.yaml".to_string(), 0o600));
+            v.push(("etc/kubernetes/patches/kube-apiserver+json.yaml".to_string(), 0o644));
+        }
+        // The kubelet's configuration, and kubeadm's: init on the first control plane, join
+        // (holding the token) everywhere else.
+        v.push(("var/lib/kubelet/config.yaml".to_string(), 0o644));
+        if n.name == self.first_cp().name {
+            v.push(("etc/kubernetes/kubeadm-init.yaml".to_string(), 0o644));
+        } else {
+            v.push(("etc/kubernetes/kubeadm-join.yaml".to_string(), 0o600));
+            if self.discovery() == "file" {
+                v.push(("etc/kubernetes/discovery.conf".to_string(), 0o644));
+            }
         }
         v
     }
