@@ -44,6 +44,7 @@
 //! (1, or 0 for `invalid-chain` and `unreadable`), `kind` being `certificate` or
 //! `certificate-authority`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -554,6 +555,8 @@ struct Tree {
     root: Option<PathBuf>,
     /// A kubebundle node: also list kubelet.conf and the kubelet serving certificate.
     kubebundle: bool,
+    /// A bundle node's files by artifact id (from plan.json), for any profile's layout.
+    layout: Option<BTreeMap<String, PathBuf>>,
 }
 
 impl Tree {
@@ -561,7 +564,7 @@ impl Tree {
     fn kubeadm(etc_kubernetes: &Path, prefix: String) -> Tree {
         let root = node_root_of(etc_kubernetes);
         let kubebundle = root.as_deref().is_some_and(is_kubebundle_node);
-        Tree { prefix, pki: etc_kubernetes.join("pki"), confs: Some(etc_kubernetes.to_path_buf()), root, kubebundle }
+        Tree { prefix, pki: etc_kubernetes.join("pki"), confs: Some(etc_kubernetes.to_path_buf()), root, kubebundle, layout: None }
     }
 }
 
@@ -627,7 +630,7 @@ pub fn check_expiration(args: &ExpiryArgs) -> Result<ExpiryReport, ExpiryError> 
     } else if dir.join("pki").is_dir() {
         check.tree_with_own_cas(&Tree::kubeadm(dir, String::new()));
     } else if looks_like_pki(dir) {
-        let tree = Tree { prefix: String::new(), pki: dir.clone(), confs: None, root: None, kubebundle: false };
+        let tree = Tree { prefix: String::new(), pki: dir.clone(), confs: None, root: None, kubebundle: false, layout: None };
         check.tree_with_own_cas(&tree);
     }
 
@@ -667,10 +670,16 @@ impl Checker {
         if let Some(state) = &state {
             self.list_cas(state, "");
         }
+        // With plan.json, each node's files are where its profile put them.
+        let layouts = crate::plan::bundle_layouts(dir);
         let mut nodes: Vec<(String, PathBuf)> = std::fs::read_dir(dir.join("nodes"))
             .map(|rd| {
                 rd.flatten()
-                    .filter(|e| e.path().join("etc/kubernetes").is_dir())
+                    .filter(|e| e.path().is_dir())
+                    .filter(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        layouts.as_ref().map_or(e.path().join("etc/kubernetes").is_dir(), |l| l.contains_key(&name))
+                    })
                     .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
                     .collect()
             })
@@ -680,6 +689,7 @@ impl Checker {
             let mut tree = Tree::kubeadm(&root.join("etc/kubernetes"), format!("{name}/"));
             tree.root = Some(root);
             tree.kubebundle = true;
+            tree.layout = layouts.as_ref().and_then(|l| l.get(&name).cloned());
             match &state {
                 Some(state) => self.leaves(&tree, state),
                 None => self.tree_with_own_cas(&tree),
@@ -707,16 +717,29 @@ impl Checker {
     fn leaves(&mut self, tree: &Tree, cas: &CaSet) {
         let extra: &[(&str, Source)] = if tree.kubebundle { KUBEBUNDLE_LEAVES } else { &[] };
         for &(id, source) in KUBEADM_LEAVES.iter().chain(extra) {
-            let path = match source {
-                Source::Pki(rel) => tree.pki.join(rel),
-                Source::Kubeconfig(file) => match &tree.confs {
+            let path = match (&tree.layout, source) {
+                // A profile's layout: the certificate file when the profile places one (also for
+                // a kubeconfig's client certificate), else the kubeconfig.
+                (Some(layout), _) => match layout.get(&format!("{id}.crt")).or_else(|| layout.get(id)) {
+                    Some(p) => p.clone(),
+                    None => continue,
+                },
+                (None, Source::Pki(rel)) => tree.pki.join(rel),
+                (None, Source::Kubeconfig(file)) => match &tree.confs {
                     Some(confs) => confs.join(file),
                     None => continue,
                 },
-                Source::Root(rel) => match &tree.root {
+                (None, Source::Root(rel)) => match &tree.root {
                     Some(root) => root.join(rel),
                     None => continue,
                 },
+            };
+            let source = if tree.layout.is_some() && !path.to_string_lossy().ends_with(".crt") && catalog::kubeconfig(id).is_some() {
+                Source::Kubeconfig(id)
+            } else if tree.layout.is_some() {
+                Source::Root("")
+            } else {
+                source
             };
             if !present(&path) {
                 continue;

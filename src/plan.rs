@@ -67,6 +67,27 @@ pub struct JoinPlan {
     pub ignore_preflight_errors: Vec<String>,
 }
 
+/// Where each node of a bundle keeps each artifact, from its plan.json: node name → artifact
+/// id → absolute path under `<bundle>/nodes/<node>/`. None when the bundle has no readable plan
+/// (`certs` then falls back to kubeadm's layout).
+pub fn bundle_layouts(
+    bundle: &std::path::Path,
+) -> Option<std::collections::BTreeMap<String, std::collections::BTreeMap<String, std::path::PathBuf>>> {
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("plan.json")).ok()?).ok()?;
+    let mut out = std::collections::BTreeMap::new();
+    for node in plan["nodes"].as_array()? {
+        let name = node["name"].as_str()?.to_string();
+        let root = bundle.join("nodes").join(&name);
+        let files = node["files"]
+            .as_array()?
+            .iter()
+            .filter_map(|f| Some((f["artifact"].as_str()?.to_string(), root.join(f["path"].as_str()?))))
+            .collect();
+        out.insert(name, files);
+    }
+    Some(out)
+}
+
 /// The kubeadm config API a Kubernetes minor reads.
 pub fn kubeadm_api_version(minor: u32) -> &'static str {
     if minor >= 31 {

@@ -37,6 +37,7 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::public_key::PublicKey;
 
 use crate::config::KeyAlgorithm;
+use crate::pki::catalog;
 use crate::pki::issue::random_serial;
 use crate::pki::keys::{pem_encode, Key};
 
@@ -77,6 +78,8 @@ pub struct RenewReport {
     /// Every file that was (or, for a dry run, would be) replaced.
     pub changed_files: Vec<PathBuf>,
     pub dry_run: bool,
+    /// The components run as systemd units (a hardway or binary profile), not static pods.
+    pub systemd: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +209,34 @@ struct Tree {
     pki: PathBuf,
     /// The node's name and tarball, inside a bundle.
     tarball: Option<PathBuf>,
+    /// A bundle node's files by artifact id (from plan.json), for any profile's layout.
+    layout: Option<BTreeMap<String, PathBuf>>,
+}
+
+impl Tree {
+    /// Where the tree keeps `artifact`: per its profile when known, else at kubeadm's `default`.
+    fn file(&self, artifact: &str, default: impl FnOnce() -> Option<PathBuf>) -> Option<PathBuf> {
+        match &self.layout {
+            Some(l) => l.get(artifact).cloned(),
+            None => default(),
+        }
+    }
+
+    /// Every kubeconfig of the tree.
+    fn kubeconfigs(&self) -> Vec<PathBuf> {
+        let mut here: Vec<PathBuf> = match &self.layout {
+            Some(l) => l
+                .iter()
+                .filter(|(a, _)| catalog::kubeconfig(a).is_some() || a.as_str() == "discovery.conf")
+                .map(|(_, p)| p.clone())
+                .collect(),
+            None => std::fs::read_dir(&self.confs)
+                .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "conf") && p.is_file()).collect())
+                .unwrap_or_default(),
+        };
+        here.sort();
+        here
+    }
 }
 
 struct Layout {
@@ -226,10 +257,16 @@ fn layout(dir: &Path) -> Result<Layout, RenewError> {
         return Err(not_a_tree());
     }
     if is_bundle(dir) {
+        // With plan.json, each node's files are where its profile put them.
+        let layouts = crate::plan::bundle_layouts(dir);
         let mut nodes: Vec<(String, PathBuf)> = std::fs::read_dir(dir.join("nodes"))
             .map_err(|e| RenewError::Read { path: dir.join("nodes").display().to_string(), message: e.to_string() })?
             .flatten()
-            .filter(|e| e.path().join("etc/kubernetes").is_dir())
+            .filter(|e| e.path().is_dir())
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                layouts.as_ref().map_or(e.path().join("etc/kubernetes").is_dir(), |l| l.contains_key(&name))
+            })
             .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
             .collect();
         nodes.sort();
@@ -243,6 +280,7 @@ fn layout(dir: &Path) -> Result<Layout, RenewError> {
                     pki: root.join("etc/kubernetes/pki"),
                     tarball: tarball.is_file().then_some(tarball),
                     root: Some(root),
+                    layout: layouts.as_ref().and_then(|l| l.get(&name).cloned()),
                 }
             })
             .collect();
@@ -264,7 +302,7 @@ fn layout(dir: &Path) -> Result<Layout, RenewError> {
         let t = r.parent()?.join(format!("{name}.tar.gz"));
         (r.parent()?.file_name()? == "nodes" && t.is_file()).then_some(t)
     });
-    let tree = Tree { prefix: String::new(), pki: etc.join("pki"), confs: etc, root, tarball };
+    let tree = Tree { prefix: String::new(), pki: etc.join("pki"), confs: etc, root, tarball, layout: None };
     Ok(Layout { trees: vec![tree], state_pki: None, extra_confs: Vec::new() })
 }
 
@@ -330,18 +368,19 @@ impl Work<'_> {
     /// state/pki when the tree holds the same certificate (or none).
     fn signer(&self, name: &str, tree: &Tree, state_pki: Option<&Path>, ca: &str) -> Result<Signer, RenewError> {
         let entry = ca_entry(ca).ok_or_else(|| RenewError::Missing { name: ca.to_string(), dir: tree.pki.display().to_string() })?;
-        let (own_crt, own_key) = (tree.pki.join(entry.crt), tree.pki.join(entry.key));
+        let own_crt = tree.file(&format!("{ca}.crt"), || Some(tree.pki.join(entry.crt))).unwrap_or_else(|| tree.pki.join(entry.crt));
+        let own_key = tree.file(&format!("{ca}.key"), || Some(tree.pki.join(entry.key))).unwrap_or_else(|| tree.pki.join(entry.key));
         let mut dir = None;
         if present(&own_crt) && present(&own_key) {
-            dir = Some(tree.pki.clone());
+            dir = Some((own_crt.clone(), own_key.clone()));
         } else if let Some(state) = state_pki {
             let (s_crt, s_key) = (state.join(entry.crt), state.join(entry.key));
             let same = !present(&own_crt) || self.read(&own_crt)? == self.read(&s_crt).unwrap_or_default();
             if present(&s_crt) && present(&s_key) && same {
-                dir = Some(state.to_path_buf());
+                dir = Some((s_crt, s_key));
             }
         }
-        let Some(dir) = dir else {
+        let Some((crt, key)) = dir else {
             if present(&own_crt) {
                 return Err(RenewError::ExternallyManaged {
                     name: name.to_string(),
@@ -351,7 +390,6 @@ impl Work<'_> {
             }
             return Err(RenewError::Missing { name: format!("{ca} (the CA of {name})"), dir: tree.pki.display().to_string() });
         };
-        let (crt, key) = (dir.join(entry.crt), dir.join(entry.key));
         let der = first_cert_der(ca, &crt, &self.read_text(&crt)?)?;
         let key = load_key(ca, &key, &self.read_text(&key)?)?;
         let x = parse_cert(ca, &crt, &der)?;
@@ -716,34 +754,41 @@ impl Work<'_> {
 
     fn renew_leaf_in(&mut self, leaf: &Leaf, tree: &Tree, state_pki: Option<&Path>) -> Result<bool, RenewError> {
         let shown = format!("{}{}", tree.prefix, leaf.name);
-        match leaf.place {
-            Place::Pki(crt, key) | Place::Root(crt, key) => {
-                let base = match (leaf.place, &tree.root) {
-                    (Place::Pki(..), _) => tree.pki.clone(),
-                    (_, Some(root)) => root.clone(),
-                    (_, None) => return Ok(false),
-                };
-                let (crt, key) = (follow(&base.join(crt), tree.root.as_deref()), follow(&base.join(key), tree.root.as_deref()));
-                if !present(&crt) {
-                    return Ok(false);
-                }
-                let ca = self.signer(&shown, tree, state_pki, leaf.ca)?;
-                let der = first_cert_der(&shown, &crt, &self.read_text(&crt)?)?;
-                let key_text = self.read_text(&key)?;
-                let new = renew_leaf(&shown, &crt, &der, &key_text, &ca, self.args)?;
-                self.changes.insert(crt.clone(), new.pem.clone().into_bytes());
-                if let Some(k) = &new.key_pem {
-                    self.changes.insert(key, k.clone().into_bytes());
-                }
-                self.note(shown, crt, &new);
+        // A certificate file and its key (a kubeconfig's client certificate too, when the
+        // profile places it as files), else the kubeconfig that embeds or references it.
+        let files = match leaf.place {
+            Place::Pki(crt, key) => tree
+                .file(&format!("{}.crt", leaf.name), || Some(tree.pki.join(crt)))
+                .zip(tree.file(&format!("{}.key", leaf.name), || Some(tree.pki.join(key)))),
+            Place::Root(crt, key) => tree
+                .file(&format!("{}.crt", leaf.name), || tree.root.as_ref().map(|r| r.join(crt)))
+                .zip(tree.file(&format!("{}.key", leaf.name), || tree.root.as_ref().map(|r| r.join(key)))),
+            Place::Kubeconfig(_) => tree
+                .layout
+                .as_ref()
+                .and_then(|l| l.get(&format!("{}.crt", leaf.name)).cloned().zip(l.get(&format!("{}.key", leaf.name)).cloned())),
+        };
+        if let Some((crt, key)) = files {
+            let (crt, key) = (follow(&crt, tree.root.as_deref()), follow(&key, tree.root.as_deref()));
+            if !present(&crt) {
+                return Ok(false);
             }
-            Place::Kubeconfig(file) => {
-                let conf = tree.confs.join(file);
-                if !present(&conf) {
-                    return Ok(false);
-                }
-                self.renew_kubeconfig(&shown, &conf, tree, state_pki, leaf.ca)?;
+            let ca = self.signer(&shown, tree, state_pki, leaf.ca)?;
+            let der = first_cert_der(&shown, &crt, &self.read_text(&crt)?)?;
+            let key_text = self.read_text(&key)?;
+            let new = renew_leaf(&shown, &crt, &der, &key_text, &ca, self.args)?;
+            self.changes.insert(crt.clone(), new.pem.clone().into_bytes());
+            if let Some(k) = &new.key_pem {
+                self.changes.insert(key, k.clone().into_bytes());
             }
+            self.note(shown, crt, &new);
+        } else if let Place::Kubeconfig(file) = leaf.place {
+            let Some(conf) = tree.file(leaf.name, || Some(tree.confs.join(file))).filter(|c| present(c)) else {
+                return Ok(false);
+            };
+            self.renew_kubeconfig(&shown, &conf, tree, state_pki, leaf.ca)?;
+        } else {
+            return Ok(false);
         }
         self.restart |= leaf.restart;
         Ok(true)
@@ -830,18 +875,14 @@ impl Work<'_> {
         let new_bytes = new.pem.clone().into_bytes();
         self.changes.insert(crt.clone(), new_bytes.clone());
         for tree in trees {
-            let copy = tree.pki.join(entry.crt);
+            let Some(copy) = tree.file(&format!("{}.crt", entry.name), || Some(tree.pki.join(entry.crt))) else { continue };
             if copy != crt && present(&copy) && self.read(&copy)? == old {
                 self.changes.insert(copy, new_bytes.clone());
             }
         }
         let mut confs: Vec<PathBuf> = extra_confs.to_vec();
         for tree in trees {
-            let mut here: Vec<PathBuf> = std::fs::read_dir(&tree.confs)
-                .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "conf") && p.is_file()).collect())
-                .unwrap_or_default();
-            here.sort();
-            confs.extend(here);
+            confs.extend(tree.kubeconfigs());
         }
         for conf in confs {
             let Ok(text) = self.read_text(&conf) else { continue };
@@ -1031,6 +1072,7 @@ pub fn renew(args: &RenewArgs) -> Result<RenewReport, RenewError> {
         repacked: Vec::new(),
         changed_files: changed.clone(),
         dry_run: args.dry_run,
+        systemd: lay.trees.iter().any(|t| t.layout.as_ref().is_some_and(|l| l.keys().any(|a| a.ends_with(".service")))),
     };
     if args.dry_run {
         report.repacked = tarballs.into_iter().map(|(_, t)| t).collect();
@@ -1089,9 +1131,13 @@ impl RenewReport {
             s.push_str("nothing to restart\n");
         } else {
             s.push_str(&format!("restart, in this order: {}\n", self.restart.join(", ")));
-            s.push_str(
-                "  (static pods: move the manifest out of /etc/kubernetes/manifests and back; kubelet: systemctl restart kubelet)\n",
-            );
+            if self.systemd {
+                s.push_str(&format!("  (systemctl restart {})\n", self.restart.join(" ")));
+            } else {
+                s.push_str(
+                    "  (static pods: move the manifest out of /etc/kubernetes/manifests and back; kubelet: systemctl restart kubelet)\n",
+                );
+            }
         }
         s
     }

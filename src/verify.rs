@@ -196,9 +196,10 @@ fn file_name(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-/// A root whose certificatesDir is elsewhere still has some kubeconfig or kubelet file.
+/// A root whose certificatesDir is elsewhere still has some kubelet file, or the hardway
+/// profile's /etc/k8s, or systemd units.
 fn looks_like_root(p: &Path) -> bool {
-    p.join("var/lib/kubelet").is_dir()
+    ["var/lib/kubelet", "etc/k8s", "etc/systemd/system"].iter().any(|d| p.join(d).is_dir())
 }
 
 // =============================================================================================

@@ -515,6 +515,10 @@ fn bundle_config() -> String {
 }
 
 fn generate(dir: &Path) -> PathBuf {
+    generate_with(dir, &[])
+}
+
+fn generate_with(dir: &Path, extra: &[&str]) -> PathBuf {
     let cfg = dir.join("cluster.yaml");
     std::fs::write(&cfg, bundle_config()).unwrap();
     let out = dir.join("out");
@@ -525,6 +529,7 @@ fn generate(dir: &Path) -> PathBuf {
         .arg("--out")
         .arg(&out)
         .args(["--now", "2026-01-01T00:00:00Z"])
+        .args(extra)
         .env("HOME", dir)
         .env_remove("SOURCE_DATE_EPOCH")
         .output()
@@ -666,4 +671,84 @@ fn kubelet_conf_pointing_at_a_file_renews_that_file() {
     assert_ne!(&both[..cert.len().min(both.len())], cert.as_slice());
     assert_eq!(pubkey(&both), pubkey(&cert));
     verifies(&etc.join("pki/ca.crt"), &both, at("2028-01-01T00:00:00Z")).unwrap();
+}
+
+/// plan.json's files of `node`: (artifact, path under the node root).
+fn planned(cluster: &Path, node: &str) -> Vec<(String, PathBuf)> {
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(cluster.join("plan.json")).unwrap()).unwrap();
+    let n = plan["nodes"].as_array().unwrap().iter().find(|n| n["name"] == node).unwrap();
+    n["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["artifact"].as_str().unwrap().to_string(), cluster.join("nodes").join(node).join(f["path"].as_str().unwrap())))
+        .collect()
+}
+
+#[test]
+fn hardway_and_binary_bundles_are_checked_and_renewed_where_their_profile_puts_files() {
+    for profile in ["hardway", "binary"] {
+        let t = temp(profile);
+        let cluster = generate_with(t.path(), &["--profile", profile]);
+        let leaf_files = |node: &str| -> Vec<PathBuf> {
+            planned(&cluster, node)
+                .into_iter()
+                .filter(|(a, _)| a.ends_with(".crt") && !["ca.crt", "front-proxy-ca.crt", "etcd-ca.crt"].contains(&a.as_str()))
+                .map(|(_, p)| p)
+                .collect()
+        };
+        // check-expiration lists every leaf at the profile's path.
+        let exp = kubebundle::expiry::check_expiration(&kubebundle::expiry::ExpiryArgs {
+            dir: cluster.clone(),
+            now: at("2026-06-01T00:00:00Z"),
+            warn_within: Duration::from_secs(30 * 86400),
+        })
+        .unwrap();
+        let listed: Vec<String> = exp.certificates.iter().map(|c| c.path.clone()).collect();
+        for node in ["cp1", "w1"] {
+            for f in leaf_files(node) {
+                assert!(listed.contains(&f.display().to_string()), "{profile}: {} not listed: {listed:?}", f.display());
+            }
+        }
+        assert!(exp.certificates.iter().any(|c| c.name == "cp1/apiserver"), "{profile}");
+        assert_eq!(exp.exit_code(), 0, "{profile}: {}", exp.render(kubebundle::expiry::Format::Table));
+
+        // renew all: every leaf file of every node, signed by the state's CA, a year from now.
+        let now_text = "2026-11-01T00:00:00Z";
+        let now = at(now_text);
+        let before = snapshot(&cluster);
+        let report = run(&args(&cluster, &["all"], now_text));
+        assert!(report.render().contains("systemctl restart etcd kube-apiserver"), "{profile}: {}", report.render());
+        for node in ["cp1", "cp2", "w1"] {
+            for f in leaf_files(node) {
+                let pem = std::fs::read(&f).unwrap();
+                assert_eq!(not_after(&pem), now + YEAR, "{profile}: {}", f.display());
+                let ca = if f.display().to_string().contains("etcd") { "state/pki/etcd/ca.crt" } else { "state/pki/ca.crt" };
+                let ca = if f.display().to_string().contains("front-proxy") { "state/pki/front-proxy-ca.crt" } else { ca };
+                verifies(&cluster.join(ca), &pem, now).unwrap_or_else(|e| panic!("{profile}: {}: {e}", f.display()));
+            }
+        }
+        // binary: the kubeconfigs point at the renewed files, so they are unchanged.
+        if profile == "binary" {
+            let rel = "nodes/cp1/etc/kubernetes/kube-controller-manager.kubeconfig";
+            assert_eq!(std::fs::read(cluster.join(rel)).unwrap(), before[rel].0, "{rel}");
+        }
+        verify_bundle(&cluster, now);
+
+        // renew ca: every copy of ca.crt on the nodes and every kubeconfig's CA data follow.
+        let mut a = args(&cluster, &["ca"], "2026-11-01T00:01:00Z");
+        a.validity = TEN_YEARS;
+        run(&a);
+        let new_ca = std::fs::read(cluster.join("state/pki/ca.crt")).unwrap();
+        for node in ["cp1", "w1"] {
+            for (artifact, path) in planned(&cluster, node) {
+                if artifact == "ca.crt" {
+                    assert_eq!(std::fs::read(&path).unwrap(), new_ca, "{profile}: {}", path.display());
+                } else if artifact.ends_with(".conf") && !artifact.ends_with(".conf.crt") {
+                    assert_eq!(ca_data(&path), new_ca, "{profile}: {}", path.display());
+                }
+            }
+        }
+        verify_bundle(&cluster, now);
+    }
 }
