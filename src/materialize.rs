@@ -93,6 +93,8 @@ struct Ctx<'a> {
     renderer: &'a Renderer,
     ca_data: String,
     hash: String,
+    /// The profile's name, for messages.
+    profile: String,
     /// The cluster part of every node file's template context.
     cluster: minijinja::Value,
 }
@@ -236,9 +238,10 @@ impl Ctx<'_> {
             Artifact::Rendered(r) => self
                 .rendered(n, f, r)
                 .map_err(|e| match e {
-                    MaterializeError::Render(e) => {
-                        MaterializeError::Missing(format!("{} for node {node} ({}): {}", f.path, r.id, e.message))
-                    }
+                    MaterializeError::Render(e) => MaterializeError::Missing(format!(
+                        "{}: error: {} for node {node} (profile {}): {}",
+                        f.origin, r.id, self.profile, e.message
+                    )),
                     e => e,
                 })?
                 .into_bytes(),
@@ -456,6 +459,7 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, p
         renderer: &renderer,
         ca_data: B64.encode(ca.cert.pem.as_bytes()),
         hash: hash.clone(),
+        profile: plan.profile.clone(),
         cluster: cluster_context(config),
     };
 

@@ -153,6 +153,9 @@ pub struct PlannedFile {
     pub certificate: Option<CertSpec>,
     #[serde(skip)]
     pub mode_bits: u32,
+    /// The profile line it comes from (`file:line:col: files[i]`), for messages.
+    #[serde(skip)]
+    pub origin: String,
 }
 
 impl Plan {
@@ -240,8 +243,9 @@ pub fn plan(config: &Config, profile: &Profile) -> Plan {
             let mut files: Vec<PlannedFile> = profile
                 .files
                 .iter()
-                .filter(|f| f.roles.iter().any(|r| node.roles.has(r)))
-                .filter_map(|f| {
+                .enumerate()
+                .filter(|(_, f)| f.roles.iter().any(|r| node.roles.has(r)))
+                .filter_map(|(i, f)| {
                     let art = profile::artifact(&f.artifact)?;
                     let (entry_ok, certificate, server) = match art {
                         Artifact::CertPem(e) | Artifact::KeyPem(e) => {
@@ -263,6 +267,10 @@ pub fn plan(config: &Config, profile: &Profile) -> Plan {
                         path: expand(&f.path, pki, node),
                         mode: f.mode.clone(),
                         mode_bits: profile::parse_mode(&f.mode).unwrap_or(0o600),
+                        origin: match f.position {
+                            Some((line, col)) => format!("{}:{line}:{col}: files[{i}]", profile.source),
+                            None => format!("{}: files[{i}]", profile.source),
+                        },
                         artifact: f.artifact.clone(),
                         server,
                         certificate,

@@ -68,6 +68,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("binary", include_str!("../profiles/binary.yaml")),
 ];
 
+pub fn is_builtin(name: &str) -> bool {
+    BUILTIN.iter().any(|(n, _)| *n == name)
+}
+
 /// What an artifact id names.
 #[derive(Debug, Clone, Copy)]
 pub enum Artifact {
@@ -132,7 +136,7 @@ impl Profile {
 
     /// A built-in name, or a file path relative to `base` (the config file's directory).
     pub fn load(name: &str, base: Option<&Path>) -> Result<Profile, ProfileError> {
-        if BUILTIN.iter().any(|(n, _)| *n == name) {
+        if is_builtin(name) {
             return Self::builtin(name);
         }
         let path = base.map(|b| b.join(name)).unwrap_or_else(|| Path::new(name).to_path_buf());
@@ -167,6 +171,13 @@ impl Profile {
                     &field("path"),
                     format!("{path:?} must be relative, without '.', '..' or empty parts"),
                     Some("paths are relative to the node's root, e.g. etc/kubernetes/pki/ca.crt or {pki}/ca.crt"),
+                );
+            } else if let Some(c) = path.chars().find(|c| !(c.is_ascii_alphanumeric() || "._-+@{}/".contains(*c))) {
+                p.error(
+                    Some(&f.path.referenced),
+                    &field("path"),
+                    format!("{path:?} holds {c:?}"),
+                    Some("paths go into unit flags and configs unquoted: use letters, digits and . _ - + @ / and the {pki} and {node} placeholders"),
                 );
             } else if let Some(other) = paths.insert(path.clone(), f.artifact.value.clone()) {
                 p.error(

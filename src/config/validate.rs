@@ -18,7 +18,6 @@ use crate::util::version::KubeVersion;
 const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
 const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(8760 * 3600);
 const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(87600 * 3600);
-pub const BUILTIN_PROFILES: [&str; 3] = ["kubeadm", "hardway", "binary"];
 /// kubeadm.k8s.io/v1beta2, the oldest config API read, came with Kubernetes 1.15.
 const MIN_MINOR: u32 = 15;
 const NODE_NAME_HINT: &str = "node names are lowercase RFC 1123 names: a-z, 0-9, '-' and '.', starting and ending with a letter or digit";
@@ -784,13 +783,13 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
     };
 
     let profile = match &inv.profile {
-        Some(s) if BUILTIN_PROFILES.contains(&s.value.as_str()) || is_profile_file(&s.value) => s.value.to_string(),
+        Some(s) if crate::profile::is_builtin(&s.value) || is_profile_file(&s.value) => s.value.to_string(),
         Some(s) => {
             p.error(
                 Some(&s.referenced),
                 "Inventory.profile",
                 format!("unknown profile {:?}", s.value),
-                Some(&format!("built-in profiles: {}", BUILTIN_PROFILES.join(", "))),
+                Some(&format!("built-in profiles: {}", crate::profile::BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))),
             );
             String::new()
         }
