@@ -188,8 +188,8 @@ impl Ctx<'_> {
 
     /// A node's KubeletConfiguration: its own CA file and serving certificate.
     fn kubelet_config(&self, n: &NodePlan) -> Result<String, MaterializeError> {
-        let ca =
-            n.path_of("ca.crt").ok_or_else(|| MaterializeError::Missing(format!("{}: kubelet-config needs ca.crt on the node", n.name)))?;
+        // A node without ca.crt gets kubeadm's path; verify's references check then reports it.
+        let ca = n.path_of("ca.crt").unwrap_or_else(|| format!("{}/ca.crt", self.config.certificates_dir));
         let serving = n.path_of("kubelet-serving.crt").zip(n.path_of("kubelet-serving.key"));
         Ok(self.renderer.render("kubelet-configuration.yaml", kubelet_context(self.config, &ca, serving))?)
     }
@@ -388,14 +388,12 @@ pub fn cluster_configuration(renderer: &Renderer, config: &Config) -> Result<Str
 }
 
 /// Manifests that follow the config: `kubeadm-config` (the ClusterConfiguration, which
-/// `kubeadm join` and `kubeadm upgrade` read) and `kubelet-config` (the KubeletConfiguration,
-/// with kubeadm's paths).
-pub fn config_manifests(renderer: &Renderer, config: &Config) -> Result<Vec<(String, String)>, RenderError> {
+/// `kubeadm join` and `kubeadm upgrade` read) and `kubelet-config` (`kubelet`: the
+/// KubeletConfiguration that `kubeadm join` writes on every joining node, so the first control
+/// plane's, as `kubeadm init` would upload it).
+pub fn config_manifests(renderer: &Renderer, config: &Config, kubelet: String) -> Result<Vec<(String, String)>, RenderError> {
     let cluster_configuration = cluster_configuration(renderer, config)?;
     let kubeadm_config = renderer.render("kubeadm-config.yaml", context! { cluster_configuration })?;
-    let ca = format!("{}/ca.crt", config.certificates_dir);
-    let serving = Some(("/var/lib/kubelet/pki/kubelet.crt".to_string(), "/var/lib/kubelet/pki/kubelet.key".to_string()));
-    let kubelet = renderer.render("kubelet-configuration.yaml", kubelet_context(config, &ca, serving))?;
     let kubelet_config = renderer.render("kubelet-config-map.yaml", context! { kubelet })?;
     Ok(vec![("manifests/kubeadm-config.yaml".into(), kubeadm_config), ("manifests/kubelet-config.yaml".into(), kubelet_config)])
 }
@@ -483,8 +481,13 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, p
     }
     let minor = config.kubernetes_version.minor;
     let server = config.control_plane_endpoint.url();
-    for (path, text) in
-        token_manifests(&renderer, &server, &ctx.ca_data, minor, &state.tokens)?.into_iter().chain(config_manifests(&renderer, config)?)
+    let first = plan
+        .node(&config.first_control_plane().name)
+        .ok_or_else(|| MaterializeError::Missing("the first control plane is not in the plan".into()))?;
+    let kubelet = ctx.kubelet_config(first)?;
+    for (path, text) in token_manifests(&renderer, &server, &ctx.ca_data, minor, &state.tokens)?
+        .into_iter()
+        .chain(config_manifests(&renderer, config, kubelet)?)
     {
         top.insert(&path, text.into_bytes(), 0o644);
     }

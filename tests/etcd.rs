@@ -15,19 +15,6 @@ use common::*;
 const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
 const NODES: [&str; 3] = ["cp1", "cp2", "cp3"];
 
-fn etcd_available() -> bool {
-    if std::env::var("KUBEBUNDLE_SKIP_ETCD").is_ok_and(|v| v == "1") {
-        eprintln!("NOTE: KUBEBUNDLE_SKIP_ETCD=1: the etcd test is skipped on purpose");
-        return false;
-    }
-    let ok = |p: &str, arg: &str| Command::new(p).arg(arg).output().is_ok_and(|o| o.status.success());
-    assert!(
-        ok("etcd", "--version") && ok("etcdctl", "version"),
-        "etcd and etcdctl are needed (apt-get install etcd-server etcd-client; .ci/run does it). Set KUBEBUNDLE_SKIP_ETCD=1 to skip on purpose."
-    );
-    true
-}
-
 struct Member {
     name: &'static str,
     ip: &'static str,
@@ -77,21 +64,6 @@ fn start_member(dir: &Path, m: &Member, all: &[Member], root: &Path, peer_root: 
         .arg(pki.join("ca.crt"))
         .arg("--peer-client-cert-auth");
     Proc::spawn(m.name, c, dir.join(format!("{}.log", m.name)))
-}
-
-/// etcdctl with a CA and a client cert/key pair, bounded in time.
-fn etcdctl(endpoints: &str, ca: &Path, cert: &Path, key: &Path, args: &[&str]) -> Run {
-    let mut c = Command::new("etcdctl");
-    c.env("ETCDCTL_API", "3")
-        .args(["--endpoints", endpoints, "--dial-timeout", "3s", "--command-timeout", "5s"])
-        .arg("--cacert")
-        .arg(ca)
-        .arg("--cert")
-        .arg(cert)
-        .arg("--key")
-        .arg(key)
-        .args(args);
-    run_cmd(c)
 }
 
 fn extract_roots(dir: &Path, cluster: &Path) -> Vec<PathBuf> {

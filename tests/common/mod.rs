@@ -201,6 +201,63 @@ pub fn truncate(s: &str, n: usize) -> String {
 }
 
 /// Runs a command to completion with a timeout, stdin closed. Never panics for a non-zero exit.
+/// Whether the etcd suites run: etcd and etcdctl must be installed (a missing one fails loudly),
+/// unless KUBEBUNDLE_SKIP_ETCD=1 skips them on purpose.
+pub fn etcd_available() -> bool {
+    if std::env::var("KUBEBUNDLE_SKIP_ETCD").is_ok_and(|v| v == "1") {
+        eprintln!("NOTE: KUBEBUNDLE_SKIP_ETCD=1: the etcd tests are skipped on purpose");
+        return false;
+    }
+    let ok = |p: &str, arg: &str| Command::new(p).arg(arg).output().is_ok_and(|o| o.status.success());
+    assert!(
+        ok("etcd", "--version") && ok("etcdctl", "version"),
+        "etcd and etcdctl are needed (apt-get install etcd-server etcd-client; .ci/run does it). Set KUBEBUNDLE_SKIP_ETCD=1 to skip on purpose."
+    );
+    true
+}
+
+/// etcdctl (API v3) with a CA and a client cert/key pair, bounded in time.
+pub fn etcdctl(endpoints: &str, ca: &Path, cert: &Path, key: &Path, args: &[&str]) -> Run {
+    let mut c = Command::new("etcdctl");
+    c.env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoints, "--dial-timeout", "3s", "--command-timeout", "5s"])
+        .arg("--cacert")
+        .arg(ca)
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .args(args);
+    run_cmd(c)
+}
+
+/// The argv of a systemd unit's ExecStart, `\` continuation lines joined (written here, not taken
+/// from the crate, so the tests do not read units with the code under test).
+pub fn exec_start(unit: &str) -> Vec<String> {
+    let mut joined = String::new();
+    let mut inside = false;
+    for line in unit.lines() {
+        let l = line.trim();
+        match l.strip_prefix("ExecStart=") {
+            Some(rest) if !inside => {
+                inside = true;
+                joined.push_str(rest);
+            }
+            _ if inside => {
+                joined.push(' ');
+                joined.push_str(l);
+            }
+            _ => continue,
+        }
+        match joined.trim_end().strip_suffix('\\') {
+            Some(j) => joined = j.to_string(),
+            None => break,
+        }
+    }
+    assert!(!joined.is_empty(), "no ExecStart in the unit:\n{unit}");
+    joined.split_whitespace().map(String::from).collect()
+}
+
 pub fn run_cmd(mut cmd: Command) -> Run {
     let cmdline = format!("{cmd:?}");
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
