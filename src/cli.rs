@@ -1,10 +1,12 @@
 //! The command line: clap types and one function per subcommand wiring the pipeline
 //! load → validate → plan → materialize → write/pack. The only module that prints.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use rayon::prelude::*;
 
 use crate::clock::Clock;
 use crate::config::{self, Config, ConfigError};
@@ -185,8 +187,20 @@ struct GenerateArgs {
     #[arg(long, value_name = "RFC3339")]
     now: Option<String>,
     /// Replace the long-lived state (CAs, sa key pair, encryption key, tokens) instead of reusing it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "check")]
     force: bool,
+    /// Write nothing: list every file a run would add, change or remove, and exit 1 if there is
+    /// any (drift detection in CI; give the same --now or SOURCE_DATE_EPOCH as the run that wrote it).
+    #[arg(long)]
+    check: bool,
+    /// Test clusters only: derive every key, token and secret the state lacks from the 32-byte
+    /// seed in FILE (raw, or 64 hex characters), so two machines make the same bundle. Whoever has
+    /// the seed has every key. Needs --insecure-deterministic and a fixed clock (--now or SOURCE_DATE_EPOCH).
+    #[arg(long, value_name = "FILE")]
+    seed_file: Option<PathBuf>,
+    /// Acknowledge that --seed-file makes every secret of the cluster derivable from the seed.
+    #[arg(long)]
+    insecure_deterministic: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -237,6 +251,8 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     Other(String),
+    #[error("{count} file(s) of {dir} would change (listed on stdout)\n  hint: run generate without --check to write them, or find what changed the config or the state")]
+    Drift { dir: String, count: usize },
 }
 
 impl CliError {
@@ -395,17 +411,45 @@ fn verify(args: VerifyCli) -> Result<(), CliError> {
 /// plan → state → materialize → write/pack for one cluster directory (`OUT/<clusterName>`).
 /// The whole new directory (state and bundle) is built beside the old one and swapped in
 /// atomically, under a lock on that directory.
-pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<(State, Bundle, Vec<String>), CliError> {
+/// Everything a run would write, computed without writing: the state, the bundle, and each
+/// node's tarball (a node whose files did not change keeps its previous tarball byte for byte).
+pub struct Rendered {
+    pub state: State,
+    pub bundle: Bundle,
+    pub tarballs: BTreeMap<String, Vec<u8>>,
+}
+
+fn render(config: &Config, cluster_dir: &Path, clock: &Clock, force: bool) -> Result<Rendered, CliError> {
     let plan = make_plan(config)?;
+    let state = State::load_or_init(&cluster_dir.join("state"), config, &plan.certificate_authorities, clock, force)?;
+    // A re-run keeps what still fits (`--force` starts over).
+    let previous = if force { Previous::default() } else { Previous::read(cluster_dir, &plan) };
+    let bundle = materialize::materialize(config, &plan, &state, clock, &previous)?;
+    let tarballs = bundle
+        .nodes
+        .par_iter()
+        .map(|(name, tree)| {
+            let unchanged = previous.trees.get(name).is_some_and(|old| old.same_as(tree));
+            let tgz = match previous.tarballs.get(name).filter(|_| unchanged) {
+                Some(old) => old.clone(),
+                None => {
+                    let path = cluster_dir.join("nodes").join(format!("{name}.tar.gz"));
+                    pack::tar_gz(tree, clock.unix()).map_err(output::werr(&path))?
+                }
+            };
+            Ok((name.clone(), tgz))
+        })
+        .collect::<Result<_, CliError>>()?;
+    Ok(Rendered { state, bundle, tarballs })
+}
+
+pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<(State, Bundle, Vec<String>), CliError> {
     let cluster_dir = out.join(&config.cluster_name);
     // Checked before the lock file is made (so a refusal writes nothing), and again under it.
     output::check_owner(&cluster_dir, &config.cluster_name)?;
     let lock = output::lock(out, &config.cluster_name)?;
     output::check_owner(&cluster_dir, &config.cluster_name)?;
-    let state = State::load_or_init(&cluster_dir.join("state"), config, &plan.certificate_authorities, clock, force)?;
-    // A re-run keeps what still fits (`--force` starts over).
-    let previous = if force { Previous::default() } else { Previous::read(&cluster_dir, &plan) };
-    let bundle = materialize::materialize(config, &plan, &state, clock, &previous)?;
+    let Rendered { state, bundle, tarballs } = render(config, &cluster_dir, clock, force)?;
 
     let staging = output::stage(out, &config.cluster_name)?;
     let root = staging.path();
@@ -414,24 +458,67 @@ pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<
         output::copy_tree(&state.dir, &root.join("state"))?;
     }
     output::write_tree(&root.join("state"), &state.files, 0o700)?;
+    output::write_tree(&root.join("state"), &bundle.state_files, 0o700)?;
     // manifests/ holds the token Secrets: 0700 like every directory of secrets.
     output::write_tree(root, &bundle.top, 0o700)?;
     output::ensure_dir(&root.join("nodes"), 0o700)?;
     for (name, tree) in &bundle.nodes {
         output::write_tree(&root.join("nodes").join(name), tree, 0o755)?;
-        let path = root.join("nodes").join(format!("{name}.tar.gz"));
-        // A node whose files did not change keeps its tarball byte for byte.
-        let unchanged = previous.trees.get(name).is_some_and(|old| old.same_as(tree));
-        let tgz = match previous.tarballs.get(name).filter(|_| unchanged) {
-            Some(old) => old.clone(),
-            None => pack::tar_gz(tree, clock.unix()).map_err(output::werr(&path))?,
-        };
-        output::write_file(&path, &tgz, 0o600)?;
+        if let Some(tgz) = tarballs.get(name) {
+            output::write_file(&root.join("nodes").join(format!("{name}.tar.gz")), tgz, 0o600)?;
+        }
     }
     let removed = move_out_removed_nodes(&cluster_dir, &bundle, clock)?;
     output::commit(staging, &cluster_dir)?;
     lock.keep();
     Ok((state, bundle, removed))
+}
+
+/// `generate --check`: every file (relative to OUT/<clusterName>) a run would add, change or
+/// remove, computed without writing anything.
+pub fn check(config: &Config, out: &Path, clock: &Clock) -> Result<Vec<String>, CliError> {
+    let cluster_dir = out.join(&config.cluster_name);
+    output::check_owner(&cluster_dir, &config.cluster_name)?;
+    let r = render(config, &cluster_dir, clock, false)?;
+    let mut want: BTreeMap<String, (&[u8], u32)> = BTreeMap::new();
+    for tree in [&r.state.files, &r.bundle.state_files] {
+        for (p, f) in tree.iter() {
+            want.insert(format!("state/{p}"), (&f.bytes, f.mode));
+        }
+    }
+    for (p, f) in r.bundle.top.iter() {
+        want.insert(p.clone(), (&f.bytes, f.mode));
+    }
+    for (name, tree) in &r.bundle.nodes {
+        for (p, f) in tree.iter() {
+            want.insert(format!("nodes/{name}/{p}"), (&f.bytes, f.mode));
+        }
+        if let Some(t) = r.tarballs.get(name) {
+            want.insert(format!("nodes/{name}.tar.gz"), (t, 0o600));
+        }
+    }
+    let mut changes = Vec::new();
+    for (rel, (bytes, mode)) in &want {
+        let path = cluster_dir.join(rel);
+        match std::fs::read(&path) {
+            Err(_) => changes.push(format!("would add     {rel}")),
+            Ok(old) if old != *bytes => changes.push(format!("would change  {rel}")),
+            Ok(_) => {
+                let old_mode = std::fs::metadata(&path).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777).ok();
+                if let Some(m) = old_mode.filter(|m| m != mode) {
+                    changes.push(format!("would chmod   {rel} ({m:04o} → {mode:04o})"));
+                }
+            }
+        }
+    }
+    // Files of the bundle (not the state, which keeps what it holds) that the run would drop.
+    let on_disk = output::read_tree(&cluster_dir);
+    for (rel, _) in on_disk.iter() {
+        if !rel.starts_with("state/") && !want.contains_key(rel) {
+            changes.push(format!("would remove  {rel}"));
+        }
+    }
+    Ok(changes)
 }
 
 /// Nodes of the previous bundle that are no longer in the Inventory: their tree and tarball are
@@ -465,12 +552,44 @@ fn move_out_removed_nodes(cluster_dir: &Path, bundle: &Bundle, clock: &Clock) ->
 }
 
 fn generate(args: GenerateArgs) -> Result<(), CliError> {
-    let clock = Clock::from_sources(args.now.as_deref(), std::env::var("SOURCE_DATE_EPOCH").ok().as_deref())?;
-    let config = load_config(&args.config)?;
+    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
+    let clock = Clock::from_sources(args.now.as_deref(), epoch.as_deref())?;
+    let mut config = load_config(&args.config)?;
+    if let Some(path) = &args.seed_file {
+        if !args.insecure_deterministic {
+            return Err(CliError::Usage(format!(
+                "--seed-file {} makes every key and token of the cluster derivable from one file, which is only for test clusters\n  hint: add --insecure-deterministic to acknowledge it, or drop --seed-file for real clusters",
+                path.display()
+            )));
+        }
+        if args.now.is_none() && epoch.is_none() {
+            return Err(CliError::Usage(
+                "--seed-file needs a fixed clock so two machines make the same bundle\n  hint: add --now 2026-01-01T00:00:00Z or set SOURCE_DATE_EPOCH".into(),
+            ));
+        }
+        let seed =
+            crate::pki::derive::Seed::from_file(path).map_err(|e| CliError::Usage(format!("--seed-file {}: {e}", path.display())))?;
+        config.seed = Some(std::sync::Arc::new(seed));
+        eprintln!("WARNING: --insecure-deterministic: every key and token this run makes is derived from {}; keep it as secret as the CA keys, and never use it for a real cluster", path.display());
+    } else if args.insecure_deterministic {
+        return Err(CliError::Usage("--insecure-deterministic only goes with --seed-file FILE".into()));
+    }
     for n in &config.notes {
         eprintln!("note: {n}");
     }
     let cluster_dir = args.out.join(&config.cluster_name);
+    if args.check {
+        let changes = check(&config, &args.out, &clock)?;
+        let mut out = std::io::stdout().lock();
+        for c in &changes {
+            let _ = writeln!(out, "{c}");
+        }
+        if changes.is_empty() {
+            let _ = writeln!(out, "{}: up to date", cluster_dir.display());
+            return Ok(());
+        }
+        return Err(CliError::Drift { dir: cluster_dir.display().to_string(), count: changes.len() });
+    }
     let (state, bundle, removed) = build(&config, &args.out, &clock, args.force)?;
 
     let mut err = std::io::stderr().lock();
@@ -492,8 +611,12 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
         bundle.discovery_hash,
         clock.now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
     );
-    for name in bundle.nodes.keys() {
+    const LISTED: usize = 20;
+    for name in bundle.nodes.keys().take(LISTED) {
         let _ = writeln!(err, "  {}", cluster_dir.join("nodes").join(format!("{name}.tar.gz")).display());
+    }
+    if bundle.nodes.len() > LISTED {
+        let _ = writeln!(err, "  ... and {} more in {}", bundle.nodes.len() - LISTED, cluster_dir.join("nodes").display());
     }
     drop(err);
     // The join commands hold a token and are printed by design (they are also in join.txt).

@@ -20,7 +20,9 @@ use crate::plan::{JoinPlan, NodePlan, Plan, PlannedFile};
 use crate::profile::{self, Artifact};
 use crate::render::{RenderError, Renderer};
 use crate::reuse::Previous;
-use crate::state::{State, Token};
+use crate::reuse::RENEW_WITHIN;
+use crate::state::{LeafRecord, LeafRecords, State, Token};
+use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaterializeError {
@@ -40,6 +42,8 @@ pub struct Bundle {
     pub nodes: BTreeMap<String, FileTree>,
     /// join.txt, discovery.conf, manifests/...
     pub top: FileTree,
+    /// State files this run writes besides the state's own (the leaf records).
+    pub state_files: FileTree,
     /// The join commands (they hold a token), printed at the end of the run.
     pub join_text: zeroize::Zeroizing<String>,
     pub discovery_hash: String,
@@ -51,39 +55,116 @@ pub struct Bundle {
 type LeafId = (Option<String>, String);
 type Leaves = BTreeMap<LeafId, (Issued, Key)>;
 
-/// Every leaf of the plan: reused from the previous bundle while it still fits, else issued
-/// (in parallel: key generation dominates). Also returns how many were reused.
+/// Every leaf of the plan, in parallel (key generation dominates). Its key and issue time come
+/// from the state's record while the certificate they give still fits (a previous bundle's
+/// fitting leaf is adopted when the state has no record), else a new key is made now. The serial
+/// is derived from the CA key and the leaf's identity and signatures are deterministic, so the
+/// same state, plan and clock give the same bytes; a previous bundle's certificate that is exactly
+/// that certificate is kept without signing again. Returns the leaves, how many were kept, and the
+/// records for the next state.
 fn issue_leaves(
     plan: &Plan,
     config: &Config,
     state: &State,
     clock: &Clock,
     previous: &Previous,
-) -> Result<(Leaves, usize), MaterializeError> {
+) -> Result<(Leaves, usize, LeafRecords), MaterializeError> {
     let specs: Vec<&CertSpec> = plan.leaf_certificates();
-    let leaves: Vec<(LeafId, (Issued, Key), bool)> = specs
+    let version = &config.kubernetes_version;
+    let new_keys = specs.iter().filter(|s| !state.leaves.contains_key(&(s.node.clone().unwrap_or_default(), s.id.clone()))).count();
+    let bar = progress_bar(specs.len(), new_keys, config.algorithm);
+    let leaves: Vec<(LeafId, (Issued, Key), bool, i64)> = specs
         .par_iter()
         .map(|spec| {
             let ca_id = spec.signer.ca_id().ok_or_else(|| MaterializeError::Missing(format!("{} has no signer", spec.id)))?;
             let ca =
                 state.authority(ca_id).ok_or_else(|| MaterializeError::Missing(format!("{}: CA {ca_id} is not in the state", spec.id)))?;
+            let node = spec.node.clone().unwrap_or_default();
+            let validity_at = |issued: i64| {
+                let at = Clock { now: time::OffsetDateTime::from_unix_timestamp(issued).unwrap_or(clock.now) };
+                issue::Validity::for_leaf(&at, version, config.cert_validity, ca)
+            };
+            let usable = |issued: i64| {
+                let v = validity_at(issued);
+                v.not_before <= clock.now && v.not_after - clock.now > RENEW_WITHIN && v.not_after <= ca.not_after
+            };
+            let recorded = state
+                .leaves
+                .get(&(node.clone(), spec.id.clone()))
+                .and_then(|r| Key::from_pem(&r.key_pem).ok().map(|k| (k, r.issued)))
+                .filter(|(k, issued)| k.algorithm() == Some(config.algorithm) && usable(*issued));
+            // A bundle from before the state kept leaf records: adopt its fitting keys.
+            let adopted = || {
+                previous.leaf(spec, ca, config, clock).map(|(issued, key)| {
+                    let not_after = x509_parser::parse_x509_certificate(&issued.der)
+                        .map(|(_, c)| c.validity().not_after.timestamp())
+                        .unwrap_or(clock.now.unix_timestamp());
+                    (key, not_after - config.cert_validity.as_secs() as i64)
+                })
+            };
+            let (key, issued, fresh) = match recorded.or_else(adopted) {
+                Some((k, issued)) if usable(issued) => (k, issued, false),
+                _ => (
+                    crate::pki::source::new_key(config.seed.as_deref(), config.algorithm, &format!("{node}/{}", spec.id))?,
+                    clock.now.unix_timestamp(),
+                    true,
+                ),
+            };
+            let validity = validity_at(issued);
+            let serial = issue::derived_serial(&ca.key, &[node.as_bytes(), spec.id.as_bytes(), &key.spki_der(), &issued.to_be_bytes()]);
             let id = (spec.node.clone(), spec.id.clone());
-            if let Some(kept) = previous.leaf(spec, ca, config, clock) {
-                return Ok((id, kept, true));
+            if !fresh {
+                if let Some(kept) = previous.same_leaf(spec, ca, config, clock, &key, &serial, validity.not_after) {
+                    if let Some(b) = &bar {
+                        b.inc(1);
+                    }
+                    return Ok((id, (kept, key), true, issued));
+                }
             }
-            let key = Key::generate(config.algorithm)?;
-            let cert = issue::issue(
-                spec,
-                &key,
-                Some(ca),
-                &issue::Validity::for_leaf(clock, &config.kubernetes_version, config.cert_validity, ca),
-                issue::random_serial(),
-            )?;
-            Ok((id, (cert, key), false))
+            let cert = issue::issue(spec, &key, Some(ca), &validity, serial)?;
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
+            Ok((id, (cert, key), false, issued))
         })
         .collect::<Result<_, MaterializeError>>()?;
-    let reused = leaves.iter().filter(|(_, _, r)| *r).count();
-    Ok((leaves.into_iter().map(|(id, l, _)| (id, l)).collect(), reused))
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let reused = leaves.iter().filter(|(_, _, r, _)| *r).count();
+    let records = leaves
+        .iter()
+        .map(|((node, id), (_, key), _, issued)| {
+            (
+                (node.clone().unwrap_or_default(), id.clone()),
+                LeafRecord { key_pem: Zeroizing::new(key.private_pem().to_string()), issued: *issued },
+            )
+        })
+        .collect();
+    Ok((leaves.into_iter().map(|(id, l, _, _)| (id, l)).collect(), reused, records))
+}
+
+/// A progress bar for the leaves, when their new keys take more than a few seconds and both
+/// stdout and stderr are terminals (never in pipes, logs or CI).
+fn progress_bar(leaves: usize, new_keys: usize, alg: crate::config::KeyAlgorithm) -> Option<indicatif::ProgressBar> {
+    use crate::config::KeyAlgorithm::*;
+    use std::io::IsTerminal;
+    let per_key_ms = match alg {
+        Rsa2048 => 90,
+        Rsa3072 => 500,
+        Rsa4096 => 2000,
+        EcdsaP256 | EcdsaP384 => 0,
+    };
+    let estimate_ms = new_keys * per_key_ms / rayon::current_num_threads().max(1);
+    if estimate_ms < 3000 || !std::io::stdout().is_terminal() || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(Some(leaves as u64), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta} left)") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(format!("issuing {leaves} certificates ({new_keys} new {} keys)", alg.name()));
+    Some(bar)
 }
 
 struct Ctx<'a> {
@@ -447,7 +528,7 @@ pub fn bootstrap_kubeconfig(
 
 pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, previous: &Previous) -> Result<Bundle, MaterializeError> {
     let renderer = Renderer::new();
-    let (leaves, reused) = issue_leaves(plan, config, state, clock, previous)?;
+    let (leaves, reused, records) = issue_leaves(plan, config, state, clock, previous)?;
     let ca = state.authority("ca").ok_or_else(|| MaterializeError::Missing("the cluster CA is not in the state".into()))?;
     let hash = discovery_hash(&ca.key.spki_der());
     let ctx = Ctx {
@@ -500,5 +581,7 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, p
     let join_text = join_text(&renderer, &join, state.join_token())?;
     top.insert("join.txt", join_text.clone().into_bytes(), 0o600);
     let issued = leaves.len() - reused;
-    Ok(Bundle { nodes, top, join_text: zeroize::Zeroizing::new(join_text), discovery_hash: hash, reused, issued })
+    let mut state_files = FileTree::new();
+    state_files.insert(crate::state::LEAVES_FILE, crate::state::leaves_json(&records), 0o600);
+    Ok(Bundle { nodes, top, state_files, join_text: zeroize::Zeroizing::new(join_text), discovery_hash: hash, reused, issued })
 }

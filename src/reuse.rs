@@ -83,6 +83,30 @@ impl Previous {
     }
 }
 
+impl Previous {
+    /// The previous bundle's certificate for `spec` when it is exactly the one this run would
+    /// issue: same key, serial and notAfter, and still fitting the plan under `ca` (deterministic
+    /// signatures make it byte-identical), so it is kept without signing again.
+    #[allow(clippy::too_many_arguments)]
+    pub fn same_leaf(
+        &self,
+        spec: &CertSpec,
+        ca: &Authority,
+        config: &Config,
+        clock: &Clock,
+        key: &Key,
+        serial: &[u8],
+        not_after: ::time::OffsetDateTime,
+    ) -> Option<Issued> {
+        let (issued, old_key) = self.leaf(spec, ca, config, clock)?;
+        let (_, cert) = parse_x509_certificate(&issued.der).ok()?;
+        let same = old_key.spki_der() == key.spki_der()
+            && cert.raw_serial() == serial
+            && cert.validity().not_after.timestamp() == not_after.unix_timestamp();
+        same.then_some(issued)
+    }
+}
+
 fn algorithm_of(cert: &X509Certificate<'_>) -> Option<KeyAlgorithm> {
     match cert.public_key().parsed().ok()? {
         x509_parser::public_key::PublicKey::RSA(rsa) => match rsa.key_size() {

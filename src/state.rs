@@ -16,12 +16,71 @@ use crate::config::{Config, TokenSpec};
 use crate::output::FileTree;
 use crate::pki::issue::{self, Authority, CertSpec};
 use crate::pki::keys::Key;
-use crate::pki::token;
+use crate::pki::source;
 
 pub const ENCRYPTION_FILE: &str = "encryption.yaml";
 pub const TOKENS_FILE: &str = "tokens.yaml";
 /// Names the cluster the directory belongs to (see `output::check_owner`).
 pub const MARKER_FILE: &str = "cluster.yaml";
+/// Every node's leaf keys and when each leaf was issued: with them a run re-issues
+/// byte-identical certificates from the state alone.
+pub const LEAVES_FILE: &str = "leaves.json";
+
+/// A leaf certificate's key and the run clock it was first issued at; the certificate itself
+/// follows from these, the CA and the plan.
+pub struct LeafRecord {
+    pub key_pem: Zeroizing<String>,
+    /// Unix seconds of the issuing run's clock.
+    pub issued: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeafEntry {
+    node: String,
+    id: String,
+    issued: i64,
+    key: String,
+}
+
+impl Drop for LeafEntry {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.key.zeroize();
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeavesFile {
+    leaves: Vec<LeafEntry>,
+}
+
+/// (node, certificate id) → its record.
+pub type LeafRecords = BTreeMap<(String, String), LeafRecord>;
+
+/// The state's leaf records file for `records`.
+pub fn leaves_json(records: &LeafRecords) -> Vec<u8> {
+    let leaves = records
+        .iter()
+        .map(|((node, id), r)| LeafEntry { node: node.clone(), id: id.clone(), issued: r.issued, key: r.key_pem.to_string() })
+        .collect();
+    let mut out = serde_json::to_vec_pretty(&LeavesFile { leaves }).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+fn read_leaves(dir: &Path) -> Result<LeafRecords, StateError> {
+    let Some(text) = read_opt(dir, LEAVES_FILE)? else { return Ok(LeafRecords::new()) };
+    let text = Zeroizing::new(text);
+    let f: LeavesFile = serde_json::from_str(&text).map_err(|e| {
+        bad(dir, LEAVES_FILE, e.to_string(), "restore it from a backup, or delete it: the leaves are then issued anew with new keys")
+    })?;
+    Ok(f.leaves
+        .iter()
+        .map(|e| ((e.node.clone(), e.id.clone()), LeafRecord { key_pem: Zeroizing::new(e.key.clone()), issued: e.issued }))
+        .collect())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -131,6 +190,8 @@ pub struct State {
     pub sa: Key,
     pub encryption_keys: Vec<EncryptionKey>,
     pub tokens: Vec<Token>,
+    /// The leaves of the previous run (keys and issue times); the run writes its own.
+    pub leaves: LeafRecords,
     /// Every state file, reused or new (relative to `dir`), written whole into each new bundle.
     pub files: FileTree,
     /// What was created, reused or replaced, for the run's summary.
@@ -210,8 +271,16 @@ impl State {
         };
 
         // Generate the missing keys in parallel (RSA key generation dominates the run).
-        let to_make = ca_slots.iter().filter(|(_, s)| matches!(s, Slot::Make)).count() + usize::from(matches!(sa_slot, Slot::Make));
-        let mut fresh: Vec<Key> = (0..to_make).into_par_iter().map(|_| Key::generate(config.algorithm)).collect::<Result<_, _>>()?;
+        // Labels name each key for a seeded run; they are made in the order they are taken (pop).
+        let mut labels: Vec<String> =
+            ca_slots.iter().filter(|(_, s)| matches!(s, Slot::Make)).map(|(spec, _)| format!("ca/{}", spec.id)).collect();
+        if matches!(sa_slot, Slot::Make) {
+            labels.push("sa".to_string());
+        }
+        labels.reverse();
+        let seed = config.seed.as_deref();
+        let mut fresh: Vec<Key> =
+            labels.par_iter().map(|label| source::new_key(seed, config.algorithm, label)).collect::<Result<_, _>>()?;
 
         let mut authorities = BTreeMap::new();
         let validity = issue::Validity::for_ca(clock, &config.kubernetes_version, config.ca_validity);
@@ -221,7 +290,11 @@ impl State {
                 Slot::Make => {
                     let key = fresh.pop().expect("one fresh key per slot");
                     // kubeadm ≤1.27 gave CAs serial 0.
-                    let serial = if config.kubernetes_version.at_least(28) { issue::random_serial() } else { vec![0] };
+                    let serial = if config.kubernetes_version.at_least(28) {
+                        issue::derived_serial(&key, &[b"ca", spec.id.as_bytes(), &validity.not_before.unix_timestamp().to_be_bytes()])
+                    } else {
+                        vec![0]
+                    };
                     let cert = issue::issue(spec, &key, None, &validity, serial)?;
                     let (crt, keyp) = ca_paths(&spec.id);
                     files.insert(&crt, cert.pem.as_bytes().to_vec(), 0o600);
@@ -266,8 +339,7 @@ impl State {
                 } else {
                     "created the encryption key".to_string()
                 });
-                let mut bytes = Zeroizing::new([0u8; 32]);
-                aws_lc_rs::rand::fill(bytes.as_mut()).expect("the system RNG works");
+                let bytes = source::new_secret32(config.seed.as_deref(), "encryption/key1");
                 let keys =
                     vec![EncryptionKey { name: "key1".into(), secret: base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()) }];
                 let text = serde_saphyr::to_string(&EncryptionFile { keys: keys.clone() })
@@ -290,7 +362,8 @@ impl State {
             0o600,
         );
 
-        Ok(State { dir: dir.to_path_buf(), authorities, sa, encryption_keys, tokens, files, report })
+        let leaves = if force { LeafRecords::new() } else { read_leaves(dir)? };
+        Ok(State { dir: dir.to_path_buf(), authorities, sa, encryption_keys, tokens, leaves, files, report })
     }
 
     pub fn authority(&self, id: &str) -> Option<&Authority> {
@@ -321,7 +394,8 @@ fn resolve_tokens(config: &Config, stored: Vec<Token>, clock: &Clock, report: &m
     let mut stored = stored.into_iter();
     let mut tokens: Vec<Token> = specs
         .into_iter()
-        .map(|spec| {
+        .enumerate()
+        .map(|(index, spec)| {
             let expires = spec.expires.or_else(|| (!spec.ttl.is_zero()).then(|| clock.now + spec.ttl)).map(rfc3339);
             let mut usages = spec.usages.clone();
             usages.sort();
@@ -345,7 +419,7 @@ fn resolve_tokens(config: &Config, stored: Vec<Token>, clock: &Clock, report: &m
                             report.push(format!("bootstrap token {} expired or changed: made a new one", o.id()));
                         }
                         let t = Token {
-                            token: token::generate(),
+                            token: source::new_token(config.seed.as_deref(), &index.to_string()),
                             description: spec.description.clone(),
                             expires,
                             usages,

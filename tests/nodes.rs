@@ -40,13 +40,14 @@ fn adding_and_removing_nodes_changes_nothing_else() {
     assert!(again.stderr.contains("0 issued"), "{}", again.stderr);
     assert_eq!(file_bytes(&cluster), before, "a plain re-run changed files");
 
-    // Adding w3: only w3's files (and plan.json, which lists it) are new; nothing else changes.
+    // Adding w3: only w3's files (and plan.json and the state's leaf records, which list it) are
+    // new; nothing else changes.
     let mut grown = base.to_vec();
     grown.push(("w3", "10.4.0.13", "worker"));
     let run = generate(dir, &config(&grown), "2026-03-03T00:00:00Z");
     let after = file_bytes(&cluster);
     for (path, bytes) in &before {
-        if path != "plan.json" {
+        if path != "plan.json" && path != "state/leaves.json" {
             assert_eq!(after.get(path), Some(bytes), "{path} changed when w3 was added");
         }
     }
@@ -78,7 +79,7 @@ fn adding_and_removing_nodes_changes_nothing_else() {
     let last = file_bytes(&cluster);
     assert!(!last.keys().any(|p| p.starts_with("nodes/w2")), "w2 is still in the bundle");
     for (path, bytes) in &after {
-        if path != "plan.json" && !path.starts_with("nodes/w2") {
+        if path != "plan.json" && path != "state/leaves.json" && !path.starts_with("nodes/w2") {
             assert_eq!(last.get(path), Some(bytes), "{path} changed when w2 was removed");
         }
     }

@@ -41,6 +41,9 @@ pub struct Config {
     /// How joining nodes find the cluster: `kubeadm-join.yaml` uses token discovery (with the CA
     /// hash) or the discovery file shipped in the tarball.
     pub discovery: Discovery,
+    /// `generate --seed-file`: every new key, token and secret is derived from this seed instead
+    /// of the system CSPRNG (test clusters only). Never read from the config file.
+    pub seed: Option<std::sync::Arc<crate::pki::derive::Seed>>,
     /// Things the run should tell the user (defaults taken, documents ignored).
     pub notes: Vec<String>,
 }

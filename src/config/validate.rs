@@ -848,6 +848,7 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         base_dir: None,
         worker_join,
         discovery,
+        seed: None,
         notes,
     })
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::catalog::{Eku, Signer};
+use super::derive::DeterministicSigner;
 use super::keys::{pem_encode, Key};
 use super::sans::AltNames;
 use crate::clock::Clock;
@@ -90,10 +91,40 @@ pub fn random_serial() -> Vec<u8> {
     loop {
         let mut b = [0u8; 8];
         aws_lc_rs::rand::fill(&mut b).expect("the system RNG works");
-        b[0] &= 0x7f;
-        if b.iter().any(|x| *x != 0) {
-            return b.to_vec();
+        if let Some(s) = positive_serial(b) {
+            return s;
         }
+    }
+}
+
+fn positive_serial(mut b: [u8; 8]) -> Option<Vec<u8>> {
+    b[0] &= 0x7f;
+    b.iter().any(|x| *x != 0).then(|| b.to_vec())
+}
+
+/// A serial that looks random to anyone without the signing key but is the same every time the
+/// same certificate is issued: HMAC-SHA256 keyed by the signer's private key over the
+/// certificate's identity, cut to a positive number below 2^63. So a run re-issuing from the
+/// same state writes byte-identical certificates.
+pub fn derived_serial(signer: &Key, identity: &[&[u8]]) -> Vec<u8> {
+    let secret = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, signer.private_pem().as_bytes());
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_ref());
+    let mut counter = 0u8;
+    loop {
+        let mut ctx = aws_lc_rs::hmac::Context::with_key(&key);
+        ctx.update(b"kubebundle/serial/v1");
+        for part in identity {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part);
+        }
+        ctx.update(&[counter]);
+        let tag = ctx.sign();
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&tag.as_ref()[..8]);
+        if let Some(s) = positive_serial(b) {
+            return s;
+        }
+        counter = counter.wrapping_add(1);
     }
 }
 
@@ -157,10 +188,13 @@ pub fn issue(spec: &CertSpec, key: &Key, issuer: Option<&Authority>, validity: &
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.use_authority_key_identifier_extension = true;
     }
+    // Deterministic signatures (RFC 6979 for ECDSA): the same inputs give the same bytes.
+    let key_error = |e: super::keys::KeyError| IssueError::Build { id: spec.id.clone(), message: e.to_string() };
     let cert = match issuer {
-        None => params.self_signed(&key.pair).map_err(build)?,
+        None => params.self_signed(&DeterministicSigner::for_key(key).map_err(key_error)?).map_err(build)?,
         Some(ca) => {
-            let issuer = Issuer::from_ca_cert_der(&ca.cert.der.as_slice().into(), &ca.key.pair).map_err(build)?;
+            let signer = DeterministicSigner::for_key(&ca.key).map_err(key_error)?;
+            let issuer = Issuer::from_ca_cert_der(&ca.cert.der.as_slice().into(), signer).map_err(build)?;
             params.signed_by(&key.pair, &issuer).map_err(build)?
         }
     };

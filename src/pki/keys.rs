@@ -112,6 +112,27 @@ impl Key {
         self.pair.subject_public_key_info()
     }
 
+    /// The key's algorithm (RSA by modulus size, ECDSA by curve).
+    pub fn algorithm(&self) -> Option<KeyAlgorithm> {
+        use x509_parser::prelude::FromDer;
+        let spki = self.spki_der();
+        let (_, info) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki).ok()?;
+        match info.parsed().ok()? {
+            x509_parser::public_key::PublicKey::RSA(r) => match r.key_size() {
+                2048 => Some(KeyAlgorithm::Rsa2048),
+                3072 => Some(KeyAlgorithm::Rsa3072),
+                4096 => Some(KeyAlgorithm::Rsa4096),
+                _ => None,
+            },
+            x509_parser::public_key::PublicKey::EC(ec) => match ec.key_size() {
+                256 => Some(KeyAlgorithm::EcdsaP256),
+                384 => Some(KeyAlgorithm::EcdsaP384),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     pub fn public_pem(&self) -> String {
         pem_encode("PUBLIC KEY", &self.spki_der())
     }
