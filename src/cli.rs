@@ -568,7 +568,7 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
             ));
         }
         let seed =
-            crate::pki::derive::Seed::from_file(path).map_err(|e| CliError::Usage(format!("--seed-file {}: {e}", path.display())))?;
+            crate::pki::derive::Seed::from_file(path).map_err(|e| CliError::Usage(format!("--seed-file: {e}")))?;
         config.seed = Some(std::sync::Arc::new(seed));
         eprintln!("WARNING: --insecure-deterministic: every key and token this run makes is derived from {}; keep it as secret as the CA keys, and never use it for a real cluster", path.display());
     } else if args.insecure_deterministic {

@@ -84,18 +84,46 @@ pub(crate) fn werr(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + 
     move |source| OutputError::Write { path: path.display().to_string(), source }
 }
 
+/// The process umask, read once (at the first write, before any thread writes files).
+fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        // SAFETY: umask only swaps the process's file mode mask; it is restored at once.
+        let old = unsafe { libc::umask(0o077) };
+        unsafe { libc::umask(old) };
+        u32::from(old)
+    })
+}
+
 /// Creates `dir` and its missing parents with `mode` (whatever the umask), and sets `mode` on
-/// `dir` itself.
+/// `dir` itself. A directory it creates needs no chmod when the umask leaves `mode` whole (the
+/// common case, and the one that matters for thousands of node trees).
 pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), OutputError> {
-    fs::DirBuilder::new().recursive(true).mode(mode).create(dir).map_err(werr(dir))?;
+    match fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) if mode & umask() == 0 => return Ok(()),
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(_) => fs::DirBuilder::new().recursive(true).mode(mode).create(dir).map_err(werr(dir))?,
+    }
     fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(werr(dir))
 }
 
-/// Writes a new file with exactly `mode` (the mode is set again after creation, so the
-/// umask does not matter). Durability comes from `commit`, which syncs the staging tree.
+/// Writes a file with exactly `mode` (set again after opening unless the file is new and the
+/// umask left `mode` whole). Durability comes from `commit`, which syncs the staging tree.
 pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), OutputError> {
-    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path).map_err(werr(path))?;
-    f.set_permissions(fs::Permissions::from_mode(mode)).map_err(werr(path))?;
+    let mut f = match fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path) {
+        Ok(f) if mode & umask() == 0 => f,
+        Ok(f) => {
+            f.set_permissions(fs::Permissions::from_mode(mode)).map_err(werr(path))?;
+            f
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let f = fs::OpenOptions::new().write(true).truncate(true).open(path).map_err(werr(path))?;
+            f.set_permissions(fs::Permissions::from_mode(mode)).map_err(werr(path))?;
+            f
+        }
+        Err(e) => return Err(werr(path)(e)),
+    };
     f.write_all(bytes).map_err(werr(path))
 }
 

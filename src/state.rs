@@ -299,7 +299,7 @@ impl State {
                     let (crt, keyp) = ca_paths(&spec.id);
                     files.insert(&crt, cert.pem.as_bytes().to_vec(), 0o600);
                     files.insert(&keyp, key.private_pem().as_bytes().to_vec(), 0o600);
-                    Authority { id: spec.id.clone(), cert, key, not_before: validity.not_before, not_after: validity.not_after }
+                    Authority::new(&spec.id, cert, key, validity.not_before, validity.not_after).map_err(|e| bad(dir, &crt, e, TORN))?
                 }
             };
             authorities.insert(spec.id.clone(), auth);

@@ -215,6 +215,6 @@ fn a_seed_needs_the_acknowledgment_and_a_fixed_clock() {
     std::fs::write(t.path().join("seed"), "too short").unwrap();
     let bad = kubebundle(t.path(), &[&base[..], &["--insecure-deterministic", "--now", NOW]].concat(), &[]);
     assert_eq!(bad.code, Some(2), "{}", bad.describe());
-    assert!(bad.stderr.contains("--seed-file seed"), "{}", bad.stderr);
+    assert!(bad.stderr.contains("--seed-file: seed"), "{}", bad.stderr);
     assert!(!t.path().join("out").exists(), "a refused run wrote something");
 }

@@ -44,16 +44,18 @@ fn split_documents(text: &str) -> Vec<Chunk<'_>> {
     chunks
 }
 
-/// A config is a few hundred lines: limits far below the parser's defaults stop alias and
-/// merge-key bombs early, in little time and memory.
+/// A config is a few hundred lines, or an inventory of tens of thousands of nodes (the file is at
+/// most 4 MiB): the node and event limits follow from that size, and the alias, anchor and
+/// merge-key limits, far below the parser's defaults, stop alias and merge-key bombs early, in
+/// little time and memory.
 fn parser_options() -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
-    budget.max_events = 200_000;
+    budget.max_events = 4_000_000;
     budget.max_aliases = 2_000;
     budget.max_anchors = 2_000;
     budget.max_recorded_anchor_events = 50_000;
     budget.max_recorded_anchor_bytes = 1 << 20;
-    budget.max_nodes = 50_000;
+    budget.max_nodes = 1_500_000;
     budget.max_merge_keys = 200;
     budget.max_total_scalar_bytes = 8 << 20;
     budget.max_documents = 64;

@@ -213,6 +213,7 @@ pub fn bytes_from_rng<const N: usize>(rng: &mut (impl CryptoRng + RngCore)) -> [
     out
 }
 
+#[derive(Clone)]
 enum EcSigningKey {
     P256(p256::ecdsa::SigningKey),
     P384(p384::ecdsa::SigningKey),
@@ -225,6 +226,7 @@ enum EcSigningKey {
 /// signature, exactly as `rcgen::KeyPair` does for these curves; `algorithm()` is
 /// `PKCS_ECDSA_P256_SHA256` / `PKCS_ECDSA_P384_SHA384` and `subject_public_key_info()` equals
 /// the key's `spki_der()`.
+#[derive(Clone)]
 pub struct Rfc6979Signer {
     key: EcSigningKey,
     /// The uncompressed public point (what `KeyPair::der_bytes` returns).

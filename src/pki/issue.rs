@@ -10,7 +10,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::catalog::{Eku, Signer};
-use super::derive::DeterministicSigner;
+use super::derive::{DeterministicSigner, Rfc6979Signer};
 use super::keys::{pem_encode, Key};
 use super::sans::AltNames;
 use crate::clock::Clock;
@@ -64,9 +64,17 @@ pub struct Authority {
     pub key: Key,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+    /// The RFC 6979 signer of an ECDSA CA key, made once (reading the key costs more than a
+    /// signature); None for RSA, whose PKCS#1 v1.5 signatures are deterministic already.
+    signer: Option<Rfc6979Signer>,
 }
 
 impl Authority {
+    pub fn new(id: &str, cert: Issued, key: Key, not_before: OffsetDateTime, not_after: OffsetDateTime) -> Result<Authority, String> {
+        let signer = Rfc6979Signer::try_from_key(&key).map_err(|e| e.to_string())?;
+        Ok(Authority { id: id.to_string(), cert, key, not_before, not_after, signer })
+    }
+
     pub fn from_pem(id: &str, cert_pem: &str, key: Key) -> Result<Authority, String> {
         let parsed = pem::parse(cert_pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
         if parsed.tag() != "CERTIFICATE" {
@@ -82,7 +90,7 @@ impl Authority {
         }
         let not_before = x509.validity().not_before.to_datetime();
         let not_after = x509.validity().not_after.to_datetime();
-        Ok(Authority { id: id.to_string(), cert: Issued { der, pem: cert_pem.to_string() }, key, not_before, not_after })
+        Authority::new(id, Issued { der, pem: cert_pem.to_string() }, key, not_before, not_after)
     }
 }
 
@@ -193,7 +201,10 @@ pub fn issue(spec: &CertSpec, key: &Key, issuer: Option<&Authority>, validity: &
     let cert = match issuer {
         None => params.self_signed(&DeterministicSigner::for_key(key).map_err(key_error)?).map_err(build)?,
         Some(ca) => {
-            let signer = DeterministicSigner::for_key(&ca.key).map_err(key_error)?;
+            let signer = match &ca.signer {
+                Some(ec) => DeterministicSigner::Ecdsa(ec.clone()),
+                None => DeterministicSigner::KeyPair(&ca.key.pair),
+            };
             let issuer = Issuer::from_ca_cert_der(&ca.cert.der.as_slice().into(), signer).map_err(build)?;
             params.signed_by(&key.pair, &issuer).map_err(build)?
         }
