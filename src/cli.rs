@@ -1,12 +1,10 @@
 //! The command line: clap types and one function per subcommand wiring the pipeline
 //! load → validate → plan → materialize → write/pack. The only module that prints.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use rayon::prelude::*;
 
 use crate::clock::Clock;
 use crate::config::{self, Config, ConfigError};
@@ -411,36 +409,29 @@ fn verify(args: VerifyCli) -> Result<(), CliError> {
 /// plan → state → materialize → write/pack for one cluster directory (`OUT/<clusterName>`).
 /// The whole new directory (state and bundle) is built beside the old one and swapped in
 /// atomically, under a lock on that directory.
-/// Everything a run would write, computed without writing: the state, the bundle, and each
-/// node's tarball (a node whose files did not change keeps its previous tarball byte for byte).
-pub struct Rendered {
-    pub state: State,
-    pub bundle: Bundle,
-    pub tarballs: BTreeMap<String, Vec<u8>>,
+/// A node's tarball: the previous one byte for byte when the node's files did not change, else
+/// packed anew.
+fn tarball(previous: &Previous, name: &str, tree: &output::FileTree, clock: &Clock, path: &Path) -> Result<Vec<u8>, output::OutputError> {
+    match previous.tarball_if_unchanged(name, tree) {
+        Some(old) => Ok(old),
+        None => pack::tar_gz(tree, clock.unix()).map_err(output::werr(path)),
+    }
 }
 
-fn render(config: &Config, cluster_dir: &Path, clock: &Clock, force: bool) -> Result<Rendered, CliError> {
+/// Plans, loads the state and materializes; each node's files go to `sink` as they are made.
+fn render(
+    config: &Config,
+    cluster_dir: &Path,
+    clock: &Clock,
+    force: bool,
+    sink: &(dyn Fn(&Previous, &str, output::FileTree) -> Result<(), materialize::MaterializeError> + Sync),
+) -> Result<(State, Bundle), CliError> {
     let plan = make_plan(config)?;
     let state = State::load_or_init(&cluster_dir.join("state"), config, &plan.certificate_authorities, clock, force)?;
     // A re-run keeps what still fits (`--force` starts over).
     let previous = if force { Previous::default() } else { Previous::read(cluster_dir, &plan) };
-    let bundle = materialize::materialize(config, &plan, &state, clock, &previous)?;
-    let tarballs = bundle
-        .nodes
-        .par_iter()
-        .map(|(name, tree)| {
-            let unchanged = previous.trees.get(name).is_some_and(|old| old.same_as(tree));
-            let tgz = match previous.tarballs.get(name).filter(|_| unchanged) {
-                Some(old) => old.clone(),
-                None => {
-                    let path = cluster_dir.join("nodes").join(format!("{name}.tar.gz"));
-                    pack::tar_gz(tree, clock.unix()).map_err(output::werr(&path))?
-                }
-            };
-            Ok((name.clone(), tgz))
-        })
-        .collect::<Result<_, CliError>>()?;
-    Ok(Rendered { state, bundle, tarballs })
+    let bundle = materialize::materialize(config, &plan, &state, clock, &previous, &|name, tree| sink(&previous, name, tree))?;
+    Ok((state, bundle))
 }
 
 pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<(State, Bundle, Vec<String>), CliError> {
@@ -449,10 +440,19 @@ pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<
     output::check_owner(&cluster_dir, &config.cluster_name)?;
     let lock = output::lock(out, &config.cluster_name)?;
     output::check_owner(&cluster_dir, &config.cluster_name)?;
-    let Rendered { state, bundle, tarballs } = render(config, &cluster_dir, clock, force)?;
 
     let staging = output::stage(out, &config.cluster_name)?;
     let root = staging.path();
+    output::ensure_dir(&root.join("nodes"), 0o700)?;
+    // Each node's tree and tarball are written as soon as they are rendered, and dropped.
+    let write_node = |previous: &Previous, name: &str, tree: output::FileTree| {
+        output::write_tree(&root.join("nodes").join(name), &tree, 0o755)?;
+        let path = root.join("nodes").join(format!("{name}.tar.gz"));
+        let tgz = tarball(previous, name, &tree, clock, &path)?;
+        output::write_file(&path, &tgz, 0o600)?;
+        Ok(())
+    };
+    let (state, bundle) = render(config, &cluster_dir, clock, force, &write_node)?;
     // The state: whatever the old one held, then every file this run uses.
     if state.dir.is_dir() {
         output::copy_tree(&state.dir, &root.join("state"))?;
@@ -461,17 +461,22 @@ pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<
     output::write_tree(&root.join("state"), &bundle.state_files, 0o700)?;
     // manifests/ holds the token Secrets: 0700 like every directory of secrets.
     output::write_tree(root, &bundle.top, 0o700)?;
-    output::ensure_dir(&root.join("nodes"), 0o700)?;
-    for (name, tree) in &bundle.nodes {
-        output::write_tree(&root.join("nodes").join(name), tree, 0o755)?;
-        if let Some(tgz) = tarballs.get(name) {
-            output::write_file(&root.join("nodes").join(format!("{name}.tar.gz")), tgz, 0o600)?;
-        }
-    }
     let removed = move_out_removed_nodes(&cluster_dir, &bundle, clock)?;
     output::commit(staging, &cluster_dir)?;
     lock.keep();
     Ok((state, bundle, removed))
+}
+
+/// How a file on disk compares with what a run would write there (None: the same).
+fn drift(path: &Path, rel: &str, bytes: &[u8], mode: u32) -> Option<String> {
+    match std::fs::read(path) {
+        Err(_) => Some(format!("would add     {rel}")),
+        Ok(old) if old != bytes => Some(format!("would change  {rel}")),
+        Ok(_) => {
+            let old_mode = std::fs::metadata(path).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777).ok();
+            old_mode.filter(|m| *m != mode).map(|m| format!("would chmod   {rel} ({m:04o} → {mode:04o})"))
+        }
+    }
 }
 
 /// `generate --check`: every file (relative to OUT/<clusterName>) a run would add, change or
@@ -479,45 +484,44 @@ pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<
 pub fn check(config: &Config, out: &Path, clock: &Clock) -> Result<Vec<String>, CliError> {
     let cluster_dir = out.join(&config.cluster_name);
     output::check_owner(&cluster_dir, &config.cluster_name)?;
-    let r = render(config, &cluster_dir, clock, false)?;
-    let mut want: BTreeMap<String, (&[u8], u32)> = BTreeMap::new();
-    for tree in [&r.state.files, &r.bundle.state_files] {
+    let changes = std::sync::Mutex::new(Vec::new());
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let compare_node = |previous: &Previous, name: &str, tree: output::FileTree| {
+        let mut found = Vec::new();
+        let mut names = Vec::new();
         for (p, f) in tree.iter() {
-            want.insert(format!("state/{p}"), (&f.bytes, f.mode));
+            let rel = format!("nodes/{name}/{p}");
+            found.extend(drift(&cluster_dir.join(&rel), &rel, &f.bytes, f.mode));
+            names.push(rel);
         }
-    }
-    for (p, f) in r.bundle.top.iter() {
-        want.insert(p.clone(), (&f.bytes, f.mode));
-    }
-    for (name, tree) in &r.bundle.nodes {
+        let rel = format!("nodes/{name}.tar.gz");
+        let tgz = tarball(previous, name, &tree, clock, &cluster_dir.join(&rel))?;
+        found.extend(drift(&cluster_dir.join(&rel), &rel, &tgz, 0o600));
+        names.push(rel);
+        changes.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
+        seen.lock().unwrap_or_else(|e| e.into_inner()).extend(names);
+        Ok(())
+    };
+    let (state, bundle) = render(config, &cluster_dir, clock, false, &compare_node)?;
+    let mut changes = changes.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut seen = seen.into_inner().unwrap_or_else(|e| e.into_inner());
+    for tree in [&state.files, &bundle.state_files] {
         for (p, f) in tree.iter() {
-            want.insert(format!("nodes/{name}/{p}"), (&f.bytes, f.mode));
-        }
-        if let Some(t) = r.tarballs.get(name) {
-            want.insert(format!("nodes/{name}.tar.gz"), (t, 0o600));
+            let rel = format!("state/{p}");
+            changes.extend(drift(&cluster_dir.join(&rel), &rel, &f.bytes, f.mode));
         }
     }
-    let mut changes = Vec::new();
-    for (rel, (bytes, mode)) in &want {
-        let path = cluster_dir.join(rel);
-        match std::fs::read(&path) {
-            Err(_) => changes.push(format!("would add     {rel}")),
-            Ok(old) if old != *bytes => changes.push(format!("would change  {rel}")),
-            Ok(_) => {
-                let old_mode = std::fs::metadata(&path).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777).ok();
-                if let Some(m) = old_mode.filter(|m| m != mode) {
-                    changes.push(format!("would chmod   {rel} ({m:04o} → {mode:04o})"));
-                }
-            }
-        }
+    for (p, f) in bundle.top.iter() {
+        changes.extend(drift(&cluster_dir.join(p), p, &f.bytes, f.mode));
+        seen.insert(p.clone());
     }
     // Files of the bundle (not the state, which keeps what it holds) that the run would drop.
-    let on_disk = output::read_tree(&cluster_dir);
-    for (rel, _) in on_disk.iter() {
-        if !rel.starts_with("state/") && !want.contains_key(rel) {
+    for (rel, _) in output::read_tree(&cluster_dir).iter() {
+        if !rel.starts_with("state/") && !seen.contains(rel) {
             changes.push(format!("would remove  {rel}"));
         }
     }
+    changes.sort_by(|a, b| a.get(14..).cmp(&b.get(14..)));
     Ok(changes)
 }
 
@@ -531,7 +535,7 @@ fn move_out_removed_nodes(cluster_dir: &Path, bundle: &Bundle, clock: &Clock) ->
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !bundle.nodes.contains_key(n))
+        .filter(|n| !bundle.node_names.contains(n))
         .collect();
     gone.sort();
     let stamp = clock.now.format(&time::macros::format_description!("[year][month][day]T[hour][minute][second]Z")).unwrap_or_default();
@@ -567,8 +571,7 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
                 "--seed-file needs a fixed clock so two machines make the same bundle\n  hint: add --now 2026-01-01T00:00:00Z or set SOURCE_DATE_EPOCH".into(),
             ));
         }
-        let seed =
-            crate::pki::derive::Seed::from_file(path).map_err(|e| CliError::Usage(format!("--seed-file: {e}")))?;
+        let seed = crate::pki::derive::Seed::from_file(path).map_err(|e| CliError::Usage(format!("--seed-file: {e}")))?;
         config.seed = Some(std::sync::Arc::new(seed));
         eprintln!("WARNING: --insecure-deterministic: every key and token this run makes is derived from {}; keep it as secret as the CA keys, and never use it for a real cluster", path.display());
     } else if args.insecure_deterministic {
@@ -600,23 +603,23 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
     for line in &removed {
         let _ = writeln!(err, "{line}");
     }
-    let files: usize = bundle.nodes.values().map(|t| t.0.len()).sum();
+    let files = bundle.node_files;
     let _ = writeln!(
         err,
         "wrote {} ({} nodes, {files} node files, {} {}, discovery hash {}) at {}",
         cluster_dir.display(),
-        bundle.nodes.len(),
+        bundle.node_names.len(),
         config.algorithm.name(),
         config.kubernetes_version,
         bundle.discovery_hash,
         clock.now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
     );
     const LISTED: usize = 20;
-    for name in bundle.nodes.keys().take(LISTED) {
+    for name in bundle.node_names.iter().take(LISTED) {
         let _ = writeln!(err, "  {}", cluster_dir.join("nodes").join(format!("{name}.tar.gz")).display());
     }
-    if bundle.nodes.len() > LISTED {
-        let _ = writeln!(err, "  ... and {} more in {}", bundle.nodes.len() - LISTED, cluster_dir.join("nodes").display());
+    if bundle.node_names.len() > LISTED {
+        let _ = writeln!(err, "  ... and {} more in {}", bundle.node_names.len() - LISTED, cluster_dir.join("nodes").display());
     }
     drop(err);
     // The join commands hold a token and are printed by design (they are also in join.txt).

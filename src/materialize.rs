@@ -34,12 +34,20 @@ pub enum MaterializeError {
     Render(#[from] RenderError),
     #[error("{0}")]
     Missing(String),
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
 }
+
+/// Takes each node's files as soon as they are rendered (writing them, or comparing them with
+/// what is on disk), so no more than a few node trees are in memory at once whatever the fleet
+/// size. Called from several threads.
+pub type NodeSink<'s> = dyn Fn(&str, FileTree) -> Result<(), MaterializeError> + Sync + 's;
 
 /// The generated part of a bundle (everything but the state).
 pub struct Bundle {
-    /// Node name → its files, relative to the node's /.
-    pub nodes: BTreeMap<String, FileTree>,
+    /// The nodes whose files went to the sink, in plan order, and how many files they hold.
+    pub node_names: Vec<String>,
+    pub node_files: usize,
     /// join.txt, discovery.conf, manifests/...
     pub top: FileTree,
     /// State files this run writes besides the state's own (the leaf records).
@@ -526,7 +534,14 @@ pub fn bootstrap_kubeconfig(
     )
 }
 
-pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, previous: &Previous) -> Result<Bundle, MaterializeError> {
+pub fn materialize(
+    config: &Config,
+    plan: &Plan,
+    state: &State,
+    clock: &Clock,
+    previous: &Previous,
+    sink: &NodeSink,
+) -> Result<Bundle, MaterializeError> {
     let renderer = Renderer::new();
     let (leaves, reused, records) = issue_leaves(plan, config, state, clock, previous)?;
     let ca = state.authority("ca").ok_or_else(|| MaterializeError::Missing("the cluster CA is not in the state".into()))?;
@@ -542,14 +557,15 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, p
         cluster: cluster_context(config),
     };
 
-    let mut nodes = BTreeMap::new();
-    for n in &plan.nodes {
+    plan.nodes.par_iter().try_for_each(|n| {
         let mut tree = FileTree::new();
         for f in &n.files {
             tree.insert(&f.path, ctx.render_file(n, f)?, f.mode_bits);
         }
-        nodes.insert(n.name.clone(), tree);
-    }
+        sink(&n.name, tree)
+    })?;
+    let node_names = plan.nodes.iter().map(|n| n.name.clone()).collect();
+    let node_files = plan.nodes.iter().map(|n| n.files.len()).sum();
 
     let mut top = FileTree::new();
     let endpoint = config.control_plane_endpoint.host_port();
@@ -583,5 +599,14 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, p
     let issued = leaves.len() - reused;
     let mut state_files = FileTree::new();
     state_files.insert(crate::state::LEAVES_FILE, crate::state::leaves_json(&records), 0o600);
-    Ok(Bundle { nodes, top, state_files, join_text: zeroize::Zeroizing::new(join_text), discovery_hash: hash, reused, issued })
+    Ok(Bundle {
+        node_names,
+        node_files,
+        top,
+        state_files,
+        join_text: zeroize::Zeroizing::new(join_text),
+        discovery_hash: hash,
+        reused,
+        issued,
+    })
 }

@@ -23,11 +23,12 @@ use crate::profile::{self, Artifact};
 /// A leaf this close to its end is issued anew rather than reused.
 pub const RENEW_WITHIN: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// The previous bundle's node trees (as they are on disk) and the leaves found in them.
+/// The previous bundle: the leaves found in its node trees, and where the trees are (a node's
+/// tree and tarball are read again only when its tarball may be kept, so memory does not grow
+/// with the fleet).
 #[derive(Default)]
 pub struct Previous {
-    pub trees: BTreeMap<String, FileTree>,
-    pub tarballs: BTreeMap<String, Vec<u8>>,
+    cluster_dir: Option<std::path::PathBuf>,
     leaves: BTreeMap<(String, String), (String, Zeroizing<String>)>,
 }
 
@@ -66,12 +67,17 @@ impl Previous {
                     _ => {}
                 }
             }
-            if let Ok(tgz) = std::fs::read(cluster_dir.join("nodes").join(format!("{}.tar.gz", node.name))) {
-                prev.tarballs.insert(node.name.clone(), tgz);
-            }
-            prev.trees.insert(node.name.clone(), tree);
         }
+        prev.cluster_dir = Some(cluster_dir.to_path_buf());
         prev
+    }
+
+    /// The previous tarball of `node` when its tree on disk holds exactly `tree`.
+    pub fn tarball_if_unchanged(&self, node: &str, tree: &FileTree) -> Option<Vec<u8>> {
+        let nodes = self.cluster_dir.as_ref()?.join("nodes");
+        let root = nodes.join(node);
+        root.is_dir().then_some(())?;
+        crate::output::read_tree(&root).same_as(tree).then(|| std::fs::read(nodes.join(format!("{node}.tar.gz"))).ok())?
     }
 
     /// The previous certificate and key for `spec`, when they may be used again as they are.
