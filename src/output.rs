@@ -91,7 +91,9 @@ fn umask() -> u32 {
         // SAFETY: umask only swaps the process's file mode mask; it is restored at once.
         let old = unsafe { libc::umask(0o077) };
         unsafe { libc::umask(old) };
-        u32::from(old)
+        #[allow(clippy::unnecessary_cast)] // mode_t is u32 on Linux, u16 elsewhere
+        let mask = old as u32;
+        mask
     })
 }
 
