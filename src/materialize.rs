@@ -128,6 +128,19 @@ fn issue_leaves(
                     }
                     return Ok((id, (kept, key), true, issued));
                 }
+                // `certs renew` re-issued it in place (later notAfter, its own serial): keep that
+                // renewal rather than go back to the recorded validity.
+                if let Some((renewed, old_key)) = previous.leaf(spec, ca, config, clock) {
+                    let not_after = x509_parser::parse_x509_certificate(&renewed.der).ok().map(|(_, c)| c.validity().not_after.timestamp());
+                    if let Some(na) =
+                        not_after.filter(|na| old_key.spki_der() == key.spki_der() && *na > validity.not_after.unix_timestamp())
+                    {
+                        if let Some(b) = &bar {
+                            b.inc(1);
+                        }
+                        return Ok((id, (renewed, key), true, na - config.cert_validity.as_secs() as i64));
+                    }
+                }
             }
             let cert = issue::issue(spec, &key, Some(ca), &validity, serial)?;
             if let Some(b) = &bar {

@@ -218,3 +218,24 @@ fn a_seed_needs_the_acknowledgment_and_a_fixed_clock() {
     assert!(bad.stderr.contains("--seed-file: seed"), "{}", bad.stderr);
     assert!(!t.path().join("out").exists(), "a refused run wrote something");
 }
+
+#[test]
+fn generate_after_certs_renew_keeps_the_renewed_certificates() {
+    let t = temp_dir("repro-renew");
+    // A token that never expires, so only the renewal could change a node's files.
+    let text = config("ECDSA-P256").replace(
+        "---\napiVersion: kubebundle.dev/v1alpha1",
+        "---\napiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nbootstrapTokens:\n- token: abcdef.0123456789abcdef\n  ttl: 0s\n---\napiVersion: kubebundle.dev/v1alpha1",
+    );
+    assert!(generate_in(t.path(), &text, &[]).ok());
+    let later = "2026-10-01T00:00:00Z";
+    let renew = kubebundle(t.path(), &["certs", "renew", "all", "--dir", "out/repro", "--now", later], &[]);
+    assert!(renew.ok(), "{}", renew.describe());
+    let renewed = digests(&t.path().join("out/repro"));
+    let run = kubebundle(t.path(), &["generate", "--config", "cluster.yaml", "--out", "out", "--now", later], &[]);
+    assert!(run.ok(), "{}", run.describe());
+    let after = digests(&t.path().join("out/repro"));
+    for (path, digest) in renewed.iter().filter(|(p, _)| p.starts_with("nodes/") && (p.ends_with(".crt") || p.ends_with(".tar.gz"))) {
+        assert_eq!(after.get(path), Some(digest), "generate undid the renewal of {path}");
+    }
+}
