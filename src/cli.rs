@@ -406,9 +406,6 @@ fn verify(args: VerifyCli) -> Result<(), CliError> {
     Ok(())
 }
 
-/// plan → state → materialize → write/pack for one cluster directory (`OUT/<clusterName>`).
-/// The whole new directory (state and bundle) is built beside the old one and swapped in
-/// atomically, under a lock on that directory.
 /// A node's tarball: the previous one byte for byte when the node's files did not change, else
 /// packed anew.
 fn tarball(previous: &Previous, name: &str, tree: &output::FileTree, clock: &Clock, path: &Path) -> Result<Vec<u8>, output::OutputError> {
@@ -434,6 +431,9 @@ fn render(
     Ok((state, bundle))
 }
 
+/// plan → state → materialize → write/pack for one cluster directory (`OUT/<clusterName>`).
+/// The whole new directory (state and bundle) is built beside the old one and swapped in
+/// atomically, under a lock on that directory.
 pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<(State, Bundle, Vec<String>), CliError> {
     let cluster_dir = out.join(&config.cluster_name);
     // Checked before the lock file is made (so a refusal writes nothing), and again under it.
