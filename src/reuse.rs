@@ -114,20 +114,7 @@ impl Previous {
 }
 
 fn algorithm_of(cert: &X509Certificate<'_>) -> Option<KeyAlgorithm> {
-    match cert.public_key().parsed().ok()? {
-        x509_parser::public_key::PublicKey::RSA(rsa) => match rsa.key_size() {
-            2048 => Some(KeyAlgorithm::Rsa2048),
-            3072 => Some(KeyAlgorithm::Rsa3072),
-            4096 => Some(KeyAlgorithm::Rsa4096),
-            _ => None,
-        },
-        x509_parser::public_key::PublicKey::EC(ec) => match ec.key_size() {
-            256 => Some(KeyAlgorithm::EcdsaP256),
-            384 => Some(KeyAlgorithm::EcdsaP384),
-            _ => None,
-        },
-        _ => None,
-    }
+    crate::pki::keys::algorithm_of(&cert.public_key().parsed().ok()?)
 }
 
 fn sans_of(cert: &X509Certificate<'_>) -> Option<(Vec<String>, Vec<std::net::IpAddr>)> {

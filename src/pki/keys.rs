@@ -30,6 +30,24 @@ impl std::fmt::Debug for Key {
     }
 }
 
+/// Which of kubebundle's algorithms a public key is (RSA by modulus size, ECDSA by curve).
+pub fn algorithm_of(key: &x509_parser::public_key::PublicKey<'_>) -> Option<KeyAlgorithm> {
+    match key {
+        x509_parser::public_key::PublicKey::RSA(r) => match r.key_size() {
+            2048 => Some(KeyAlgorithm::Rsa2048),
+            3072 => Some(KeyAlgorithm::Rsa3072),
+            4096 => Some(KeyAlgorithm::Rsa4096),
+            _ => None,
+        },
+        x509_parser::public_key::PublicKey::EC(ec) => match ec.key_size() {
+            256 => Some(KeyAlgorithm::EcdsaP256),
+            384 => Some(KeyAlgorithm::EcdsaP384),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 pub fn pem_encode(label: &str, der: &[u8]) -> String {
     let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
     pem::encode_config(&pem::Pem::new(label, der), config)
@@ -117,20 +135,7 @@ impl Key {
         use x509_parser::prelude::FromDer;
         let spki = self.spki_der();
         let (_, info) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki).ok()?;
-        match info.parsed().ok()? {
-            x509_parser::public_key::PublicKey::RSA(r) => match r.key_size() {
-                2048 => Some(KeyAlgorithm::Rsa2048),
-                3072 => Some(KeyAlgorithm::Rsa3072),
-                4096 => Some(KeyAlgorithm::Rsa4096),
-                _ => None,
-            },
-            x509_parser::public_key::PublicKey::EC(ec) => match ec.key_size() {
-                256 => Some(KeyAlgorithm::EcdsaP256),
-                384 => Some(KeyAlgorithm::EcdsaP384),
-                _ => None,
-            },
-            _ => None,
-        }
+        algorithm_of(&info.parsed().ok()?)
     }
 
     pub fn public_pem(&self) -> String {
