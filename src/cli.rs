@@ -29,7 +29,7 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate the whole bundle: state (CAs, sa, encryption key, tokens), one tree and one
+    /// Generate the whole bundle: state (CAs, sa, encryption key, tokens, leaf keys), one tree and one
     /// .tar.gz per node, join.txt, discovery.conf, plan.json and the bootstrap-token Secrets.
     Generate(GenerateArgs),
     /// Print every artifact per node with its subject and SANs (no secrets, writes nothing).
