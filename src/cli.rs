@@ -445,11 +445,16 @@ pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<
     let root = staging.path();
     output::ensure_dir(&root.join("nodes"), 0o700)?;
     // Each node's tree and tarball are written as soon as they are rendered, and dropped.
+    // A node whose files did not change is linked from the previous bundle, tarball included.
     let write_node = |previous: &Previous, name: &str, tree: output::FileTree| {
-        output::write_tree(&root.join("nodes").join(name), &tree, 0o755)?;
-        let path = root.join("nodes").join(format!("{name}.tar.gz"));
-        let tgz = tarball(previous, name, &tree, clock, &path)?;
-        output::write_file(&path, &tgz, 0o600)?;
+        let (dir, path) = (root.join("nodes").join(name), root.join("nodes").join(format!("{name}.tar.gz")));
+        if let Some((old_dir, old_tarball)) = previous.unchanged(name, &tree) {
+            output::link_tree(&old_dir, &dir, &tree, 0o755)?;
+            std::fs::hard_link(&old_tarball, &path).map_err(output::werr(&path))?;
+            return Ok(());
+        }
+        output::write_tree(&dir, &tree, 0o755)?;
+        output::write_file(&path, &pack::tar_gz(&tree, clock.unix()).map_err(output::werr(&path))?, 0o600)?;
         Ok(())
     };
     let (state, bundle) = render(config, &cluster_dir, clock, force, &write_node)?;

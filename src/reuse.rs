@@ -72,12 +72,17 @@ impl Previous {
         prev
     }
 
-    /// The previous tarball of `node` when its tree on disk holds exactly `tree`.
-    pub fn tarball_if_unchanged(&self, node: &str, tree: &FileTree) -> Option<Vec<u8>> {
+    /// The previous tree and tarball of `node` (their paths) when the tree on disk holds exactly
+    /// `tree` and the tarball exists: the node did not change.
+    pub fn unchanged(&self, node: &str, tree: &FileTree) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
         let nodes = self.cluster_dir.as_ref()?.join("nodes");
-        let root = nodes.join(node);
-        root.is_dir().then_some(())?;
-        crate::output::read_tree(&root).same_as(tree).then(|| std::fs::read(nodes.join(format!("{node}.tar.gz"))).ok())?
+        let (root, tarball) = (nodes.join(node), nodes.join(format!("{node}.tar.gz")));
+        (root.is_dir() && tarball.is_file() && crate::output::read_tree(&root).same_as(tree)).then_some((root, tarball))
+    }
+
+    /// The previous tarball of `node` when the node did not change.
+    pub fn tarball_if_unchanged(&self, node: &str, tree: &FileTree) -> Option<Vec<u8>> {
+        self.unchanged(node, tree).and_then(|(_, tarball)| std::fs::read(tarball).ok())
     }
 
     /// The previous certificate and key for `spec`, when they may be used again as they are.
