@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use common::copy_dir;
 use kubebundle::expiry::{self, CertStatus, ExpiryArgs, ExpiryError, ExpiryReport, Format, Status};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -49,24 +50,11 @@ fn temp(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(&format!("kb-expiry-{prefix}-")).tempdir().unwrap()
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
-
 /// A writable copy of the kubeadm fixture.
 fn fixture_copy(prefix: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = temp(prefix);
     let tree = dir.path().join("etc-kubernetes");
-    copy_tree(&fixture(), &tree);
+    copy_dir(&fixture(), &tree);
     (dir, tree)
 }
 
@@ -435,7 +423,7 @@ fn prometheus_lines_parse_and_carry_the_expiry() {
     // Label values are escaped: a directory name with a quote and a backslash.
     let dir = temp("prom");
     let odd = dir.path().join("we\"ird\\dir");
-    copy_tree(&fixture(), &odd);
+    copy_dir(&fixture(), &odd);
     let r = check(&odd, "2026-12-01T00:00:00Z");
     let text = r.render(Format::Prometheus);
     for line in text.lines().filter(|l| !l.starts_with('#')) {
@@ -534,7 +522,7 @@ fn bundle_dir_lists_state_cas_and_every_node() {
     // A leaf of one node replaced by another cluster's: that node's row breaks, no other.
     let dir = temp("bundle-chain");
     let copy = dir.path().join("exp");
-    copy_tree(&b.cluster, &copy);
+    copy_dir(&b.cluster, &copy);
     std::fs::copy(fixture().join("pki/apiserver.crt"), copy.join("nodes/cp2/etc/kubernetes/pki/apiserver.crt")).unwrap();
     let r = check(&copy, CHECKED_AT);
     assert_eq!(r.exit_code(), 4);
@@ -591,7 +579,7 @@ fn a_kubeadm_tree_outside_a_bundle_skips_kubebundle_extras() {
     let b = bundle();
     let dir = temp("plain");
     let root = dir.path().join("host");
-    copy_tree(&b.cluster.join("nodes/cp1"), &root);
+    copy_dir(&b.cluster.join("nodes/cp1"), &root);
     let r = check(&root, CHECKED_AT);
     let mut expected = node_leaves("", true, true);
     expected.retain(|n| !n.starts_with("kubelet"));

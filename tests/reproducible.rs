@@ -40,18 +40,6 @@ fn generate_in(dir: &Path, config: &str, extra: &[&str]) -> Run {
     kubebundle(dir, &args, &[])
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
-
 /// Generates once, copies only the state to a fresh directory and generates there: every file of
 /// the two bundles must have the same sha256 (tarballs included).
 fn same_state_gives_identical_bundles(alg: &str) {

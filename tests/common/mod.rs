@@ -201,6 +201,20 @@ pub fn truncate(s: &str, n: usize) -> String {
 }
 
 /// Runs a command to completion with a timeout, stdin closed. Never panics for a non-zero exit.
+/// Copies a directory of regular files as they are (modes follow the umask).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
 /// Whether the etcd suites run: etcd and etcdctl must be installed (a missing one fails loudly),
 /// unless KUBEBUNDLE_SKIP_ETCD=1 skips them on purpose.
 pub fn etcd_available() -> bool {
