@@ -298,20 +298,49 @@ impl PublicKeyData for Rfc6979Signer {
 
 impl SigningKey for Rfc6979Signer {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        use p256::ecdsa::signature::Signer;
         let der = match &self.key {
-            EcSigningKey::P256(k) => {
-                let sig: p256::ecdsa::Signature = k.try_sign(msg).map_err(|_| rcgen::Error::RingUnspecified)?;
-                sig.to_der().as_bytes().to_vec()
-            }
-            EcSigningKey::P384(k) => {
-                let sig: p384::ecdsa::Signature = k.try_sign(msg).map_err(|_| rcgen::Error::RingUnspecified)?;
-                sig.to_der().as_bytes().to_vec()
-            }
+            EcSigningKey::P256(k) => sign_p256(k.as_nonzero_scalar(), msg).map(|sig| sig.to_der().as_bytes().to_vec()),
+            EcSigningKey::P384(k) => sign_p384(k.as_nonzero_scalar(), msg).map(|sig| sig.to_der().as_bytes().to_vec()),
         };
-        Ok(der)
+        der.ok_or(rcgen::Error::RingUnspecified)
     }
 }
+
+/// The x-coordinate of 𝑘×𝑮: the public key aws-lc derives for the private scalar 𝑘 (its
+/// constant-time fixed-base multiplication, several times faster than RustCrypto's generic one).
+fn base_point_x(curve: &'static aws_lc_rs::agreement::Algorithm, k: &[u8]) -> Option<Vec<u8>> {
+    let scalar = aws_lc_rs::agreement::PrivateKey::from_private_key(curve, k).ok()?;
+    let public = scalar.compute_public_key().ok()?;
+    // Uncompressed point: 0x04 ‖ x ‖ y.
+    public.as_ref().get(1..1 + k.len()).map(<[u8]>::to_vec)
+}
+
+/// ECDSA signing with an RFC 6979 nonce, giving exactly what `ecdsa::SigningKey::sign` gives
+/// (the `fast_rfc6979_matches_the_ecdsa_crate` test compares them) with 𝑘×𝑮 from
+/// [`base_point_x`]; the rest is the ecdsa crate's `sign_prehashed`: 𝑟 = 𝑥 mod 𝑛,
+/// 𝑠 = 𝑘⁻¹(𝑧 + 𝑟𝑑) mod 𝑛.
+macro_rules! rfc6979_signer {
+    ($name:ident, $curve:ident, $curve_type:ident, $digest:ty, $ecdh:expr) => {
+        fn $name(d: &$curve::NonZeroScalar, msg: &[u8]) -> Option<$curve::ecdsa::Signature> {
+            use sha2::Digest;
+            use $curve::elliptic_curve::{ops::Reduce, Curve, FieldBytesEncoding, PrimeField};
+            let z = <$digest>::digest(msg);
+            let order = $curve::$curve_type::ORDER.encode_field_bytes();
+            let mut k_bytes = rfc6979::generate_k::<$digest, _>(&d.to_repr(), &order, &z, &[]);
+            let k = Option::<$curve::Scalar>::from($curve::Scalar::from_repr(k_bytes));
+            let x = base_point_x($ecdh, &k_bytes);
+            k_bytes.zeroize();
+            let (k, x) = (k?, x?);
+            let r = <$curve::Scalar as Reduce<_>>::reduce_bytes($curve::FieldBytes::from_slice(&x));
+            let z = <$curve::Scalar as Reduce<_>>::reduce_bytes(&z);
+            let k_inv = Option::<$curve::Scalar>::from($curve::elliptic_curve::Field::invert(&k))?;
+            let s = k_inv * (z + r * d.as_ref());
+            $curve::ecdsa::Signature::from_scalars(r, s).ok()
+        }
+    };
+}
+rfc6979_signer!(sign_p256, p256, NistP256, sha2::Sha256, &aws_lc_rs::agreement::ECDH_P256);
+rfc6979_signer!(sign_p384, p384, NistP384, sha2::Sha384, &aws_lc_rs::agreement::ECDH_P384);
 
 /// The deterministic way to sign with a [`Key`]: RFC 6979 for ECDSA keys, the key's own
 /// `KeyPair` for RSA keys (PKCS#1 v1.5 signatures carry no randomness). Use it wherever rcgen
@@ -600,6 +629,21 @@ mod tests {
             &ECDSA_P256_SHA256_ASN1
         } else {
             &ECDSA_P384_SHA384_ASN1
+        }
+    }
+
+    #[test]
+    fn fast_rfc6979_matches_the_ecdsa_crate() {
+        use p256::ecdsa::signature::Signer;
+        let mut rng = ChaCha20Rng::from_seed([7; 32]);
+        for round in 0..64usize {
+            let msg: Vec<u8> = (0..round * 37).map(|i| (i * 31 + round) as u8).collect();
+            let d256 = p256::ecdsa::SigningKey::random(&mut rng);
+            let expected: p256::ecdsa::Signature = d256.sign(&msg);
+            assert_eq!(sign_p256(d256.as_nonzero_scalar(), &msg), Some(expected), "P-256 round {round}");
+            let d384 = p384::ecdsa::SigningKey::random(&mut rng);
+            let expected: p384::ecdsa::Signature = d384.sign(&msg);
+            assert_eq!(sign_p384(d384.as_nonzero_scalar(), &msg), Some(expected), "P-384 round {round}");
         }
     }
 
