@@ -29,8 +29,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate the whole bundle: state (CAs, sa, encryption key, tokens, leaf keys), one tree and one
-    /// .tar.gz per node, join.txt, discovery.conf, plan.json and the bootstrap-token Secrets.
+    /// Generate the whole bundle: state (CAs, sa, encryption key, tokens, leaf keys), one .tar.gz per
+    /// node (and its tree with --unpacked), join.txt, discovery.conf, plan.json and the bootstrap-token Secrets.
     Generate(GenerateArgs),
     /// Print every artifact per node with its subject and SANs (no secrets, writes nothing).
     Plan(PlanArgs),
@@ -199,6 +199,10 @@ struct GenerateArgs {
     /// Acknowledge that --seed-file makes every secret of the cluster derivable from the seed.
     #[arg(long)]
     insecure_deterministic: bool,
+    /// Also write each node's files unpacked, as nodes/<node>/ beside its tarball (for reading
+    /// them in place; costs a directory tree per node).
+    #[arg(long)]
+    unpacked: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -406,16 +410,8 @@ fn verify(args: VerifyCli) -> Result<(), CliError> {
     Ok(())
 }
 
-/// A node's tarball: the previous one byte for byte when the node's files did not change, else
-/// packed anew.
-fn tarball(previous: &Previous, name: &str, tree: &output::FileTree, clock: &Clock, path: &Path) -> Result<Vec<u8>, output::OutputError> {
-    match previous.tarball_if_unchanged(name, tree) {
-        Some(old) => Ok(old),
-        None => pack::tar_gz(tree, clock.unix()).map_err(output::werr(path)),
-    }
-}
-
-/// Plans, loads the state and materializes; each node's files go to `sink` as they are made.
+/// Plans, loads the state and materializes; each node's files go to `sink` as they are made,
+/// with what the previous bundle holds of them.
 fn render(
     config: &Config,
     cluster_dir: &Path,
@@ -425,16 +421,16 @@ fn render(
 ) -> Result<(State, Bundle), CliError> {
     let plan = make_plan(config)?;
     let state = State::load_or_init(&cluster_dir.join("state"), config, &plan.certificate_authorities, clock, force)?;
-    // A re-run keeps what still fits (`--force` starts over).
-    let previous = if force { Previous::default() } else { Previous::read(cluster_dir, &plan) };
-    let bundle = materialize::materialize(config, &plan, &state, clock, &previous, &|name, tree| sink(&previous, name, tree))?;
+    // A re-run keeps the nodes that did not change (`--force` starts over).
+    let previous = if force { Previous::default() } else { Previous::at(cluster_dir) };
+    let bundle = materialize::materialize(config, &plan, &state, clock, &|name, tree| sink(&previous, name, tree))?;
     Ok((state, bundle))
 }
 
 /// plan → state → materialize → write/pack for one cluster directory (`OUT/<clusterName>`).
 /// The whole new directory (state and bundle) is built beside the old one and swapped in
-/// atomically, under a lock on that directory.
-pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<(State, Bundle, Vec<String>), CliError> {
+/// atomically, under a lock on that directory. `unpacked` also writes each node's tree.
+pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool, unpacked: bool) -> Result<(State, Bundle, Vec<String>), CliError> {
     let cluster_dir = out.join(&config.cluster_name);
     // Checked before the lock file is made (so a refusal writes nothing), and again under it.
     output::check_owner(&cluster_dir, &config.cluster_name)?;
@@ -444,17 +440,22 @@ pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool) -> Result<
     let staging = output::stage(out, &config.cluster_name)?;
     let root = staging.path();
     output::ensure_dir(&root.join("nodes"), 0o700)?;
-    // Each node's tree and tarball are written as soon as they are rendered, and dropped.
-    // A node whose files did not change is linked from the previous bundle, tarball included.
+    // Each node's tarball (and tree) is written as soon as it is rendered, and dropped. A node
+    // whose files did not change keeps the previous tarball (and tree) by hard link: nothing is
+    // packed, written or, after the swap, freed.
     let write_node = |previous: &Previous, name: &str, tree: output::FileTree| {
-        let (dir, path) = (root.join("nodes").join(name), root.join("nodes").join(format!("{name}.tar.gz")));
-        if let Some((old_dir, old_tarball)) = previous.unchanged(name, &tree) {
-            output::link_tree(&old_dir, &dir, &tree, 0o755)?;
-            std::fs::hard_link(&old_tarball, &path).map_err(output::werr(&path))?;
-            return Ok(());
+        let path = root.join("nodes").join(format!("{name}.tar.gz"));
+        match previous.tarball(name, &tree) {
+            Some((old, _)) => std::fs::hard_link(&old, &path).map_err(output::werr(&path))?,
+            None => output::write_file(&path, &pack::tar_gz(&tree, clock.unix()).map_err(output::werr(&path))?, 0o600)?,
         }
-        output::write_tree(&dir, &tree, 0o755)?;
-        output::write_file(&path, &pack::tar_gz(&tree, clock.unix()).map_err(output::werr(&path))?, 0o600)?;
+        if unpacked {
+            let dir = root.join("nodes").join(name);
+            match previous.tree(name, &tree) {
+                Some(old) => output::link_tree(&old, &dir, &tree, 0o755)?,
+                None => output::write_tree(&dir, &tree, 0o755)?,
+            }
+        }
         Ok(())
     };
     let (state, bundle) = render(config, &cluster_dir, clock, force, &write_node)?;
@@ -486,7 +487,7 @@ fn drift(path: &Path, rel: &str, bytes: &[u8], mode: u32) -> Option<String> {
 
 /// `generate --check`: every file (relative to OUT/<clusterName>) a run would add, change or
 /// remove, computed without writing anything.
-pub fn check(config: &Config, out: &Path, clock: &Clock) -> Result<Vec<String>, CliError> {
+pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Result<Vec<String>, CliError> {
     let cluster_dir = out.join(&config.cluster_name);
     output::check_owner(&cluster_dir, &config.cluster_name)?;
     let changes = std::sync::Mutex::new(Vec::new());
@@ -494,14 +495,20 @@ pub fn check(config: &Config, out: &Path, clock: &Clock) -> Result<Vec<String>, 
     let compare_node = |previous: &Previous, name: &str, tree: output::FileTree| {
         let mut found = Vec::new();
         let mut names = Vec::new();
-        for (p, f) in tree.iter() {
-            let rel = format!("nodes/{name}/{p}");
-            found.extend(drift(&cluster_dir.join(&rel), &rel, &f.bytes, f.mode));
-            names.push(rel);
+        if unpacked {
+            for (p, f) in tree.iter() {
+                let rel = format!("nodes/{name}/{p}");
+                found.extend(drift(&cluster_dir.join(&rel), &rel, &f.bytes, f.mode));
+                names.push(rel);
+            }
         }
         let rel = format!("nodes/{name}.tar.gz");
-        let tgz = tarball(previous, name, &tree, clock, &cluster_dir.join(&rel))?;
-        found.extend(drift(&cluster_dir.join(&rel), &rel, &tgz, 0o600));
+        let path = cluster_dir.join(&rel);
+        let tgz = match previous.tarball(name, &tree) {
+            Some((_, old)) => old,
+            None => pack::tar_gz(&tree, clock.unix()).map_err(output::werr(&path))?,
+        };
+        found.extend(drift(&path, &rel, &tgz, 0o600));
         names.push(rel);
         changes.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
         seen.lock().unwrap_or_else(|e| e.into_inner()).extend(names);
@@ -530,7 +537,7 @@ pub fn check(config: &Config, out: &Path, clock: &Clock) -> Result<Vec<String>, 
     Ok(changes)
 }
 
-/// Nodes of the previous bundle that are no longer in the Inventory: their tree and tarball are
+/// Nodes of the previous bundle that are no longer in the Inventory: their tarball (and tree) are
 /// copied out of the bundle, to `OUT/<clusterName>.removed/<node>-<time>/`, before the new bundle
 /// replaces the old one. Returns one line per node for the run's summary.
 fn move_out_removed_nodes(cluster_dir: &Path, bundle: &Bundle, clock: &Clock) -> Result<Vec<String>, CliError> {
@@ -538,19 +545,28 @@ fn move_out_removed_nodes(cluster_dir: &Path, bundle: &Bundle, clock: &Clock) ->
     let Ok(entries) = std::fs::read_dir(&nodes_dir) else { return Ok(Vec::new()) };
     let mut gone: Vec<String> = entries
         .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => Some(name),
+                Ok(t) if t.is_file() => name.strip_suffix(".tar.gz").map(str::to_string),
+                _ => None,
+            }
+        })
         .filter(|n| !bundle.node_names.contains(n))
         .collect();
     gone.sort();
+    gone.dedup();
     let stamp = clock.now.format(&time::macros::format_description!("[year][month][day]T[hour][minute][second]Z")).unwrap_or_default();
     let mut lines = Vec::new();
     for name in gone {
         let mut removed_dir = cluster_dir.as_os_str().to_owned();
         removed_dir.push(".removed");
         let dest = PathBuf::from(removed_dir).join(format!("{name}-{stamp}"));
-        output::ensure_dir(dest.parent().unwrap_or(cluster_dir), 0o700)?;
-        output::copy_tree(&nodes_dir.join(&name), &dest.join(&name))?;
+        output::ensure_dir(&dest, 0o700)?;
+        if nodes_dir.join(&name).is_dir() {
+            output::copy_tree(&nodes_dir.join(&name), &dest.join(&name))?;
+        }
         let tgz = nodes_dir.join(format!("{name}.tar.gz"));
         if let Ok(bytes) = std::fs::read(&tgz) {
             output::write_file(&dest.join(format!("{name}.tar.gz")), &bytes, 0o600)?;
@@ -587,7 +603,7 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
     }
     let cluster_dir = args.out.join(&config.cluster_name);
     if args.check {
-        let changes = check(&config, &args.out, &clock)?;
+        let changes = check(&config, &args.out, &clock, args.unpacked)?;
         let mut out = std::io::stdout().lock();
         for c in &changes {
             let _ = writeln!(out, "{c}");
@@ -598,7 +614,7 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
         }
         return Err(CliError::Drift { dir: cluster_dir.display().to_string(), count: changes.len() });
     }
-    let (state, bundle, removed) = build(&config, &args.out, &clock, args.force)?;
+    let (state, bundle, removed) = build(&config, &args.out, &clock, args.force, args.unpacked)?;
 
     let mut err = std::io::stderr().lock();
     for line in &state.report {

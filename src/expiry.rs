@@ -670,30 +670,35 @@ impl Checker {
         if let Some(state) = &state {
             self.list_cas(state, "");
         }
+        // Nodes kept only as tarballs are read from an unpacked copy.
+        let names = crate::plan::bundle_node_names(dir);
+        let trees = match crate::nodes::NodeTrees::open(dir, |n| names.as_ref().is_none_or(|l| l.contains(n))) {
+            Ok(t) => t,
+            Err(e) => {
+                let row = self.status("nodes".into(), &dir.join("nodes"), Err::<&Cert, _>(e), "", false, None);
+                self.certificates.push(row);
+                return;
+            }
+        };
         // With plan.json, each node's files are where its profile put them.
-        let layouts = crate::plan::bundle_layouts(dir);
-        let mut nodes: Vec<(String, PathBuf)> = std::fs::read_dir(dir.join("nodes"))
-            .map(|rd| {
-                rd.flatten()
-                    .filter(|e| e.path().is_dir())
-                    .filter(|e| {
-                        let name = e.file_name().to_string_lossy().into_owned();
-                        layouts.as_ref().map_or(e.path().join("etc/kubernetes").is_dir(), |l| l.contains_key(&name))
-                    })
-                    .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        nodes.sort();
-        for (name, root) in nodes {
+        let layouts = crate::plan::bundle_layouts(dir, |n| trees.roots.get(n).cloned());
+        let first = self.certificates.len();
+        for (name, root) in &trees.roots {
+            if layouts.is_none() && !root.join("etc/kubernetes").is_dir() {
+                continue;
+            }
             let mut tree = Tree::kubeadm(&root.join("etc/kubernetes"), format!("{name}/"));
-            tree.root = Some(root);
+            tree.root = Some(root.clone());
             tree.kubebundle = true;
-            tree.layout = layouts.as_ref().and_then(|l| l.get(&name).cloned());
+            tree.layout = layouts.as_ref().and_then(|l| l.get(name).cloned());
             match &state {
                 Some(state) => self.leaves(&tree, state),
                 None => self.tree_with_own_cas(&tree),
             }
+        }
+        // Paths inside an unpacked copy are shown as <bundle>/nodes/<node>.tar.gz:<path>.
+        for c in self.certificates.iter_mut().skip(first) {
+            c.path = trees.display(Path::new(&c.path));
         }
     }
 

@@ -11,6 +11,7 @@ pub mod consistency;
 pub mod expiry;
 pub mod kubeconfig;
 pub mod materialize;
+pub mod nodes;
 pub mod output;
 pub mod pack;
 pub mod pki;

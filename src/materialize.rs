@@ -13,13 +13,12 @@ use crate::config::Config;
 use crate::output::FileTree;
 use crate::pki::catalog::Credential;
 use crate::pki::catalog::{self, RenderedKind};
-use crate::pki::issue::{self, CertSpec, Issued};
+use crate::pki::issue::{self, CertSpec};
 use crate::pki::keys::Key;
 use crate::pki::token::discovery_hash;
 use crate::plan::{JoinPlan, NodePlan, Plan, PlannedFile};
 use crate::profile::{self, Artifact};
 use crate::render::{RenderError, Renderer};
-use crate::reuse::Previous;
 use crate::reuse::RENEW_WITHIN;
 use crate::state::{LeafRecord, LeafRecords, State, Token};
 use zeroize::Zeroizing;
@@ -61,33 +60,38 @@ pub struct Bundle {
 }
 
 type LeafId = (Option<String>, String);
-type Leaves = BTreeMap<LeafId, (Issued, Key)>;
 
-/// Every leaf of the plan, in parallel (key generation dominates). Its key and issue time come
-/// from the state's record while the certificate they give still fits (a previous bundle's
-/// fitting leaf is adopted when the state has no record), else a new key is made now. The serial
-/// is derived from the CA key and the leaf's identity and signatures are deterministic, so the
-/// same state, plan and clock give the same bytes; a previous bundle's certificate that is exactly
-/// that certificate is kept without signing again. Returns the leaves, how many were kept, and the
-/// records for the next state.
-fn issue_leaves(
-    plan: &Plan,
-    config: &Config,
-    state: &State,
-    clock: &Clock,
-    previous: &Previous,
-) -> Result<(Leaves, usize, LeafRecords), MaterializeError> {
+/// Every leaf of the plan, in parallel (key generation dominates). The state's record of a leaf
+/// is kept as it is while its certificate still fits the plan (see `reuse::kept`); else the
+/// certificate is issued again from the recorded key and issue time while they are usable, else
+/// from a new key now. The serial is derived from the CA key and the leaf's identity and
+/// signatures are deterministic, so the same state, plan and clock give the same bytes. Returns
+/// every leaf's record (key, issue time, certificate), which the nodes' files are rendered from
+/// and the next state keeps, and how many leaves were kept.
+fn issue_leaves(plan: &Plan, config: &Config, state: &State, clock: &Clock) -> Result<(LeafRecords, usize), MaterializeError> {
     let specs: Vec<&CertSpec> = plan.leaf_certificates();
     let version = &config.kubernetes_version;
     let new_keys = specs.iter().filter(|s| !state.leaves.contains_key(&(s.node.clone().unwrap_or_default(), s.id.clone()))).count();
     let bar = progress_bar(specs.len(), new_keys, config.algorithm);
-    let leaves: Vec<(LeafId, (Issued, Key), bool, i64)> = specs
+    let tick = || {
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    };
+    let leaves: Vec<(LeafId, LeafRecord, bool)> = specs
         .par_iter()
         .map(|spec| {
             let ca_id = spec.signer.ca_id().ok_or_else(|| MaterializeError::Missing(format!("{} has no signer", spec.id)))?;
             let ca =
                 state.authority(ca_id).ok_or_else(|| MaterializeError::Missing(format!("{}: CA {ca_id} is not in the state", spec.id)))?;
             let node = spec.node.clone().unwrap_or_default();
+            let id = (spec.node.clone(), spec.id.clone());
+            let record = state.leaves.get(&(node.clone(), spec.id.clone()));
+            if let Some((cert, r)) = record.and_then(|r| Some((crate::reuse::kept(spec, r, ca, config, clock)?, r))) {
+                tick();
+                let record = LeafRecord { key_pem: r.key_pem.clone(), issued: r.issued, cert_pem: Some(cert.pem) };
+                return Ok((id, record, true));
+            }
             let validity_at = |issued: i64| {
                 let at = Clock { now: time::OffsetDateTime::from_unix_timestamp(issued).unwrap_or(clock.now) };
                 issue::Validity::for_leaf(&at, version, config.cert_validity, ca)
@@ -96,73 +100,29 @@ fn issue_leaves(
                 let v = validity_at(issued);
                 v.not_before <= clock.now && v.not_after - clock.now > RENEW_WITHIN && v.not_after <= ca.not_after
             };
-            let recorded = state
-                .leaves
-                .get(&(node.clone(), spec.id.clone()))
+            let recorded = record
+                .filter(|r| usable(r.issued))
                 .and_then(|r| Key::from_pem(&r.key_pem).ok().map(|k| (k, r.issued)))
-                .filter(|(k, issued)| k.algorithm() == Some(config.algorithm) && usable(*issued));
-            // A bundle from before the state kept leaf records: adopt its fitting keys.
-            let adopted = || {
-                previous.leaf(spec, ca, config, clock).map(|(issued, key)| {
-                    let not_after = x509_parser::parse_x509_certificate(&issued.der)
-                        .map(|(_, c)| c.validity().not_after.timestamp())
-                        .unwrap_or(clock.now.unix_timestamp());
-                    (key, not_after - config.cert_validity.as_secs() as i64)
-                })
-            };
-            let (key, issued, fresh) = match recorded.or_else(adopted) {
-                Some((k, issued)) if usable(issued) => (k, issued, false),
-                _ => (
+                .filter(|(k, _)| k.algorithm() == Some(config.algorithm));
+            let (key, issued) = match recorded {
+                Some(kept) => kept,
+                None => (
                     crate::pki::source::new_key(config.seed.as_deref(), config.algorithm, &format!("{node}/{}", spec.id))?,
                     clock.now.unix_timestamp(),
-                    true,
                 ),
             };
-            let validity = validity_at(issued);
-            let serial = issue::derived_serial(&ca.key, &[node.as_bytes(), spec.id.as_bytes(), &key.spki_der(), &issued.to_be_bytes()]);
-            let id = (spec.node.clone(), spec.id.clone());
-            if !fresh {
-                if let Some(kept) = previous.same_leaf(spec, ca, config, clock, &key, &serial, validity.not_after) {
-                    if let Some(b) = &bar {
-                        b.inc(1);
-                    }
-                    return Ok((id, (kept, key), true, issued));
-                }
-                // `certs renew` re-issued it in place (later notAfter, its own serial): keep that
-                // renewal rather than go back to the recorded validity.
-                if let Some((renewed, old_key)) = previous.leaf(spec, ca, config, clock) {
-                    let not_after = x509_parser::parse_x509_certificate(&renewed.der).ok().map(|(_, c)| c.validity().not_after.timestamp());
-                    if let Some(na) =
-                        not_after.filter(|na| old_key.spki_der() == key.spki_der() && *na > validity.not_after.unix_timestamp())
-                    {
-                        if let Some(b) = &bar {
-                            b.inc(1);
-                        }
-                        return Ok((id, (renewed, key), true, na - config.cert_validity.as_secs() as i64));
-                    }
-                }
-            }
-            let cert = issue::issue(spec, &key, Some(ca), &validity, serial)?;
-            if let Some(b) = &bar {
-                b.inc(1);
-            }
-            Ok((id, (cert, key), false, issued))
+            let serial = crate::reuse::leaf_serial(ca, &node, &spec.id, &key.spki_der(), issued);
+            let cert = issue::issue(spec, &key, Some(ca), &validity_at(issued), serial)?;
+            tick();
+            let record = LeafRecord { key_pem: Zeroizing::new(key.private_pem().to_string()), issued, cert_pem: Some(cert.pem) };
+            Ok((id, record, false))
         })
         .collect::<Result<_, MaterializeError>>()?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let reused = leaves.iter().filter(|(_, _, r, _)| *r).count();
-    let records = leaves
-        .iter()
-        .map(|((node, id), (_, key), _, issued)| {
-            (
-                (node.clone().unwrap_or_default(), id.clone()),
-                LeafRecord { key_pem: Zeroizing::new(key.private_pem().to_string()), issued: *issued },
-            )
-        })
-        .collect();
-    Ok((leaves.into_iter().map(|(id, l, _, _)| (id, l)).collect(), reused, records))
+    let reused = leaves.iter().filter(|l| l.2).count();
+    Ok((leaves.into_iter().map(|((node, id), record, _)| ((node.unwrap_or_default(), id), record)).collect(), reused))
 }
 
 /// A progress bar for the leaves, when their new keys take more than a few seconds and both
@@ -191,7 +151,7 @@ fn progress_bar(leaves: usize, new_keys: usize, alg: crate::config::KeyAlgorithm
 struct Ctx<'a> {
     config: &'a Config,
     state: &'a State,
-    leaves: &'a Leaves,
+    leaves: &'a LeafRecords,
     renderer: &'a Renderer,
     ca_data: String,
     hash: String,
@@ -241,9 +201,11 @@ fn cluster_context(config: &Config) -> minijinja::Value {
 }
 
 impl Ctx<'_> {
-    fn leaf(&self, node: &str, id: &str) -> Result<&(Issued, Key), MaterializeError> {
+    /// A leaf's certificate and key (PEM).
+    fn leaf(&self, node: &str, id: &str) -> Result<(&str, &str), MaterializeError> {
         self.leaves
-            .get(&(Some(node.to_string()), id.to_string()))
+            .get(&(node.to_string(), id.to_string()))
+            .and_then(|r| Some((r.cert_pem.as_deref()?, r.key_pem.as_str())))
             .ok_or_else(|| MaterializeError::Missing(format!("{id} for {node} was not issued")))
     }
 
@@ -332,8 +294,8 @@ impl Ctx<'_> {
         Ok(match art {
             Artifact::CertPem(e) if e.is_ca() => self.authority(e.id)?.cert.pem.clone().into_bytes(),
             Artifact::KeyPem(e) if e.is_ca() => self.authority(e.id)?.key.private_pem().as_bytes().to_vec(),
-            Artifact::CertPem(e) => self.leaf(node, e.id)?.0.pem.clone().into_bytes(),
-            Artifact::KeyPem(e) => self.leaf(node, e.id)?.1.private_pem().as_bytes().to_vec(),
+            Artifact::CertPem(e) => self.leaf(node, e.id)?.0.as_bytes().to_vec(),
+            Artifact::KeyPem(e) => self.leaf(node, e.id)?.1.as_bytes().to_vec(),
             Artifact::SaKey => self.state.sa.private_pem().as_bytes().to_vec(),
             Artifact::SaPub => self.state.sa.public_pem().into_bytes(),
             Artifact::EncryptionConfig => self.encryption_config()?,
@@ -370,8 +332,8 @@ impl Ctx<'_> {
                                 context! {
                                     cluster_name => self.config.cluster_name.clone(), server, ca_data => self.ca_data.clone(), user,
                                     token => "", client_certificate, client_key,
-                                    client_certificate_data => embed(c.pem.clone()),
-                                    client_key_data => embed(key.private_pem().to_string()),
+                                    client_certificate_data => embed(c.to_string()),
+                                    client_key_data => embed(key.to_string()),
                                 },
                             )?
                             .into_bytes()
@@ -547,16 +509,9 @@ pub fn bootstrap_kubeconfig(
     )
 }
 
-pub fn materialize(
-    config: &Config,
-    plan: &Plan,
-    state: &State,
-    clock: &Clock,
-    previous: &Previous,
-    sink: &NodeSink,
-) -> Result<Bundle, MaterializeError> {
+pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, sink: &NodeSink) -> Result<Bundle, MaterializeError> {
     let renderer = Renderer::new();
-    let (leaves, reused, records) = issue_leaves(plan, config, state, clock, previous)?;
+    let (leaves, reused) = issue_leaves(plan, config, state, clock)?;
     let ca = state.authority("ca").ok_or_else(|| MaterializeError::Missing("the cluster CA is not in the state".into()))?;
     let hash = discovery_hash(&ca.key.spki_der());
     let ctx = Ctx {
@@ -579,10 +534,21 @@ pub fn materialize(
     })?;
     let node_names = plan.nodes.iter().map(|n| n.name.clone()).collect();
     let node_files = plan.nodes.iter().map(|n| n.files.len()).sum();
+    let first = plan
+        .node(&config.first_control_plane().name)
+        .ok_or_else(|| MaterializeError::Missing("the first control plane is not in the plan".into()))?;
+    let kubelet = ctx.kubelet_config(first)?;
+    let ca_data = ctx.ca_data;
+    // The leaf records go to their file and are dropped before plan.json is made: with tens of
+    // thousands of nodes both are tens of megabytes.
+    let issued = leaves.len() - reused;
+    let mut state_files = FileTree::new();
+    state_files.insert(crate::state::LEAVES_FILE, crate::state::leaves_json(&leaves), 0o600);
+    drop(leaves);
 
     let mut top = FileTree::new();
     let endpoint = config.control_plane_endpoint.host_port();
-    top.insert("discovery.conf", discovery_kubeconfig(&renderer, config, &ctx.ca_data)?.into_bytes(), 0o644);
+    top.insert("discovery.conf", discovery_kubeconfig(&renderer, config, &ca_data)?.into_bytes(), 0o644);
     // What every node should hold, for `kubebundle verify` and for people (no secrets).
     let plan_json = serde_json::to_vec_pretty(plan).map_err(|e| MaterializeError::Missing(format!("plan.json: {e}")))?;
     top.insert("plan.json", plan_json, 0o644);
@@ -591,11 +557,7 @@ pub fn materialize(
     }
     let minor = config.kubernetes_version.minor;
     let server = config.control_plane_endpoint.url();
-    let first = plan
-        .node(&config.first_control_plane().name)
-        .ok_or_else(|| MaterializeError::Missing("the first control plane is not in the plan".into()))?;
-    let kubelet = ctx.kubelet_config(first)?;
-    for (path, text) in token_manifests(&renderer, &server, &ctx.ca_data, minor, &state.tokens)?
+    for (path, text) in token_manifests(&renderer, &server, &ca_data, minor, &state.tokens)?
         .into_iter()
         .chain(config_manifests(&renderer, config, kubelet)?)
     {
@@ -609,9 +571,6 @@ pub fn materialize(
     };
     let join_text = join_text(&renderer, &join, state.join_token())?;
     top.insert("join.txt", join_text.clone().into_bytes(), 0o600);
-    let issued = leaves.len() - reused;
-    let mut state_files = FileTree::new();
-    state_files.insert(crate::state::LEAVES_FILE, crate::state::leaves_json(&records), 0o600);
     Ok(Bundle {
         node_names,
         node_files,

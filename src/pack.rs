@@ -1,12 +1,18 @@
 //! Reproducible node tarballs: sorted entries, uid/gid 0, one fixed mtime, exact modes,
 //! relative paths only, and a gzip header without a timestamp of its own.
 
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
 
 use flate2::{Compression, GzBuilder};
 use tar::{EntryType, Header};
 
-use crate::output::FileTree;
+use crate::output::{FileEntry, FileTree};
+
+/// No single file of a bundle comes near this; larger entries are refused unread.
+pub const MAX_FILE: u64 = 16 << 20;
+/// Upper bound on what one tarball may unpack to.
+pub const MAX_TOTAL: u64 = 256 << 20;
 
 fn header(path: &str, size: u64, mode: u32, mtime: u64, kind: EntryType) -> std::io::Result<Header> {
     let mut h = Header::new_ustar();
@@ -25,7 +31,7 @@ fn header(path: &str, size: u64, mode: u32, mtime: u64, kind: EntryType) -> std:
 
 /// Packs `tree` (paths relative to the node's /) into a .tar.gz held in memory.
 pub fn tar_gz(tree: &FileTree, mtime: u64) -> std::io::Result<Vec<u8>> {
-    let gz = GzBuilder::new().mtime(0).write(Vec::new(), Compression::default());
+    let gz = GzBuilder::new().mtime(0).write(Vec::new(), Compression::fast());
     let mut builder = tar::Builder::new(gz);
     // Directories and files in one sorted list, each directory before what it holds.
     let mut entries: Vec<(String, Option<&crate::output::FileEntry>)> = tree.dirs().into_iter().map(|d| (format!("{d}/"), None)).collect();
@@ -46,6 +52,95 @@ pub fn tar_gz(tree: &FileTree, mtime: u64) -> std::io::Result<Vec<u8>> {
     let mut gz = builder.into_inner()?;
     gz.flush()?;
     gz.finish()
+}
+
+/// A node tarball read back into memory: its regular files with their modes, and each entry
+/// refused while reading (path, why).
+#[derive(Default)]
+pub struct Unpacked {
+    pub files: BTreeMap<String, FileEntry>,
+    pub problems: Vec<(String, String)>,
+}
+
+impl Unpacked {
+    /// Exactly the files of `tree` (paths, bytes, modes), and nothing refused.
+    pub fn same_as(&self, tree: &FileTree) -> bool {
+        self.problems.is_empty()
+            && self.files.len() == tree.0.len()
+            && self.files.iter().zip(tree.iter()).all(|((pa, a), (pb, b))| pa == pb && a.mode == b.mode && *a.bytes == *b.bytes)
+    }
+}
+
+/// Reads a .tar.gz held in memory. Nothing is extracted to disk: absolute paths, `..`, links,
+/// devices, oversized and duplicate entries are reported in `problems` and left out.
+pub fn unpack(bytes: &[u8]) -> Unpacked {
+    let mut out = Unpacked::default();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    let entries = match archive.entries() {
+        Ok(e) => e,
+        Err(e) => {
+            out.problems.push((String::new(), format!("not a readable tar.gz: {e}")));
+            return out;
+        }
+    };
+    let mut total = 0u64;
+    for entry in entries {
+        let mut entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                out.problems.push((String::new(), format!("the archive is truncated or corrupt: {e}")));
+                break;
+            }
+        };
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let kind = entry.header().entry_type();
+        if raw.starts_with('/') {
+            out.problems.push((raw, "absolute path in the archive: refused (never extracted)".into()));
+            continue;
+        }
+        if raw.split('/').any(|c| c == "..") {
+            out.problems.push((raw, "path with '..' in the archive: refused (never extracted)".into()));
+            continue;
+        }
+        let path = raw.trim_start_matches("./").trim_end_matches('/').to_string();
+        if kind.is_dir() {
+            continue;
+        }
+        let what = if kind.is_symlink() {
+            Some("a symbolic link")
+        } else if kind.is_hard_link() {
+            Some("a hard link")
+        } else if kind.is_character_special() || kind.is_block_special() {
+            Some("a device node")
+        } else if kind.is_fifo() {
+            Some("a FIFO")
+        } else if !(kind.is_file() || kind.is_contiguous()) {
+            Some("an unsupported entry type")
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            let target = entry.link_name_bytes().map(|t| format!(" → {}", String::from_utf8_lossy(&t))).unwrap_or_default();
+            out.problems.push((path, format!("{what}{target} in the archive: refused (a bundle holds regular files only)")));
+            continue;
+        }
+        let size = entry.header().size().unwrap_or(u64::MAX);
+        if size > MAX_FILE || total.saturating_add(size) > MAX_TOTAL {
+            out.problems.push((path, format!("entry of {size} bytes is too large for a bundle file: not read")));
+            continue;
+        }
+        total += size;
+        let mode = entry.header().mode().unwrap_or(0) & 0o7777;
+        let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(size as usize));
+        if let Err(e) = (&mut entry).take(MAX_FILE).read_to_end(&mut bytes) {
+            out.problems.push((path, format!("cannot read the entry: {e}")));
+            continue;
+        }
+        if out.files.insert(path.clone(), FileEntry { bytes, mode }).is_some() {
+            out.problems.push((path, "the archive holds this path twice".into()));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

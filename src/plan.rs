@@ -68,16 +68,17 @@ pub struct JoinPlan {
 }
 
 /// Where each node of a bundle keeps each artifact, from its plan.json: node name → artifact
-/// id → absolute path under `<bundle>/nodes/<node>/`. None when the bundle has no readable plan
-/// (`certs` then falls back to kubeadm's layout).
+/// id → absolute path under the node's root (`root_of(name)`, the node's tree). None when the
+/// bundle has no readable plan (`certs` then falls back to kubeadm's layout).
 pub fn bundle_layouts(
     bundle: &std::path::Path,
+    root_of: impl Fn(&str) -> Option<std::path::PathBuf>,
 ) -> Option<std::collections::BTreeMap<String, std::collections::BTreeMap<String, std::path::PathBuf>>> {
     let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("plan.json")).ok()?).ok()?;
     let mut out = std::collections::BTreeMap::new();
     for node in plan["nodes"].as_array()? {
         let name = node["name"].as_str()?.to_string();
-        let root = bundle.join("nodes").join(&name);
+        let Some(root) = root_of(&name) else { continue };
         let files = node["files"]
             .as_array()?
             .iter()
@@ -86,6 +87,12 @@ pub fn bundle_layouts(
         out.insert(name, files);
     }
     Some(out)
+}
+
+/// The node names a bundle's plan.json lists (None without a readable plan).
+pub fn bundle_node_names(bundle: &std::path::Path) -> Option<std::collections::BTreeSet<String>> {
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("plan.json")).ok()?).ok()?;
+    Some(plan["nodes"].as_array()?.iter().filter_map(|n| n["name"].as_str().map(str::to_string)).collect())
 }
 
 /// The kubeadm config API a Kubernetes minor reads.

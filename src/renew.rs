@@ -241,6 +241,8 @@ impl Tree {
 
 struct Layout {
     trees: Vec<Tree>,
+    /// A bundle's nodes (unpacked copies of those kept only as tarballs).
+    nodes: Option<crate::nodes::NodeTrees>,
     /// A bundle's state/pki.
     state_pki: Option<PathBuf>,
     /// Kubeconfigs outside the trees that may hold a CA (a bundle's discovery.conf).
@@ -257,21 +259,15 @@ fn layout(dir: &Path) -> Result<Layout, RenewError> {
         return Err(not_a_tree());
     }
     if is_bundle(dir) {
+        let names = crate::plan::bundle_node_names(dir);
+        let nodes = crate::nodes::NodeTrees::open(dir, |n| names.as_ref().is_none_or(|l| l.contains(n)))
+            .map_err(|message| RenewError::Read { path: dir.join("nodes").display().to_string(), message })?;
         // With plan.json, each node's files are where its profile put them.
-        let layouts = crate::plan::bundle_layouts(dir);
-        let mut nodes: Vec<(String, PathBuf)> = std::fs::read_dir(dir.join("nodes"))
-            .map_err(|e| RenewError::Read { path: dir.join("nodes").display().to_string(), message: e.to_string() })?
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .filter(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                layouts.as_ref().map_or(e.path().join("etc/kubernetes").is_dir(), |l| l.contains_key(&name))
-            })
-            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-            .collect();
-        nodes.sort();
+        let layouts = crate::plan::bundle_layouts(dir, |n| nodes.roots.get(n).cloned());
         let trees = nodes
-            .into_iter()
+            .roots
+            .iter()
+            .filter(|(name, root)| layouts.as_ref().map_or(root.join("etc/kubernetes").is_dir(), |l| l.contains_key(*name)))
             .map(|(name, root)| {
                 let tarball = dir.join("nodes").join(format!("{name}.tar.gz"));
                 Tree {
@@ -279,14 +275,14 @@ fn layout(dir: &Path) -> Result<Layout, RenewError> {
                     confs: root.join("etc/kubernetes"),
                     pki: root.join("etc/kubernetes/pki"),
                     tarball: tarball.is_file().then_some(tarball),
-                    root: Some(root),
-                    layout: layouts.as_ref().and_then(|l| l.get(&name).cloned()),
+                    root: Some(root.clone()),
+                    layout: layouts.as_ref().and_then(|l| l.get(name).cloned()),
                 }
             })
             .collect();
         let state_pki = Some(dir.join("state/pki")).filter(|p| p.is_dir());
         let extra_confs = Some(dir.join("discovery.conf")).into_iter().filter(|p| p.is_file()).collect();
-        return Ok(Layout { trees, state_pki, extra_confs });
+        return Ok(Layout { trees, nodes: Some(nodes), state_pki, extra_confs });
     }
     let (root, etc) = if dir.join("etc/kubernetes").is_dir() {
         (Some(dir.to_path_buf()), dir.join("etc/kubernetes"))
@@ -303,7 +299,7 @@ fn layout(dir: &Path) -> Result<Layout, RenewError> {
         (r.parent()?.file_name()? == "nodes" && t.is_file()).then_some(t)
     });
     let tree = Tree { prefix: String::new(), pki: etc.join("pki"), confs: etc, root, tarball, layout: None };
-    Ok(Layout { trees: vec![tree], state_pki: None, extra_confs: Vec::new() })
+    Ok(Layout { trees: vec![tree], nodes: None, state_pki: None, extra_confs: Vec::new() })
 }
 
 // =============================================================================================
@@ -960,6 +956,48 @@ fn backup(dir: &Path, backup_dir: &Path, files: &[PathBuf]) -> Result<(), RenewE
     Ok(())
 }
 
+/// state/leaves.json with the records of the leaves renewed in the bundle's node trees (their
+/// certificate, and key with --new-key), so the next `generate` keeps the renewals. None when the
+/// state has no records or none changed.
+fn updated_leaf_records(file: &Path, trees: &[Tree], changes: &BTreeMap<PathBuf, Vec<u8>>) -> Result<Option<Vec<u8>>, RenewError> {
+    if !present(file) {
+        return Ok(None);
+    }
+    let state_dir = file.parent().unwrap_or(Path::new("."));
+    let mut records =
+        crate::state::read_leaves(state_dir).map_err(|e| RenewError::Read { path: file.display().to_string(), message: e.to_string() })?;
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
+    let mut touched = false;
+    for tree in trees {
+        let (Some(layout), Some(node)) = (&tree.layout, tree.prefix.strip_suffix('/')) else { continue };
+        for (artifact, path) in layout {
+            let Some(bytes) = changes.get(path) else { continue };
+            let (id, cert, key) = if let Some(id) = artifact.strip_suffix(".crt") {
+                (id, text(bytes), None)
+            } else if let Some(id) = artifact.strip_suffix(".key") {
+                (id, None, text(bytes))
+            } else if catalog::kubeconfig(artifact).is_some() {
+                let Ok(kc) = crate::kubeconfig::Kubeconfig::parse(bytes) else { continue };
+                let Some(user) = kc.current_user() else { continue };
+                let data = |v: Option<&str>| crate::kubeconfig::decode("", v).ok().flatten().and_then(|b| String::from_utf8(b).ok());
+                (artifact.as_str(), data(user.client_certificate_data.as_deref()), data(user.client_key_data.as_deref()))
+            } else {
+                continue;
+            };
+            let Some(record) = records.get_mut(&(node.to_string(), id.to_string())) else { continue };
+            if let Some(c) = cert {
+                record.cert_pem = Some(c);
+                touched = true;
+            }
+            if let Some(k) = key {
+                record.key_pem = zeroize::Zeroizing::new(k);
+                touched = true;
+            }
+        }
+    }
+    Ok(touched.then(|| crate::state::leaves_json(&records)))
+}
+
 /// A node tree read back as a FileTree (regular files, their modes), for re-packing.
 fn read_tree(root: &Path) -> Result<crate::output::FileTree, RenewError> {
     fn walk(dir: &Path, rel: &str, tree: &mut crate::output::FileTree) -> Result<(), RenewError> {
@@ -1062,8 +1100,22 @@ pub fn renew(args: &RenewArgs) -> Result<RenewReport, RenewError> {
         }
     }
 
-    let mut changed: Vec<PathBuf> = work.changes.keys().cloned().collect();
+    // A bundle's state records each leaf's certificate and key: keep them in step.
+    if let Some(state_pki) = &lay.state_pki {
+        let leaves_file = state_pki.with_file_name(crate::state::LEAVES_FILE);
+        if let Some(bytes) = updated_leaf_records(&leaves_file, &lay.trees, &work.changes)? {
+            work.changes.insert(leaves_file, bytes);
+        }
+    }
+    // Files of unpacked copies are not the bundle's: their tarballs are.
+    let in_copy = |p: &Path| lay.nodes.as_ref().is_some_and(|n| n.in_copy(p));
+    let mut changed: Vec<PathBuf> = work.changes.keys().filter(|p| !in_copy(p)).cloned().collect();
     changed.extend(tarballs.iter().map(|(_, t)| t.clone()));
+    if let Some(nodes) = &lay.nodes {
+        for r in &mut work.renewed {
+            r.path = PathBuf::from(nodes.display(&r.path));
+        }
+    }
     let restart = COMPONENTS.iter().enumerate().filter(|(i, _)| work.restart & (1 << i) != 0).map(|(_, c)| *c).collect();
     let mut report = RenewReport {
         renewed: std::mem::take(&mut work.renewed),

@@ -26,12 +26,15 @@ pub const MARKER_FILE: &str = "cluster.yaml";
 /// byte-identical certificates from the state alone.
 pub const LEAVES_FILE: &str = "leaves.json";
 
-/// A leaf certificate's key and the run clock it was first issued at; the certificate itself
-/// follows from these, the CA and the plan.
+/// A leaf certificate's key and the run clock it was first issued at (the certificate follows
+/// from these, the CA and the plan), and the certificate itself, so a run that would issue it
+/// again keeps it without signing (and `certs renew` records its renewals here).
 pub struct LeafRecord {
     pub key_pem: Zeroizing<String>,
     /// Unix seconds of the issuing run's clock.
     pub issued: i64,
+    /// The certificate (PEM) as the bundle holds it.
+    pub cert_pem: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -41,6 +44,8 @@ struct LeafEntry {
     id: String,
     issued: i64,
     key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cert: Option<String>,
 }
 
 impl Drop for LeafEntry {
@@ -63,14 +68,20 @@ pub type LeafRecords = BTreeMap<(String, String), LeafRecord>;
 pub fn leaves_json(records: &LeafRecords) -> Vec<u8> {
     let leaves = records
         .iter()
-        .map(|((node, id), r)| LeafEntry { node: node.clone(), id: id.clone(), issued: r.issued, key: r.key_pem.to_string() })
+        .map(|((node, id), r)| LeafEntry {
+            node: node.clone(),
+            id: id.clone(),
+            issued: r.issued,
+            key: r.key_pem.to_string(),
+            cert: r.cert_pem.clone(),
+        })
         .collect();
     let mut out = serde_json::to_vec_pretty(&LeavesFile { leaves }).unwrap_or_default();
     out.push(b'\n');
     out
 }
 
-fn read_leaves(dir: &Path) -> Result<LeafRecords, StateError> {
+pub fn read_leaves(dir: &Path) -> Result<LeafRecords, StateError> {
     let Some(text) = read_opt(dir, LEAVES_FILE)? else { return Ok(LeafRecords::new()) };
     let text = Zeroizing::new(text);
     let f: LeavesFile = serde_json::from_str(&text).map_err(|e| {
@@ -78,7 +89,10 @@ fn read_leaves(dir: &Path) -> Result<LeafRecords, StateError> {
     })?;
     Ok(f.leaves
         .iter()
-        .map(|e| ((e.node.clone(), e.id.clone()), LeafRecord { key_pem: Zeroizing::new(e.key.clone()), issued: e.issued }))
+        .map(|e| {
+            let record = LeafRecord { key_pem: Zeroizing::new(e.key.clone()), issued: e.issued, cert_pem: e.cert.clone() };
+            ((e.node.clone(), e.id.clone()), record)
+        })
         .collect())
 }
 

@@ -239,13 +239,8 @@ fn change(dir: &Path, clock: &Clock, edit: impl FnOnce(&mut Vec<Token>) -> Resul
             if rewrites.is_empty() {
                 continue;
             }
-            let node_root = root.join("nodes").join(name);
-            for (path, text) in rewrites {
-                output::write_file(&node_root.join(path), text.as_bytes(), 0o600)?;
-            }
-            let tarball = root.join("nodes").join(format!("{name}.tar.gz"));
-            let tgz = crate::pack::tar_gz(&output::read_tree(&node_root), clock.unix()).map_err(output::werr(&tarball))?;
-            output::write_file(&tarball, &tgz, 0o600)?;
+            let files: Vec<(String, Vec<u8>, u32)> = rewrites.into_iter().map(|(p, text)| (p, text.into_bytes(), 0o600)).collect();
+            crate::nodes::rewrite_node(&root.join("nodes"), name, &files, clock.unix())?;
         }
     }
     output::commit(staging, dir)?;

@@ -28,10 +28,7 @@ pub const DEFAULT_WARN_WITHIN: std::time::Duration = std::time::Duration::from_s
 
 /// The certificatesDir used when there is no plan.
 const DEFAULT_PKI: &str = "etc/kubernetes/pki";
-/// No single file of a bundle comes near this; larger entries are refused unread.
-const MAX_FILE: u64 = 16 << 20;
-/// Upper bound on what one tarball may unpack to.
-const MAX_TOTAL: u64 = 256 << 20;
+use crate::pack::MAX_FILE;
 
 pub struct VerifyArgs {
     pub path: PathBuf,
@@ -205,87 +202,13 @@ fn looks_like_root(p: &Path) -> bool {
 // =============================================================================================
 // Input: a node's files in memory
 
-#[derive(Clone, PartialEq, Eq)]
-struct TreeFile {
-    bytes: Vec<u8>,
-    mode: u32,
-}
+type TreeFile = crate::output::FileEntry;
 
-#[derive(Default)]
-struct Loaded {
-    files: BTreeMap<String, TreeFile>,
-    /// (path, message): entries refused while reading (unsafe paths, links, devices, read errors).
-    problems: Vec<(String, String)>,
-}
+/// A node's files and what was refused while reading them.
+type Loaded = crate::pack::Unpacked;
 
 fn load_tarball(bytes: &[u8]) -> Loaded {
-    let mut out = Loaded::default();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
-    let entries = match archive.entries() {
-        Ok(e) => e,
-        Err(e) => {
-            out.problems.push((String::new(), format!("not a readable tar.gz: {e}")));
-            return out;
-        }
-    };
-    let mut total = 0u64;
-    for entry in entries {
-        let mut entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                out.problems.push((String::new(), format!("the archive is truncated or corrupt: {e}")));
-                break;
-            }
-        };
-        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let kind = entry.header().entry_type();
-        if raw.starts_with('/') {
-            out.problems.push((raw, "absolute path in the archive: refused (never extracted)".into()));
-            continue;
-        }
-        if raw.split('/').any(|c| c == "..") {
-            out.problems.push((raw, "path with '..' in the archive: refused (never extracted)".into()));
-            continue;
-        }
-        let path = raw.trim_start_matches("./").trim_end_matches('/').to_string();
-        if kind.is_dir() {
-            continue;
-        }
-        let what = if kind.is_symlink() {
-            Some("a symbolic link")
-        } else if kind.is_hard_link() {
-            Some("a hard link")
-        } else if kind.is_character_special() || kind.is_block_special() {
-            Some("a device node")
-        } else if kind.is_fifo() {
-            Some("a FIFO")
-        } else if !(kind.is_file() || kind.is_contiguous()) {
-            Some("an unsupported entry type")
-        } else {
-            None
-        };
-        if let Some(what) = what {
-            let target = entry.link_name_bytes().map(|t| format!(" → {}", String::from_utf8_lossy(&t))).unwrap_or_default();
-            out.problems.push((path, format!("{what}{target} in the archive: refused (a bundle holds regular files only)")));
-            continue;
-        }
-        let size = entry.header().size().unwrap_or(u64::MAX);
-        if size > MAX_FILE || total.saturating_add(size) > MAX_TOTAL {
-            out.problems.push((path, format!("entry of {size} bytes is too large for a bundle file: not read")));
-            continue;
-        }
-        total += size;
-        let mode = entry.header().mode().unwrap_or(0) & 0o7777;
-        let mut bytes = Vec::new();
-        if let Err(e) = (&mut entry).take(MAX_FILE).read_to_end(&mut bytes) {
-            out.problems.push((path, format!("cannot read the entry: {e}")));
-            continue;
-        }
-        if out.files.insert(path.clone(), TreeFile { bytes, mode }).is_some() {
-            out.problems.push((path, "the archive holds this path twice".into()));
-        }
-    }
-    out
+    crate::pack::unpack(bytes)
 }
 
 fn load_dir(root: &Path) -> Loaded {
@@ -320,7 +243,7 @@ fn load_dir(root: &Path) -> Loaded {
                 }
                 match std::fs::read(&p) {
                     Ok(bytes) => {
-                        out.files.insert(rel(&p), TreeFile { bytes, mode: md.permissions().mode() & 0o7777 });
+                        out.files.insert(rel(&p), TreeFile { bytes: bytes.into(), mode: md.permissions().mode() & 0o7777 });
                     }
                     Err(e) => out.problems.push((rel(&p), format!("cannot read: {e}"))),
                 }
@@ -787,13 +710,18 @@ fn default_layout(node: &str) -> BTreeMap<String, Expected> {
         .collect()
 }
 
-/// Each control plane's apiserver.crt in `<bundle>/nodes/<node>/` (the unpacked trees).
+/// Each control plane's apiserver.crt in `<bundle>/nodes/<node>/` (the unpacked tree), else in
+/// its tarball.
 fn sibling_apiservers(bundle: &Path, plan: &PlanDoc) -> Vec<(String, CertInfo)> {
     let mut out = Vec::new();
     for n in plan.nodes.iter().filter(|n| n.roles.iter().any(|r| r == "control-plane")) {
         let Some(f) = n.files.iter().find(|f| f.artifact == "apiserver.crt") else { continue };
-        let p = bundle.join("nodes").join(&n.name).join(&f.path);
-        if let Some(c) = std::fs::read(p).ok().and_then(|b| CertInfo::from_pem(&b).ok()) {
+        let nodes = bundle.join("nodes");
+        let bytes = std::fs::read(nodes.join(&n.name).join(&f.path)).ok().or_else(|| {
+            let tree = crate::nodes::read_tarball(&nodes.join(format!("{}.tar.gz", n.name))).ok()?;
+            tree.get(&f.path).map(|e| e.bytes.to_vec())
+        });
+        if let Some(c) = bytes.and_then(|b| CertInfo::from_pem(&b).ok()) {
             out.push((format!("{}'s apiserver.crt", n.name), c));
         }
     }
@@ -928,16 +856,7 @@ impl Verifier {
         };
         // Every node named by the plan, by a tree or by a tarball.
         let mut names: BTreeSet<String> = plan.iter().flat_map(|p| p.nodes.iter().map(|n| n.name.clone())).collect();
-        if let Ok(rd) = std::fs::read_dir(dir.join("nodes")) {
-            for e in rd.flatten() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                match n.strip_suffix(".tar.gz") {
-                    Some(stem) => names.insert(stem.to_string()),
-                    None if e.path().is_dir() => names.insert(n),
-                    None => false,
-                };
-            }
-        }
+        names.extend(crate::nodes::node_names(&dir.join("nodes")));
         let mut nodes = Vec::new();
         for name in &names {
             let tree_dir = dir.join("nodes").join(name);
@@ -1000,9 +919,9 @@ impl Verifier {
             let s = Scope { node: &info.name, prefix: "" };
             let dir_label = format!("nodes/{}", info.name);
             let tgz_label = format!("nodes/{}.tar.gz", info.name);
-            match tree {
-                Some(t) => self.check_node(info, t, &format!("{dir_label}/"), &facts),
-                None => self.add(&s, Severity::Error, &dir_label, CHECK_ARCHIVE, "the node's unpacked tree is missing"),
+            // The tree is there only when the bundle was generated with --unpacked.
+            if let Some(t) = tree {
+                self.check_node(info, t, &format!("{dir_label}/"), &facts);
             }
             match tarball {
                 Some(t) => self.check_node(info, t, &format!("{tgz_label}:"), &facts),
@@ -1168,7 +1087,7 @@ impl Verifier {
                 Some(Artifact::CertPem(entry)) => match CertInfo::from_pem(&f.bytes) {
                     Ok(cert) => {
                         let key_path = info.path_of(&format!("{}.key", entry.id));
-                        let key = key_path.and_then(|kp| files.get(kp).map(|k| (kp.to_string(), k.bytes.clone())));
+                        let key = key_path.and_then(|kp| files.get(kp).map(|k| (kp.to_string(), k.bytes.to_vec())));
                         found.push(FoundCert {
                             path: path.clone(),
                             entry,

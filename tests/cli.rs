@@ -41,7 +41,7 @@ fn default_config_generates_and_prints() {
     f.check(plan.ok(), || format!("plan --config <print-defaults output>: {}", plan.describe()));
 
     let now = rfc3339(NOW_UNIX);
-    let run = kubebundle(dir.path(), &["generate", "--now", &now], &[]);
+    let run = kubebundle(dir.path(), &["generate", "--unpacked", "--now", &now], &[]);
     if !run.ok() {
         panic!("generate without --config failed: {}", run.describe());
     }
@@ -82,7 +82,7 @@ fn source_date_epoch_fixes_the_clock() {
     let epoch = m.now.to_string();
     let run = kubebundle(
         dir.path(),
-        &["generate", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &["generate", "--unpacked", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()],
         &[("SOURCE_DATE_EPOCH", epoch.as_str())],
     );
     assert!(run.ok(), "{}", run.describe());
@@ -184,7 +184,17 @@ fn rerun_keeps_state_and_adding_nodes_only_adds_files() {
     let now = rfc3339(NOW_UNIX);
     let run = kubebundle(
         g.root(),
-        &["generate", "--config", g.config_path.to_str().unwrap(), "--out", g.out.to_str().unwrap(), "--now", &now, "--force"],
+        &[
+            "generate",
+            "--unpacked",
+            "--config",
+            g.config_path.to_str().unwrap(),
+            "--out",
+            g.out.to_str().unwrap(),
+            "--now",
+            &now,
+            "--force",
+        ],
         &[],
     );
     if run.ok() {
@@ -270,8 +280,11 @@ fn bad_config_exits_1_with_position_and_writes_nothing() {
         std::fs::write(&cfg, &case.text).unwrap();
         let out = dir.path().join("out");
         let now = rfc3339(NOW_UNIX);
-        let r =
-            kubebundle(dir.path(), &["generate", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", &now], &[]);
+        let r = kubebundle(
+            dir.path(),
+            &["generate", "--unpacked", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", &now],
+            &[],
+        );
         let l = case.name;
         f.eq(&format!("{l}: exit code"), &Some(1), &r.code);
         f.check(!r.stderr.contains("panicked at"), || format!("{l}: panicked: {}", r.stderr));
@@ -352,6 +365,7 @@ fn generate_succeeds_without_network() {
         "--net",
         bin(),
         "generate",
+        "--unpacked",
         "--config",
         cfg.to_str().unwrap(),
         "--out",

@@ -459,7 +459,7 @@ fn bundle() -> &'static Bundle {
         std::fs::write(&cfg, bundle_config()).unwrap();
         let out = dir.path().join("out");
         let run = Command::new(env!("CARGO_BIN_EXE_kubebundle"))
-            .arg("generate")
+            .args(["generate", "--unpacked"])
             .arg("--config")
             .arg(&cfg)
             .arg("--out")

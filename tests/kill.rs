@@ -16,9 +16,11 @@ use common::*;
 const WORKERS: usize = 40;
 const KILL_POINTS: usize = 50;
 
-fn config() -> String {
-    let mut s = String::from(
-        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nclusterName: kill\nkubernetesVersion: v1.34.1\nencryptionAlgorithm: ECDSA-P256\n---\napiVersion: kubebundle.dev/v1alpha1\nkind: Inventory\nnodes:\n",
+/// The two configs differ in the leaves' validity, so a run with the one the bundle was not made
+/// with signs every leaf again and rewrites every node: real work from start to end.
+fn config(validity: &str) -> String {
+    let mut s = format!(
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nclusterName: kill\nkubernetesVersion: v1.34.1\nencryptionAlgorithm: ECDSA-P256\ncertificateValidityPeriod: {validity}\n---\napiVersion: kubebundle.dev/v1alpha1\nkind: Inventory\nnodes:\n",
     );
     for i in 1..=3 {
         s += &format!("- {{name: cp{i}, address: 10.3.0.{i}, roles: [control-plane, etcd]}}\n");
@@ -29,10 +31,12 @@ fn config() -> String {
     s
 }
 
-fn generate_cmd(dir: &Path) -> Command {
+const CONFIGS: [&str; 2] = ["kill-a.yaml", "kill-b.yaml"];
+
+fn generate_cmd(dir: &Path, config: &str) -> Command {
     let mut c = hermetic(bin(), dir);
     c.current_dir(dir)
-        .args(["generate", "--config", "kill.yaml", "--out", "out"])
+        .args(["generate", "--unpacked", "--config", config, "--out", "out"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -107,11 +111,12 @@ fn check_complete(cluster: &Path, state: &BTreeMap<String, Vec<u8>>) -> Result<(
 fn sigkill_at_any_point_leaves_the_old_or_the_new_bundle() {
     let tmp = temp_dir("kill");
     let dir = tmp.path();
-    std::fs::write(dir.join("kill.yaml"), config()).unwrap();
+    std::fs::write(dir.join(CONFIGS[0]), config("8760h")).unwrap();
+    std::fs::write(dir.join(CONFIGS[1]), config("8000h")).unwrap();
     let cluster = dir.join("out/kill");
 
     // A complete first bundle, and the time a full re-run takes.
-    let first = run_cmd(generate_cmd(dir));
+    let first = run_cmd(generate_cmd(dir, CONFIGS[0]));
     assert!(first.ok(), "{}", first.describe());
     let state: BTreeMap<String, Vec<u8>> =
         ["pki/ca.crt", "pki/ca.key", "pki/front-proxy-ca.key", "pki/etcd/ca.key", "pki/sa.key", "encryption.yaml"]
@@ -120,15 +125,17 @@ fn sigkill_at_any_point_leaves_the_old_or_the_new_bundle() {
             .collect();
     check_complete(&cluster, &state).expect("the first bundle is complete");
     let start = Instant::now();
-    let second = run_cmd(generate_cmd(dir));
+    let second = run_cmd(generate_cmd(dir, CONFIGS[1]));
     assert!(second.ok(), "{}", second.describe());
     let full = start.elapsed();
+    // Each run uses the config the bundle on disk was not made with.
+    let mut next = 0;
 
     let mut previous = digest(&cluster);
     let (mut killed, mut finished, mut swapped) = (0, 0, 0);
     for k in 0..KILL_POINTS {
         let delay = full.mul_f64((k as f64 + 0.5) / KILL_POINTS as f64);
-        let mut child = generate_cmd(dir).spawn().expect("spawn generate");
+        let mut child = generate_cmd(dir, CONFIGS[next]).spawn().expect("spawn generate");
         std::thread::sleep(delay);
         let done = child.try_wait().expect("try_wait").is_some();
         if !done {
@@ -146,12 +153,13 @@ fn sigkill_at_any_point_leaves_the_old_or_the_new_bundle() {
             check_complete(&cluster, &state).unwrap_or_else(|e| panic!("kill point {k} ({delay:?}): a torn bundle: {e}"));
             swapped += 1;
             previous = now;
+            next = 1 - next;
         }
     }
     eprintln!("{KILL_POINTS} kill points over {full:?}: {killed} killed, {finished} finished, {swapped} new bundles");
     assert!(killed >= KILL_POINTS * 3 / 4, "only {killed} runs were killed: the kill points missed the run");
     // The next run cleans up whatever the killed runs left beside the bundle.
-    let last = run_cmd(generate_cmd(dir));
+    let last = run_cmd(generate_cmd(dir, CONFIGS[next]));
     assert!(last.ok(), "{}", last.describe());
     check_complete(&cluster, &state).expect("the last bundle is complete");
     let left: Vec<String> =
@@ -165,15 +173,18 @@ fn sigkill_at_any_point_leaves_the_old_or_the_new_bundle() {
 fn a_second_concurrent_run_is_refused_by_the_lock() {
     let tmp = temp_dir("lock");
     let dir = tmp.path();
-    std::fs::write(dir.join("kill.yaml"), config()).unwrap();
-    let first = run_cmd(generate_cmd(dir));
+    std::fs::write(dir.join(CONFIGS[0]), config("8760h")).unwrap();
+    std::fs::write(dir.join(CONFIGS[1]), config("8000h")).unwrap();
+    let first = run_cmd(generate_cmd(dir, CONFIGS[0]));
     assert!(first.ok(), "{}", first.describe());
     // Start a run, and a second one while the first holds the lock (retry if the first
     // happened to finish before the second started).
-    for _ in 0..10 {
-        let mut a = generate_cmd(dir).spawn().expect("spawn");
+    for round in 0..10 {
+        // The first run re-signs every leaf (the other config), so it takes a while.
+        let config = CONFIGS[1 - round % 2];
+        let mut a = generate_cmd(dir, config).spawn().expect("spawn");
         std::thread::sleep(Duration::from_millis(20));
-        let b = run_cmd(generate_cmd(dir));
+        let b = run_cmd(generate_cmd(dir, config));
         let a_status = a.wait().expect("wait");
         assert!(a_status.success());
         if !b.ok() {

@@ -75,7 +75,7 @@ fn validity_days(pem_path: &Path) -> i64 {
 fn bundle_matches_a_real_kubeadm_tree() {
     let tmp = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_kubebundle"))
-        .args(["generate", "--now", "2026-11-22T09:40:51Z", "--out"])
+        .args(["generate", "--unpacked", "--now", "2026-11-22T09:40:51Z", "--out"])
         .arg(tmp.path())
         .arg("--config")
         .arg(fixtures().join("kubeadm-v1.24-etc-kubernetes.kubeadm-config.yaml"))

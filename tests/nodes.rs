@@ -20,7 +20,7 @@ fn config(nodes: &[(&str, &str, &str)]) -> String {
 
 fn generate(dir: &Path, text: &str, now: &str) -> Run {
     std::fs::write(dir.join("grow.yaml"), text).unwrap();
-    let run = kubebundle(dir, &["generate", "--config", "grow.yaml", "--out", "out", "--now", now], &[]);
+    let run = kubebundle(dir, &["generate", "--unpacked", "--config", "grow.yaml", "--out", "out", "--now", now], &[]);
     assert!(run.ok(), "{}", run.describe());
     verify_bundle(&dir.join("out/grow"), Some(now)).unwrap_or_else(|e| panic!("{e}"));
     run
@@ -85,7 +85,11 @@ fn adding_and_removing_nodes_changes_nothing_else() {
     }
 
     // --force starts over: a new CA, so every node's files change.
-    let forced = kubebundle(dir, &["generate", "--config", "grow.yaml", "--out", "out", "--now", "2026-03-05T00:00:00Z", "--force"], &[]);
+    let forced = kubebundle(
+        dir,
+        &["generate", "--unpacked", "--config", "grow.yaml", "--out", "out", "--now", "2026-03-05T00:00:00Z", "--force"],
+        &[],
+    );
     assert!(forced.ok(), "{}", forced.describe());
     assert_ne!(file_bytes(&cluster).get("nodes/cp1/etc/kubernetes/pki/ca.crt"), last.get("nodes/cp1/etc/kubernetes/pki/ca.crt"));
 }

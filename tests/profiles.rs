@@ -69,7 +69,7 @@ fn generate(prefix: &str, config: &str, extra: &[&str]) -> Bundle {
     std::fs::write(&cfg, config).expect("write config");
     let out = tmp.path().join("out");
     let now = rfc3339(NOW_UNIX);
-    let mut args = vec!["generate", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", now.as_str()];
+    let mut args = vec!["generate", "--unpacked", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", now.as_str()];
     args.extend_from_slice(extra);
     let r = kubebundle(tmp.path(), &args, &[]);
     assert!(r.ok(), "generate failed: {}\n--- config ---\n{config}", r.describe());

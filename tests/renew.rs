@@ -523,7 +523,7 @@ fn generate_with(dir: &Path, extra: &[&str]) -> PathBuf {
     std::fs::write(&cfg, bundle_config()).unwrap();
     let out = dir.join("out");
     let run = Command::new(env!("CARGO_BIN_EXE_kubebundle"))
-        .arg("generate")
+        .args(["generate", "--unpacked"])
         .arg("--config")
         .arg(&cfg)
         .arg("--out")
@@ -581,10 +581,20 @@ fn bundle_all_renews_every_node_and_repacks() {
     let after = snapshot(&cluster);
     for (rel, (bytes, mode)) in &before {
         assert_eq!(after[rel].1, *mode, "{rel}: mode");
-        if rel.starts_with("state/") || rel.ends_with(".key") || rel.ends_with("ca.crt") || rel.ends_with("sa.pub") {
+        // The state's leaf records follow the renewed certificates (checked below).
+        if rel != "state/leaves.json"
+            && (rel.starts_with("state/") || rel.ends_with(".key") || rel.ends_with("ca.crt") || rel.ends_with("sa.pub"))
+        {
             assert_eq!(&after[rel].0, bytes, "{rel} changed");
         }
     }
+    let leaves: serde_json::Value = serde_json::from_slice(&after["state/leaves.json"].0).unwrap();
+    let recorded = |node: &str, id: &str| {
+        let l = leaves["leaves"].as_array().unwrap().iter().find(|l| l["node"] == node && l["id"] == id).unwrap();
+        l["cert"].as_str().unwrap().as_bytes().to_vec()
+    };
+    assert_eq!(recorded("cp2", "apiserver"), after["nodes/cp2/etc/kubernetes/pki/apiserver.crt"].0, "the record of cp2/apiserver");
+    assert_eq!(recorded("w1", "kubelet-serving"), after["nodes/w1/var/lib/kubelet/pki/kubelet.crt"].0, "the record of w1/kubelet-serving");
     for node in ["cp1", "cp2", "w1"] {
         let root = cluster.join("nodes").join(node);
         let tree = snapshot(&root);

@@ -35,7 +35,7 @@ nodes:
 fn generate_with_umask_000(dir: &Path) -> Run {
     std::fs::write(dir.join("c.yaml"), CONFIG).unwrap();
     let mut c = hermetic("sh", dir);
-    c.current_dir(dir).args(["-c", "umask 000 && exec \"$0\" generate --config c.yaml --out out", bin()]);
+    c.current_dir(dir).args(["-c", "umask 000 && exec \"$0\" generate --unpacked --config c.yaml --out out", bin()]);
     run_cmd(c)
 }
 
@@ -139,7 +139,7 @@ fn no_secret_reaches_the_output_but_the_join_command() {
     let secrets = secrets(&cluster);
     assert!(secrets.len() > 20, "too few secrets found: {}", secrets.len());
     // Also a second run (reusing the state) and `plan`.
-    let again = kubebundle(tmp.path(), &["generate", "--config", "c.yaml", "--out", "out"], &[]);
+    let again = kubebundle(tmp.path(), &["generate", "--unpacked", "--config", "c.yaml", "--out", "out"], &[]);
     let plan = kubebundle(tmp.path(), &["plan", "--config", "c.yaml", "-o", "json"], &[]);
     let mut c = Command::new(bin());
     c.current_dir(tmp.path()).args(["generate", "--config", "missing.yaml"]);

@@ -26,7 +26,7 @@ fn tokens_are_created_listed_and_deleted_in_step_with_the_bundle() {
     let dir = tmp.path();
     let text = live_config("tok", &[("cp1", "10.5.0.1", "control-plane, etcd"), ("w1", "10.5.0.11", "worker")]);
     std::fs::write(dir.join("tok.yaml"), &text).unwrap();
-    let gen = kubebundle(dir, &["generate", "--config", "tok.yaml", "--out", "out", "--now", NOW], &[]);
+    let gen = kubebundle(dir, &["generate", "--unpacked", "--config", "tok.yaml", "--out", "out", "--now", NOW], &[]);
     assert!(gen.ok(), "{}", gen.describe());
     let cluster = dir.join("out/tok");
     let first = tokens_in(&std::fs::read_to_string(cluster.join("join.txt")).unwrap())[0].clone();
@@ -63,7 +63,7 @@ fn tokens_are_created_listed_and_deleted_in_step_with_the_bundle() {
     assert!(!list.stdout.contains(new.split('.').nth(1).unwrap()), "list shows a secret");
 
     // A later generate keeps the created token.
-    let again = kubebundle(dir, &["generate", "--config", "tok.yaml", "--out", "out", "--now", NOW], &[]);
+    let again = kubebundle(dir, &["generate", "--unpacked", "--config", "tok.yaml", "--out", "out", "--now", NOW], &[]);
     assert!(again.ok(), "{}", again.describe());
     assert!(std::fs::read_to_string(cluster.join("state/tokens.yaml")).unwrap().contains(&new));
 

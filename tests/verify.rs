@@ -53,7 +53,7 @@ fn generate(prefix: &str, cluster: &str, config: Option<&str>, now: Option<i64>,
     }
     let out_s = out.to_str().unwrap().to_string();
     let cfg = dir.path().join("cluster.yaml");
-    let mut args = vec!["generate".to_string(), "--out".into(), out_s];
+    let mut args = vec!["generate".to_string(), "--unpacked".into(), "--out".into(), out_s];
     if let Some(text) = config {
         std::fs::write(&cfg, text).unwrap();
         args.extend(["--config".into(), cfg.to_str().unwrap().to_string()]);

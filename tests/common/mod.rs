@@ -443,7 +443,8 @@ impl Generated {
 
 fn run_generate(dir: &Path, config: &Path, out: &Path, extra: &[&str]) -> Run {
     let now = rfc3339(NOW_UNIX);
-    let mut args = vec!["generate", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", now.as_str()];
+    let mut args =
+        vec!["generate", "--unpacked", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", now.as_str()];
     args.extend_from_slice(extra);
     kubebundle(dir, &args, &[])
 }
@@ -593,7 +594,7 @@ pub fn generate_live(dir: &Path, cluster_name: &str, config_text: &str) -> PathB
     let config = dir.join(format!("{cluster_name}.yaml"));
     std::fs::write(&config, config_text).expect("write config");
     let out = dir.join("out");
-    let run = kubebundle(dir, &["generate", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()], &[]);
+    let run = kubebundle(dir, &["generate", "--unpacked", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()], &[]);
     assert!(run.ok(), "generate failed: {}", run.describe());
     let cluster = out.join(cluster_name);
     verify_bundle(&cluster, None).unwrap_or_else(|e| panic!("{e}"));
