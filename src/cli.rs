@@ -577,6 +577,9 @@ fn move_out_removed_nodes(cluster_dir: &Path, bundle: &Bundle, clock: &Clock) ->
 }
 
 fn generate(args: GenerateArgs) -> Result<(), CliError> {
+    // The first use of aws-lc's random generator gathers CPU-jitter entropy (~30 ms here): start
+    // it now, while the config and the state load, rather than when the first new key is made.
+    std::thread::spawn(|| aws_lc_rs::rand::fill(&mut [0u8; 1]));
     let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
     let clock = Clock::from_sources(args.now.as_deref(), epoch.as_deref())?;
     let mut config = load_config(&args.config)?;

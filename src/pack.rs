@@ -29,9 +29,38 @@ fn header(path: &str, size: u64, mode: u32, mtime: u64, kind: EntryType) -> std:
     Ok(h)
 }
 
+/// What a tarball's gzip header comment says: the digest of the files it holds, so a run can tell
+/// an unchanged node's tarball without unpacking it.
+fn comment<'a>(files: impl Iterator<Item = (&'a String, &'a FileEntry)>) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for (path, f) in files {
+        for part in [path.as_bytes(), &f.mode.to_be_bytes(), &f.bytes] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part);
+        }
+    }
+    let hex: String = ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("kubebundle files sha256:{hex}")
+}
+
+/// Whether the tarball `bytes` holds exactly `tree` (paths, modes, bytes): by its header's digest
+/// when it has one, else by unpacking it.
+pub fn holds(bytes: &[u8], tree: &FileTree) -> bool {
+    match header_digest(bytes) {
+        Some(c) => c == comment(tree.iter()).as_bytes(),
+        None => unpack(bytes).same_as(tree),
+    }
+}
+
+/// The digest comment of a tarball kubebundle packed.
+fn header_digest(bytes: &[u8]) -> Option<Vec<u8>> {
+    let decoder = flate2::read::GzDecoder::new(bytes);
+    decoder.header().and_then(|h| h.comment()).filter(|c| c.starts_with(b"kubebundle files sha256:")).map(<[u8]>::to_vec)
+}
+
 /// Packs `tree` (paths relative to the node's /) into a .tar.gz held in memory.
 pub fn tar_gz(tree: &FileTree, mtime: u64) -> std::io::Result<Vec<u8>> {
-    let gz = GzBuilder::new().mtime(0).write(Vec::new(), Compression::fast());
+    let gz = GzBuilder::new().mtime(0).comment(comment(tree.iter())).write(Vec::new(), Compression::fast());
     let mut builder = tar::Builder::new(gz);
     // Directories and files in one sorted list, each directory before what it holds.
     let mut entries: Vec<(String, Option<&crate::output::FileEntry>)> = tree.dirs().into_iter().map(|d| (format!("{d}/"), None)).collect();
@@ -140,12 +169,42 @@ pub fn unpack(bytes: &[u8]) -> Unpacked {
             out.problems.push((path, "the archive holds this path twice".into()));
         }
     }
+    if out.problems.is_empty() && header_digest(bytes).is_some_and(|d| d != comment(out.files.iter()).as_bytes()) {
+        out.problems.push((
+            String::new(),
+            "its files do not match the digest in its gzip header: the tarball was changed after kubebundle packed it".into(),
+        ));
+    }
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_digest_tells_an_unchanged_tree_and_catches_an_edited_tarball() {
+        let mut t = FileTree::new();
+        t.insert("etc/kubernetes/pki/ca.crt", b"cert".to_vec(), 0o644);
+        t.insert("etc/kubernetes/admin.conf", b"kubeconfig".to_vec(), 0o600);
+        let packed = tar_gz(&t, 1_700_000_000).unwrap();
+        assert!(holds(&packed, &t));
+        assert!(unpack(&packed).same_as(&t));
+        for (path, bytes, mode) in
+            [("etc/kubernetes/admin.conf", b"other".to_vec(), 0o600), ("etc/kubernetes/admin.conf", b"kubeconfig".to_vec(), 0o644)]
+        {
+            let mut changed = t.clone();
+            changed.insert(path, bytes, mode);
+            assert!(!holds(&packed, &changed), "{path} {mode:o}");
+            // The other files' deflate stream under the first tarball's header (10 fixed bytes,
+            // then the NUL-terminated comment, the same length in both): unpacking reports it.
+            let end = 10 + packed[10..].iter().position(|b| *b == 0).unwrap() + 1;
+            let mut forged = packed[..end].to_vec();
+            forged.extend_from_slice(&tar_gz(&changed, 1_700_000_000).unwrap()[end..]);
+            let read = unpack(&forged);
+            assert!(read.files.len() == 2 && !read.problems.is_empty(), "an edited tarball under the old header is not reported");
+        }
+    }
 
     #[test]
     fn same_input_same_bytes_and_modes_kept() {

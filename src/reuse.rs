@@ -35,11 +35,11 @@ pub fn kept(spec: &CertSpec, record: &LeafRecord, ca: &Authority, config: &Confi
     let pem = record.cert_pem.as_deref()?;
     let der = ::pem::parse(pem).ok().filter(|p| p.tag() == "CERTIFICATE")?.contents().to_vec();
     let (_, cert) = parse_x509_certificate(&der).ok()?;
-    let (_, ca_cert) = parse_x509_certificate(&ca.cert.der).ok()?;
     let spki = cert.public_key().raw;
     let node = spec.node.as_deref().unwrap_or_default();
-    let ours = cert.issuer() == ca_cert.subject() && cert.raw_serial() == leaf_serial(ca, node, &spec.id, spki, record.issued).as_slice();
-    let trusted = ours || (Key::from_pem(&record.key_pem).is_ok_and(|k| k.spki_der() == spki) && signed_by(&cert, &ca_cert));
+    let ours = cert.issuer().as_raw() == ca.subject_der.as_slice()
+        && cert.raw_serial() == leaf_serial(ca, node, &spec.id, spki, record.issued).as_slice();
+    let trusted = ours || (Key::from_pem(&record.key_pem).is_ok_and(|k| k.spki_der() == spki) && signed_by(&cert, ca));
     (trusted && fits(spec, &cert, ca, config, clock)).then(|| Issued { pem: pem.to_string(), der })
 }
 
@@ -60,7 +60,7 @@ impl Previous {
     pub fn tarball(&self, node: &str, tree: &FileTree) -> Option<(PathBuf, Vec<u8>)> {
         let path = self.nodes.as_ref()?.join(format!("{node}.tar.gz"));
         let bytes = std::fs::read(&path).ok()?;
-        crate::pack::unpack(&bytes).same_as(tree).then_some((path, bytes))
+        crate::pack::holds(&bytes, tree).then_some((path, bytes))
     }
 
     /// The previous unpacked tree of `node` when it holds exactly `tree`.
@@ -70,7 +70,8 @@ impl Previous {
     }
 }
 
-fn signed_by(cert: &X509Certificate<'_>, ca_cert: &X509Certificate<'_>) -> bool {
+fn signed_by(cert: &X509Certificate<'_>, ca: &Authority) -> bool {
+    let Ok((_, ca_cert)) = parse_x509_certificate(&ca.cert.der) else { return false };
     let issuer_key = ca_cert.public_key();
     let curve = issuer_key.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string());
     cert.issuer() == ca_cert.subject()

@@ -64,6 +64,8 @@ pub struct Authority {
     pub key: Key,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+    /// The certificate's subject (DER), which every certificate it signs names as issuer.
+    pub subject_der: Vec<u8>,
     /// The RFC 6979 signer of an ECDSA CA key, made once (reading the key costs more than a
     /// signature); None for RSA, whose PKCS#1 v1.5 signatures are deterministic already.
     signer: Option<Rfc6979Signer>,
@@ -72,7 +74,9 @@ pub struct Authority {
 impl Authority {
     pub fn new(id: &str, cert: Issued, key: Key, not_before: OffsetDateTime, not_after: OffsetDateTime) -> Result<Authority, String> {
         let signer = Rfc6979Signer::try_from_key(&key).map_err(|e| e.to_string())?;
-        Ok(Authority { id: id.to_string(), cert, key, not_before, not_after, signer })
+        let (_, x509) = x509_parser::parse_x509_certificate(&cert.der).map_err(|e| format!("unreadable certificate: {e}"))?;
+        let subject_der = x509.subject().as_raw().to_vec();
+        Ok(Authority { id: id.to_string(), cert, key, not_before, not_after, subject_der, signer })
     }
 
     pub fn from_pem(id: &str, cert_pem: &str, key: Key) -> Result<Authority, String> {
