@@ -542,21 +542,7 @@ pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Resu
 /// replaces the old one. Returns one line per node for the run's summary.
 fn move_out_removed_nodes(cluster_dir: &Path, bundle: &Bundle, clock: &Clock) -> Result<Vec<String>, CliError> {
     let nodes_dir = cluster_dir.join("nodes");
-    let Ok(entries) = std::fs::read_dir(&nodes_dir) else { return Ok(Vec::new()) };
-    let mut gone: Vec<String> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            match e.file_type() {
-                Ok(t) if t.is_dir() => Some(name),
-                Ok(t) if t.is_file() => name.strip_suffix(".tar.gz").map(str::to_string),
-                _ => None,
-            }
-        })
-        .filter(|n| !bundle.node_names.contains(n))
-        .collect();
-    gone.sort();
-    gone.dedup();
+    let gone: Vec<String> = crate::nodes::node_names(&nodes_dir).into_iter().filter(|n| !bundle.node_names.contains(n)).collect();
     let stamp = clock.now.format(&time::macros::format_description!("[year][month][day]T[hour][minute][second]Z")).unwrap_or_default();
     let mut lines = Vec::new();
     for name in gone {
