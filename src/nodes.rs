@@ -69,12 +69,18 @@ impl NodeTrees {
 
     fn scratch_dir(&mut self) -> Result<PathBuf, String> {
         if self.scratch.is_none() {
-            // Beside the bundle, on the same file system and as private as its state.
-            let parent = self.bundle.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            let dir = tempfile::Builder::new()
-                .prefix(".kubebundle-nodes-")
-                .permissions(<std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700))
-                .tempdir_in(parent)
+            // Beside the bundle (the same file system, as private as its state), else in the
+            // system's temporary directory when that one is read-only (check-expiration by a
+            // monitoring user).
+            let parent = self.bundle.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+            let make = |dir: &Path| {
+                tempfile::Builder::new()
+                    .prefix(".kubebundle-nodes-")
+                    .permissions(<std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700))
+                    .tempdir_in(dir)
+            };
+            let dir = make(&parent)
+                .or_else(|_| make(&std::env::temp_dir()))
                 .map_err(|e| format!("cannot make a private directory in {}: {e}", parent.display()))?;
             self.scratch = Some(dir);
         }
