@@ -178,20 +178,25 @@ fn a_second_concurrent_run_is_refused_by_the_lock() {
     let first = run_cmd(generate_cmd(dir, CONFIGS[0]));
     assert!(first.ok(), "{}", first.describe());
     // Start a run, and a second one while the first holds the lock (retry if the first
-    // happened to finish before the second started).
+    // happened to finish before the second started). Whichever takes the lock first runs; the
+    // other must be refused.
     for round in 0..10 {
-        // The first run re-signs every leaf (the other config), so it takes a while.
+        // Each round re-signs every leaf (the other config than the bundle's), so it takes a while.
         let config = CONFIGS[1 - round % 2];
-        let mut a = generate_cmd(dir, config).spawn().expect("spawn");
+        let a = generate_cmd(dir, config).spawn().expect("spawn");
         std::thread::sleep(Duration::from_millis(20));
         let b = run_cmd(generate_cmd(dir, config));
-        let a_status = a.wait().expect("wait");
-        assert!(a_status.success());
-        if !b.ok() {
-            assert_eq!(b.code, Some(1), "{}", b.describe());
-            assert!(b.stderr.contains("another kubebundle run is writing"), "wrong reason: {}", b.describe());
-            return;
-        }
+        let a = a.wait_with_output().expect("wait");
+        let a_err = String::from_utf8_lossy(&a.stderr).into_owned();
+        let refused = match (a.status.success(), b.ok()) {
+            (true, true) => continue,
+            (true, false) => (b.code, b.stderr.clone()),
+            (false, true) => (a.status.code(), a_err),
+            (false, false) => panic!("both runs failed:\n{a_err}\n{}", b.describe()),
+        };
+        assert_eq!(refused.0, Some(1), "{}", refused.1);
+        assert!(refused.1.contains("another kubebundle run is writing"), "wrong reason: {}", refused.1);
+        return;
     }
     panic!("the two runs never overlapped");
 }
