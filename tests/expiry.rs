@@ -458,18 +458,9 @@ fn bundle() -> &'static Bundle {
         let cfg = dir.path().join("cluster.yaml");
         std::fs::write(&cfg, bundle_config()).unwrap();
         let out = dir.path().join("out");
-        let run = Command::new(env!("CARGO_BIN_EXE_kubebundle"))
-            .args(["generate", "--unpacked"])
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--out")
-            .arg(&out)
-            .args(["--now", GENERATED_AT])
-            .env("HOME", dir.path())
-            .env_remove("SOURCE_DATE_EPOCH")
-            .output()
-            .unwrap();
-        assert!(run.status.success(), "generate failed: {}", String::from_utf8_lossy(&run.stderr));
+        let args = ["generate", "--unpacked", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", GENERATED_AT];
+        let run = common::kubebundle(dir.path(), &args, &[]);
+        assert!(run.ok(), "{}", run.describe());
         Bundle { cluster: out.join("exp"), _dir: dir }
     })
 }

@@ -522,19 +522,11 @@ fn generate_with(dir: &Path, extra: &[&str]) -> PathBuf {
     let cfg = dir.join("cluster.yaml");
     std::fs::write(&cfg, bundle_config()).unwrap();
     let out = dir.join("out");
-    let run = Command::new(env!("CARGO_BIN_EXE_kubebundle"))
-        .args(["generate", "--unpacked"])
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&out)
-        .args(["--now", "2026-01-01T00:00:00Z"])
-        .args(extra)
-        .env("HOME", dir)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "generate failed: {}", String::from_utf8_lossy(&run.stderr));
+    let mut args = vec!["generate", "--unpacked", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend(["--now", "2026-01-01T00:00:00Z"]);
+    args.extend_from_slice(extra);
+    let run = common::kubebundle(dir, &args, &[]);
+    assert!(run.ok(), "{}", run.describe());
     out.join("rn")
 }
 
