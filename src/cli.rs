@@ -528,8 +528,8 @@ pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Resu
         seen.insert(p.clone());
     }
     // Files of the bundle (not the state, which keeps what it holds) that the run would drop.
-    for (rel, _) in output::read_tree(&cluster_dir).iter() {
-        if !rel.starts_with("state/") && !seen.contains(rel) {
+    for (rel, _) in output::list_files(&cluster_dir).unwrap_or_default() {
+        if !rel.starts_with("state/") && !seen.contains(&rel) {
             changes.push(format!("would remove  {rel}"));
         }
     }

@@ -174,25 +174,38 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<(), OutputError> {
     Ok(())
 }
 
-/// Every regular file under `root` with its mode (unreadable entries are skipped).
-pub fn read_tree(root: &Path) -> FileTree {
-    let mut tree = FileTree::new();
+/// Every regular file under `root`: (path relative to it, full path). The first directory that
+/// cannot be listed is an error.
+pub fn list_files(root: &Path) -> Result<Vec<(String, PathBuf)>, OutputError> {
+    let mut files = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for e in entries.flatten() {
-            let (path, Ok(ft)) = (e.path(), e.file_type()) else { continue };
+        for e in fs::read_dir(&dir).map_err(werr(&dir))? {
+            let e = e.map_err(werr(&dir))?;
+            let path = e.path();
+            let ft = e.file_type().map_err(werr(&path))?;
             if ft.is_dir() {
                 stack.push(path);
             } else if ft.is_file() {
-                let (Ok(bytes), Ok(meta)) = (std::fs::read(&path), e.metadata()) else { continue };
                 if let Ok(rel) = path.strip_prefix(root) {
-                    tree.insert(&rel.to_string_lossy(), bytes, meta.permissions().mode() & 0o777);
+                    files.push((rel.to_string_lossy().into_owned(), path.clone()));
                 }
             }
         }
     }
-    tree
+    Ok(files)
+}
+
+/// Every regular file under `root` with its mode (paths relative to it); the first directory or
+/// file that cannot be read is an error.
+pub fn read_tree(root: &Path) -> Result<FileTree, OutputError> {
+    let mut tree = FileTree::new();
+    for (rel, path) in list_files(root)? {
+        let bytes = fs::read(&path).map_err(werr(&path))?;
+        let mode = fs::metadata(&path).map_err(werr(&path))?.permissions().mode() & 0o777;
+        tree.insert(&rel, bytes, mode);
+    }
+    Ok(tree)
 }
 
 /// The marker that says which cluster a directory holds (inside the state).

@@ -998,31 +998,6 @@ fn updated_leaf_records(file: &Path, trees: &[Tree], changes: &BTreeMap<PathBuf,
     Ok(touched.then(|| crate::state::leaves_json(&records)))
 }
 
-/// A node tree read back as a FileTree (regular files, their modes), for re-packing.
-fn read_tree(root: &Path) -> Result<crate::output::FileTree, RenewError> {
-    fn walk(dir: &Path, rel: &str, tree: &mut crate::output::FileTree) -> Result<(), RenewError> {
-        let rd = std::fs::read_dir(dir).map_err(|e| RenewError::Read { path: dir.display().to_string(), message: e.to_string() })?;
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let path = e.path();
-            let rel = if rel.is_empty() { name } else { format!("{rel}/{name}") };
-            let ft = e.file_type().map_err(|e| RenewError::Read { path: path.display().to_string(), message: e.to_string() })?;
-            if ft.is_dir() {
-                walk(&path, &rel, tree)?;
-            } else if ft.is_file() {
-                let meta = e.metadata().map_err(|e| RenewError::Read { path: path.display().to_string(), message: e.to_string() })?;
-                let bytes =
-                    std::fs::read(&path).map_err(|e| RenewError::Read { path: path.display().to_string(), message: e.to_string() })?;
-                tree.insert(&rel, bytes, meta.permissions().mode() & 0o777);
-            }
-        }
-        Ok(())
-    }
-    let mut tree = crate::output::FileTree::new();
-    walk(root, "", &mut tree)?;
-    Ok(tree)
-}
-
 // =============================================================================================
 // Entry point
 
@@ -1145,7 +1120,8 @@ pub fn renew(args: &RenewArgs) -> Result<RenewReport, RenewError> {
     }
     let mtime = u64::try_from(args.now.unix_timestamp()).unwrap_or(0);
     for (root, tb) in tarballs {
-        let tree = read_tree(&root)?;
+        let tree =
+            crate::output::read_tree(&root).map_err(|e| RenewError::Read { path: root.display().to_string(), message: e.to_string() })?;
         let bytes = crate::pack::tar_gz(&tree, mtime).map_err(|e| werr(&tb, e.to_string()))?;
         replace_file(&tb, &bytes).map_err(|m| werr(&tb, m))?;
         report.repacked.push(tb);

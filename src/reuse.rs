@@ -66,7 +66,7 @@ impl Previous {
     /// The previous unpacked tree of `node` when it holds exactly `tree`.
     pub fn tree(&self, node: &str, tree: &FileTree) -> Option<PathBuf> {
         let root = self.nodes.as_ref()?.join(node);
-        (root.is_dir() && crate::output::read_tree(&root).same_as(tree)).then_some(root)
+        crate::output::read_tree(&root).is_ok_and(|old| old.same_as(tree)).then_some(root)
     }
 }
 
