@@ -195,7 +195,7 @@ fn a_second_concurrent_run_is_refused_by_the_lock() {
             (false, false) => panic!("both runs failed:\n{a_err}\n{}", b.describe()),
         };
         assert_eq!(refused.0, Some(1), "{}", refused.1);
-        assert!(refused.1.contains("another kubebundle run is writing"), "wrong reason: {}", refused.1);
+        assert!(refused.1.contains("another kubebundle command is writing"), "wrong reason: {}", refused.1);
         return;
     }
     panic!("the two runs never overlapped");
