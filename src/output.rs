@@ -381,11 +381,15 @@ fn live() -> std::sync::MutexGuard<'static, BTreeMap<u64, PathBuf>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn register(path: &Path) -> u64 {
+/// Creates `path` with `create` and registers it, in one step for the signal handler: it is
+/// either removed by the handler or never made.
+fn create_registered<T>(path: &Path, create: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<(T, u64)> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut live = live();
+    let made = create()?;
     let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    live().insert(id, path.to_path_buf());
-    id
+    live.insert(id, path.to_path_buf());
+    Ok((made, id))
 }
 
 fn remove_any(path: &Path) {
@@ -457,14 +461,14 @@ impl PrivateDir {
         let mut last = std::io::Error::from(std::io::ErrorKind::AlreadyExists);
         for _ in 0..16 {
             let path = parent.join(format!("{prefix}{}", random_suffix()));
-            if let Err(e) = fs::DirBuilder::new().mode(0o700).create(&path) {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
+            let id = match create_registered(&path, || fs::DirBuilder::new().mode(0o700).create(&path)) {
+                Ok(((), id)) => id,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     last = e;
                     continue;
                 }
-                return Err(werr(&path)(e));
-            }
-            let id = register(&path);
+                Err(e) => return Err(werr(&path)(e)),
+            };
             // A sweep may take it between mkdir and the lock: then it is gone, and we try again.
             let file = match open_dir_nofollow(&path) {
                 Ok(f) if f.try_lock().is_ok() && same_inode(&f, &path) => f,
@@ -595,15 +599,15 @@ impl TempFile {
         let mut last = std::io::Error::from(std::io::ErrorKind::AlreadyExists);
         for _ in 0..16 {
             let tmp = dir.join(format!("{TMP_PREFIX}{name}-{}", random_suffix()));
-            let id = register(&tmp);
-            match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp) {
-                Ok(file) if file.try_lock().is_ok() && same_inode(&file, &tmp) => {
+            match create_registered(&tmp, || fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)) {
+                Ok((file, id)) if file.try_lock().is_ok() && same_inode(&file, &tmp) => {
                     return Ok(TempFile { file, path: tmp, id, persisted: false })
                 }
-                Ok(_) => {}
+                Ok((_, id)) => {
+                    live().remove(&id);
+                }
                 Err(e) => last = e,
             }
-            live().remove(&id);
         }
         Err(last)
     }
