@@ -557,7 +557,7 @@ pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Resu
 
 /// Where removed nodes are archived: a directory of OUT that no cluster can own (a cluster name
 /// never starts with a dot), one folder per cluster.
-pub fn removed_dir(out: &Path, cluster: &str) -> PathBuf {
+fn removed_dir(out: &Path, cluster: &str) -> PathBuf {
     out.join(".removed").join(cluster)
 }
 

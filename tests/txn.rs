@@ -284,3 +284,56 @@ fn what_killed_commands_left_is_swept_by_the_next_command_of_any_kind_and_what_i
     let left: BTreeMap<String, Entry> = walk(&root).into_iter().filter(|(rel, _)| rel.contains(".kubebundle")).collect();
     assert_eq!(left.keys().collect::<Vec<_>>(), ["etc/kubernetes/pki/.kubebundle-tmp-apiserver.crt-busy"]);
 }
+
+// =============================================================================================
+// Signals
+
+/// SIGINT, SIGTERM and SIGHUP sent while `certs renew` holds private directories (the scratch
+/// copies of tarball-only nodes, the staging bundle): the handler removes them and the run exits
+/// with 128 + the signal, leaving the old bundle or the new one.
+#[test]
+fn sigint_sigterm_and_sighup_remove_every_private_directory() {
+    let tmp = temp_dir("txn-signals");
+    let dir = tmp.path();
+    let workers: Vec<String> = (0..60).map(|i| format!("w{i}")).collect();
+    let workers: Vec<&str> = workers.iter().map(String::as_str).collect();
+    let file = config(dir, "c", &workers);
+    ok(dir, &["generate", "--config", &file, "--out", "out", "--now", T]);
+    for (n, signal) in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP].into_iter().enumerate() {
+        let mut caught = false;
+        for attempt in 0..20 {
+            let now = format!("2026-01-01T0{n}:{attempt:02}:00Z");
+            let mut c = hermetic(bin(), dir);
+            c.current_dir(dir).env("TMPDIR", dir.join("tmp")).args(["certs", "renew", "all", "--dir", "out/c", "--now", &now]);
+            let mut child = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+            // Wait until the run has a private directory, then signal it.
+            let seen = loop {
+                if child.try_wait().unwrap().is_some() {
+                    break false;
+                }
+                if std::fs::read_dir(dir.join("out"))
+                    .unwrap()
+                    .flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".kubebundle-nodes-"))
+                {
+                    break true;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(500));
+            };
+            if seen {
+                // SAFETY: kill takes a pid and a signal number; the child has not been waited for.
+                assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+            }
+            let status = child.wait().unwrap();
+            assert_eq!(private_dirs(dir), Vec::<String>::new(), "signal {signal}");
+            if !seen || status.success() {
+                continue;
+            }
+            assert_eq!(status.code(), Some(128 + signal), "signal {signal}: {status:?}");
+            caught = true;
+            break;
+        }
+        assert!(caught, "signal {signal}: the runs always ended before a private directory was seen");
+        verify_bundle(&dir.join("out/c"), Some("2026-01-01T05:00:00Z")).unwrap();
+    }
+}
