@@ -259,14 +259,21 @@ pub enum CliError {
 
 impl CliError {
     pub fn exit_code(&self) -> i32 {
+        use output::OutputError::DanglingLink;
         match self {
             CliError::Clock(_) | CliError::Usage(_) => 2,
+            // A path that is not what the command takes.
+            CliError::Output(DanglingLink { .. })
+            | CliError::Renew(crate::renew::RenewError::Output(DanglingLink { .. }))
+            | CliError::Token(crate::tokens::TokenError::Output(DanglingLink { .. })) => 2,
             _ => 1,
         }
     }
 }
 
 pub fn main() -> i32 {
+    // Before any thread starts: SIGINT, SIGTERM and SIGHUP remove this run's private directories.
+    output::handle_signals();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -335,6 +342,7 @@ fn print_plan(args: PlanArgs) -> Result<(), CliError> {
 fn check_expiration(args: CheckExpirationCli) -> Result<i32, CliError> {
     let clock = Clock::from_sources(args.now.as_deref(), None)?;
     let warn_within = crate::expiry::parse_warn_within(&args.warn_within).map_err(CliError::Usage)?;
+    output::sweep_around(&args.dir);
     let report = crate::expiry::check_expiration(&crate::expiry::ExpiryArgs { dir: args.dir, now: clock.now, warn_within })?;
     print!("{}", report.render(args.output));
     Ok(report.exit_code())
@@ -342,6 +350,8 @@ fn check_expiration(args: CheckExpirationCli) -> Result<i32, CliError> {
 
 fn token(cmd: TokenCommand) -> Result<(), CliError> {
     let clock = |at: &TokenDirCli| Clock::from_sources(at.now.as_deref(), None);
+    let (TokenCommand::List(at) | TokenCommand::Delete(TokenDeleteCli { at, .. }) | TokenCommand::Create(TokenCreateCli { at, .. })) = &cmd;
+    output::sweep_around(&at.dir);
     match cmd {
         TokenCommand::List(at) => print!("{}", crate::tokens::list(&at.dir, clock(&at)?.now)?),
         TokenCommand::Delete(d) => {
@@ -384,6 +394,7 @@ fn renew(args: RenewCli) -> Result<(), CliError> {
             ))
         }
     };
+    output::sweep_around(&args.dir);
     let report = crate::renew::renew(&crate::renew::RenewArgs {
         dir: args.dir,
         targets: args.targets,
@@ -402,6 +413,7 @@ fn verify(args: VerifyCli) -> Result<(), CliError> {
         .ok()
         .filter(|d| !d.negative)
         .ok_or_else(|| CliError::Usage(format!("--warn-within {:?} is not a duration such as 720h", args.warn_within)))?;
+    output::sweep_around(&args.path);
     let report = crate::verify::verify(&crate::verify::VerifyArgs { path: args.path, now: clock.now, warn_within: warn.value })?;
     print!("{}", report.render_table());
     if report.has_errors() {
@@ -429,15 +441,20 @@ fn render(
 
 /// plan → state → materialize → write/pack for one cluster directory (`OUT/<clusterName>`).
 /// The whole new directory (state and bundle) is built beside the old one and swapped in
-/// atomically, under a lock on that directory. `unpacked` also writes each node's tree.
+/// atomically, under a lock on that directory. `unpacked` also writes each node's tree. When
+/// `OUT/<clusterName>` is a symbolic link, the directory it points to is the bundle: the new one
+/// is built beside that directory and exchanged with it, and the link stays.
 pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool, unpacked: bool) -> Result<(State, Bundle, Vec<String>), CliError> {
     let cluster_dir = out.join(&config.cluster_name);
     // Checked before the lock file is made (so a refusal writes nothing), and again under it.
     output::check_owner(&cluster_dir, &config.cluster_name)?;
     let lock = output::lock(out, &config.cluster_name)?;
+    let cluster_dir = lock.dir().to_path_buf();
     output::check_owner(&cluster_dir, &config.cluster_name)?;
+    output::sweep_around(&out.join(&config.cluster_name));
 
-    let staging = output::stage(out, &config.cluster_name)?;
+    let (parent, name) = (cluster_dir.parent().unwrap_or(out), cluster_dir.file_name().unwrap_or_default().to_string_lossy());
+    let staging = output::stage(parent, &name)?;
     let root = staging.path();
     output::ensure_dir(&root.join("nodes"), 0o700)?;
     // Each node's tarball (and tree) is written as soon as it is rendered, and dropped. A node
@@ -467,7 +484,7 @@ pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool, unpacked: 
     output::write_tree(&root.join("state"), &bundle.state_files, 0o700)?;
     // manifests/ holds the token Secrets: 0700 like every directory of secrets.
     output::write_tree(root, &bundle.top, 0o700)?;
-    let removed = move_out_removed_nodes(&cluster_dir, &bundle, clock)?;
+    let removed = move_out_removed_nodes(out, &config.cluster_name, &cluster_dir, &bundle, clock)?;
     output::commit(staging, &cluster_dir)?;
     lock.keep();
     Ok((state, bundle, removed))
@@ -489,6 +506,7 @@ fn drift(path: &Path, rel: &str, bytes: &[u8], mode: u32) -> Option<String> {
 /// remove, computed without writing anything.
 pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Result<Vec<String>, CliError> {
     let cluster_dir = out.join(&config.cluster_name);
+    output::sweep_around(&cluster_dir);
     output::check_owner(&cluster_dir, &config.cluster_name)?;
     let changes = std::sync::Mutex::new(Vec::new());
     let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
@@ -537,26 +555,47 @@ pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Resu
     Ok(changes)
 }
 
+/// Where removed nodes are archived: a directory of OUT that no cluster can own (a cluster name
+/// never starts with a dot), one folder per cluster.
+fn removed_dir(out: &Path, cluster: &str) -> PathBuf {
+    out.join(".removed").join(cluster)
+}
+
 /// Nodes of the previous bundle that are no longer in the Inventory: their tarball (and tree) are
-/// copied out of the bundle, to `OUT/<clusterName>.removed/<node>-<time>/`, before the new bundle
-/// replaces the old one. Returns one line per node for the run's summary.
-fn move_out_removed_nodes(cluster_dir: &Path, bundle: &Bundle, clock: &Clock) -> Result<Vec<String>, CliError> {
+/// copied out of the bundle, to `OUT/.removed/<clusterName>/<node>-<time>/` (`-2`, `-3`, ... when
+/// that exists: an archive is never overwritten), before the new bundle replaces the old one.
+/// Each archive is made in a private directory and renamed into place whole. Returns one line
+/// per node for the run's summary.
+fn move_out_removed_nodes(out: &Path, cluster: &str, cluster_dir: &Path, bundle: &Bundle, clock: &Clock) -> Result<Vec<String>, CliError> {
     let nodes_dir = cluster_dir.join("nodes");
     let gone: Vec<String> = crate::nodes::node_names(&nodes_dir).into_iter().filter(|n| !bundle.node_names.contains(n)).collect();
     let stamp = clock.now.format(&time::macros::format_description!("[year][month][day]T[hour][minute][second]Z")).unwrap_or_default();
     let mut lines = Vec::new();
+    if gone.is_empty() {
+        return Ok(lines);
+    }
+    let archives = removed_dir(out, cluster);
+    output::ensure_dir(&out.join(".removed"), 0o700)?;
+    output::ensure_dir(&archives, 0o700)?;
     for name in gone {
-        let mut removed_dir = cluster_dir.as_os_str().to_owned();
-        removed_dir.push(".removed");
-        let dest = PathBuf::from(removed_dir).join(format!("{name}-{stamp}"));
-        output::ensure_dir(&dest, 0o700)?;
+        let staged = output::PrivateDir::new(out, ".kubebundle-removed-")?;
         if nodes_dir.join(&name).is_dir() {
-            output::copy_tree(&nodes_dir.join(&name), &dest.join(&name))?;
+            output::copy_tree(&nodes_dir.join(&name), &staged.path().join(&name))?;
         }
         let tgz = nodes_dir.join(format!("{name}.tar.gz"));
         if let Ok(bytes) = std::fs::read(&tgz) {
-            output::write_file(&dest.join(format!("{name}.tar.gz")), &bytes, 0o600)?;
+            output::write_file(&staged.path().join(format!("{name}.tar.gz")), &bytes, 0o600)?;
         }
+        // Archives of this cluster are only made under its lock: the first free name stays free.
+        let base = format!("{name}-{stamp}");
+        let mut dest = archives.join(&base);
+        for n in 2.. {
+            if std::fs::symlink_metadata(&dest).is_err() {
+                break;
+            }
+            dest = archives.join(format!("{base}-{n}"));
+        }
+        staged.publish(&dest)?;
         lines.push(format!("node {name} is no longer in the Inventory: its files were moved out of the bundle to {}", dest.display()));
     }
     Ok(lines)

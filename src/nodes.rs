@@ -1,20 +1,23 @@
 //! A bundle's nodes as directory trees, whether it was written with `--unpacked` or holds only
 //! the tarballs: a node with no tree beside its tarball is unpacked into a private directory
-//! beside the bundle (0700, removed when dropped), so the commands that work on node trees
+//! beside the bundle (0700, locked while in use, removed when dropped or on a signal, swept by
+//! the next command when a killed run left it), so the commands that work on node trees
 //! (`certs renew`, `certs check-expiration`) see every node, and paths inside such a tree are
 //! shown as `nodes/<node>.tar.gz:<path>`.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::output::{self, FileTree, OutputError};
+
+/// The name of the private directories tarball-only nodes are unpacked into.
+pub const SCRATCH_PREFIX: &str = ".kubebundle-nodes-";
 
 pub struct NodeTrees {
     /// Node name → its root directory (the bundle's own tree, or an unpacked copy).
     pub roots: BTreeMap<String, PathBuf>,
     bundle: PathBuf,
-    scratch: Option<tempfile::TempDir>,
+    scratch: Option<output::PrivateDir>,
 }
 
 /// The node names of `nodes_dir`: its directories and `<name>.tar.gz` files.
@@ -73,12 +76,7 @@ impl NodeTrees {
             // system's temporary directory when that one is read-only (check-expiration by a
             // monitoring user).
             let parent = self.bundle.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-            let make = |dir: &Path| {
-                tempfile::Builder::new()
-                    .prefix(".kubebundle-nodes-")
-                    .permissions(<std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700))
-                    .tempdir_in(dir)
-            };
+            let make = |dir: &Path| output::PrivateDir::new(dir, SCRATCH_PREFIX);
             let dir = make(&parent)
                 .or_else(|_| make(&std::env::temp_dir()))
                 .map_err(|e| format!("cannot make a private directory in {}: {e}", parent.display()))?;
@@ -124,14 +122,12 @@ pub fn rewrite_node(nodes_dir: &Path, name: &str, files: &[(String, Vec<u8>, u32
         if dir.is_dir() {
             let target = dir.join(path);
             if let Some(parent) = target.parent() {
-                std::fs::DirBuilder::new().recursive(true).mode(0o755).create(parent).map_err(output::werr(parent))?;
+                output::make_dirs(parent, 0o755)?;
             }
-            // A new file: the old one may be hard-linked into the previous bundle.
-            let _ = std::fs::remove_file(&target);
+            // A new file (write_file never writes through a hard link to the previous bundle).
             output::write_file(&target, bytes, *mode)?;
         }
     }
     let packed = crate::pack::tar_gz(&tree, mtime).map_err(output::werr(&tarball))?;
-    std::fs::remove_file(&tarball).map_err(output::werr(&tarball))?;
     output::write_file(&tarball, &packed, 0o600)
 }

@@ -13,9 +13,13 @@
 //!   every existing leaf still verifies and the discovery hash stays the same; it replaces the
 //!   old certificate everywhere it was (pki files and kubeconfigs' certificate-authority-data).
 //!
-//! Everything is computed in memory first; then every file about to change is copied into
-//! `DIR/../kubebundle-backup-<now>/`, and each file is replaced atomically, keeping its mode
-//! and owner. In a bundle the changed nodes' tarballs are re-packed from their trees.
+//! Everything is computed in memory first, under the lock every writer takes (a bundle's, also
+//! for a node tree inside it; else a lock on the tree's directory). Every file about to change
+//! is copied into a private directory, renamed whole to `kubebundle-backup-<now>/` beside the
+//! bundle or tree. A bundle (or a node tree inside one) is then a transaction like `generate`:
+//! the new bundle is staged beside it (hard links for the files that do not change, the changed
+//! files and re-packed tarballs written anew) and swapped in atomically. A tree that is not in a
+//! bundle (`/etc/kubernetes`) has each file replaced atomically, keeping its mode and owner.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -108,6 +112,8 @@ pub enum RenewError {
     Write { path: String, message: String, backup: String },
     #[error("cannot back up {path} before changing it: {message}\n  hint: check that the parent of the directory is writable; nothing was changed")]
     Backup { path: String, message: String },
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
 }
 
 // =============================================================================================
@@ -916,15 +922,10 @@ fn relative_to(dir: &Path, path: &Path) -> PathBuf {
 fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     let mode = meta.permissions().mode() & 0o7777;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.renew-"))
-        .permissions(std::fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)
-        .map_err(|e| e.to_string())?;
-    tmp.write_all(bytes).map_err(|e| e.to_string())?;
-    let f = tmp.as_file();
+    // Locked while it lives and removed on a signal; a killed run's is swept by the next.
+    let mut tmp = crate::output::TempFile::beside(path).map_err(|e| e.to_string())?;
+    tmp.file.write_all(bytes).map_err(|e| e.to_string())?;
+    let f = &tmp.file;
     let (uid, gid) = (meta.uid(), meta.gid());
     let tmeta = f.metadata().map_err(|e| e.to_string())?;
     if tmeta.uid() != uid || tmeta.gid() != gid {
@@ -932,27 +933,111 @@ fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
     }
     f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())?;
     f.sync_all().map_err(|e| e.to_string())?;
-    tmp.persist(path).map_err(|e| e.error.to_string())?;
+    tmp.persist(path).map_err(|e| e.to_string())?;
     Ok(())
 }
 
+/// Copies `files` (as they are now) into a private directory beside `backup_dir`, each at its
+/// path relative to `dir`, then renames it to `backup_dir` whole: a killed run never leaves a
+/// half backup, and an existing backup is never overwritten.
 fn backup(dir: &Path, backup_dir: &Path, files: &[PathBuf]) -> Result<(), RenewError> {
     let fail = |path: &Path, e: std::io::Error| RenewError::Backup { path: path.display().to_string(), message: e.to_string() };
     if present(backup_dir) {
         return Err(RenewError::BackupExists { path: backup_dir.display().to_string() });
     }
-    std::fs::DirBuilder::new().mode(0o700).create(backup_dir).map_err(|e| fail(backup_dir, e))?;
+    let parent = backup_dir.parent().unwrap_or(Path::new("."));
+    let staged = crate::output::PrivateDir::new(parent, ".kubebundle-backup-")
+        .map_err(|e| RenewError::Backup { path: backup_dir.display().to_string(), message: e.to_string() })?;
     for f in files {
-        let target = backup_dir.join(relative_to(dir, f));
+        let target = staged.path().join(relative_to(dir, f));
         if let Some(parent) = target.parent() {
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(|e| fail(parent, e))?;
         }
-        let bytes = std::fs::read(f).map_err(|e| fail(f, e))?;
+        let bytes = zeroize::Zeroizing::new(std::fs::read(f).map_err(|e| fail(f, e))?);
         let mode = std::fs::metadata(f).map_err(|e| fail(f, e))?.permissions().mode() & 0o777;
         let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&target).map_err(|e| fail(&target, e))?;
         out.write_all(&bytes).map_err(|e| fail(&target, e))?;
-        out.sync_all().map_err(|e| fail(&target, e))?;
     }
+    staged.publish(backup_dir).map_err(|e| match &e {
+        crate::output::OutputError::Write { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            RenewError::BackupExists { path: backup_dir.display().to_string() }
+        }
+        _ => RenewError::Backup { path: backup_dir.display().to_string(), message: e.to_string() },
+    })
+}
+
+/// `path` relative to the real directory `root` (its parent's links resolved, not the file's).
+fn rel_in(root: &Path, path: &Path) -> Result<PathBuf, RenewError> {
+    let outside = || RenewError::Read { path: path.display().to_string(), message: format!("not inside {}", root.display()) };
+    let (parent, name) = (path.parent().ok_or_else(outside)?, path.file_name().ok_or_else(outside)?);
+    let parent =
+        std::fs::canonicalize(parent).map_err(|e| RenewError::Read { path: path.display().to_string(), message: e.to_string() })?;
+    parent.join(name).strip_prefix(root).map(Path::to_path_buf).map_err(|_| outside())
+}
+
+/// A file to write in the staged bundle: its new bytes, with the mode and owner of the file it
+/// replaces.
+struct Staged {
+    bytes: zeroize::Zeroizing<Vec<u8>>,
+    mode: u32,
+    owner: (u32, u32),
+}
+
+/// Renews a bundle as one transaction: the new bundle is staged beside `bundle` (hard links to
+/// every file that does not change; the changed files and re-packed tarballs written anew; no
+/// file is modified in place), the backup is renamed into place, then the staged bundle is
+/// swapped in.
+#[allow(clippy::too_many_arguments)]
+fn commit_bundle(
+    bundle: &Path,
+    changes: &BTreeMap<PathBuf, Vec<u8>>,
+    in_copy: &dyn Fn(&Path) -> bool,
+    tarballs: &[(PathBuf, PathBuf)],
+    changed: &[PathBuf],
+    backup_dir: &Path,
+    mtime: u64,
+) -> Result<(), RenewError> {
+    let read_err = |path: &Path, e: String| RenewError::Read { path: path.display().to_string(), message: e };
+    let stat = |path: &Path| -> Result<((u32, u32), u32), RenewError> {
+        let m = std::fs::metadata(path).map_err(|e| read_err(path, e.to_string()))?;
+        Ok(((m.uid(), m.gid()), m.permissions().mode() & 0o7777))
+    };
+    let mut writes: BTreeMap<PathBuf, Staged> = BTreeMap::new();
+    for (path, bytes) in changes.iter().filter(|(p, _)| !in_copy(p)) {
+        let (owner, mode) = stat(path)?;
+        writes.insert(rel_in(bundle, path)?, Staged { bytes: zeroize::Zeroizing::new(bytes.clone()), mode, owner });
+    }
+    for (root, tb) in tarballs {
+        let mut tree = crate::output::read_tree(root).map_err(|e| read_err(root, e.to_string()))?;
+        for (path, bytes) in changes.iter().filter(|(p, _)| p.starts_with(root)) {
+            let Ok(rel) = path.strip_prefix(root) else { continue };
+            let rel = rel.to_string_lossy();
+            let mode = tree.get(&rel).map(|f| f.mode).unwrap_or(0o600);
+            tree.insert(&rel, bytes.clone(), mode);
+        }
+        let packed = crate::pack::tar_gz(&tree, mtime).map_err(|e| read_err(tb, e.to_string()))?;
+        let (owner, mode) = stat(tb)?;
+        writes.insert(rel_in(bundle, tb)?, Staged { bytes: zeroize::Zeroizing::new(packed), mode, owner });
+    }
+    let werr = |path: &Path, e: std::io::Error| RenewError::Output(crate::output::werr(path)(e));
+    let (parent, name) = match (bundle.parent(), bundle.file_name()) {
+        (Some(p), Some(n)) => (p, n.to_string_lossy()),
+        _ => return Err(werr(bundle, std::io::ErrorKind::InvalidInput.into())),
+    };
+    let staging = crate::output::stage(parent, &name)?;
+    crate::output::link_copy(bundle, staging.path())?;
+    for (rel, f) in &writes {
+        let path = staging.path().join(rel);
+        crate::output::write_file(&path, &f.bytes, f.mode)?;
+        let m = std::fs::metadata(&path).map_err(|e| werr(&path, e))?;
+        if (m.uid(), m.gid()) != f.owner {
+            std::os::unix::fs::chown(&path, Some(f.owner.0), Some(f.owner.1)).map_err(|e| {
+                werr(&path, std::io::Error::new(e.kind(), format!("cannot keep its owner {}:{}: {e}", f.owner.0, f.owner.1)))
+            })?;
+        }
+    }
+    backup(bundle, backup_dir, &changed.iter().map(|p| rel_in(bundle, p).map(|r| bundle.join(r))).collect::<Result<Vec<_>, _>>()?)?;
+    crate::output::commit(staging, bundle)?;
     Ok(())
 }
 
@@ -1037,6 +1122,17 @@ pub fn renew(args: &RenewArgs) -> Result<RenewReport, RenewError> {
     leaves.sort_by_key(|l| LEAVES.iter().position(|x| x.name == l.name));
 
     let dir = args.dir.clone();
+    // A link is followed (a dangling one is an error); the lock every writer takes is held
+    // before anything this run rewrites is read. A dry run writes nothing and takes none.
+    if crate::output::resolve(&dir)?.is_none_or(|real| !real.is_dir()) {
+        return Err(RenewError::NotATree { path: dir.display().to_string() });
+    }
+    let lock = if args.dry_run {
+        None
+    } else {
+        let etc = dir.join("etc/kubernetes");
+        Some(crate::output::lock_dir(if etc.is_dir() { &etc } else { &dir })?)
+    };
     let lay = layout(&dir)?;
     let mut work = Work { args, changes: BTreeMap::new(), renewed: Vec::new(), restart: 0 };
 
@@ -1106,6 +1202,16 @@ pub fn renew(args: &RenewArgs) -> Result<RenewReport, RenewError> {
         return Ok(report);
     }
 
+    let mtime = u64::try_from(args.now.unix_timestamp()).unwrap_or(0);
+    if let Some(bundle) = lock.as_ref().filter(|l| l.is_bundle()).map(|l| l.dir().to_path_buf()) {
+        // Beside the bundle, never inside it.
+        let backup_dir = bundle.parent().unwrap_or(Path::new("/")).join(backup_name(args.now));
+        commit_bundle(&bundle, &work.changes, &in_copy, &tarballs, &changed, &backup_dir, mtime)?;
+        report.backup_dir = Some(backup_dir);
+        report.repacked = tarballs.into_iter().map(|(_, t)| t).collect();
+        return Ok(report);
+    }
+
     let parent = std::fs::canonicalize(&dir).ok().and_then(|d| d.parent().map(Path::to_path_buf)).unwrap_or_else(|| dir.join(".."));
     let backup_dir = parent.join(backup_name(args.now));
     backup(&dir, &backup_dir, &changed)?;
@@ -1115,10 +1221,16 @@ pub fn renew(args: &RenewArgs) -> Result<RenewReport, RenewError> {
         message,
         backup: backup_dir.display().to_string(),
     };
+    // What a killed run left beside the files this one replaces.
+    let mut dirs: Vec<&Path> = work.changes.keys().chain(tarballs.iter().map(|(_, t)| t)).filter_map(|p| p.parent()).collect();
+    dirs.sort();
+    dirs.dedup();
+    for d in dirs {
+        crate::output::sweep(d);
+    }
     for (path, bytes) in &work.changes {
         replace_file(path, bytes).map_err(|m| werr(path, m))?;
     }
-    let mtime = u64::try_from(args.now.unix_timestamp()).unwrap_or(0);
     for (root, tb) in tarballs {
         let tree =
             crate::output::read_tree(&root).map_err(|e| RenewError::Read { path: root.display().to_string(), message: e.to_string() })?;
@@ -1126,6 +1238,7 @@ pub fn renew(args: &RenewArgs) -> Result<RenewReport, RenewError> {
         replace_file(&tb, &bytes).map_err(|m| werr(&tb, m))?;
         report.repacked.push(tb);
     }
+    drop(lock);
     Ok(report)
 }
 

@@ -1,7 +1,8 @@
 //! `kubebundle token create|list|delete` on a bundle: the state's bootstrap tokens, kept in step
 //! with their Secret manifests, join.txt and (when the join token changes) every
 //! bootstrap-kubelet.conf and kubeadm-join.yaml and their nodes' tarballs. Changes go through the same lock, staging
-//! directory and atomic swap as `generate`.
+//! directory and atomic swap as `generate`: the staged bundle is made of hard links to the old
+//! one, and only the files that change are written anew.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -187,17 +188,26 @@ fn uses_bootstrap_kubeconfig(dir: &Path) -> bool {
 /// tokens.yaml, the Secret manifests, join.txt, and (when the join token changed) each
 /// bootstrap-kubelet.conf and its node's tarball.
 fn change(dir: &Path, clock: &Clock, edit: impl FnOnce(&mut Vec<Token>) -> Result<(), TokenError>) -> Result<JoinInfo, TokenError> {
-    let b = open(dir)?;
-    let out = dir.parent().unwrap_or(Path::new("."));
-    let lock = output::lock(out, &b.cluster)?;
-    let before = state::read_tokens(&dir.join("state"))?;
+    // A link to a bundle: the directory it points to is staged beside and swapped.
+    let Some(real) = output::resolve(dir)? else {
+        // Nothing there: say why it is not a bundle.
+        return Err(open(dir)
+            .err()
+            .unwrap_or_else(|| TokenError::NotABundle { dir: dir.display().to_string(), reason: "no such directory".into() }));
+    };
+    // The lock before anything this run rewrites is read, so a concurrent writer's change is
+    // never lost.
+    let lock = output::lock_dir(&real)?;
+    let b = open(&real)?;
+    let before = state::read_tokens(&real.join("state"))?;
     let mut tokens = before.clone();
     edit(&mut tokens)?;
 
     let renderer = Renderer::new();
-    let staging = output::stage(out, &b.cluster)?;
+    let out = real.parent().unwrap_or(Path::new("/"));
+    let staging = output::stage(out, &real.file_name().unwrap_or_default().to_string_lossy())?;
     let root = staging.path();
-    output::copy_tree(dir, root)?;
+    output::link_copy(&real, root)?;
     output::write_file(&root.join("state").join(state::TOKENS_FILE), state::tokens_yaml(&tokens)?.as_bytes(), 0o600)?;
     for t in before.iter().filter(|t| !tokens.iter().any(|n| n.id() == t.id())) {
         let _ = std::fs::remove_file(root.join(token_secret_path(t)));
@@ -243,7 +253,7 @@ fn change(dir: &Path, clock: &Clock, edit: impl FnOnce(&mut Vec<Token>) -> Resul
             crate::nodes::rewrite_node(&root.join("nodes"), name, &files, clock.unix())?;
         }
     }
-    output::commit(staging, dir)?;
+    output::commit(staging, &real)?;
     lock.keep();
     Ok(b.join)
 }

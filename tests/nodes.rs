@@ -69,7 +69,7 @@ fn adding_and_removing_nodes_changes_nothing_else() {
     // Removing w2: its tree and tarball move out of the bundle, the run says so, the rest stays.
     let run = generate(dir, &config(&grown.iter().copied().filter(|n| n.0 != "w2").collect::<Vec<_>>()), "2026-03-04T00:00:00Z");
     assert!(run.stderr.contains("node w2 is no longer in the Inventory"), "{}", run.stderr);
-    let moved = dir.join("out/grow.removed/w2-20260304T000000Z");
+    let moved = dir.join("out/.removed/grow/w2-20260304T000000Z");
     assert_eq!(std::fs::read(moved.join("w2.tar.gz")).ok().as_ref(), after.get("nodes/w2.tar.gz"), "the moved tarball");
     assert_eq!(
         std::fs::read(moved.join("w2/var/lib/kubelet/pki/kubelet.key")).ok().as_ref(),
