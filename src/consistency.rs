@@ -1,8 +1,8 @@
 //! The consistency check: every file that a node's systemd units, kubeconfigs, kubeadm configs,
-//! KubeletConfiguration or kube-apiserver patch references exists in the node's tree, holding the
-//! kind of content the reference needs. A serving certificate must have serverAuth and cover the
-//! address it is served on, a client certificate clientAuth, a CA file a CA, and a certificate
-//! given with its key must match it.
+//! KubeletConfiguration, KubeProxyConfiguration or kube-apiserver patch references exists in the
+//! node's tree, holding the kind of content the reference needs. A serving certificate must have
+//! serverAuth and cover the address it is served on, a client certificate clientAuth, a CA file a
+//! CA, and a certificate given with its key must match it.
 //!
 //! What each flag or field needs is data (`UNIT_FLAGS`, `FIELDS`); the referencing files are found
 //! by what they are (a `.service` with ExecStart, a YAML document's `kind`), not by the profile,
@@ -28,6 +28,7 @@ pub enum Kind {
     PublicKey,
     Kubeconfig,
     KubeletConfig,
+    KubeProxyConfig,
     EncryptionConfig,
 }
 
@@ -42,6 +43,7 @@ impl Kind {
             Kind::PublicKey => "a public key",
             Kind::Kubeconfig => "a kubeconfig",
             Kind::KubeletConfig => "a KubeletConfiguration",
+            Kind::KubeProxyConfig => "a KubeProxyConfiguration",
             Kind::EncryptionConfig => "an EncryptionConfiguration",
         }
     }
@@ -117,6 +119,8 @@ const UNIT_FLAGS: &[Rule] = &[
     rule("kubelet", "config", Kind::KubeletConfig),
     Rule { absent_if: Some("bootstrap-kubeconfig"), ..rule("kubelet", "kubeconfig", Kind::Kubeconfig) },
     rule("kubelet", "bootstrap-kubeconfig", Kind::Kubeconfig),
+    rule("kube-proxy", "config", Kind::KubeProxyConfig),
+    rule("kube-proxy", "kubeconfig", Kind::Kubeconfig),
 ];
 
 /// Fields of config documents, by `kind` (kubeconfigs: the current user's and cluster's), as
@@ -128,6 +132,7 @@ const FIELDS: &[Rule] = &[
     rule("KubeletConfiguration", "authentication.x509.clientCAFile", Kind::CaCert),
     cert("KubeletConfiguration", "tlsCertFile", Kind::ServingCert, "tlsPrivateKeyFile", Hosts::Node),
     rule("KubeletConfiguration", "tlsPrivateKeyFile", Kind::PrivateKey),
+    rule("KubeProxyConfiguration", "clientConnection.kubeconfig", Kind::Kubeconfig),
     rule("JoinConfiguration", "caCertPath", Kind::CaCert),
     rule("JoinConfiguration", "discovery.file.kubeConfigPath", Kind::Kubeconfig),
 ];
@@ -272,10 +277,11 @@ fn content_problems(bytes: &[u8], kind: Kind) -> Vec<String> {
                 p.push("no PUBLIC KEY PEM block".into());
             }
         }
-        Kind::Kubeconfig | Kind::KubeletConfig | Kind::EncryptionConfig => {
+        Kind::Kubeconfig | Kind::KubeletConfig | Kind::KubeProxyConfig | Kind::EncryptionConfig => {
             let want = match kind {
                 Kind::Kubeconfig => "Config",
                 Kind::KubeletConfig => "KubeletConfiguration",
+                Kind::KubeProxyConfig => "KubeProxyConfiguration",
                 _ => "EncryptionConfiguration",
             };
             match documents(&text).first().and_then(|d| d.get("kind")).and_then(|k| k.as_str()) {

@@ -540,9 +540,13 @@ const KUBEADM_LEAVES: &[(&str, Source)] = &[
 ];
 
 /// What kubebundle adds on its nodes and kubeadm does not list (the kubelet rotates its own
-/// certificates on a kubeadm node; kubebundle pre-issues them, signed by the cluster CA).
-const KUBEBUNDLE_LEAVES: &[(&str, Source)] =
-    &[("kubelet.conf", Source::Kubeconfig("kubelet.conf")), ("kubelet-serving", Source::Root("var/lib/kubelet/pki/kubelet.crt"))];
+/// certificates on a kubeadm node; kubebundle pre-issues them, signed by the cluster CA; kube-proxy
+/// runs from a unit with its own certificate on hardway and binary nodes).
+const KUBEBUNDLE_LEAVES: &[(&str, Source)] = &[
+    ("kubelet.conf", Source::Kubeconfig("kubelet.conf")),
+    ("kubelet-serving", Source::Root("var/lib/kubelet/pki/kubelet.crt")),
+    ("kube-proxy.conf", Source::Kubeconfig("kube-proxy.conf")),
+];
 
 /// One tree to check: a kubeadm /etc/kubernetes, a node's, or a certificatesDir alone.
 struct Tree {

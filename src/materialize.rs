@@ -284,7 +284,9 @@ impl Ctx<'_> {
                 self.renderer.render(r.template, ctx)?
             }
             RenderedKind::DiscoveryKubeconfig => discovery_kubeconfig(self.renderer, self.config, &self.ca_data)?,
-            RenderedKind::ApiserverPatch | RenderedKind::Unit => self.renderer.render(r.template, self.node_context(n)?)?,
+            RenderedKind::ApiserverPatch | RenderedKind::KubeProxyConfig | RenderedKind::Unit => {
+                self.renderer.render(r.template, self.node_context(n)?)?
+            }
         })
     }
 

@@ -26,6 +26,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("units/kube-controller-manager.service", include_str!("../templates/units/kube-controller-manager.service")),
     ("units/kube-scheduler.service", include_str!("../templates/units/kube-scheduler.service")),
     ("units/kubelet.service", include_str!("../templates/units/kubelet.service")),
+    ("units/kube-proxy.service", include_str!("../templates/units/kube-proxy.service")),
+    ("kube-proxy-configuration.yaml", include_str!("../templates/kube-proxy-configuration.yaml")),
 ];
 
 /// `paths` / `layout` of a node's context: artifact id → absolute path.

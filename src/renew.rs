@@ -75,7 +75,7 @@ pub struct RenewReport {
     /// None for a dry run.
     pub backup_dir: Option<PathBuf>,
     /// Components to restart, in this order: etcd, kube-apiserver, kube-controller-manager,
-    /// kube-scheduler, kubelet (only those affected).
+    /// kube-scheduler, kubelet, kube-proxy (only those affected).
     pub restart: Vec<&'static str>,
     /// Node tarballs re-packed (bundle only).
     pub repacked: Vec<PathBuf>,
@@ -119,12 +119,13 @@ pub enum RenewError {
 // =============================================================================================
 // The catalogue
 
-const COMPONENTS: [&str; 5] = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"];
+const COMPONENTS: [&str; 6] = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"];
 const ETCD: u8 = 1;
 const APISERVER: u8 = 2;
 const CONTROLLER_MANAGER: u8 = 4;
 const SCHEDULER: u8 = 8;
 const KUBELET: u8 = 16;
+const KUBE_PROXY: u8 = 32;
 
 #[derive(Clone, Copy)]
 enum Place {
@@ -182,6 +183,8 @@ const LEAVES: &[Leaf] = &[
         ca: "ca",
         restart: KUBELET,
     },
+    // kube-proxy run by a unit (hardway, binary); absent from kubeadm trees.
+    Leaf { name: "kube-proxy.conf", place: Place::Kubeconfig("kube-proxy.conf"), ca: "ca", restart: KUBE_PROXY },
 ];
 
 struct CaEntry {

@@ -1,6 +1,7 @@
-//! Layout check: every path the profile promises a node (as `kubebundle plan` lists it) is in
-//! that node's tarball with its mode, and nothing else is: no extra file, link or device,
-//! directories 0755, owner root.
+//! Layout check, for each built-in profile: every path the profile promises a node (as
+//! `kubebundle plan` lists it) is in that node's tarball with its mode, and nothing else is: no
+//! extra file, link or device, directories 0755, owner root; CA and service-account keys only on
+//! control planes; the kubelet and kube-proxy units on every hardway and binary node.
 
 mod common;
 
@@ -35,7 +36,37 @@ fn mode_string(kind: char, mode: u32) -> String {
 
 #[test]
 fn tarballs_hold_exactly_what_the_profile_promises() {
-    let tmp = temp_dir("layout");
+    for profile in ["kubeadm", "hardway", "binary"] {
+        check_profile(profile);
+    }
+}
+
+/// Files only control planes may hold (CA and service-account keys), and the units every node
+/// of the profile runs.
+fn expectations(profile: &str) -> (&'static [&'static str], &'static [&'static str]) {
+    match profile {
+        "hardway" => (
+            &["etc/k8s/kube-controller-manager/certs/ca.key", "etc/k8s/shared/sa.key", "etc/k8s/kube-apiserver/certs/sa.pub"],
+            &["etc/systemd/system/kubelet.service", "etc/systemd/system/kube-proxy.service"],
+        ),
+        "binary" => (
+            &["etc/kubernetes/pki/ca.key", "etc/kubernetes/pki/sa.key", "etc/kubernetes/pki/sa.pub"],
+            &["etc/systemd/system/kubelet.service", "etc/systemd/system/kube-proxy.service"],
+        ),
+        _ => (
+            &[
+                "etc/kubernetes/pki/ca.key",
+                "etc/kubernetes/pki/sa.key",
+                "etc/kubernetes/pki/etcd/ca.key",
+                "etc/kubernetes/pki/front-proxy-ca.key",
+            ],
+            &[],
+        ),
+    }
+}
+
+fn check_profile(profile: &str) {
+    let tmp = temp_dir(&format!("layout-{profile}"));
     let dir = tmp.path();
     let mut text = live_config(
         "layout",
@@ -46,7 +77,7 @@ fn tarballs_hold_exactly_what_the_profile_promises() {
             ("w1", "10.1.0.4", "worker"),
         ],
     );
-    text.push_str("workerJoin: certificate\n");
+    text.push_str(&format!("workerJoin: certificate\nprofile: {profile}\n"));
     let config = dir.join("layout.yaml");
     std::fs::write(&config, &text).unwrap();
     let cluster = generate_live(dir, "layout", &text);
@@ -72,21 +103,25 @@ fn tarballs_hold_exactly_what_the_profile_promises() {
         }
         let got = listing(&cluster.join(format!("nodes/{name}.tar.gz")));
         let got_modes: BTreeMap<String, String> = got.iter().map(|(p, (m, _))| (p.clone(), m.clone())).collect();
-        assert_eq!(promised, got_modes, "{name}: the tarball differs from the profile's promise");
+        assert_eq!(promised, got_modes, "{profile}: {name}: the tarball differs from the profile's promise");
         for (p, (_, owner)) in &got {
-            assert_eq!(owner, "root/root", "{name}: {p} is not owned by root");
-            assert!(!p.starts_with('/') && !p.split('/').any(|s| s == ".."), "{name}: unsafe path {p}");
+            assert_eq!(owner, "root/root", "{profile}: {name}: {p} is not owned by root");
+            assert!(!p.starts_with('/') && !p.split('/').any(|s| s == ".."), "{profile}: {name}: unsafe path {p}");
         }
         // Least privilege, from the profile's own roles: only control planes hold CA or sa keys.
         let roles: Vec<&str> = node["roles"].as_array().unwrap().iter().filter_map(|r| r.as_str()).collect();
-        let secrets = [
-            "etc/kubernetes/pki/ca.key",
-            "etc/kubernetes/pki/sa.key",
-            "etc/kubernetes/pki/etcd/ca.key",
-            "etc/kubernetes/pki/front-proxy-ca.key",
-        ];
+        let (secrets, units) = expectations(profile);
         for s in secrets {
-            assert_eq!(got.contains_key(s), roles.contains(&"control-plane"), "{name} ({roles:?}) and {s}");
+            assert_eq!(got.contains_key(*s), roles.contains(&"control-plane"), "{profile}: {name} ({roles:?}) and {s}");
+        }
+        // Every node runs the kubelet and kube-proxy from units (hardway, binary); kubeadm
+        // nodes hold no unit (kube-proxy is its DaemonSet).
+        for u in units {
+            assert!(got.contains_key(*u), "{profile}: {name} ({roles:?}) has no {u}");
+        }
+        if profile == "kubeadm" {
+            let any: Vec<&String> = got.keys().filter(|p| p.contains("systemd") || p.contains("kube-proxy")).collect();
+            assert!(any.is_empty(), "kubeadm: {name} holds {any:?}");
         }
     }
 }

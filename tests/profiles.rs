@@ -268,6 +268,9 @@ fn expected_ok_messages(b: &Bundle, node: &str, rel: &str, artifact: &str) -> Ve
         }
     } else if artifact == "kubelet-config" {
         kubelet(&yaml_doc(&text), &mut out);
+    } else if artifact == "kube-proxy-config" {
+        let p = yaml_doc(&text)["clientConnection"]["kubeconfig"].as_str().expect("clientConnection.kubeconfig").to_string();
+        out.push(format!("KubeProxyConfiguration clientConnection.kubeconfig {p}: a kubeconfig"));
     } else if artifact == "kubeadm-init" {
         kubelet(doc_of_kind(&yaml_docs(&text), "KubeletConfiguration"), &mut out);
     } else if artifact == "kubeadm-join" {
@@ -337,10 +340,11 @@ fn every_profile_verifies_with_every_reference_ok() {
             f.check(referencing > 0, || format!("{profile}: {node} has no referencing file"));
         }
 
-        // Units per role (kubeadm runs its control plane as static pods, so none there).
+        // Units per role (kubeadm runs its control plane as static pods and kube-proxy as a
+        // DaemonSet, so none there).
         for (node, want) in [
-            ("cp1", &["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"][..]),
-            ("worker1", &["kubelet"][..]),
+            ("cp1", &["etcd", "kube-apiserver", "kube-controller-manager", "kube-proxy", "kube-scheduler", "kubelet"][..]),
+            ("worker1", &["kube-proxy", "kubelet"][..]),
         ] {
             let mut units: Vec<String> = b
                 .files(node)
@@ -372,6 +376,9 @@ fn every_profile_verifies_with_every_reference_ok() {
                 ("worker1", "etc/systemd/system/kubelet.service", "kubelet --bootstrap-kubeconfig /etc/k8s/kubelet/bootstrap-kubeconfig: a kubeconfig".into()),
                 ("worker1", "etc/systemd/system/kubelet.service", "kubelet --kubeconfig /etc/k8s/kubelet/kubeconfig: written by the kubelet after TLS bootstrap".into()),
                 ("worker1", "etc/k8s/kubelet/config.yaml", "KubeletConfiguration authentication.x509.clientCAFile /etc/k8s/shared/ca.crt: a CA certificate".into()),
+                ("cp1", "etc/systemd/system/kube-proxy.service", "kube-proxy --config /etc/k8s/kube-proxy/config.yaml: a KubeProxyConfiguration".into()),
+                ("worker1", "etc/systemd/system/kube-proxy.service", "kube-proxy --config /etc/k8s/kube-proxy/config.yaml: a KubeProxyConfiguration".into()),
+                ("worker1", "etc/k8s/kube-proxy/config.yaml", "KubeProxyConfiguration clientConnection.kubeconfig /etc/k8s/kube-proxy/kubeconfig: a kubeconfig".into()),
             ],
             "binary" => vec![
                 ("cp1", "etc/systemd/system/kube-apiserver.service", "kube-apiserver --tls-cert-file /etc/kubernetes/pki/kube-apiserver.crt: a serving certificate".into()),
@@ -384,6 +391,10 @@ fn every_profile_verifies_with_every_reference_ok() {
                 ("cp1", "etc/kubernetes/kubelet-config.yaml", "KubeletConfiguration tlsCertFile /etc/kubernetes/pki/cp1.crt: a serving certificate".into()),
                 ("worker1", "etc/kubernetes/kubelet-config.yaml", "KubeletConfiguration tlsCertFile /etc/kubernetes/pki/worker1.crt: a serving certificate".into()),
                 ("worker1", "etc/systemd/system/kubelet.service", "kubelet --bootstrap-kubeconfig /etc/kubernetes/bootstrap-kubelet.kubeconfig: a kubeconfig".into()),
+                ("cp1", "etc/systemd/system/kube-proxy.service", "kube-proxy --config /etc/kubernetes/kube-proxy-config.yaml: a KubeProxyConfiguration".into()),
+                ("worker1", "etc/kubernetes/kube-proxy-config.yaml", "KubeProxyConfiguration clientConnection.kubeconfig /etc/kubernetes/kube-proxy.kubeconfig: a kubeconfig".into()),
+                ("worker1", "etc/kubernetes/kube-proxy.kubeconfig", "Config user.client-certificate /etc/kubernetes/pki/kube-proxy.crt: a client certificate".into()),
+                ("worker1", "etc/kubernetes/kube-proxy.kubeconfig", "Config user.client-key /etc/kubernetes/pki/kube-proxy.key: a private key".into()),
             ],
             _ => vec![
                 ("cp1", "etc/kubernetes/patches/kube-apiserver+json.yaml", "kube-apiserver --encryption-provider-config /etc/kubernetes/encryption/encryption-config.yaml: an EncryptionConfiguration".into()),
@@ -618,6 +629,23 @@ fn broken_references_fail_verify_hardway() {
                 &[("  --bootstrap-kubeconfig=/etc/k8s/kubelet/bootstrap-kubeconfig \\\n", "")],
                 "kubelet --kubeconfig /etc/k8s/kubelet/kubeconfig is not in the tree: a kubeconfig is missing",
             ),
+            // kube-proxy: its unit naming the kubelet's configuration, its configuration a
+            // kubeconfig that is not there.
+            brk(
+                "kubelet config as kube-proxy config",
+                "worker1",
+                "etc/systemd/system/kube-proxy.service",
+                &[("--config=/etc/k8s/kube-proxy/config.yaml", "--config=/etc/k8s/kubelet/config.yaml")],
+                "kube-proxy --config /etc/k8s/kubelet/config.yaml must be a KubeProxyConfiguration: it is a KubeletConfiguration, not a KubeProxyConfiguration",
+            )
+            .repack(),
+            brk(
+                "kube-proxy kubeconfig missing",
+                "cp2",
+                "etc/k8s/kube-proxy/config.yaml",
+                &[("kubeconfig: \"/etc/k8s/kube-proxy/kubeconfig\"", "kubeconfig: \"/etc/k8s/kube-proxy/gone\"")],
+                "KubeProxyConfiguration clientConnection.kubeconfig /etc/k8s/kube-proxy/gone is not in the tree: a kubeconfig is missing",
+            ),
         ],
     );
 }
@@ -704,6 +732,18 @@ fn broken_references_fail_verify_binary() {
             )
             .copy("worker2", "etc/kubernetes/pki/worker2.crt", "etc/kubernetes/pki/worker2.crt")
             .copy("worker2", "etc/kubernetes/pki/worker2.key", "etc/kubernetes/pki/worker2.key"),
+            // kube-proxy's kubeconfig naming the kubelet's serving certificate as its client one.
+            brk(
+                "kube-proxy kubeconfig with a serving cert",
+                "worker1",
+                "etc/kubernetes/kube-proxy.kubeconfig",
+                &[
+                    ("client-certificate: \"/etc/kubernetes/pki/kube-proxy.crt\"", "client-certificate: \"/etc/kubernetes/pki/worker1.crt\""),
+                    ("client-key: \"/etc/kubernetes/pki/kube-proxy.key\"", "client-key: \"/etc/kubernetes/pki/worker1.key\""),
+                ],
+                "",
+            )
+            .parts(&["Config user.client-certificate /etc/kubernetes/pki/worker1.crt must be a client certificate", "no clientAuth extended key usage"]),
         ],
     );
 }
@@ -935,6 +975,107 @@ fn kubelet_configuration_without_serving_cert_profile() {
     let v = b.verify(&b.cluster);
     f.check(v.run.ok(), || format!("verify: {}", v.show_errors()));
     f.finish("kubelet_configuration_without_serving_cert_profile");
+}
+
+// =============================================================================================
+// 3b. kube-proxy on hardway and binary nodes
+
+/// Every node of a hardway or binary bundle runs kube-proxy from a unit: `--config` names its
+/// KubeProxyConfiguration (clusterCIDR = podSubnet, iptables, its kubeconfig), the kubeconfig
+/// authenticates as system:kube-proxy with no O (the built-in system:node-proxier binding), one
+/// key per node; kubeadm nodes have none of it (kubeadm runs kube-proxy as a DaemonSet).
+fn check_kube_proxy(f: &mut Failures, label: &str, b: &Bundle, pod_subnet: &str) {
+    let profile = b.plan["profile"].as_str().unwrap_or_default().to_string();
+    let mut keys = std::collections::BTreeSet::new();
+    for (node, _, _) in NODES {
+        let l = format!("{label}: {node}");
+        let planned: Vec<(String, String)> = b.files(node).into_iter().filter(|(_, a)| a.starts_with("kube-proxy")).collect();
+        if profile == "kubeadm" {
+            f.eq(&format!("{l}: kube-proxy files"), &Vec::<(String, String)>::new(), &planned);
+            continue;
+        }
+        let (kubeconfig, config, unit) = match profile.as_str() {
+            "hardway" => ("/etc/k8s/kube-proxy/kubeconfig", "/etc/k8s/kube-proxy/config.yaml", "/etc/systemd/system/kube-proxy.service"),
+            _ => (
+                "/etc/kubernetes/kube-proxy.kubeconfig",
+                "/etc/kubernetes/kube-proxy-config.yaml",
+                "/etc/systemd/system/kube-proxy.service",
+            ),
+        };
+        for (artifact, path, mode) in
+            [("kube-proxy.conf", kubeconfig, 0o600), ("kube-proxy-config", config, 0o644), ("kube-proxy.service", unit, 0o644)]
+        {
+            f.eq(&format!("{l}: {artifact} path"), &Some(path.trim_start_matches('/').to_string()), &b.path_of(node, artifact));
+            f.eq(&format!("{l}: mode of {path}"), &Some(mode), &mode_of(&b.node(node).join(path.trim_start_matches('/'))));
+        }
+        // The unit: kube-proxy with its configuration, under the node's name.
+        let argv = exec_start(&b.read(node, unit.trim_start_matches('/')));
+        f.eq(&format!("{l}: unit binary"), "/usr/local/bin/kube-proxy", argv[0].as_str());
+        f.eq(
+            &format!("{l}: unit flags"),
+            &vec![("config".to_string(), config.to_string()), ("hostname-override".to_string(), node.to_string())],
+            &flags(&argv),
+        );
+        // The KubeProxyConfiguration.
+        let doc = yaml_doc(&b.read(node, config.trim_start_matches('/')));
+        f.eq(&format!("{l}: kind"), &Value::from("KubeProxyConfiguration"), &doc["kind"]);
+        f.eq(&format!("{l}: apiVersion"), &Value::from("kubeproxy.config.k8s.io/v1alpha1"), &doc["apiVersion"]);
+        f.eq(&format!("{l}: clientConnection.kubeconfig"), &Value::from(kubeconfig), &doc["clientConnection"]["kubeconfig"]);
+        f.eq(&format!("{l}: clusterCIDR"), &Value::from(pod_subnet), &doc["clusterCIDR"]);
+        f.eq(&format!("{l}: mode"), &Value::from("iptables"), &doc["mode"]);
+        // The kubeconfig and its client certificate (embedded on hardway, files on binary).
+        let kc = yaml_doc(&b.read(node, kubeconfig.trim_start_matches('/')));
+        f.eq(&format!("{l}: server"), &Value::from(format!("https://{ENDPOINT}")), &kc["clusters"][0]["cluster"]["server"]);
+        f.eq(&format!("{l}: user"), &Value::from("system:kube-proxy"), &kc["users"][0]["name"]);
+        let user = &kc["users"][0]["user"];
+        let pem = match user["client-certificate-data"].as_str() {
+            Some(data) => B64.decode(data).unwrap_or_default(),
+            None => {
+                let crt = user["client-certificate"].as_str().unwrap_or_default();
+                f.eq(&format!("{l}: client-certificate"), "/etc/kubernetes/pki/kube-proxy.crt", crt);
+                f.eq(&format!("{l}: client-key"), &Value::from("/etc/kubernetes/pki/kube-proxy.key"), &user["client-key"]);
+                keys.insert(std::fs::read(b.node(node).join("etc/kubernetes/pki/kube-proxy.key")).unwrap_or_default());
+                std::fs::read(b.node(node).join(crt.trim_start_matches('/'))).unwrap_or_default()
+            }
+        };
+        if let Some(k) = user["client-key-data"].as_str() {
+            keys.insert(B64.decode(k).unwrap_or_default());
+        }
+        match parse_cert_pem(&pem) {
+            Ok(c) => {
+                f.eq(&format!("{l}: CN"), &vec!["system:kube-proxy".to_string()], &c.cns);
+                f.eq(&format!("{l}: O"), &Vec::<String>::new(), &c.os);
+                f.eq(&format!("{l}: EKU (serverAuth, clientAuth, other)"), &Some((false, true, false)), &c.eku);
+            }
+            Err(e) => f.fail(format!("{l}: kube-proxy's client certificate: {e}")),
+        }
+    }
+    if profile != "kubeadm" {
+        f.eq(&format!("{label}: distinct kube-proxy keys"), &NODES.len(), &keys.len());
+    }
+}
+
+#[test]
+fn kube_proxy_on_hardway_and_binary_nodes() {
+    let mut f = Failures::new();
+    for profile in PROFILES {
+        let b = generate(&format!("proxy-{profile}"), &example(profile, &[]), &[]);
+        check_kube_proxy(&mut f, profile, &b, "10.244.0.0/16");
+    }
+    // Dual-stack: clusterCIDR lists both pod subnets, as kube-proxy reads them.
+    let pod = "10.244.0.0/16,fd00:10:244::/56";
+    let config = example(
+        "hardway",
+        &[
+            ("serviceSubnet: 10.96.0.0/12", "serviceSubnet: 10.96.0.0/12,fd00:10:96::/112"),
+            ("podSubnet: 10.244.0.0/16", &format!("podSubnet: {pod}")),
+        ],
+    );
+    let b = generate("proxy-dual", &config, &[]);
+    check_kube_proxy(&mut f, "hardway dual-stack", &b, pod);
+    let v = b.verify(&b.cluster);
+    f.check(v.run.ok(), || format!("dual-stack: verify: {}", v.show_errors()));
+    f.finish("kube_proxy_on_hardway_and_binary_nodes");
 }
 
 // =============================================================================================

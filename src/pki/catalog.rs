@@ -231,6 +231,10 @@ pub static CERTS: &[CertEntry] = &[
         organizations: &[(0, NODES)],
         ..entry("kubelet-serving", Signer::Ca, CommonName::SystemNode, SERVER, SanRule::KubeletServing, Scope::EachNode)
     },
+    // kube-proxy run by systemd (hardway, binary; kubeadm runs it as a DaemonSet with a service
+    // account). No O: the `system:node-proxier` ClusterRoleBinding of every cluster binds the
+    // user system:kube-proxy. One key per node.
+    entry("kube-proxy.conf", Signer::Ca, CommonName::Fixed("system:kube-proxy"), CLIENT, SanRule::None, Scope::EachNode),
 ];
 
 #[derive(Debug)]
@@ -280,6 +284,13 @@ pub static KUBECONFIGS: &[KubeconfigEntry] = &[
         since_minor: 0,
     },
     KubeconfigEntry {
+        id: "kube-proxy.conf",
+        credential: Credential::Certificate,
+        server: ServerRule::Endpoint,
+        scope: Scope::EachNode,
+        since_minor: 0,
+    },
+    KubeconfigEntry {
         id: "bootstrap-kubelet.conf",
         credential: Credential::BootstrapToken,
         server: ServerRule::Endpoint,
@@ -318,6 +329,8 @@ pub enum RenderedKind {
     DiscoveryKubeconfig,
     /// A kubeadm `--patches` file for the kube-apiserver static pod.
     ApiserverPatch,
+    /// A KubeProxyConfiguration (its kubeconfig's path, clusterCIDR = podSubnet).
+    KubeProxyConfig,
     /// A systemd unit.
     Unit,
 }
@@ -363,6 +376,13 @@ pub static RENDERED: &[RenderedEntry] = &[
         kind: RenderedKind::Unit,
     },
     RenderedEntry { id: "kubelet.service", template: "units/kubelet.service", scope: Scope::EachNode, kind: RenderedKind::Unit },
+    RenderedEntry {
+        id: "kube-proxy-config",
+        template: "kube-proxy-configuration.yaml",
+        scope: Scope::EachNode,
+        kind: RenderedKind::KubeProxyConfig,
+    },
+    RenderedEntry { id: "kube-proxy.service", template: "units/kube-proxy.service", scope: Scope::EachNode, kind: RenderedKind::Unit },
 ];
 
 pub fn rendered(id: &str) -> Option<&'static RenderedEntry> {
@@ -413,5 +433,9 @@ mod tests {
         assert_eq!(akc.organizations_for(36), &["kubeadm:cluster-admins"]);
         assert!(akc.organizations_for(37).is_empty());
         assert!(cert("apiserver-etcd-client").unwrap().organizations_for(30).is_empty());
+        // kube-proxy's RBAC is the built-in system:node-proxier binding of its user name.
+        let proxy = cert("kube-proxy.conf").unwrap();
+        assert_eq!(proxy.common_name, CommonName::Fixed("system:kube-proxy"));
+        assert!(proxy.organizations_for(37).is_empty());
     }
 }

@@ -1,0 +1,813 @@
+//! The live boot shared by tests/live_hardway.rs and tests/live_binary.rs: the real Kubernetes
+//! v1.32 binaries of ../shared/k8s (see its README) started from the units of node trees that
+//! kubebundle generated, extracted into temporary roots as an installer would.
+//!
+//! What a test changes, and why (nothing else of the units is touched):
+//! - every absolute path is rebased into the root: the units' flags, the paths of the files those
+//!   flags name (a kubeconfig's client-certificate/client-key, a KubeProxyConfiguration's
+//!   kubeconfig: on a host these are the same absolute paths, here they must lead into the root
+//!   too), and the kubelet's default --root-dir/--cert-dir (absolute defaults, not in the unit);
+//! - argv[0] is the installed binary (`K8S_BIN`, Debian's etcd);
+//! - every process runs in a private network namespace (`nsenter` into one that `unshare --net`
+//!   holds): there the units' fixed ports (2379, 2380, 2381, 6443, 10257, 10259, 10250) and the
+//!   node's 127.0.x.y address are free whatever else runs on the machine, so no port and no
+//!   kubeconfig server is rewritten, and kube-proxy's iptables rules stay out of the host's;
+//! - the worker's kubelet gets, in a copy of its KubeletConfiguration, exactly what a kubelet
+//!   without a container runtime needs to finish TLS bootstrap (../shared/k8s/README.md); it
+//!   exits before it registers its Node, so the test registers it with the kubelet's new
+//!   credentials (kube-proxy looks its node's address up there);
+//! - kube-proxy gets, in a copy of its KubeProxyConfiguration, `conntrack.maxPerCore: 0`:
+//!   nf_conntrack_max is read-only outside the host's initial network namespace.
+//!
+//! Every process is stopped by its PID when the test ends, also on failure (`Proc`'s Drop).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::checks::parse_cert_pem;
+use crate::common::*;
+
+/// The binaries the live tests start, from K8S_BIN.
+pub const K8S_BINARIES: [&str; 5] = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"];
+
+const INSTALL: &str = "install them with `export K8S_BIN=$(../shared/k8s/install.sh \"$PWD/target/k8s\")` from the repository \
+     (.ci/run does it; see ../shared/k8s/README.md)";
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// A missing prerequisite: a failure under CI=true (or when K8S_BIN is set), else a loud skip.
+fn missing(what: String) -> Option<Tools> {
+    if ci() || std::env::var_os("K8S_BIN").is_some() {
+        panic!("{what}");
+    }
+    eprintln!("NOTE: live test skipped (CI is not true): {what}");
+    None
+}
+
+/// Where the binaries are.
+pub struct Tools {
+    /// K8S_BIN: kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy.
+    pub k8s: PathBuf,
+    pub etcd: PathBuf,
+    /// iptables-restore and iptables-save, which kube-proxy's iptables mode runs.
+    pub iptables: bool,
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).chain(["/usr/sbin".into(), "/sbin".into()]).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+impl Tools {
+    /// K8S_BIN (default: target/k8s of this repository, where .ci/run installs them), etcd,
+    /// root (network namespaces), unshare, nsenter and ip.
+    pub fn find() -> Option<Tools> {
+        let dir =
+            std::env::var_os("K8S_BIN").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/k8s"));
+        let absent: Vec<&str> = K8S_BINARIES.iter().copied().filter(|b| !dir.join(b).is_file()).collect();
+        if !absent.is_empty() {
+            return missing(format!("the Kubernetes binaries {} are not in K8S_BIN={}: {INSTALL}", absent.join(", "), dir.display()));
+        }
+        let Some(etcd) = on_path("etcd") else {
+            return missing("etcd is not installed: apt-get install etcd-server etcd-client (.ci/run does it)".into());
+        };
+        let tools: Vec<&str> = ["unshare", "nsenter", "ip"].into_iter().filter(|t| on_path(t).is_none()).collect();
+        if !tools.is_empty() {
+            return missing(format!("{} missing: apt-get install util-linux iproute2 (.ci/run does it)", tools.join(", ")));
+        }
+        let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
+        if uid != 0 {
+            return missing(format!("the live tests run as root (uid {uid}): they need network namespaces and the kubelet needs root"));
+        }
+        let iptables = on_path("iptables-restore").is_some() && on_path("iptables-save").is_some();
+        Some(Tools { k8s: dir, etcd: etcd.canonicalize().unwrap_or(etcd), iptables })
+    }
+
+    /// The installed binary for a unit's argv[0] (`/usr/local/bin/<name>`).
+    fn binary(&self, argv0: &str) -> PathBuf {
+        let name = argv0.rsplit('/').next().unwrap_or(argv0);
+        if name == "etcd" {
+            self.etcd.clone()
+        } else {
+            self.k8s.join(name)
+        }
+    }
+}
+
+// =============================================================================================
+// The network namespace
+
+/// A private network namespace, held by `unshare --net sleep`; commands enter it with nsenter
+/// (which execs them: the PID is the program's own).
+pub struct Netns {
+    holder: Proc,
+}
+
+impl Netns {
+    pub fn new(scratch: &Path) -> Netns {
+        let mut c = Command::new("unshare");
+        c.args(["--net", "--", "sleep", "3600"]);
+        let mut holder = Proc::spawn("netns", c, scratch.join("netns.log"));
+        let pid = holder.child.id();
+        let ours = std::fs::read_link("/proc/self/ns/net").ok();
+        let entered = wait_for(Duration::from_secs(5), || {
+            let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+            (theirs.is_some() && theirs != ours).then_some(())
+        });
+        if entered.is_none() {
+            let status = holder.child.try_wait().ok().flatten();
+            panic!(
+                "`unshare --net` did not make a network namespace (exit {status:?}): {}\n  the live tests need root with CAP_SYS_ADMIN",
+                holder.log_text()
+            );
+        }
+        let ns = Netns { holder };
+        let up = ns.run("ip", &["link", "set", "lo", "up"]);
+        assert!(up.ok(), "cannot bring lo up in the test's network namespace: {}", up.describe());
+        ns
+    }
+
+    /// `program` run inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/proc/{}/ns/net", self.holder.child.id())).arg("--").arg(program);
+        c
+    }
+
+    pub fn run(&self, program: &str, args: &[&str]) -> Run {
+        let mut c = self.command(program);
+        c.args(args).env("LC_ALL", "C");
+        run_cmd(c)
+    }
+}
+
+// =============================================================================================
+// Units, paths, rebasing
+
+/// A unit's ExecStart argv, from the root.
+pub fn unit_argv(root: &Path, unit: &str) -> Vec<String> {
+    let path = root.join("etc/systemd/system").join(format!("{unit}.service"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read the unit {}: {e}", path.display()));
+    exec_start(&text)
+}
+
+/// `p` under `root` (`/etc/x` → `<root>/etc/x`).
+pub fn under(root: &Path, p: &str) -> String {
+    format!("{}{p}", root.display())
+}
+
+/// argv with every absolute path (each flag value and argument starting with `/`) moved under
+/// `root`; argv[0] is left for the caller to map.
+pub fn rebase(argv: &[String], root: &Path) -> Vec<String> {
+    let mut out = vec![argv[0].clone()];
+    for a in &argv[1..] {
+        out.push(match a.split_once('=') {
+            Some((k, v)) if k.starts_with("--") && v.starts_with('/') => format!("{k}={}", under(root, v)),
+            _ if a.starts_with('/') => under(root, a),
+            _ => a.clone(),
+        });
+    }
+    out
+}
+
+/// The value of `--name=value` in an argv.
+pub fn flag<'a>(argv: &'a [String], name: &str) -> Option<&'a str> {
+    let prefix = format!("--{name}=");
+    argv.iter().find_map(|a| a.strip_prefix(prefix.as_str()))
+}
+
+/// YAML text with every scalar value that is an absolute path (`key: "/x"`, `key: /x`) moved
+/// under `root` (values already under it are kept).
+pub fn rebase_yaml_paths(text: &str, root: &Path) -> String {
+    let prefix = root.display().to_string();
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        let rewritten = body.split_once(": ").and_then(|(key, value)| {
+            let v = value.trim();
+            let path = match v.strip_prefix('"') {
+                Some(_) => serde_json::from_str::<String>(v).ok()?,
+                None => v.to_string(),
+            };
+            (path.starts_with('/') && !path.starts_with(&prefix))
+                .then(|| format!("{key}: {}", serde_json::to_string(&under(root, &path)).unwrap_or_default()))
+        });
+        match rewritten {
+            Some(r) => {
+                out.push_str(&r);
+                if line.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// Rebases, in place, the file references of the tree's kubeconfigs and KubeProxyConfiguration
+/// (the files the started components read that name other files by absolute path).
+pub fn rebase_references(root: &Path) {
+    for (rel, bytes) in file_bytes(root) {
+        let Ok(text) = String::from_utf8(bytes) else { continue };
+        let kind = text.lines().find_map(|l| l.strip_prefix("kind: ")).map(|k| k.trim().trim_matches('"').to_string());
+        if matches!(kind.as_deref(), Some("Config" | "KubeProxyConfiguration")) {
+            let path = root.join(&rel);
+            let rebased = rebase_yaml_paths(&text, root);
+            if rebased != text {
+                std::fs::write(&path, rebased).unwrap_or_else(|e| panic!("cannot rewrite {}: {e}", path.display()));
+            }
+        }
+    }
+}
+
+// =============================================================================================
+// The bundle
+
+/// One node of the bundle's plan.json: artifact → (path relative to the root, the file's entry).
+pub struct PlannedNode {
+    pub name: String,
+    pub address: String,
+    pub files: BTreeMap<String, Value>,
+}
+
+impl PlannedNode {
+    /// The node's path (relative to its root) of an artifact.
+    pub fn rel(&self, artifact: &str) -> String {
+        self.files
+            .get(artifact)
+            .and_then(|f| f["path"].as_str())
+            .unwrap_or_else(|| panic!("plan.json has no {artifact} for {}", self.name))
+            .to_string()
+    }
+
+    /// Every kubeconfig the node holds, with the user it must authenticate as: (artifact,
+    /// path, CN, O). For bootstrap-kubelet.conf the CN is empty (the token's user).
+    pub fn kubeconfigs(&self) -> Vec<(String, String, String, Vec<String>)> {
+        self.files
+            .iter()
+            .filter(|(a, f)| a.ends_with(".conf") && f["path"].is_string() && a.as_str() != "discovery.conf")
+            .map(|(a, f)| {
+                let c = &f["certificate"];
+                let orgs = c["organizations"].as_array().map(|o| o.iter().filter_map(|s| s.as_str().map(String::from)).collect());
+                (
+                    a.clone(),
+                    f["path"].as_str().unwrap().to_string(),
+                    c["commonName"].as_str().unwrap_or("").to_string(),
+                    orgs.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A generated bundle of one control plane (+ etcd) and one worker, both extracted.
+pub struct Bundle {
+    pub tools: Tools,
+    pub tmp: tempfile::TempDir,
+    /// out/<cluster>
+    pub cluster: PathBuf,
+    pub cp: PlannedNode,
+    pub worker: PlannedNode,
+    /// The extracted tarballs.
+    pub cp_root: PathBuf,
+    pub worker_root: PathBuf,
+    /// Where logs and scratch files go.
+    pub scratch: PathBuf,
+}
+
+impl Bundle {
+    /// `kubebundle generate` of `profile` for (name, address) of a control plane + etcd member
+    /// and a worker, ECDSA-P256, at the real time (the binaries check validity against it);
+    /// both tarballs extracted. None when the binaries are missing outside CI.
+    pub fn generate(profile: &str, cluster_name: &str, cp: (&str, &str), worker: (&str, &str)) -> Option<Bundle> {
+        let tools = Tools::find()?;
+        let tmp = temp_dir(&format!("live-{profile}"));
+        let dir = tmp.path().to_path_buf();
+        let config = live_config(cluster_name, &[(cp.0, cp.1, "control-plane, etcd"), (worker.0, worker.1, "worker")])
+            .replace("kind: Inventory\n", &format!("kind: Inventory\nprofile: {profile}\n"));
+        let config_path = dir.join("cluster.yaml");
+        std::fs::write(&config_path, &config).unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let now = rfc3339(now);
+        let out = dir.join("out");
+        let r =
+            kubebundle(&dir, &["generate", "--config", config_path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", &now], &[]);
+        assert!(r.ok(), "generate failed: {}", r.describe());
+        let cluster = out.join(cluster_name);
+        verify_bundle(&cluster, Some(&now)).unwrap_or_else(|e| panic!("{e}"));
+        let plan: Value = serde_json::from_slice(&std::fs::read(cluster.join("plan.json")).unwrap()).unwrap();
+        let node = |name: &str| {
+            let n = plan["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap_or_else(|| panic!("{name} in plan.json"));
+            PlannedNode {
+                name: name.to_string(),
+                address: n["address"].as_str().unwrap().to_string(),
+                files: n["files"].as_array().unwrap().iter().map(|f| (f["artifact"].as_str().unwrap().to_string(), f.clone())).collect(),
+            }
+        };
+        let (cp_plan, worker_plan) = (node(cp.0), node(worker.0));
+        let cp_root = dir.join("root-cp");
+        let worker_root = dir.join("root-worker");
+        extract(&cluster.join("nodes").join(format!("{}.tar.gz", cp.0)), &cp_root);
+        extract(&cluster.join("nodes").join(format!("{}.tar.gz", worker.0)), &worker_root);
+        let scratch = dir.join("scratch");
+        std::fs::create_dir_all(&scratch).unwrap();
+        Some(Bundle { tools, tmp, cluster, cp: cp_plan, worker: worker_plan, cp_root, worker_root, scratch })
+    }
+}
+
+// =============================================================================================
+// Booting
+
+/// A control plane booted from a root's units, in its own network namespace.
+pub struct ControlPlane {
+    /// Dropped (killed) before the namespace's holder.
+    pub procs: Vec<Proc>,
+    pub ns: Netns,
+    pub root: PathBuf,
+    /// The root's super-admin kubeconfig, and its CA file.
+    pub super_admin: PathBuf,
+    pub ca: PathBuf,
+    /// https://<address>:<port> of the apiserver, from its unit.
+    pub server: String,
+    pub scratch: PathBuf,
+    /// How long the boot took (until /readyz said ok).
+    pub boot_time: Duration,
+}
+
+/// Starts a unit of `root` inside `ns`: its ExecStart, paths rebased, argv[0] the installed
+/// binary, `extra` appended; output to `<scratch>/<unit>.log`.
+pub fn start_unit(ns: &Netns, tools: &Tools, root: &Path, unit: &str, scratch: &Path, edit: impl FnOnce(&mut Vec<String>)) -> Proc {
+    let argv = unit_argv(root, unit);
+    assert_eq!(argv[0], format!("/usr/local/bin/{unit}"), "{unit}.service runs /usr/local/bin/{unit}");
+    let mut run = rebase(&argv, root);
+    run[0] = tools.binary(&argv[0]).display().to_string();
+    edit(&mut run);
+    let mut cmd = ns.command(&run[0]);
+    cmd.args(&run[1..]).current_dir(scratch).env_remove("NOTIFY_SOCKET").env_remove("KUBECONFIG");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ETCD_") {
+            cmd.env_remove(k);
+        }
+    }
+    let log = scratch.join(format!("{unit}-{}.log", root.file_name().unwrap().to_string_lossy()));
+    std::fs::write(scratch.join(format!("{unit}.argv")), run.join("\n")).ok();
+    Proc::spawn(unit, cmd, log)
+}
+
+impl ControlPlane {
+    /// Boots etcd, kube-apiserver, kube-controller-manager and kube-scheduler from the units of
+    /// an extracted control-plane root (with its super-admin kubeconfig at `super_admin` and the
+    /// cluster CA at `ca`, relative to the root), and waits for /readyz.
+    pub fn boot(root: &Path, tools: &Tools, super_admin: &str, ca: &str, scratch: &Path) -> ControlPlane {
+        let started = Instant::now();
+        rebase_references(root);
+        let ns = Netns::new(scratch);
+        let api = unit_argv(root, "kube-apiserver");
+        let address = flag(&api, "advertise-address").expect("--advertise-address").to_string();
+        let port = flag(&api, "secure-port").unwrap_or("6443").to_string();
+        let host = if address.contains(':') { format!("[{address}]") } else { address.clone() };
+        let mut cp = ControlPlane {
+            procs: Vec::new(),
+            ns,
+            root: root.to_path_buf(),
+            super_admin: root.join(super_admin),
+            ca: root.join(ca),
+            server: format!("https://{host}:{port}"),
+            scratch: scratch.to_path_buf(),
+            boot_time: Duration::ZERO,
+        };
+        // All at once: each retries its server until it answers.
+        for unit in ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
+            let p = start_unit(&cp.ns, tools, root, unit, scratch, |_| {});
+            cp.procs.push(p);
+        }
+        let ready = wait_for(Duration::from_secs(60), || {
+            cp.assert_running();
+            let r = cp.kubectl(&cp.super_admin, &["get", "--raw", "/readyz"]);
+            (r.ok() && r.stdout.trim() == "ok").then_some(())
+        });
+        if ready.is_none() {
+            let verbose = cp.kubectl(&cp.super_admin, &["get", "--raw", "/readyz?verbose"]);
+            panic!("kube-apiserver never became ready (60 s): {}\n{}", verbose.describe(), cp.logs());
+        }
+        cp.boot_time = started.elapsed();
+        cp
+    }
+
+    /// Panics with its log when a started process has exited.
+    pub fn assert_running(&mut self) {
+        let mut dead = Vec::new();
+        for p in &mut self.procs {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                dead.push(format!("{} exited with {status}:\n{}", p.name, tail(&p.log_text(), 3000)));
+            }
+        }
+        assert!(dead.is_empty(), "{}", dead.join("\n"));
+    }
+
+    /// The end of every log.
+    pub fn logs(&self) -> String {
+        self.procs.iter().map(|p| format!("--- {} ---\n{}", p.name, tail(&p.log_text(), 2500))).collect::<Vec<_>>().join("\n")
+    }
+
+    /// kubectl with a kubeconfig, in the namespace.
+    pub fn kubectl(&self, kubeconfig: &Path, args: &[&str]) -> Run {
+        let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap(), "--request-timeout=10s"];
+        all.extend_from_slice(args);
+        self.kubectl_args(&all)
+    }
+
+    /// kubectl with its own arguments only (KUBECONFIG points at no file), in the namespace.
+    pub fn kubectl_args(&self, args: &[&str]) -> Run {
+        let home = self.scratch.join(".home");
+        std::fs::create_dir_all(&home).ok();
+        let mut c = self.ns.command("kubectl");
+        c.args(args).env("HOME", &home).env("KUBECONFIG", home.join("no-such-kubeconfig")).env("LC_ALL", "C").env("TZ", "UTC");
+        run_cmd(c)
+    }
+
+    /// `kubectl auth whoami -o json` → (username, groups).
+    pub fn whoami(&self, args: &[&str]) -> Result<(String, Vec<String>), String> {
+        let mut all = args.to_vec();
+        all.extend(["auth", "whoami", "-o", "json"]);
+        let r = self.kubectl_args(&all);
+        if !r.ok() {
+            return Err(r.describe());
+        }
+        let v: Value = serde_json::from_str(&r.stdout).map_err(|e| format!("{e}: {}", r.stdout))?;
+        let info = &v["status"]["userInfo"];
+        let groups = info["groups"].as_array().map(|g| g.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default();
+        Ok((info["username"].as_str().unwrap_or_default().to_string(), groups))
+    }
+
+    /// Applies the bundle's manifests/ with super-admin (retried while kube-public and the
+    /// other built-in objects are still being made).
+    pub fn apply_manifests(&self, manifests: &Path) -> Result<Run, String> {
+        let mut last = None;
+        let done = wait_for(Duration::from_secs(30), || {
+            let r = self.kubectl(&self.super_admin, &["apply", "-f", manifests.to_str().unwrap()]);
+            let ok = r.ok();
+            last = Some(r.clone());
+            ok.then_some(r)
+        });
+        done.ok_or_else(|| last.map(|r| r.describe()).unwrap_or_default())
+    }
+
+    /// The holder of a kube-system lease, once taken.
+    pub fn lease_holder(&self, name: &str, limit: Duration) -> Option<String> {
+        wait_for(limit, || {
+            let r = self.kubectl(&self.super_admin, &["-n", "kube-system", "get", "lease", name, "-o", "jsonpath={.spec.holderIdentity}"]);
+            (r.ok() && !r.stdout.trim().is_empty()).then(|| r.stdout.trim().to_string())
+        })
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        return s.to_string();
+    }
+    let mut start = s.len() - n;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[...]{}", &s[start..])
+}
+
+// =============================================================================================
+// The checks
+
+/// Against a booted control plane: the leases, a ServiceAccount token, the manifests, and every
+/// kubeconfig of the control plane's tree authenticating as its user.
+pub fn check_control_plane(b: &Bundle, cp: &ControlPlane, f: &mut Failures) {
+    // The bundle's manifests/ (tokens, cluster-info, join RBAC, kubeadm-config, kubelet-config).
+    match cp.apply_manifests(&b.cluster.join("manifests")) {
+        Ok(r) => {
+            for object in [
+                "secret/bootstrap-token-",
+                "configmap/cluster-info",
+                "clusterrolebinding.rbac.authorization.k8s.io/kubeadm:kubelet-bootstrap",
+            ] {
+                f.check(r.stdout.contains(object), || format!("kubectl apply -f manifests/ did not apply {object}:\n{}", r.stdout));
+            }
+        }
+        Err(e) => f.fail(format!("kubectl apply -f manifests/ with super-admin failed: {e}")),
+    }
+
+    // The leader-election leases.
+    for lease in ["kube-controller-manager", "kube-scheduler"] {
+        match cp.lease_holder(lease, Duration::from_secs(40)) {
+            Some(holder) => f.note(format!("lease {lease} held by {holder}")),
+            None => f.fail(format!("the {lease} lease was never taken:\n{}", cp.logs())),
+        }
+    }
+
+    // A ServiceAccount token signed with sa.key authenticates through sa.pub.
+    let sa = cp.kubectl(&cp.super_admin, &["-n", "default", "create", "serviceaccount", "kb-live"]);
+    f.check(sa.ok(), || format!("create serviceaccount: {}", sa.describe()));
+    let token = cp.kubectl(&cp.super_admin, &["-n", "default", "create", "token", "kb-live"]);
+    if f.check(token.ok() && !token.stdout.trim().is_empty(), || format!("kubectl create token: {}", token.describe())) {
+        let t = token.stdout.trim();
+        match cp.whoami(&["--server", &cp.server, "--certificate-authority", cp.ca.to_str().unwrap(), "--token", t]) {
+            Ok((user, _)) => {
+                f.eq("the ServiceAccount token's user", "system:serviceaccount:default:kb-live", user.as_str());
+            }
+            Err(e) => f.fail(format!("the ServiceAccount token does not authenticate: {e}")),
+        }
+        // The same token with one byte of its signature changed is refused.
+        // (Not the last character: its low bits may be padding.)
+        let mut forged: Vec<char> = t.chars().collect();
+        let i = forged.len() - 8;
+        forged[i] = if forged[i] == 'A' { 'B' } else { 'A' };
+        let forged: String = forged.into_iter().collect();
+        let r = cp.whoami(&["--server", &cp.server, "--certificate-authority", cp.ca.to_str().unwrap(), "--token", &forged]);
+        f.check(r.as_ref().is_err_and(|e| e.contains("Unauthorized")), || format!("a forged token was not refused: {r:?}"));
+    }
+
+    check_kubeconfigs(cp, &b.cp, &cp.root, f);
+    // The admin kubeconfig is authorized through the kubeadm:cluster-admins binding of
+    // manifests/rbac.yaml.
+    let admin = cp.root.join(b.cp.rel("admin.conf"));
+    let r = cp.kubectl(&admin, &["auth", "can-i", "*", "*"]);
+    f.check(r.stdout.trim() == "yes", || format!("admin.conf is not cluster-admin: {}", r.describe()));
+}
+
+/// Every kubeconfig of a node's tree authenticates against the apiserver as its planned user
+/// (`kubectl auth whoami`): CN and O of its client certificate; a bootstrap token's user.
+pub fn check_kubeconfigs(cp: &ControlPlane, node: &PlannedNode, root: &Path, f: &mut Failures) {
+    let list = node.kubeconfigs();
+    f.check(!list.is_empty(), || format!("{}: no kubeconfig planned", node.name));
+    for (artifact, rel, cn, orgs) in list {
+        let path = root.join(&rel);
+        let l = format!("{}: {rel} ({artifact})", node.name);
+        match cp.whoami(&["--kubeconfig", path.to_str().unwrap()]) {
+            Ok((user, groups)) => {
+                if artifact == "bootstrap-kubelet.conf" {
+                    f.check(user.starts_with("system:bootstrap:"), || format!("{l}: authenticated as {user:?}, not a bootstrap token"));
+                    f.check(groups.iter().any(|g| g == "system:bootstrappers"), || format!("{l}: groups {groups:?}"));
+                } else {
+                    f.eq(&format!("{l}: user"), cn.as_str(), user.as_str());
+                    for o in &orgs {
+                        f.check(groups.contains(o), || format!("{l}: groups {groups:?} miss {o}"));
+                    }
+                }
+                f.note(format!("{l} authenticates as {user} {groups:?}"));
+            }
+            Err(e) => f.fail(format!("{l} does not authenticate: {e}")),
+        }
+    }
+}
+
+/// kube-proxy from the worker's own unit against the control plane: its identity (authenticates
+/// as system:kube-proxy, may list EndpointSlices through system:node-proxier), then, with
+/// iptables installed, the real proxy: it syncs its EndpointSlice informer and programs a
+/// Service's EndpointSlice into iptables rules in the namespace.
+pub fn check_kube_proxy(b: &Bundle, cp: &ControlPlane, f: &mut Failures) -> Option<Proc> {
+    let root = &b.worker_root;
+    rebase_references(root);
+    let kubeconfig = root.join(b.worker.rel("kube-proxy.conf"));
+    match cp.whoami(&["--kubeconfig", kubeconfig.to_str().unwrap()]) {
+        Ok((user, _)) => {
+            f.eq("kube-proxy's kubeconfig user", "system:kube-proxy", user.as_str());
+        }
+        Err(e) => f.fail(format!("kube-proxy's kubeconfig does not authenticate: {e}")),
+    }
+    let r = cp.kubectl(&kubeconfig, &["auth", "can-i", "list", "endpointslices.discovery.k8s.io"]);
+    f.check(r.stdout.trim() == "yes", || format!("system:kube-proxy may not list endpointslices: {}", r.describe()));
+    let r = cp.kubectl(&kubeconfig, &["auth", "can-i", "watch", "services"]);
+    f.check(r.stdout.trim() == "yes", || format!("system:kube-proxy may not watch services: {}", r.describe()));
+
+    if !b.tools.iptables {
+        let what = "iptables-restore/iptables-save are not installed (apt-get install iptables; .ci/run does it)";
+        if ci() {
+            f.fail(format!("kube-proxy cannot run: {what}"));
+        } else {
+            f.note(format!("kube-proxy was not started: {what}; its identity and RBAC were checked instead"));
+        }
+        return None;
+    }
+    let argv = unit_argv(root, "kube-proxy");
+    let config = flag(&argv, "config").expect("kube-proxy --config");
+    f.eq("kube-proxy --config is the planned KubeProxyConfiguration", format!("/{}", b.worker.rel("kube-proxy-config")).as_str(), config);
+    // nf_conntrack_max can only be written from the host's initial network namespace (it is
+    // read-only in the test's): a copy of the configuration leaves the limit as it is
+    // (conntrack.maxPerCore 0). Nothing else changes.
+    let original = std::fs::read_to_string(root.join(config.trim_start_matches('/'))).expect("the worker's KubeProxyConfiguration");
+    let copy = cp.scratch.join("kube-proxy-config.yaml");
+    std::fs::write(&copy, format!("{}conntrack:\n  maxPerCore: 0\n  min: 0\n", rebase_yaml_paths(&original, root))).unwrap();
+    let copy_path = copy.display().to_string();
+    let proxy_started = Instant::now();
+    let mut proxy = start_unit(&cp.ns, &b.tools, root, "kube-proxy", &cp.scratch, |run| {
+        for a in run.iter_mut().filter(|a| a.starts_with("--config=")) {
+            *a = format!("--config={copy_path}");
+        }
+    });
+    let synced = wait_for(Duration::from_secs(45), || {
+        if let Ok(Some(status)) = proxy.child.try_wait() {
+            return Some(Err(format!("kube-proxy exited with {status}")));
+        }
+        proxy.log_text().contains("Caches are synced for endpoint slice config").then_some(Ok(()))
+    });
+    match synced {
+        Some(Ok(())) => f.note(
+            format!("{:.1?} after its start: ", proxy_started.elapsed())
+                + "kube-proxy ran from its unit and synced its EndpointSlice informer (\"Caches are synced for endpoint slice config\")",
+        ),
+        Some(Err(e)) => {
+            f.fail(format!("{e}:\n{}", tail(&proxy.log_text(), 4000)));
+            return Some(proxy);
+        }
+        None => {
+            f.fail(format!("kube-proxy never synced its EndpointSlice informer (45 s):\n{}", tail(&proxy.log_text(), 4000)));
+            return Some(proxy);
+        }
+    }
+    // A Service and its EndpointSlice, made after the sync: the watch delivers them and
+    // kube-proxy writes the DNAT to the endpoint.
+    let manifest = cp.scratch.join("probe-service.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: kb-probe, namespace: default}\nspec:\n  ports: [{name: http, port: 80, protocol: TCP}]\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: kb-probe-1\n  namespace: default\n  labels: {kubernetes.io/service-name: kb-probe}\n\
+         addressType: IPv4\nports: [{name: http, port: 8080, protocol: TCP}]\nendpoints: [{addresses: [\"10.244.7.7\"], conditions: {ready: true}}]\n",
+    )
+    .unwrap();
+    let r = cp.kubectl(&cp.super_admin, &["apply", "-f", manifest.to_str().unwrap()]);
+    if !f.check(r.ok(), || format!("cannot create the probe Service: {}", r.describe())) {
+        return Some(proxy);
+    }
+    let programmed = wait_for(Duration::from_secs(20), || {
+        let r = cp.ns.run("iptables-save", &["-t", "nat"]);
+        (r.ok() && r.stdout.contains("--to-destination 10.244.7.7:8080") && r.stdout.contains("default/kb-probe:http")).then_some(r)
+    });
+    match programmed {
+        Some(_) => f.note("kube-proxy programmed the probe Service's EndpointSlice (DNAT to 10.244.7.7:8080) through its watch"),
+        None => {
+            let rules = cp.ns.run("iptables-save", &["-t", "nat"]);
+            f.fail(format!(
+                "kube-proxy did not program the probe EndpointSlice within 20 s:\n{}\n--- kube-proxy ---\n{}",
+                tail(&rules.stdout, 3000),
+                tail(&proxy.log_text(), 3000)
+            ));
+        }
+    }
+    Some(proxy)
+}
+
+/// The fields ../shared/k8s/README.md says a kubelet without a container runtime needs for a
+/// synchronous TLS bootstrap, set in a copy of the node's KubeletConfiguration (paths rebased).
+fn runtime_less_kubelet_config(original: &str, root: &Path, scratch: &Path, port: u16) -> String {
+    let fields: [(&str, String); 8] = [
+        ("rotateCertificates", "false".into()),
+        ("failSwapOn", "false".into()),
+        ("cgroupsPerQOS", "false".into()),
+        ("enforceNodeAllocatable", "[]".into()),
+        ("readOnlyPort", "0".into()),
+        ("healthzPort", "0".into()),
+        ("port", port.to_string()),
+        ("containerRuntimeEndpoint", format!("\"unix://{}\"", scratch.join("none.sock").display())),
+    ];
+    let mut text: String = rebase_yaml_paths(original, root)
+        .lines()
+        .filter(|l| !fields.iter().any(|(k, _)| l.starts_with(&format!("{k}:"))))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for (k, v) in fields {
+        text.push_str(&format!("{k}: {v}\n"));
+    }
+    text
+}
+
+/// The worker's kubelet from its own unit against the control plane: TLS bootstrap completes
+/// (CSR approved and issued, a system:node:<node> certificate of the cluster CA written as
+/// kubelet-client-current.pem, the kubeconfig written there authenticates).
+pub fn check_kubelet_bootstrap(b: &Bundle, cp: &ControlPlane, f: &mut Failures) {
+    let root = &b.worker_root;
+    let node = &b.worker.name;
+    let argv = unit_argv(root, "kubelet");
+    let config = flag(&argv, "config").expect("kubelet --config");
+    let bootstrap = flag(&argv, "bootstrap-kubeconfig").expect("the worker's kubelet unit has --bootstrap-kubeconfig").to_string();
+    let kubeconfig = flag(&argv, "kubeconfig").expect("kubelet --kubeconfig").to_string();
+    f.eq(
+        "kubelet --bootstrap-kubeconfig is the planned one",
+        format!("/{}", b.worker.rel("bootstrap-kubelet.conf")).as_str(),
+        bootstrap.as_str(),
+    );
+    let original = std::fs::read_to_string(root.join(config.trim_start_matches('/'))).expect("the worker's KubeletConfiguration");
+    let copy = cp.scratch.join("kubelet-config.yaml");
+    std::fs::write(&copy, runtime_less_kubelet_config(&original, root, &cp.scratch, 10250)).unwrap();
+    let token_id = std::fs::read_to_string(root.join(bootstrap.trim_start_matches('/')))
+        .ok()
+        .and_then(|t| find_tokens(&t).into_iter().next())
+        .map(|t| t[..6].to_string())
+        .expect("a token in the bootstrap kubeconfig");
+
+    // The kubelet's state directories default to /var/lib/kubelet and /var/lib/kubelet/pki:
+    // rebased like the unit's own paths.
+    let root_dir = under(root, "/var/lib/kubelet");
+    let cert_dir = under(root, "/var/lib/kubelet/pki");
+    let copy_path = copy.display().to_string();
+    let mut kubelet = start_unit(&cp.ns, &b.tools, root, "kubelet", &cp.scratch, |run| {
+        for a in run.iter_mut() {
+            if a.starts_with("--config=") {
+                *a = format!("--config={copy_path}");
+            }
+        }
+        run.push(format!("--root-dir={root_dir}"));
+        run.push(format!("--cert-dir={cert_dir}"));
+    });
+    let written = root.join(kubeconfig.trim_start_matches('/'));
+    let current = Path::new(&cert_dir).join("kubelet-client-current.pem");
+    let done = wait_for(Duration::from_secs(40), || (written.is_file() && current.exists()).then_some(()));
+    if done.is_none() {
+        let status = kubelet.child.try_wait().ok().flatten();
+        f.fail(format!(
+            "the kubelet did not finish TLS bootstrap within 40 s (exit {status:?}): {} or {} missing\n{}\n--- controller-manager ---\n{}",
+            written.display(),
+            current.display(),
+            tail(&kubelet.log_text(), 4000),
+            cp.procs.iter().find(|p| p.name == "kube-controller-manager").map(|p| tail(&p.log_text(), 2000)).unwrap_or_default()
+        ));
+        return;
+    }
+    // The CSR: the bootstrap token's, approved by the controller-manager and issued.
+    let r = cp.kubectl(&cp.super_admin, &["get", "csr", "-o", "json"]);
+    let csrs: Value = serde_json::from_str(&r.stdout).unwrap_or(Value::Null);
+    let user = format!("system:bootstrap:{token_id}");
+    let csr = csrs["items"].as_array().and_then(|items| items.iter().find(|c| c["spec"]["username"] == user.as_str()).cloned());
+    match csr {
+        Some(c) => {
+            let approved =
+                c["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|x| x["type"] == "Approved" && x["status"] == "True"));
+            f.check(approved, || format!("the kubelet's CSR is not approved: {}", c["status"]));
+            f.check(c["status"]["certificate"].as_str().is_some_and(|s| !s.is_empty()), || "the kubelet's CSR was not issued".to_string());
+            f.eq("the CSR's signer", "kubernetes.io/kube-apiserver-client-kubelet", c["spec"]["signerName"].as_str().unwrap_or_default());
+        }
+        None => f.fail(format!("no CSR of {user}: {}", r.describe())),
+    }
+    // kubelet-client-current.pem: a link to the dated file, system:node:<node> in system:nodes,
+    // issued by the cluster CA of the tree.
+    let link = std::fs::symlink_metadata(&current).map(|m| m.file_type().is_symlink()).unwrap_or(false);
+    f.check(link, || format!("{} is not a symlink", current.display()));
+    let pem = std::fs::read(&current).unwrap_or_default();
+    match parse_cert_pem(&pem) {
+        Ok(c) => {
+            f.eq("kubelet client certificate CN", &vec![format!("system:node:{node}")], &c.cns);
+            f.eq("kubelet client certificate O", &vec!["system:nodes".to_string()], &c.os);
+        }
+        Err(e) => f.fail(format!("{}: {e}", current.display())),
+    }
+    let ca = root.join(b.worker.rel("ca.crt"));
+    let v = openssl(&["verify", "-CAfile", ca.to_str().unwrap(), current.to_str().unwrap()]);
+    f.check(v.ok(), || format!("the kubelet's certificate does not verify against the tree's CA: {}", v.describe()));
+    // The kubeconfig the kubelet wrote (at the unit's --kubeconfig) authenticates.
+    match cp.whoami(&["--kubeconfig", written.to_str().unwrap()]) {
+        Ok((u, groups)) => {
+            f.eq("the kubelet's written kubeconfig user", format!("system:node:{node}").as_str(), u.as_str());
+            f.check(groups.iter().any(|g| g == "system:nodes"), || format!("kubelet groups {groups:?}"));
+        }
+        Err(e) => f.fail(format!("the kubeconfig the kubelet wrote does not authenticate: {e}")),
+    }
+    let log = kubelet.log_text();
+    f.note(format!(
+        "kubelet after bootstrap: {}",
+        log.lines()
+            .rev()
+            .find(|l| l.contains("validate CRI") || l.contains("runtime"))
+            .unwrap_or("(still running)")
+            .chars()
+            .take(200)
+            .collect::<String>()
+    ));
+    drop(kubelet);
+
+    // The Node object, as the kubelet registers it once its runtime answers (this one exits
+    // before), made with the kubelet's own new credentials: the Node authorizer and
+    // NodeRestriction let system:node:<node> create its own Node and set its addresses.
+    // kube-proxy reads its node's address from it.
+    let node_yaml = cp.scratch.join("node.yaml");
+    std::fs::write(
+        &node_yaml,
+        format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  labels: {{kubernetes.io/hostname: {node}}}\n\
+             status:\n  addresses: [{{type: InternalIP, address: \"{}\"}}, {{type: Hostname, address: {node}}}]\n",
+            b.worker.address
+        ),
+    )
+    .unwrap();
+    let r = cp.kubectl(&written, &["create", "-f", node_yaml.to_str().unwrap()]);
+    f.check(r.ok(), || format!("the kubelet's credentials cannot register node {node}: {}", r.describe()));
+    // Another node's object is refused to them.
+    let other = cp.scratch.join("other-node.yaml");
+    std::fs::write(&other, "apiVersion: v1\nkind: Node\nmetadata:\n  name: kb-other-node\n").unwrap();
+    let r = cp.kubectl(&written, &["create", "-f", other.to_str().unwrap()]);
+    f.check(!r.ok() && r.stderr.contains("Forbidden"), || format!("node {node} could create another node's object: {}", r.describe()));
+}
