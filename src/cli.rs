@@ -161,6 +161,10 @@ struct VerifyCli {
     /// Warn about certificates that expire within this Go duration.
     #[arg(long, value_name = "DURATION", default_value = "720h")]
     warn_within: String,
+    /// Accept node tarballs kubebundle did not pack (no digest in their gzip header); every file
+    /// of such a tarball that is not in the plan is then an error.
+    #[arg(long)]
+    foreign: bool,
 }
 
 #[derive(Args)]
@@ -414,7 +418,12 @@ fn verify(args: VerifyCli) -> Result<(), CliError> {
         .filter(|d| !d.negative)
         .ok_or_else(|| CliError::Usage(format!("--warn-within {:?} is not a duration such as 720h", args.warn_within)))?;
     output::sweep_around(&args.path);
-    let report = crate::verify::verify(&crate::verify::VerifyArgs { path: args.path, now: clock.now, warn_within: warn.value })?;
+    let report = crate::verify::verify(&crate::verify::VerifyArgs {
+        path: args.path,
+        now: clock.now,
+        warn_within: warn.value,
+        foreign: args.foreign,
+    })?;
     print!("{}", report.render_table());
     if report.has_errors() {
         return Err(CliError::Other(format!("verify found {} error(s)", report.count(crate::verify::Severity::Error))));

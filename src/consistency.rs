@@ -358,7 +358,7 @@ fn unit_references<'a>(path: &'a str, text: &str) -> Option<Reference<'a>> {
 
 /// Every YAML document of a file, as JSON values (unparsable documents are skipped: the file's
 /// own check reports them).
-fn documents(text: &str) -> Vec<serde_json::Value> {
+pub(crate) fn documents(text: &str) -> Vec<serde_json::Value> {
     let mut docs = Vec::new();
     let mut cur = String::new();
     for line in text.lines().chain(std::iter::once("---")) {

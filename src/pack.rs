@@ -52,6 +52,12 @@ pub fn holds(bytes: &[u8], tree: &FileTree) -> bool {
     }
 }
 
+/// Whether the tarball carries kubebundle's digest in its gzip header, i.e. kubebundle packed it
+/// (`unpack` reports files that do not match the digest).
+pub fn has_digest(bytes: &[u8]) -> bool {
+    header_digest(bytes).is_some()
+}
+
 /// The digest comment of a tarball kubebundle packed.
 fn header_digest(bytes: &[u8]) -> Option<Vec<u8>> {
     let decoder = flate2::read::GzDecoder::new(bytes);

@@ -905,6 +905,27 @@ impl Work<'_> {
     }
 }
 
+/// `manifests/cluster-info.yaml` of bundle `dir` rendered again with the renewed CA in `changes`
+/// (and its JWS signed again by every signing token), as generate and `token create` write it.
+fn cluster_info(dir: &Path, changes: &BTreeMap<PathBuf, Vec<u8>>, state_pki: &Path) -> Result<Option<(PathBuf, Vec<u8>)>, RenewError> {
+    let target = dir.join("manifests/cluster-info.yaml");
+    let Some(ca) = changes.get(&state_pki.join("ca.crt")).filter(|_| target.is_file()) else { return Ok(None) };
+    let bad = |path: &Path, message: String| RenewError::Read { path: path.display().to_string(), message };
+    let plan_path = dir.join("plan.json");
+    let plan: serde_json::Value = std::fs::read(&plan_path)
+        .map_err(|e| bad(&plan_path, e.to_string()))
+        .and_then(|b| serde_json::from_slice(&b).map_err(|_| bad(&plan_path, "not a kubebundle plan".into())))?;
+    let field = |k: &str| plan[k].as_str().map(str::to_string).ok_or_else(|| bad(&plan_path, format!("no {k}")));
+    let version = crate::util::version::KubeVersion::parse(&field("kubernetesVersion")?).map_err(|m| bad(&plan_path, m))?;
+    let server = format!("https://{}", field("controlPlaneEndpoint")?);
+    let state_dir = state_pki.parent().unwrap_or(dir);
+    let tokens = crate::state::read_tokens(state_dir).map_err(|e| bad(&state_dir.join(crate::state::TOKENS_FILE), e.to_string()))?;
+    let renderer = crate::render::Renderer::new();
+    let manifests = crate::materialize::token_manifests(&renderer, &server, &B64.encode(ca), version.minor, &tokens)
+        .map_err(|e| bad(&target, e.to_string()))?;
+    Ok(manifests.into_iter().find(|(p, _)| p == "manifests/cluster-info.yaml").map(|(_, text)| (target, text.into_bytes())))
+}
+
 // =============================================================================================
 // Writing
 
@@ -1149,6 +1170,12 @@ pub fn renew(args: &RenewArgs) -> Result<RenewReport, RenewError> {
                     work.renew_ca(entry, shown, &tree.pki, &lay.trees, &lay.extra_confs)?;
                 }
             }
+        }
+    }
+    // A bundle's cluster-info carries the cluster CA, signed per token: it follows a renewed CA.
+    if let (Some(state_pki), true) = (&lay.state_pki, cas.iter().any(|c| c.name == "ca")) {
+        if let Some((path, bytes)) = cluster_info(&dir, &work.changes, state_pki)? {
+            work.changes.insert(path, bytes);
         }
     }
     for leaf in &leaves {

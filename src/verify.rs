@@ -30,15 +30,21 @@ pub const DEFAULT_WARN_WITHIN: std::time::Duration = std::time::Duration::from_s
 const DEFAULT_PKI: &str = "etc/kubernetes/pki";
 use crate::pack::MAX_FILE;
 
+mod manifests;
+mod rules;
+
 pub struct VerifyArgs {
     pub path: PathBuf,
     pub now: OffsetDateTime,
     pub warn_within: std::time::Duration,
+    /// Accept tarballs kubebundle did not pack (no digest in their gzip header); every file of
+    /// such a tarball that is not in the plan is then an error.
+    pub foreign: bool,
 }
 
 impl VerifyArgs {
     pub fn new(path: impl Into<PathBuf>, now: OffsetDateTime) -> VerifyArgs {
-        VerifyArgs { path: path.into(), now, warn_within: DEFAULT_WARN_WITHIN }
+        VerifyArgs { path: path.into(), now, warn_within: DEFAULT_WARN_WITHIN, foreign: false }
     }
 }
 
@@ -97,6 +103,16 @@ pub const CHECK_KUBECONFIG: &str = "kubeconfig";
 pub const CHECK_HASH: &str = "discovery-hash";
 pub const CHECK_ENCRYPTION: &str = "encryption";
 pub const CHECK_REFERENCES: &str = "references";
+/// The control-plane and etcd roles a node's own certificates prove (and plan.json gives).
+pub const CHECK_ROLES: &str = "roles";
+/// KubeletConfiguration: anonymous authentication off, Webhook authorization, no read-only port.
+pub const CHECK_KUBELET: &str = "kubelet-config";
+/// manifests/cluster-info.yaml: the state's CA, the endpoint, a JWS per token that verifies.
+pub const CHECK_CLUSTER_INFO: &str = "cluster-info";
+/// Bootstrap-token Secrets: well-formed, the state's, unexpired.
+pub const CHECK_TOKEN_SECRET: &str = "bootstrap-token";
+/// The token join.txt and the nodes' join files carry: known, unexpired, authenticating.
+pub const CHECK_JOIN_TOKEN: &str = "join-token";
 
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -116,12 +132,19 @@ impl Report {
         self.findings.iter().filter(|f| f.severity == Severity::Error)
     }
 
-    /// Columns SEVERITY NODE FILE CHECK MESSAGE, aligned, then a summary line.
+    /// Columns SEVERITY NODE FILE CHECK MESSAGE, aligned, then a summary line. Every cell is
+    /// escaped (`escape`): a file name or message read from the input cannot move the cursor,
+    /// recolour the terminal or start a line of its own.
     pub fn render_table(&self) -> String {
         let head = ["SEVERITY", "NODE", "FILE", "CHECK"];
+        let rows: Vec<([String; 4], String)> = self
+            .findings
+            .iter()
+            .map(|f| ([f.severity.label(), f.node.as_str(), f.path.as_str(), f.check].map(escape), escape(&f.message)))
+            .collect();
         let mut widths = head.map(str::len);
-        for f in &self.findings {
-            for (w, cell) in widths.iter_mut().zip([f.severity.label(), f.node.as_str(), f.path.as_str(), f.check]) {
+        for (cells, _) in &rows {
+            for (w, cell) in widths.iter_mut().zip(cells) {
                 *w = (*w).max(cell.chars().count());
             }
         }
@@ -135,9 +158,9 @@ impl Report {
             s.trim_end().to_string() + "\n"
         };
         let mut out = line(head, "MESSAGE");
-        for f in &self.findings {
-            // One line per finding: a multi-line message would break the columns.
-            out += &line([f.severity.label(), &f.node, &f.path, f.check], &f.message.replace('\n', " "));
+        for (cells, message) in &rows {
+            // One line per finding: escaping keeps a newline from breaking the columns.
+            out += &line(cells.each_ref().map(String::as_str), message);
         }
         let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         out += &format!(
@@ -150,6 +173,28 @@ impl Report {
     }
 }
 
+/// `s` with every control character (C0, DEL, C1: newline, ESC, ...) and every bidirectional
+/// override written as a Rust-style escape (`\n`, `\u{1b}`), and a backslash as `\\`, so what a
+/// tarball or a file names is printed as text, never interpreted by the terminal.
+pub fn escape(s: &str) -> String {
+    let bidi = |c: char| matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(|c| c.is_control() || bidi(c) || c == '\\') {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || bidi(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 // =============================================================================================
 // Entry point
 
@@ -157,7 +202,13 @@ pub fn verify(args: &VerifyArgs) -> Result<Report, VerifyError> {
     let path = &args.path;
     let shown = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|source| VerifyError::Read { path: shown.clone(), source })?;
-    let mut v = Verifier { now: args.now, warn_within: args.warn_within, findings: Vec::new() };
+    let mut v = Verifier {
+        now: args.now,
+        warn_within: args.warn_within,
+        foreign: args.foreign,
+        findings: Vec::new(),
+        spki_cache: Default::default(),
+    };
     if meta.is_file() {
         let name = file_name(path);
         let mut magic = [0u8; 2];
@@ -169,14 +220,15 @@ pub fn verify(args: &VerifyArgs) -> Result<Report, VerifyError> {
         let stem = name.trim_end_matches(".tar.gz").trim_end_matches(".tgz").to_string();
         // <bundle>/nodes/<node>.tar.gz → <bundle>/plan.json
         let plan_path = path.parent().and_then(Path::parent).map(|b| b.join("plan.json"));
-        v.single_node(load_tarball(&bytes), &stem, &name, plan_path.as_deref());
+        let tarball = Tarball { mode: meta.permissions().mode() & 0o7777, packed: crate::pack::has_digest(&bytes) };
+        v.single_node(load_tarball(&bytes), &stem, &name, plan_path.as_deref(), Some(tarball));
     } else if meta.is_dir() {
         if path.join("plan.json").is_file() && path.join("nodes").is_dir() {
             v.bundle(path);
         } else if path.join("etc/kubernetes").is_dir() || path.join("etc").is_dir() && looks_like_root(path) {
             let stem = file_name(path);
             let plan_path = path.parent().and_then(Path::parent).map(|b| b.join("plan.json"));
-            v.single_node(load_dir(path), &stem, &stem, plan_path.as_deref());
+            v.single_node(load_dir(path), &stem, &stem, plan_path.as_deref(), None);
         } else {
             return Err(VerifyError::NotABundle { path: shown });
         }
@@ -321,6 +373,8 @@ pub(crate) struct CertInfo {
     sig: Vec<u8>,
     subject: String,
     subject_raw: Vec<u8>,
+    /// The subject's O values (the groups a client certificate authenticates as).
+    orgs: Vec<String>,
     issuer: String,
     issuer_raw: Vec<u8>,
     cn: String,
@@ -363,6 +417,7 @@ impl CertInfo {
             sig: x.signature_value.data.to_vec(),
             subject: x.subject().to_string(),
             subject_raw: x.subject().as_raw().to_vec(),
+            orgs: x.subject().iter_organization().filter_map(|a| a.as_str().ok()).map(str::to_string).collect(),
             issuer: x.issuer().to_string(),
             issuer_raw: x.issuer().as_raw().to_vec(),
             cn: x.subject().iter_common_name().next().and_then(|a| a.as_str().ok()).unwrap_or_default().to_string(),
@@ -749,6 +804,15 @@ fn infer(files: &BTreeMap<String, TreeFile>, fallback_name: &str) -> NodeInfo {
         .flatten()
         .find_map(|c| c.cn.strip_prefix("system:node:").map(str::to_string))
         .or_else(|| etcd_server.as_ref().map(|c| c.cn.clone()))
+        // Other layouts: the kubelet serving certificate wherever it is.
+        .or_else(|| {
+            files
+                .values()
+                .filter(|f| f.bytes.starts_with(b"-----BEGIN CERTIFICATE-----"))
+                .filter_map(|f| CertInfo::from_pem(&f.bytes).ok())
+                .filter(|c| c.server_auth && !c.is_ca)
+                .find_map(|c| c.cn.strip_prefix("system:node:").map(str::to_string))
+        })
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| fallback_name.to_string());
     let addresses: Vec<IpAddr> = match (&serving, &etcd_server) {
@@ -768,9 +832,24 @@ fn infer(files: &BTreeMap<String, TreeFile>, fallback_name: &str) -> NodeInfo {
 // =============================================================================================
 // The checks
 
+/// A tarball as found on disk.
+#[derive(Clone, Copy)]
+struct Tarball {
+    mode: u32,
+    /// It carries kubebundle's digest header.
+    packed: bool,
+}
+
 /// Facts from the whole bundle that a node's checks use.
 #[derive(Default)]
 struct BundleFacts {
+    /// The state's service-account public key (DER SubjectPublicKeyInfo).
+    state_sa: Option<Vec<u8>>,
+    /// Every bootstrap token the bundle knows (state/tokens.yaml and the Secret manifests), by id;
+    /// None outside a bundle.
+    tokens: Option<BTreeMap<String, manifests::KnownToken>>,
+    /// (label, certificate) of every node's ca.crt.
+    node_cas: Vec<(String, CertInfo)>,
     /// (label, certificate) of every control plane's apiserver.crt.
     apiservers: Vec<(String, CertInfo)>,
     /// CA id → the state's certificate.
@@ -782,7 +861,11 @@ struct BundleFacts {
 struct Verifier {
     now: OffsetDateTime,
     warn_within: std::time::Duration,
+    /// `--foreign`: tarballs without kubebundle's digest header are accepted, strictly.
+    foreign: bool,
     findings: Vec<Finding>,
+    /// SHA-256 of a private key's PEM → its public key, so each key is parsed once.
+    spki_cache: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 /// Findings of one node tree: node name and the prefix of every path.
@@ -811,12 +894,17 @@ impl Verifier {
     }
 
     /// One tarball or node root. `plan_path` is where a bundle's plan.json would be.
-    fn single_node(&mut self, mut loaded: Loaded, stem: &str, label: &str, plan_path: Option<&Path>) {
+    fn single_node(&mut self, mut loaded: Loaded, stem: &str, label: &str, plan_path: Option<&Path>, tarball: Option<Tarball>) {
         for (p, _) in loaded.problems.iter_mut().filter(|(p, _)| p.is_empty()) {
             *p = label.to_string();
         }
         let plan = plan_path.filter(|p| p.is_file()).map(read_plan);
         let mut facts = BundleFacts::default();
+        // In a bundle, its state and manifests say which CAs, service-account key and tokens are
+        // the cluster's.
+        if let Some(bundle) = plan_path.filter(|p| p.is_file()).and_then(Path::parent).filter(|b| b.join("state").is_dir()) {
+            manifests::quiet_facts(bundle, &mut facts);
+        }
         let info = match &plan {
             Some(Ok(doc)) => match doc.nodes.iter().find(|n| n.name == stem) {
                 Some(n) => {
@@ -842,7 +930,31 @@ impl Verifier {
             }
             None => infer(&loaded.files, stem),
         };
-        self.check_node(&info, &loaded, "", &facts);
+        let mut strict = false;
+        if let Some(t) = tarball {
+            let s = Scope { node: &info.name, prefix: "" };
+            self.tarball_mode(&s, label, t.mode);
+            strict = self.tarball_origin(&s, label, t.packed);
+        }
+        self.check_node(&info, &loaded, "", &facts, strict);
+    }
+
+    /// A tarball kubebundle did not pack (no digest in its gzip header) is an error, unless
+    /// `--foreign` accepts it; true when its files are then held to the plan strictly.
+    fn tarball_origin(&mut self, s: &Scope, label: &str, packed: bool) -> bool {
+        if packed {
+            self.add(s, Severity::Ok, label, CHECK_ARCHIVE, "packed by kubebundle (its gzip header carries the digest of its files)");
+            false
+        } else if self.foreign {
+            let msg =
+                "not packed by kubebundle (no digest in its gzip header): accepted with --foreign, every file not in the plan is an error";
+            self.add(s, Severity::Warning, label, CHECK_ARCHIVE, msg);
+            true
+        } else {
+            let msg = "not packed by kubebundle: its gzip header has no digest of its files, so it was re-packed or made elsewhere; hint: regenerate it with kubebundle generate, or pass --foreign to check a tarball made elsewhere (every file not in the plan is then an error)";
+            self.add(s, Severity::Error, label, CHECK_ARCHIVE, msg);
+            true
+        }
     }
 
     fn bundle(&mut self, dir: &Path) {
@@ -862,8 +974,12 @@ impl Verifier {
             let tree_dir = dir.join("nodes").join(name);
             let tgz = dir.join("nodes").join(format!("{name}.tar.gz"));
             let tree = tree_dir.is_dir().then(|| load_dir(&tree_dir));
+            let mut packed = true;
             let tarball = tgz.is_file().then(|| match std::fs::read(&tgz) {
-                Ok(b) => load_tarball(&b),
+                Ok(b) => {
+                    packed = crate::pack::has_digest(&b);
+                    load_tarball(&b)
+                }
                 Err(e) => Loaded { problems: vec![(String::new(), format!("cannot read: {e}"))], ..Loaded::default() },
             });
             let any = tree.as_ref().or(tarball.as_ref()).map(|l| &l.files);
@@ -880,12 +996,15 @@ impl Verifier {
                 }
                 (None, None) => continue,
             };
-            nodes.push((info, tree, tarball));
+            nodes.push((info, tree, tarball, packed));
         }
 
         let mut facts = BundleFacts::default();
-        for (info, tree, tarball) in &nodes {
+        for (info, tree, tarball, _) in &nodes {
             let Some(loaded) = tree.as_ref().or(tarball.as_ref()) else { continue };
+            if let Some(c) = info.path_of("ca.crt").and_then(|p| loaded.files.get(p)).and_then(|f| CertInfo::from_pem(&f.bytes).ok()) {
+                facts.node_cas.push((format!("{}'s ca.crt", info.name), c));
+            }
             if !info.is_cp() {
                 continue;
             }
@@ -897,7 +1016,7 @@ impl Verifier {
         // Every control plane must hold the same encryption config, or the API servers could not
         // read each other's secrets.
         let mut enc: Vec<(&str, &str, &Vec<u8>)> = Vec::new();
-        for (info, tree, tarball) in &nodes {
+        for (info, tree, tarball, _) in &nodes {
             let Some(loaded) = tree.as_ref().or(tarball.as_ref()) else { continue };
             if let Some((p, f)) = info.path_of(catalog::ENCRYPTION_CONFIG).and_then(|p| loaded.files.get(p).map(|f| (p, f))) {
                 enc.push((&info.name, p, &f.bytes));
@@ -914,17 +1033,22 @@ impl Verifier {
         }
         self.check_state(dir, &mut facts);
         self.check_join(dir, &mut facts, plan.as_ref());
+        self.check_manifests(dir, &mut facts, plan.as_ref());
+        self.check_bundle_modes(dir);
 
-        for (info, tree, tarball) in &nodes {
+        for (info, tree, tarball, packed) in &nodes {
             let s = Scope { node: &info.name, prefix: "" };
             let dir_label = format!("nodes/{}", info.name);
             let tgz_label = format!("nodes/{}.tar.gz", info.name);
             // The tree is there only when the bundle was generated with --unpacked.
             if let Some(t) = tree {
-                self.check_node(info, t, &format!("{dir_label}/"), &facts);
+                self.check_node(info, t, &format!("{dir_label}/"), &facts, false);
             }
             match tarball {
-                Some(t) => self.check_node(info, t, &format!("{tgz_label}:"), &facts),
+                Some(t) => {
+                    let strict = self.tarball_origin(&s, &tgz_label, *packed);
+                    self.check_node(info, t, &format!("{tgz_label}:"), &facts, strict)
+                }
                 None => self.add(&s, Severity::Error, &tgz_label, CHECK_ARCHIVE, "the node's tarball is missing"),
             }
             if let (Some(t), Some(z)) = (tree, tarball) {
@@ -975,6 +1099,7 @@ impl Verifier {
                 Err(e) => self.add(&s, Severity::Error, rel, CHECK_FORMAT, e),
             }
         }
+        facts.state_sa = std::fs::read(dir.join("state/pki/sa.pub")).ok().and_then(|b| pem_public_key(&b).ok());
     }
 
     fn check_join(&mut self, dir: &Path, facts: &mut BundleFacts, plan: Option<&PlanDoc>) {
@@ -1060,14 +1185,18 @@ impl Verifier {
         }
     }
 
-    fn check_node(&mut self, info: &NodeInfo, loaded: &Loaded, prefix: &str, facts: &BundleFacts) {
+    /// `strict`: a tarball kubebundle did not pack, whose every file must be in the plan (or,
+    /// without one, the kubeadm layout).
+    fn check_node(&mut self, info: &NodeInfo, loaded: &Loaded, prefix: &str, facts: &BundleFacts, strict: bool) {
         let s = Scope { node: &info.name, prefix };
         for (p, msg) in &loaded.problems {
             self.add(&s, Severity::Error, p, CHECK_ARCHIVE, msg.clone());
         }
         let files = &loaded.files;
-        self.check_presence(&s, info, files);
-        self.check_modes(&s, info, files);
+        let scans = self.scan_files(files);
+        self.check_presence(&s, info, files, strict);
+        self.check_modes(&s, info, files, &scans);
+        self.check_rules(&s, info, files, &scans, facts);
         self.check_references(&s, info, files, info.external_etcd);
 
         // CA certificates of this tree.
@@ -1199,7 +1328,7 @@ impl Verifier {
     }
 
     /// Least privilege: the files a node holds are those it needs.
-    fn check_presence(&mut self, s: &Scope, info: &NodeInfo, files: &BTreeMap<String, TreeFile>) {
+    fn check_presence(&mut self, s: &Scope, info: &NodeInfo, files: &BTreeMap<String, TreeFile>, strict: bool) {
         if info.from_plan {
             for path in files.keys() {
                 if info.layout.contains_key(path) {
@@ -1225,6 +1354,11 @@ impl Verifier {
         }
         for (path, f) in files {
             let Some(e) = info.layout.get(path) else {
+                if strict {
+                    let msg = "not a file of the kubeadm layout, in a tarball kubebundle did not pack: refused";
+                    self.add(s, Severity::Error, path, CHECK_PRIVILEGE, msg);
+                    continue;
+                }
                 let sev = if secret_kind(path, Some(f)).is_some() { Severity::Error } else { Severity::Warning };
                 self.add(s, sev, path, CHECK_PRIVILEGE, "not a file of the kubeadm layout; not checked");
                 continue;
@@ -1250,8 +1384,13 @@ impl Verifier {
         }
     }
 
-    fn check_modes(&mut self, s: &Scope, info: &NodeInfo, files: &BTreeMap<String, TreeFile>) {
+    /// A file whose content is a secret is 0600 whatever the plan says; the others have the
+    /// plan's (or kubeadm's) mode.
+    fn check_modes(&mut self, s: &Scope, info: &NodeInfo, files: &BTreeMap<String, TreeFile>, scans: &BTreeMap<String, rules::Scan>) {
         for (path, f) in files {
+            if scans.get(path).is_some_and(|scan| self.secret_mode(s, path, f.mode, scan)) {
+                continue;
+            }
             let Some(e) = info.layout.get(path) else { continue };
             let secret = e.artifact.is_none_or(|a| a.is_secret());
             let (sev, msg) = if f.mode == e.mode {
@@ -1593,7 +1732,8 @@ impl Verifier {
         }
         if k.credential == Credential::BootstrapToken {
             match kc.token.as_deref() {
-                Some(t) if token::is_valid(t) => notes.push("a well-formed bootstrap token".into()),
+                // Whether the bundle knows it and it is unexpired: the join-token check.
+                Some(t) if token::is_valid(t) => notes.push("a bootstrap token of the right form".into()),
                 Some(_) => problems.push("the token is not a bootstrap token (<6 chars>.<16 chars> of [a-z0-9])".into()),
                 None => problems.push("no bootstrap token".into()),
             }
@@ -1693,6 +1833,24 @@ mod tests {
         assert_eq!(lines[2].find("chain"), lines[0].find("CHECK"));
         assert_eq!(lines[3], "1 error, 0 warnings, 1 check passed");
         assert!(r.has_errors());
+    }
+
+    #[test]
+    fn cells_are_escaped() {
+        assert_eq!(escape("etc/a b"), "etc/a b");
+        assert_eq!(escape("a\nb\u{1b}[31m\u{202e}\\"), "a\\nb\\u{1b}[31m\\u{202e}\\\\");
+        let r = Report {
+            findings: vec![Finding {
+                severity: Severity::Error,
+                node: "n\r".into(),
+                path: "x\ny".into(),
+                check: CHECK_ARCHIVE,
+                message: "m\u{7}".into(),
+            }],
+        };
+        let t = r.render_table();
+        assert_eq!(t.lines().count(), 3, "{t}");
+        assert!(t.contains("n\\r") && t.contains("x\\ny") && t.contains("m\\u{7}") && !t.contains('\u{7}'), "{t}");
     }
 
     #[test]

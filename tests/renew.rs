@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
 use kubebundle::renew::{renew, RenewArgs, RenewError, RenewReport};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -507,11 +509,14 @@ fn a_node_root_with_etc_kubernetes_is_accepted() {
 // A kubebundle bundle
 
 /// The bundle's config: three nodes, ECDSA-P256 (shared with the other suites' configs).
+/// The bundle is renewed and verified ten months after it was made: its join token lives two
+/// years (kubeadm's 24h token would have expired, which verify reports as an error).
 fn bundle_config() -> String {
-    common::live_config(
+    let nodes = common::live_config(
         "rn",
         &[("cp1", "10.7.0.11", "control-plane, etcd"), ("cp2", "10.7.0.12", "control-plane, etcd"), ("w1", "10.7.0.21", "worker")],
-    )
+    );
+    format!("{nodes}---\napiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nbootstrapTokens:\n- ttl: 17520h\n")
 }
 
 fn generate(dir: &Path) -> PathBuf {
@@ -630,6 +635,9 @@ fn bundle_ca_renewal_reaches_state_nodes_and_kubeconfigs() {
         assert_eq!(packed, snapshot(&cluster.join("nodes").join(node)), "{node}");
     }
     assert_eq!(ca_data(&cluster.join("discovery.conf")), new_ca);
+    // cluster-info too (signed again by its token), or joining nodes would get the old CA.
+    let info = std::fs::read_to_string(cluster.join("manifests/cluster-info.yaml")).unwrap();
+    assert!(info.contains(&B64.encode(&new_ca)) && !info.contains(&B64.encode(&old_ca)), "{info}");
     verify_bundle(&cluster, now);
 }
 
