@@ -54,14 +54,16 @@ struct Bundle {
 
 fn open(dir: &Path) -> Result<Bundle, TokenError> {
     let not = |reason: String| TokenError::NotABundle { dir: dir.display().to_string(), reason };
-    let plan: serde_json::Value = std::fs::read(dir.join("plan.json"))
-        .map_err(|e| not(format!("plan.json: {e}")))
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| not(format!("plan.json: {e}"))))?;
+    let plan: serde_json::Value =
+        std::fs::read(dir.join("plan.json")).map_err(|e| not(format!("plan.json: {}", crate::util::io_words(&e)))).and_then(|b| {
+            serde_json::from_slice(&b).map_err(|e| not(format!("plan.json is not JSON (line {}, column {})", e.line(), e.column())))
+        })?;
     let field = |k: &str| plan[k].as_str().map(str::to_string).ok_or_else(|| not(format!("plan.json has no {k}")));
     let cluster = field("clusterName")?;
-    let ca_pem = std::fs::read(dir.join("state/pki/ca.crt")).map_err(|e| not(format!("state/pki/ca.crt: {e}")))?;
-    let der = ::pem::parse(&ca_pem).map_err(|e| not(format!("state/pki/ca.crt: {e}")))?.contents().to_vec();
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| not(format!("state/pki/ca.crt: {e}")))?;
+    let ca_pem =
+        std::fs::read(dir.join("state/pki/ca.crt")).map_err(|e| not(format!("state/pki/ca.crt: {}", crate::util::io_words(&e))))?;
+    let der = ::pem::parse(&ca_pem).map_err(|_| not("state/pki/ca.crt is not a PEM certificate".into()))?.contents().to_vec();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|_| not("state/pki/ca.crt is not a valid certificate".into()))?;
     let join = JoinInfo {
         cluster_name: cluster.clone(),
         kubernetes_version: field("kubernetesVersion")?,
@@ -230,9 +232,9 @@ fn change(dir: &Path, clock: &Clock, edit: impl FnOnce(&mut Vec<Token>) -> Resul
                 rewrites.push((path, bootstrap_kubeconfig(&renderer, &b.cluster, server, &ca_data, t)?));
             }
             if let Some(path) = path_of("kubeadm-join") {
-                let join: JoinPlan = serde_json::from_value(node["join"].clone()).map_err(|e| TokenError::NotABundle {
+                let join: JoinPlan = serde_json::from_value(node["join"].clone()).map_err(|_| TokenError::NotABundle {
                     dir: dir.display().to_string(),
-                    reason: format!("plan.json: node {name}: join: {e}"),
+                    reason: format!("plan.json: node {name} has no valid join plan"),
                 })?;
                 rewrites.push((path, kubeadm_join(&renderer, &join, t, &b.join.hash)?));
             }
