@@ -24,8 +24,12 @@ use crate::state::{self, StateError, Token};
 pub enum TokenError {
     #[error("{dir} is not a kubebundle bundle ({reason})\n  hint: pass --dir OUT/<clusterName>, the directory generate wrote")]
     NotABundle { dir: String, reason: String },
+    /// A refusal: the command ran and will not do it (exit 1).
     #[error("{0}")]
     Invalid(String),
+    /// A wrong argument: an unknown usage, group or token id (exit 2, like a usage error).
+    #[error("{0}")]
+    Usage(String),
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -122,14 +126,14 @@ pub fn list(dir: &Path, now: OffsetDateTime) -> Result<String, TokenError> {
 pub fn create(dir: &Path, new: NewToken, clock: &Clock) -> Result<(Token, String), TokenError> {
     for u in &new.usages {
         if !["signing", "authentication"].contains(&u.as_str()) {
-            return Err(TokenError::Invalid(format!("unknown usage {u:?}\n  hint: usages are signing and authentication")));
+            return Err(TokenError::Usage(format!("unknown usage {u:?}\n  hint: usages are signing and authentication")));
         }
     }
     if new.usages.is_empty() {
-        return Err(TokenError::Invalid("no usages\n  hint: use signing and/or authentication".into()));
+        return Err(TokenError::Usage("no usages\n  hint: use signing and/or authentication".into()));
     }
     if let Some(g) = new.groups.iter().find(|g| !is_token_group(g)) {
-        return Err(TokenError::Invalid(format!(
+        return Err(TokenError::Usage(format!(
             "invalid group {g:?}\n  hint: groups must match system:bootstrappers:[a-z0-9:-]{{0,255}}[a-z0-9]"
         )));
     }
@@ -162,7 +166,7 @@ pub fn create(dir: &Path, new: NewToken, clock: &Clock) -> Result<(Token, String
 pub fn delete(dir: &Path, id: &str, clock: &Clock) -> Result<(), TokenError> {
     change(dir, clock, |tokens| {
         let at = tokens.iter().position(|t| t.id() == id).ok_or_else(|| {
-            TokenError::Invalid(format!("no token with id {id:?}\n  hint: `kubebundle token list --dir DIR` shows the ids"))
+            TokenError::Usage(format!("no token with id {id:?}\n  hint: `kubebundle token list --dir DIR` shows the ids"))
         })?;
         if tokens[at].from_config {
             return Err(TokenError::Invalid(format!(
