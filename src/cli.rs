@@ -20,19 +20,30 @@ use crate::state::State;
 #[command(
     name = "kubebundle",
     version,
-    about = "Make every certificate, key, kubeconfig and token a kubeadm-style cluster needs, offline, packed one tarball per node."
+    about = "Make every certificate, key, kubeconfig and token a kubeadm-style cluster needs, offline, packed one tarball per node.",
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// The exit codes of every command (each command's --help says its own).
+const EXIT_CODES: &str = "Exit codes (every command): 0 success; 1 the command ran and refused or failed (lock held, state \
+refused, a write failed, `verify` found errors, `generate --check` found drift); 2 the input is wrong (a bad flag or \
+value, a config or profile error, a path that is not what the command takes; `generate --check`: any error). \
+`certs check-expiration`: 0 all fine, 3 a warning, 4 expired or broken, 2 the input is wrong.";
+
 #[derive(Subcommand)]
 enum Command {
     /// Generate the whole bundle: state (CAs, sa, encryption key, tokens, leaf keys), one .tar.gz per
     /// node (and its tree with --unpacked), join.txt, discovery.conf, plan.json and the bootstrap-token Secrets.
+    #[command(after_help = "Exit codes: 0 written (--check: up to date); 1 refused or failed: lock held, a directory \
+kubebundle did not write or that holds another cluster, state refused, a write failed (--check: files would change); \
+2 usage, config or profile error (--check: any error, such as an unreadable state).")]
     Generate(GenerateArgs),
     /// Print every artifact per node with its subject and SANs (no secrets, writes nothing).
+    #[command(after_help = "Exit codes: 0 printed; 1 the output could not be written; 2 usage, config or profile error.")]
     Plan(PlanArgs),
     /// Configuration helpers.
     #[command(subcommand)]
@@ -47,6 +58,8 @@ enum Command {
     /// Audit a bundle directory, a node tarball or a node root: chains, keys, SANs, EKUs,
     /// expiry (CAs too), file modes, least privilege, kubeconfig servers and the discovery hash.
     /// Prints a table of findings; exits 1 on any error.
+    #[command(after_help = "Exit codes: 0 no errors (warnings allowed); 1 errors found, or a file could not be read; \
+2 usage error, or a path that is not a bundle, a node tarball or a node root.")]
     Verify(VerifyCli),
 }
 
@@ -55,24 +68,37 @@ enum CertsCommand {
     /// List every certificate (files and kubeconfig client certs) and CA with its expiry, like
     /// `kubeadm certs check-expiration`, offline. Exit code: 0 fine, 3 something expires within
     /// --warn-within, 4 something expired or a chain is broken.
+    #[command(after_help = "Exit codes: 0 all fine; 3 something expires within --warn-within (or is not valid yet); \
+4 something expired, is unreadable or does not verify against its CA; 2 usage error, or a --dir that cannot be read \
+or holds no certificates.")]
     CheckExpiration(CheckExpirationCli),
     /// Re-issue certificates in place with the existing CA, keeping each one's subject, SANs,
     /// usages and key (kubeadm-style, no config needed): `all`, kubeadm names (apiserver,
     /// admin.conf, etcd-server, ...), or a CA (ca, front-proxy-ca, etcd-ca), which is re-issued from
     /// its own key so the discovery hash and every leaf stay valid. Everything it touches is
     /// first copied to DIR/../kubebundle-backup-<time>/; node tarballs of a bundle are re-packed.
+    #[command(after_help = "Exit codes: 0 renewed (--dry-run: listed); 1 refused or failed: a CA without its key, a \
+certificate that would outlive its CA, lock held, a file that cannot be read or written; 2 usage error (bad --validity, \
+unknown certificate, one the tree does not hold), or a --dir that is not a kubeadm tree, a bundle or a node tree.")]
     Renew(RenewCli),
 }
 
 #[derive(Subcommand)]
 enum TokenCommand {
     /// Make a bootstrap token (uniform [a-z0-9] from the system CSPRNG) and its Secret manifest.
+    #[command(after_help = TOKEN_EXIT_CODES)]
     Create(TokenCreateCli),
     /// Show each token's id, time left, usages and groups (never the secret).
+    #[command(after_help = "Exit codes: 0 listed; 1 the state cannot be read; 2 usage error, or a --dir that is not a bundle.")]
     List(TokenDirCli),
     /// Remove a token and its Secret manifest.
+    #[command(after_help = TOKEN_EXIT_CODES)]
     Delete(TokenDeleteCli),
 }
+
+const TOKEN_EXIT_CODES: &str = "Exit codes: 0 done; 1 refused or failed: the last token workers join with, a \
+token the config defines, lock held, state refused, a write failed; 2 usage error (bad --ttl, usage or group, unknown \
+token id), or a --dir that is not a bundle.";
 
 #[derive(Args)]
 struct TokenDirCli {
@@ -143,7 +169,7 @@ struct CheckExpirationCli {
     /// Output format; prometheus writes node-exporter textfile lines (expiry as unix seconds).
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     output: crate::expiry::Format,
-    /// Warn about certificates that expire within this time (30d, or a Go duration such as 720h).
+    /// Warn about certificates that expire within this time: whole days (30d) or a Go duration (720h, 1h30m).
     #[arg(long, value_name = "DURATION", default_value = "30d")]
     warn_within: String,
     /// Check at this time (RFC 3339) instead of now.
@@ -158,7 +184,7 @@ struct VerifyCli {
     /// Check expiry at this time (RFC 3339) instead of now.
     #[arg(long, value_name = "RFC3339")]
     now: Option<String>,
-    /// Warn about certificates that expire within this Go duration.
+    /// Warn about certificates that expire within this time: whole days (30d) or a Go duration (720h, 1h30m).
     #[arg(long, value_name = "DURATION", default_value = "720h")]
     warn_within: String,
     /// Accept node tarballs kubebundle did not pack (no digest in their gzip header); every file
@@ -227,10 +253,12 @@ struct PlanArgs {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Print the embedded example config (3 control planes with stacked etcd, 2 workers).
+    #[command(after_help = "Exit codes: 0 printed; 1 the output could not be written; 2 usage error.")]
     PrintDefaults,
 }
 
-/// Exit codes: 0 success, 1 bad config or failed run, 2 usage error.
+/// A command's failure. Exit codes (`exit_code`, README "Exit codes"): 1 the command ran and refused
+/// or failed, 2 the input is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
@@ -262,16 +290,74 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// 2 when the input is wrong (`is_input_error`), else 1. `generate --check` maps every error
+    /// but drift to 2 (see `main`); check-expiration's 3 and 4 come from its report, not from here.
     pub fn exit_code(&self) -> i32 {
+        if self.is_input_error() {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// The input is wrong: a usage error (a bad flag or value, a bad --now), a config or profile
+    /// error, or a path that is not what the command takes. Everything else is a refusal or a
+    /// failure of a command that ran (exit 1): a new error is one unless it is listed here.
+    pub fn is_input_error(&self) -> bool {
+        use crate::renew::RenewError as R;
+        use crate::state::StateError;
+        use crate::tokens::TokenError;
+        use crate::verify::VerifyError;
         use output::OutputError::DanglingLink;
         match self {
-            CliError::Clock(_) | CliError::Usage(_) => 2,
-            // A path that is not what the command takes.
+            CliError::Usage(_) | CliError::Clock(_) | CliError::Config(_) | CliError::Profile(_) => true,
+            CliError::Materialize(materialize::MaterializeError::Profile(_)) => true,
+            // The config asks for something the run's clock makes impossible.
+            CliError::State(StateError::Config(_)) => true,
+            CliError::Verify(VerifyError::NotABundle { .. }) => true,
+            CliError::Verify(VerifyError::Read { source, .. }) => source.kind() == std::io::ErrorKind::NotFound,
+            // Every check-expiration error is about its --dir (its own codes are 0, 3 and 4).
+            CliError::Expiry(_) => true,
+            CliError::Renew(R::NotATree { .. } | R::NoTargets | R::UnknownTarget { .. } | R::Missing { .. } | R::Validity { .. }) => true,
+            CliError::Token(TokenError::NotABundle { .. } | TokenError::Usage(_)) => true,
+            // A path that is not what the command takes: a link to nothing.
             CliError::Output(DanglingLink { .. })
-            | CliError::Renew(crate::renew::RenewError::Output(DanglingLink { .. }))
-            | CliError::Token(crate::tokens::TokenError::Output(DanglingLink { .. })) => 2,
-            _ => 1,
+            | CliError::Renew(R::Output(DanglingLink { .. }))
+            | CliError::Token(TokenError::Output(DanglingLink { .. })) => true,
+            _ => false,
         }
+    }
+}
+
+/// Standard output and error. A reader that went away (`kubebundle verify DIR | head -1`) ends
+/// the output quietly: the rest is dropped, nothing is said, and the command ends as it would
+/// have. Any other error writing standard output is a failure (a full disk must not pass for a
+/// complete listing).
+mod say {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+
+    pub fn out(text: &str) -> Result<(), super::CliError> {
+        if STDOUT_GONE.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut o = std::io::stdout().lock();
+        match o.write_all(text.as_bytes()).and_then(|()| o.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                STDOUT_GONE.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(super::CliError::Other(format!("cannot write to standard output: {}", crate::util::io_words(&e)))),
+        }
+    }
+
+    /// One line on standard error; if that is gone too there is no one left to tell.
+    pub fn err(line: &str) {
+        let mut e = std::io::stderr().lock();
+        let _ = e.write_all(line.as_bytes()).and_then(|()| e.write_all(b"\n"));
     }
 }
 
@@ -285,6 +371,8 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    // `generate --check` tells drift (1) from breakage (2): every other error exits 2.
+    let check = matches!(&cli.command, Command::Generate(a) if a.check);
     let result = match cli.command {
         Command::Generate(a) => generate(a).map(|()| 0),
         Command::Plan(a) => print_plan(a).map(|()| 0),
@@ -292,16 +380,17 @@ pub fn main() -> i32 {
         Command::Certs(CertsCommand::CheckExpiration(a)) => check_expiration(a),
         Command::Certs(CertsCommand::Renew(a)) => renew(a).map(|()| 0),
         Command::Token(t) => token(t).map(|()| 0),
-        Command::Config(ConfigCommand::PrintDefaults) => {
-            print!("{}", config::DEFAULT_CONFIG);
-            Ok(0)
-        }
+        Command::Config(ConfigCommand::PrintDefaults) => say::out(config::DEFAULT_CONFIG).map(|()| 0),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kubebundle: {e}");
-            e.exit_code()
+            say::err(&format!("kubebundle: {e}"));
+            match e {
+                CliError::Drift { .. } => 1,
+                _ if check => 2,
+                _ => e.exit_code(),
+            }
         }
     }
 }
@@ -310,7 +399,7 @@ fn load_config(arg: &ConfigArg) -> Result<Config, CliError> {
     let mut config = match &arg.config {
         Some(path) => config::load_file(path)?,
         None => {
-            eprintln!("note: no --config given: using the embedded example (3 control planes with stacked etcd, 2 workers); `kubebundle config print-defaults` prints it");
+            say::err("note: no --config given: using the embedded example (3 control planes with stacked etcd, 2 workers); `kubebundle config print-defaults` prints it");
             config::load_default()
         }
     };
@@ -331,24 +420,23 @@ fn make_plan(config: &Config) -> Result<Plan, CliError> {
 fn print_plan(args: PlanArgs) -> Result<(), CliError> {
     let config = load_config(&args.config)?;
     for n in &config.notes {
-        eprintln!("note: {n}");
+        say::err(&format!("note: {n}"));
     }
     let plan = make_plan(&config)?;
     let text = match args.output {
         Format::Json => serde_json::to_string_pretty(&plan).map_err(|e| CliError::Other(e.to_string()))? + "\n",
         Format::Yaml => serde_saphyr::to_string(&plan).map_err(|e| CliError::Other(e.to_string()))?,
     };
-    print!("{text}");
-    Ok(())
+    say::out(&text)
 }
 
 /// Prints the report and returns its exit code (0, 3 or 4).
 fn check_expiration(args: CheckExpirationCli) -> Result<i32, CliError> {
     let clock = Clock::from_sources(args.now.as_deref(), None)?;
-    let warn_within = crate::expiry::parse_warn_within(&args.warn_within).map_err(CliError::Usage)?;
+    let warn_within = crate::util::duration::parse_warn_within(&args.warn_within).map_err(CliError::Usage)?;
     output::sweep_around(&args.dir);
     let report = crate::expiry::check_expiration(&crate::expiry::ExpiryArgs { dir: args.dir, now: clock.now, warn_within })?;
-    print!("{}", report.render(args.output));
+    say::out(&report.render(args.output))?;
     Ok(report.exit_code())
 }
 
@@ -357,23 +445,27 @@ fn token(cmd: TokenCommand) -> Result<(), CliError> {
     let (TokenCommand::List(at) | TokenCommand::Delete(TokenDeleteCli { at, .. }) | TokenCommand::Create(TokenCreateCli { at, .. })) = &cmd;
     output::sweep_around(&at.dir);
     match cmd {
-        TokenCommand::List(at) => print!("{}", crate::tokens::list(&at.dir, clock(&at)?.now)?),
+        TokenCommand::List(at) => say::out(&crate::tokens::list(&at.dir, clock(&at)?.now)?)?,
         TokenCommand::Delete(d) => {
             crate::tokens::delete(&d.at.dir, &d.id, &clock(&d.at)?)?;
-            eprintln!("deleted bootstrap token {} and its Secret manifest", d.id);
+            say::err(&format!("deleted bootstrap token {} and its Secret manifest", d.id));
         }
         TokenCommand::Create(c) => {
-            let ttl = crate::util::duration::parse_go(&c.ttl)
-                .ok()
-                .filter(|d| !d.negative)
-                .ok_or_else(|| CliError::Usage(format!("--ttl {:?} is not a duration such as 24h", c.ttl)))?
-                .value;
+            let now = clock(&c.at)?;
+            let ttl = match crate::util::duration::parse_go(&c.ttl) {
+                Ok(d) if !d.negative => d.value,
+                Err(e @ crate::util::duration::DurationError::TooLong(_)) => {
+                    return Err(CliError::Usage(format!("--ttl {e}\n  hint: --ttl 0 makes a token that never expires")))
+                }
+                _ => return Err(CliError::Usage(format!("--ttl {:?} is not a duration such as 24h", c.ttl))),
+            };
+            ends_in_time(&now, ttl, "--ttl")?;
             let groups = if c.groups.is_empty() { crate::tokens::default_groups() } else { c.groups };
             let new = crate::tokens::NewToken { ttl, description: c.description, usages: c.usages, groups };
-            let (t, join) = crate::tokens::create(&c.at.dir, new, &clock(&c.at)?)?;
-            eprintln!("created bootstrap token {} (Secret manifest: manifests/bootstrap-token-{}.yaml)", t.id(), t.id());
+            let (t, join) = crate::tokens::create(&c.at.dir, new, &now)?;
+            say::err(&format!("created bootstrap token {} (Secret manifest: manifests/bootstrap-token-{}.yaml)", t.id(), t.id()));
             if c.print_join_command {
-                print!("{join}");
+                say::out(&join)?;
             }
         }
     }
@@ -385,11 +477,15 @@ fn renew(args: RenewCli) -> Result<(), CliError> {
     let clock = Clock::from_sources(args.now.as_deref(), None)?;
     let cas = args.targets.iter().filter(|t| CAS.contains(&t.as_str())).count();
     let validity = match (&args.validity, cas) {
-        (Some(v), _) => crate::util::duration::parse_go(v)
-            .ok()
-            .filter(|d| !d.negative && !d.value.is_zero())
-            .map(|d| d.value)
-            .ok_or_else(|| CliError::Usage(format!("--validity {v:?} is not a positive duration such as 8760h")))?,
+        (Some(v), _) => match crate::util::duration::parse_go(v) {
+            Ok(d) if !d.negative && !d.value.is_zero() => d.value,
+            Err(e @ crate::util::duration::DurationError::TooLong(_)) => {
+                return Err(CliError::Usage(format!(
+                    "--validity {e}\n  hint: certificates last 8760h (a year) by default, CAs 87600h (ten years)"
+                )))
+            }
+            _ => return Err(CliError::Usage(format!("--validity {v:?} is not a positive duration such as 8760h"))),
+        },
         (None, 0) => std::time::Duration::from_secs(8760 * 3600),
         (None, n) if n == args.targets.len() => std::time::Duration::from_secs(87600 * 3600),
         (None, _) => {
@@ -407,24 +503,20 @@ fn renew(args: RenewCli) -> Result<(), CliError> {
         dry_run: args.dry_run,
         now: clock.now,
     })?;
-    print!("{}", report.render());
-    Ok(())
+    say::out(&report.render())
 }
 
 fn verify(args: VerifyCli) -> Result<(), CliError> {
     let clock = Clock::from_sources(args.now.as_deref(), None)?;
-    let warn = crate::util::duration::parse_go(&args.warn_within)
-        .ok()
-        .filter(|d| !d.negative)
-        .ok_or_else(|| CliError::Usage(format!("--warn-within {:?} is not a duration such as 720h", args.warn_within)))?;
+    let warn = crate::util::duration::parse_warn_within(&args.warn_within).map_err(CliError::Usage)?;
     output::sweep_around(&args.path);
     let report = crate::verify::verify(&crate::verify::VerifyArgs {
         path: args.path,
         now: clock.now,
-        warn_within: warn.value,
+        warn_within: warn,
         foreign: args.foreign,
     })?;
-    print!("{}", report.render_table());
+    say::out(&report.render_table())?;
     if report.has_errors() {
         return Err(CliError::Other(format!("verify found {} error(s)", report.count(crate::verify::Severity::Error))));
     }
@@ -631,23 +723,24 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
         }
         let seed = crate::pki::derive::Seed::from_file(path).map_err(|e| CliError::Usage(format!("--seed-file: {e}")))?;
         config.seed = Some(std::sync::Arc::new(seed));
-        eprintln!("WARNING: --insecure-deterministic: every key and token this run makes is derived from {}; keep it as secret as the CA keys, and never use it for a real cluster", path.display());
+        say::err(&format!("WARNING: --insecure-deterministic: every key and token this run makes is derived from {}; keep it as secret as the CA keys, and never use it for a real cluster", path.display()));
     } else if args.insecure_deterministic {
         return Err(CliError::Usage("--insecure-deterministic only goes with --seed-file FILE".into()));
     }
     for n in &config.notes {
-        eprintln!("note: {n}");
+        say::err(&format!("note: {n}"));
+    }
+    ends_in_time(&clock, config.ca_validity, "caCertificateValidityPeriod")?;
+    ends_in_time(&clock, config.cert_validity, "certificateValidityPeriod")?;
+    for t in &config.tokens {
+        ends_in_time(&clock, t.ttl, "a bootstrap token's ttl")?;
     }
     let cluster_dir = args.out.join(&config.cluster_name);
     if args.check {
         let changes = check(&config, &args.out, &clock, args.unpacked)?;
-        let mut out = std::io::stdout().lock();
-        for c in &changes {
-            let _ = writeln!(out, "{c}");
-        }
+        say::out(&changes.iter().map(|c| format!("{c}\n")).collect::<String>())?;
         if changes.is_empty() {
-            let _ = writeln!(out, "{}: up to date", cluster_dir.display());
-            return Ok(());
+            return say::out(&format!("{}: up to date\n", cluster_dir.display()));
         }
         return Err(CliError::Drift { dir: cluster_dir.display().to_string(), count: changes.len() });
     }
@@ -681,6 +774,19 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
     }
     drop(err);
     // The join commands hold a token and are printed by design (they are also in join.txt).
-    print!("{}", bundle.join_text.as_str());
-    Ok(())
+    say::out(bundle.join_text.as_str())
+}
+
+/// Refuses a period that, from the run's clock, ends after the year 9999: no certificate or
+/// token can say so (and the arithmetic would overflow).
+fn ends_in_time(clock: &Clock, period: std::time::Duration, what: &str) -> Result<(), CliError> {
+    let end = time::Duration::try_from(period).ok().and_then(|d| clock.now.checked_add(d)).filter(|t| t.year() <= 9999);
+    match end {
+        Some(_) => Ok(()),
+        None => Err(CliError::Usage(format!(
+            "{what} ({}) from {} ends after the year 9999, which no certificate or token can hold\n  hint: shorten it, or give an earlier --now",
+            crate::util::duration::format_go(period),
+            crate::clock::rfc3339(clock.now)
+        ))),
+    }
 }

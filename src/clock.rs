@@ -43,6 +43,13 @@ impl Clock {
     }
 }
 
+/// A time as every message shows it: RFC 3339 in UTC (`2026-01-01T00:00:00Z`).
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +61,6 @@ mod tests {
         assert_eq!(Clock::from_sources(None, Some("1767225600")).unwrap().unix(), 1_767_225_600);
         assert!(Clock::from_sources(Some("yesterday"), None).is_err());
         assert!(Clock::from_sources(None, Some("x")).is_err());
+        assert_eq!(rfc3339(c.now), "2026-01-02T02:04:05Z");
     }
 }

@@ -158,20 +158,8 @@ impl std::str::FromStr for Format {
     }
 }
 
-/// Parses `--warn-within`: whole days (`30d`) or a Go duration (`720h`, `1h30m`, `90s`).
-pub fn parse_warn_within(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if let Some(days) = t.strip_suffix('d') {
-        if !days.is_empty() && days.bytes().all(|b| b.is_ascii_digit()) {
-            let n: u64 = days.parse().map_err(|_| format!("{text:?} is too large a duration"))?;
-            return n.checked_mul(86_400).map(Duration::from_secs).ok_or_else(|| format!("{text:?} is too large a duration"));
-        }
-    }
-    match crate::util::duration::parse_go(t) {
-        Ok(d) if !d.negative => Ok(d.value),
-        _ => Err(format!("{text:?} is not a duration such as 30d, 720h or 1h30m")),
-    }
-}
+/// `--warn-within`: one parser for every command (whole days such as `30d`, or a Go duration).
+pub use crate::util::duration::parse_warn_within;
 
 impl ExpiryReport {
     /// 0 when everything is fine, 3 when something expires within `warn_within` (or is not valid

@@ -33,6 +33,10 @@ pub enum MaterializeError {
     Render(#[from] RenderError),
     #[error("{0}")]
     Missing(String),
+    /// A node file the profile cannot render (it names a file the profile does not place): a
+    /// profile error.
+    #[error("{0}")]
+    Profile(String),
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),
 }
@@ -304,7 +308,7 @@ impl Ctx<'_> {
             Artifact::Rendered(r) => self
                 .rendered(n, f, r)
                 .map_err(|e| match e {
-                    MaterializeError::Render(e) => MaterializeError::Missing(format!(
+                    MaterializeError::Render(e) => MaterializeError::Profile(format!(
                         "{}: error: {} for node {node} (profile {}): {}",
                         f.origin, r.id, self.profile, e.message
                     )),

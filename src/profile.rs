@@ -141,7 +141,8 @@ impl Profile {
         }
         let path = base.map(|b| b.join(name)).unwrap_or_else(|| Path::new(name).to_path_buf());
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|e| ProfileError::Read { path: shown.clone(), reason: e.to_string() })?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| ProfileError::Read { path: shown.clone(), reason: crate::util::io_words(&e) })?;
         Self::parse(&text, &shown)
     }
 

@@ -81,7 +81,18 @@ impl Renderer {
     }
 
     pub fn render(&self, template: &str, ctx: impl Serialize) -> Result<String, RenderError> {
-        let err = |e: minijinja::Error| RenderError { template: template.to_string(), message: e.to_string() };
+        let err = |e: minijinja::Error| {
+            // Our own functions' refusals (`path`, `layout_path`) in their words, without
+            // minijinja's "invalid operation:" prefix.
+            let message = match (e.kind(), e.detail()) {
+                (minijinja::ErrorKind::InvalidOperation, Some(detail)) => match (e.name(), e.line()) {
+                    (Some(name), Some(line)) => format!("{detail} (in {name}:{line})"),
+                    _ => detail.to_string(),
+                },
+                _ => e.to_string(),
+            };
+            RenderError { template: template.to_string(), message }
+        };
         self.env.get_template(template).map_err(err)?.render(minijinja::Value::from(minijinja::value::Serde(ctx))).map_err(err)
     }
 }

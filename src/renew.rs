@@ -331,7 +331,7 @@ impl Work<'_> {
         if let Some(b) = self.changes.get(path) {
             return Ok(b.clone());
         }
-        std::fs::read(path).map_err(|e| RenewError::Read { path: path.display().to_string(), message: e.to_string() })
+        std::fs::read(path).map_err(|e| RenewError::Read { path: path.display().to_string(), message: crate::util::io_words(&e) })
     }
 
     fn read_text(&self, path: &Path) -> Result<String, RenewError> {

@@ -25,8 +25,12 @@ use crate::state::{self, StateError, Token};
 pub enum TokenError {
     #[error("{dir} is not a kubebundle bundle ({reason})\n  hint: pass --dir OUT/<clusterName>, the directory generate wrote")]
     NotABundle { dir: String, reason: String },
+    /// A refusal: the command ran and will not do it (exit 1).
     #[error("{0}")]
     Invalid(String),
+    /// A wrong argument: an unknown usage, group or token id (exit 2, like a usage error).
+    #[error("{0}")]
+    Usage(String),
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -55,14 +59,16 @@ struct Bundle {
 
 fn open(dir: &Path) -> Result<Bundle, TokenError> {
     let not = |reason: String| TokenError::NotABundle { dir: dir.display().to_string(), reason };
-    let plan: serde_json::Value = std::fs::read(dir.join("plan.json"))
-        .map_err(|e| not(format!("plan.json: {e}")))
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| not(format!("plan.json: {e}"))))?;
+    let plan: serde_json::Value =
+        std::fs::read(dir.join("plan.json")).map_err(|e| not(format!("plan.json: {}", crate::util::io_words(&e)))).and_then(|b| {
+            serde_json::from_slice(&b).map_err(|e| not(format!("plan.json is not JSON (line {}, column {})", e.line(), e.column())))
+        })?;
     let field = |k: &str| plan[k].as_str().map(str::to_string).ok_or_else(|| not(format!("plan.json has no {k}")));
     let cluster = field("clusterName")?;
-    let ca_pem = std::fs::read(dir.join("state/pki/ca.crt")).map_err(|e| not(format!("state/pki/ca.crt: {e}")))?;
-    let der = ::pem::parse(&ca_pem).map_err(|e| not(format!("state/pki/ca.crt: {e}")))?.contents().to_vec();
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| not(format!("state/pki/ca.crt: {e}")))?;
+    let ca_pem =
+        std::fs::read(dir.join("state/pki/ca.crt")).map_err(|e| not(format!("state/pki/ca.crt: {}", crate::util::io_words(&e))))?;
+    let der = ::pem::parse(&ca_pem).map_err(|_| not("state/pki/ca.crt is not a PEM certificate".into()))?.contents().to_vec();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|_| not("state/pki/ca.crt is not a valid certificate".into()))?;
     let join = JoinInfo {
         cluster_name: cluster.clone(),
         kubernetes_version: field("kubernetesVersion")?,
@@ -121,14 +127,14 @@ pub fn list(dir: &Path, now: OffsetDateTime) -> Result<String, TokenError> {
 pub fn create(dir: &Path, new: NewToken, clock: &Clock) -> Result<(Token, String), TokenError> {
     for u in &new.usages {
         if !["signing", "authentication"].contains(&u.as_str()) {
-            return Err(TokenError::Invalid(format!("unknown usage {u:?}\n  hint: usages are signing and authentication")));
+            return Err(TokenError::Usage(format!("unknown usage {u:?}\n  hint: usages are signing and authentication")));
         }
     }
     if new.usages.is_empty() {
-        return Err(TokenError::Invalid("no usages\n  hint: use signing and/or authentication".into()));
+        return Err(TokenError::Usage("no usages\n  hint: use signing and/or authentication".into()));
     }
     if let Some(g) = new.groups.iter().find(|g| !is_token_group(g)) {
-        return Err(TokenError::Invalid(format!(
+        return Err(TokenError::Usage(format!(
             "invalid group {g:?}\n  hint: groups must match system:bootstrappers:[a-z0-9:-]{{0,255}}[a-z0-9]"
         )));
     }
@@ -161,7 +167,7 @@ pub fn create(dir: &Path, new: NewToken, clock: &Clock) -> Result<(Token, String
 pub fn delete(dir: &Path, id: &str, clock: &Clock) -> Result<(), TokenError> {
     change(dir, clock, |tokens| {
         let at = tokens.iter().position(|t| t.id() == id).ok_or_else(|| {
-            TokenError::Invalid(format!("no token with id {id:?}\n  hint: `kubebundle token list --dir DIR` shows the ids"))
+            TokenError::Usage(format!("no token with id {id:?}\n  hint: `kubebundle token list --dir DIR` shows the ids"))
         })?;
         if tokens[at].from_config {
             return Err(TokenError::Invalid(format!(
@@ -240,9 +246,9 @@ fn change(dir: &Path, clock: &Clock, edit: impl FnOnce(&mut Vec<Token>) -> Resul
                 rewrites.push((path, bootstrap_kubeconfig(&renderer, &b.cluster, server, &ca_data, t)?));
             }
             if let Some(path) = path_of("kubeadm-join") {
-                let join: JoinPlan = serde_json::from_value(node["join"].clone()).map_err(|e| TokenError::NotABundle {
+                let join: JoinPlan = serde_json::from_value(node["join"].clone()).map_err(|_| TokenError::NotABundle {
                     dir: dir.display().to_string(),
-                    reason: format!("plan.json: node {name}: join: {e}"),
+                    reason: format!("plan.json: node {name} has no valid join plan"),
                 })?;
                 rewrites.push((path, kubeadm_join(&renderer, &join, t, &b.join.hash)?));
             }

@@ -269,10 +269,10 @@ fn bad_cases() -> Vec<BadCase> {
     v
 }
 
-/// Acceptance 13: bad configs exit 1 with `file:line:col` on stderr (where the brief asks for
-/// it: unknown fields, invalid CIDRs) and write nothing to the out dir.
+/// Acceptance 13: bad configs exit 2 (the input is wrong) with `file:line:col` on stderr (where
+/// the brief asks for it: unknown fields, invalid CIDRs) and write nothing to the out dir.
 #[test]
-fn bad_config_exits_1_with_position_and_writes_nothing() {
+fn bad_config_exits_2_with_position_and_writes_nothing() {
     let mut f = Failures::new();
     for case in bad_cases() {
         let dir = temp_dir("bad");
@@ -286,7 +286,7 @@ fn bad_config_exits_1_with_position_and_writes_nothing() {
             &[],
         );
         let l = case.name;
-        f.eq(&format!("{l}: exit code"), &Some(1), &r.code);
+        f.eq(&format!("{l}: exit code"), &Some(2), &r.code);
         f.check(!r.stderr.contains("panicked at"), || format!("{l}: panicked: {}", r.stderr));
         f.check(!r.stderr.trim().is_empty(), || format!("{l}: nothing on stderr"));
         if let Some(line) = case.line {
@@ -299,9 +299,9 @@ fn bad_config_exits_1_with_position_and_writes_nothing() {
         }
         // plan refuses it the same way.
         let p = kubebundle(dir.path(), &["plan", "--config", cfg.to_str().unwrap()], &[]);
-        f.eq(&format!("{l}: plan exit code"), &Some(1), &p.code);
+        f.eq(&format!("{l}: plan exit code"), &Some(2), &p.code);
     }
-    f.finish("bad_config_exits_1_with_position_and_writes_nothing");
+    f.finish("bad_config_exits_2_with_position_and_writes_nothing");
 }
 
 /// Usage errors exit 2 and write nothing.
@@ -320,14 +320,14 @@ fn usage_errors_exit_2() {
     f.finish("usage_errors_exit_2");
 }
 
-/// A missing --config file is a bad config (exit 1), not a crash.
+/// A missing --config file is a bad config (exit 2), not a crash.
 #[test]
-fn missing_config_file_exits_1() {
+fn missing_config_file_exits_2() {
     let dir = temp_dir("missing");
     let out = dir.path().join("out");
     let r = kubebundle(dir.path(), &["generate", "--config", "does-not-exist.yaml", "--out", out.to_str().unwrap()], &[]);
-    assert_eq!(r.code, Some(1), "{}", r.describe());
-    assert!(r.stderr.contains("does-not-exist.yaml"), "{}", r.describe());
+    assert_eq!(r.code, Some(2), "{}", r.describe());
+    assert!(r.stderr.contains("cannot read config file does-not-exist.yaml: no such file or directory"), "{}", r.describe());
     assert!(nonempty_contents(&out).is_none());
 }
 
@@ -382,4 +382,330 @@ fn generate_succeeds_without_network() {
     checks::check_cluster_layout(&ctx, &mut f);
     checks::check_node_certs(&ctx, &mut f);
     f.finish("generate_succeeds_without_network");
+}
+
+// ------------------------------------------------------------------------------------------
+// Exit codes, durations and closed pipes.
+
+/// A small bundle (ECDSA, one control plane, one worker) and copies of it to break or change.
+struct Codes {
+    g: Generated,
+    now: String,
+    /// A directory that is not a bundle.
+    empty: std::path::PathBuf,
+    /// A config with a type error (bindPort: six).
+    bad_config: std::path::PathBuf,
+    /// A copy of the bundle for renew and token.
+    copy: std::path::PathBuf,
+}
+
+fn codes(prefix: &str) -> Codes {
+    let g = generate_model(prefix, &small_model(&unique_name("kb-codes"))).unwrap_or_else(|e| panic!("{e}"));
+    let dir = g.root().to_path_buf();
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let bad_config = dir.join("bad.yaml");
+    std::fs::write(&bad_config, "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nlocalAPIEndpoint: {bindPort: six}\n")
+        .unwrap();
+    let copy = dir.join("copy").join(&g.model.cluster_name);
+    copy_dir(&g.cluster, &copy);
+    Codes { g, now: rfc3339(NOW_UNIX), empty, bad_config, copy }
+}
+
+fn s(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+/// The exit codes of every command (README "Exit codes"), one assertion per command and code:
+/// 0 success, 1 the command ran and refused or failed, 2 the input is wrong (usage, config or
+/// profile error, a path that is not what the command takes), `generate --check` 1 for drift
+/// and 2 for any error, `certs check-expiration` 0 / 3 / 4 and 2.
+#[test]
+fn exit_codes_of_every_command() {
+    let c = codes("codes");
+    let dir = c.g.root();
+    let cluster = c.g.model.cluster_name.clone();
+    let (cfg, out, bundle, empty, bad, copy, now) =
+        (s(&c.g.config_path), s(&c.g.out), s(&c.g.cluster), s(&c.empty), s(&c.bad_config), s(&c.copy), c.now.clone());
+    let in_a_year = rfc3339(NOW_UNIX + 340 * DAY);
+    let in_two_years = rfc3339(NOW_UNIX + 2 * 365 * DAY);
+    // An out dir whose OUT/<cluster> kubebundle did not write.
+    let foreign = dir.join("foreign");
+    std::fs::create_dir_all(foreign.join(&cluster)).unwrap();
+    std::fs::write(foreign.join(&cluster).join("notes.txt"), "not a cluster\n").unwrap();
+    // A bundle whose state cannot be read (tokens.yaml is not YAML).
+    let broken_out = dir.join("broken");
+    let broken = broken_out.join(&cluster);
+    copy_dir(&c.g.cluster, &broken);
+    std::fs::write(broken.join("state/tokens.yaml"), "garbage\n").unwrap();
+    // A bundle with a truncated tarball (verify finds errors).
+    let torn = dir.join("torn").join(&cluster);
+    copy_dir(&c.g.cluster, &torn);
+    let w1 = torn.join("nodes/w1.tar.gz");
+    std::fs::write(&w1, &std::fs::read(&w1).unwrap()[..100]).unwrap();
+    // A config with one more worker (drift).
+    let mut more = c.g.model.clone();
+    more.nodes.push(Node::new("w2", "10.2.0.22", WORKER));
+    let more_cfg = dir.join("more.yaml");
+    std::fs::write(&more_cfg, more.to_yaml()).unwrap();
+    let (broken_out, broken, torn, more_cfg, foreign) = (s(&broken_out), s(&broken), s(&torn), s(&more_cfg), s(&foreign));
+
+    let mut f = Failures::new();
+    let mut expect = |what: &str, args: &[&str], code: i32, words: &str| -> Run {
+        let r = kubebundle(dir, args, &[]);
+        f.eq(&format!("{what}: exit code of `kubebundle {}`", args.join(" ")), &Some(code), &r.code);
+        let both = format!("{}{}", r.stdout, r.stderr);
+        f.check(both.contains(words), || format!("{what}: the output lacks {words:?}: {}", r.describe()));
+        f.check(!r.stderr.contains("panicked"), || format!("{what}: panicked: {}", r.stderr));
+        r
+    };
+    let g = |extra: &[&str], config: &str, out: &str| -> Vec<String> {
+        let mut v: Vec<String> = ["generate", "--unpacked", "--config", config, "--out", out, "--now", &now].map(String::from).to_vec();
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let owned = |v: &[&str]| -> Vec<String> { v.iter().map(|a| a.to_string()).collect() };
+    macro_rules! run {
+        ($what:expr, $args:expr, $code:expr, $words:expr) => {{
+            let v: Vec<String> = $args;
+            let a: Vec<&str> = v.iter().map(String::as_str).collect();
+            expect($what, &a, $code, $words)
+        }};
+    }
+
+    // generate
+    run!("generate: written", g(&[], &cfg, &out), 0, "wrote ");
+    run!("generate: refused (a directory kubebundle did not write)", g(&[], &cfg, &foreign), 1, "was not written by kubebundle");
+    run!("generate: config error", g(&[], &bad, &out), 2, "bindPort: expected an integer 1–65535, got `six`");
+    // generate --check
+    run!("generate --check: up to date", g(&["--check"], &cfg, &out), 0, "up to date");
+    run!("generate --check: drift", g(&["--check"], &more_cfg, &out), 1, "would add     nodes/w2.tar.gz");
+    run!("generate --check: config error", g(&["--check"], &bad, &out), 2, "bindPort");
+    run!("generate --check: unreadable state", g(&["--check"], &cfg, &broken_out), 2, "tokens.yaml");
+    run!("generate --check: usage error", g(&["--check", "--seed-file", &cfg], &cfg, &out), 2, "add --insecure-deterministic");
+    // plan
+    run!("plan: printed", owned(&["plan", "--config", &cfg]), 0, "certificateAuthorities");
+    run!("plan: config error", owned(&["plan", "--config", &bad]), 2, "bindPort");
+    // verify
+    let verify = |path: &str, extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["verify", path, "--now", &now].map(String::from).to_vec();
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    run!("verify: no errors", verify(&bundle, &[]), 0, "0 errors");
+    run!("verify: errors found", verify(&torn, &[]), 1, "verify found");
+    run!("verify: not a bundle", verify(&empty, &[]), 2, "is not a bundle, a node tarball or a node root");
+    run!("verify: no such path", verify(&format!("{empty}/nothing"), &[]), 2, "cannot read");
+    run!("verify: bad --warn-within", verify(&bundle, &["--warn-within", "soon"]), 2, "--warn-within \"soon\"");
+    // certs check-expiration
+    let expiry =
+        |path: &str, at: &str| -> Vec<String> { ["certs", "check-expiration", "--dir", path, "--now", at].map(String::from).to_vec() };
+    run!("check-expiration: all fine", expiry(&bundle, &now), 0, "CERTIFICATE");
+    run!("check-expiration: a warning", expiry(&bundle, &in_a_year), 3, "warning");
+    run!("check-expiration: expired", expiry(&bundle, &in_two_years), 4, "expired");
+    run!("check-expiration: not a tree", expiry(&empty, &now), 2, "holds no Kubernetes certificates");
+    // certs renew
+    let renew = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["certs", "renew"].map(String::from).to_vec();
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v.extend(["--now".to_string(), now.clone()]);
+        v
+    };
+    run!("renew: renewed", renew(&["apiserver", "--dir", &copy]), 0, "apiserver");
+    run!(
+        "renew: refused (it would outlive its CA)",
+        renew(&["apiserver", "--dir", &copy, "--validity", "100000h"]),
+        1,
+        "would outlive its CA"
+    );
+    run!("renew: unknown certificate", renew(&["apiserverr", "--dir", &copy]), 2, "unknown certificate \"apiserverr\"");
+    run!("renew: not a tree", renew(&["all", "--dir", &empty]), 2, "is not a kubeadm or kubebundle tree");
+    run!("renew: --validity too long", renew(&["all", "--dir", &copy, "--validity", "999999999999h"]), 2, "is too long");
+    // token
+    let token = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = vec!["token".into()];
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v.extend(["--now".to_string(), now.clone()]);
+        v
+    };
+    let made = run!("token create: made", token(&["create", "--dir", &copy]), 0, "created bootstrap token");
+    run!("token create: refused (unreadable state)", token(&["create", "--dir", &broken]), 1, "tokens.yaml");
+    run!("token create: bad group", token(&["create", "--dir", &copy, "--groups", "admins"]), 2, "invalid group \"admins\"");
+    run!("token create: not a bundle", token(&["create", "--dir", &empty]), 2, "is not a kubebundle bundle");
+    let listed = run!("token list: listed", token(&["list", "--dir", &copy]), 0, "ID");
+    run!("token list: unreadable state", token(&["list", "--dir", &broken]), 1, "tokens.yaml");
+    run!("token list: not a bundle", token(&["list", "--dir", &empty]), 2, "is not a kubebundle bundle");
+    let new_id = made.stderr.split("created bootstrap token ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or("").to_string();
+    let old_id =
+        listed.stdout.lines().skip(1).filter_map(|l| l.split_whitespace().next()).find(|id| *id != new_id).unwrap_or("").to_string();
+    run!("token delete: deleted", token(&["delete", &new_id, "--dir", &copy]), 0, "deleted bootstrap token");
+    run!(
+        "token delete: refused (the last join token)",
+        token(&["delete", &old_id, "--dir", &copy]),
+        1,
+        "the only one workers can join with"
+    );
+    run!("token delete: unknown id", token(&["delete", "zzzzzz", "--dir", &copy]), 2, "no token with id \"zzzzzz\"");
+    // config print-defaults
+    run!("config print-defaults: printed", owned(&["config", "print-defaults"]), 0, "kind: Inventory");
+    run!("config print-defaults: usage error", owned(&["config", "print-defaults", "extra"]), 2, "unexpected argument");
+    f.finish("exit_codes_of_every_command");
+}
+
+/// Every command's --help states its exit codes.
+#[test]
+fn help_states_the_exit_codes() {
+    let dir = temp_dir("help");
+    let mut f = Failures::new();
+    for (args, words) in [
+        (&["--help"][..], "Exit codes (every command): 0 success; 1 the command ran and refused or failed"),
+        (&["generate", "--help"], "Exit codes: 0 written (--check: up to date); 1 refused or failed"),
+        (&["plan", "--help"], "Exit codes: 0 printed; 1 the output could not be written; 2 usage, config or profile error."),
+        (&["verify", "--help"], "Exit codes: 0 no errors (warnings allowed); 1 errors found"),
+        (&["certs", "check-expiration", "--help"], "Exit codes: 0 all fine; 3 something expires within --warn-within"),
+        (&["certs", "renew", "--help"], "Exit codes: 0 renewed (--dry-run: listed); 1 refused or failed"),
+        (&["token", "create", "--help"], "Exit codes: 0 done; 1 refused or failed"),
+        (&["token", "list", "--help"], "Exit codes: 0 listed; 1 the state cannot be read; 2 usage error"),
+        (&["token", "delete", "--help"], "Exit codes: 0 done; 1 refused or failed"),
+        (&["config", "print-defaults", "--help"], "Exit codes: 0 printed; 1 the output could not be written; 2 usage error."),
+    ] {
+        let r = kubebundle(dir.path(), args, &[]);
+        f.eq(&format!("kubebundle {}: exit code", args.join(" ")), &Some(0), &r.code);
+        let text = r.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+        f.check(text.contains(words), || format!("kubebundle {}: --help lacks {words:?}:\n{}", args.join(" "), r.stdout));
+    }
+    f.finish("help_states_the_exit_codes");
+}
+
+/// `--warn-within` is one language in `verify` and `certs check-expiration`: whole days (30d)
+/// or a Go duration, not negative, at most the longest Go duration; both accept and refuse the
+/// same forms, with the same message.
+#[test]
+fn warn_within_is_the_same_in_verify_and_check_expiration() {
+    let c = codes("warn-within");
+    let dir = c.g.root();
+    let (bundle, now) = (s(&c.g.cluster), c.now.clone());
+    let mut f = Failures::new();
+    for w in ["30d", "720h", "1h30m", "90s", "0", "0d", "106751d", "2562047h"] {
+        let arg = format!("--warn-within={w}");
+        let v = kubebundle(dir, &["verify", &bundle, "--now", &now, &arg], &[]);
+        f.eq(&format!("verify {arg}: exit code"), &Some(0), &v.code);
+        let x = kubebundle(dir, &["certs", "check-expiration", "--dir", &bundle, "--now", &now, &arg], &[]);
+        f.check(matches!(x.code, Some(0 | 3)), || format!("check-expiration {arg} must be accepted: {}", x.describe()));
+    }
+    for (w, words) in [
+        ("soon", "is not a duration such as 30d, 720h or 1h30m"),
+        ("-1h", "is negative"),
+        ("1.5d", "is not a duration such as 30d, 720h or 1h30m"),
+        ("30", "is not a duration such as 30d, 720h or 1h30m"),
+        ("d", "is not a duration such as 30d, 720h or 1h30m"),
+        ("30D", "is not a duration such as 30d, 720h or 1h30m"),
+        ("106752d", "is too long: a duration is at most 2562047h (about 292 years)"),
+        ("2562048h", "is too long: a duration is at most 2562047h (about 292 years)"),
+        ("99999999999999999999d", "is too long: a duration is at most 2562047h (about 292 years)"),
+    ] {
+        let arg = format!("--warn-within={w}");
+        let want = format!("kubebundle: --warn-within {w:?} {words}\n");
+        let v = kubebundle(dir, &["verify", &bundle, "--now", &now, &arg], &[]);
+        let x = kubebundle(dir, &["certs", "check-expiration", "--dir", &bundle, "--now", &now, &arg], &[]);
+        for (cmd, r) in [("verify", &v), ("check-expiration", &x)] {
+            f.eq(&format!("{cmd} {arg}: exit code"), &Some(2), &r.code);
+            f.eq(&format!("{cmd} {arg}: stderr"), &want, &r.stderr);
+            f.check(r.stdout.is_empty(), || format!("{cmd} {arg}: printed {:?}", r.stdout));
+        }
+    }
+    f.finish("warn_within_is_the_same_in_verify_and_check_expiration");
+}
+
+/// `certs renew --validity` past the longest duration says it is too long (not "not a positive
+/// duration", no overflow), exits 2 and changes nothing; the longest duration itself is taken
+/// (and then refused for outliving the CA). `token create --ttl` likewise.
+#[test]
+fn validity_overflow_is_too_long_and_changes_nothing() {
+    let c = codes("validity");
+    let dir = c.g.root();
+    let (copy, now) = (s(&c.copy), c.now.clone());
+    let parent = c.copy.parent().unwrap().parent().unwrap().to_path_buf();
+    let before = file_bytes(&parent);
+    let mut f = Failures::new();
+    for v in ["999999999999h", "2562048h", "99999999999999999999h"] {
+        let r = kubebundle(dir, &["certs", "renew", "all", "--dir", &copy, "--validity", v, "--now", &now], &[]);
+        f.eq(&format!("--validity {v}: exit code"), &Some(2), &r.code);
+        f.eq(
+            &format!("--validity {v}: stderr"),
+            &format!("kubebundle: --validity {v:?} is too long: a duration is at most 2562047h (about 292 years)\n  hint: certificates last 8760h (a year) by default, CAs 87600h (ten years)\n"),
+            &r.stderr,
+        );
+    }
+    let r = kubebundle(dir, &["token", "create", "--dir", &copy, "--ttl", "99999999999h", "--now", &now], &[]);
+    f.eq("--ttl 99999999999h: exit code", &Some(2), &r.code);
+    f.check(r.stderr.starts_with("kubebundle: --ttl \"99999999999h\" is too long: a duration is at most 2562047h"), || r.describe());
+    f.check(file_bytes(&parent) == before, || "a refused --validity or --ttl changed a file".into());
+    let beside: Vec<String> = list_dir(c.copy.parent().unwrap());
+    f.eq("beside the bundle (no backup directory)", &vec![c.g.model.cluster_name.clone()], &beside);
+    let r = kubebundle(dir, &["certs", "renew", "apiserver", "--dir", &copy, "--validity", "2562047h", "--now", &now], &[]);
+    f.eq("--validity 2562047h: exit code", &Some(1), &r.code);
+    f.check(r.stderr.contains("would outlive its CA") && !r.stderr.contains("too long"), || r.describe());
+    f.finish("validity_overflow_is_too_long_and_changes_nothing");
+}
+
+/// Runs kubebundle with standard output a pipe whose reader is already gone.
+fn into_closed_pipe(dir: &Path, args: &[&str]) -> Run {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut c = hermetic(bin(), dir);
+    c.current_dir(dir).args(args).stdin(std::process::Stdio::null()).stdout(writer).stderr(std::process::Stdio::piped());
+    let o = c.output().expect("run kubebundle");
+    Run {
+        cmdline: format!("kubebundle {} > closed pipe", args.join(" ")),
+        code: o.status.code(),
+        stdout: String::new(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        stdout_bytes: Vec::new(),
+    }
+}
+
+/// Output into a closed pipe (`kubebundle verify DIR | head -1`) ends quietly: the exit code and
+/// standard error are those of a run whose output is read (no panic, no "Broken pipe"), and
+/// `generate` still writes its bundle.
+#[test]
+fn closed_pipe_ends_quietly() {
+    let c = codes("pipe");
+    let dir = c.g.root();
+    let (cfg, bundle, copy, now) = (s(&c.g.config_path), s(&c.g.cluster), s(&c.copy), c.now.clone());
+    let out = s(&dir.join("out"));
+    let mut f = Failures::new();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["verify", &bundle, "--now", &now],
+        vec!["config", "print-defaults"],
+        vec!["plan", "--config", &cfg],
+        vec!["plan", "--config", &cfg, "-o", "json"],
+        vec!["token", "list", "--dir", &copy, "--now", &now],
+        vec!["certs", "check-expiration", "--dir", &bundle, "--now", &now, "-o", "json"],
+        vec!["certs", "check-expiration", "--dir", &bundle, "--now", &now],
+        vec!["generate", "--unpacked", "--config", &cfg, "--out", &out, "--now", &now, "--check"],
+        vec!["certs", "renew", "all", "--dir", &copy, "--now", &now, "--dry-run"],
+    ];
+    for args in &commands {
+        let read = kubebundle(dir, args, &[]);
+        f.check(!read.stdout.is_empty(), || format!("`kubebundle {}` prints nothing: {}", args.join(" "), read.describe()));
+        let closed = into_closed_pipe(dir, args);
+        let l = format!("kubebundle {} | (closed)", args.join(" "));
+        f.eq(&format!("{l}: exit code"), &read.code, &closed.code);
+        f.eq(&format!("{l}: stderr"), &read.stderr, &closed.stderr);
+        for bad in ["panicked", "Broken pipe", "failed printing"] {
+            f.check(!closed.stderr.contains(bad), || format!("{l}: stderr says {bad:?}: {}", closed.stderr));
+        }
+    }
+    // generate prints the join commands last: the bundle is written all the same.
+    let fresh = dir.join("fresh");
+    let closed = into_closed_pipe(dir, &["generate", "--config", &cfg, "--out", &s(&fresh), "--now", &now]);
+    f.eq("generate | (closed): exit code", &Some(0), &closed.code);
+    for bad in ["panicked", "Broken pipe", "failed printing"] {
+        f.check(!closed.stderr.contains(bad), || format!("generate | (closed): stderr says {bad:?}: {}", closed.stderr));
+    }
+    if let Err(e) = verify_bundle(&fresh.join(&c.g.model.cluster_name), Some(&now)) {
+        f.fail(format!("generate into a closed pipe: {e}"));
+    }
+    f.finish("closed_pipe_ends_quietly");
 }

@@ -20,16 +20,25 @@ fn main_model() -> Model {
         vec![
             Node::new("cp1", "10.0.0.11", CP_ETCD).sans(&["cp1.kb-main.example"]),
             Node::new("cp2", "10.0.0.12", CP_ETCD),
-            Node::new("cp3", "fd00::13", CP_ETCD),
+            // kube-apiserver needs a control plane's address in the family of the first service
+            // subnet (IPv4 here): IPv6 appears in certSANs and as the address of the etcd-only
+            // member, which runs no kube-apiserver.
+            Node::new("cp3", "10.0.0.13", CP_ETCD),
             Node::new("w1", "10.0.0.21", WORKER).sans(&["w1.kb-main.example", "192.0.2.21"]),
-            Node::new("e1", "10.0.0.31", ETCD_ONLY),
+            Node::new("e1", "fd00::31", ETCD_ONLY),
         ],
     );
     m.control_plane_endpoint = Some("api.kb-main.example:6443".into());
     // "kubernetes" and 10.96.0.1 repeat built-in SANs: the output must de-duplicate them.
     // A wildcard name is a valid SAN too.
-    m.cert_sans =
-        vec!["extra.kb-main.example".into(), "192.0.2.50".into(), "kubernetes".into(), "10.96.0.1".into(), "*.apps.kb-main.example".into()];
+    m.cert_sans = vec![
+        "extra.kb-main.example".into(),
+        "192.0.2.50".into(),
+        "fd00::50".into(),
+        "kubernetes".into(),
+        "10.96.0.1".into(),
+        "*.apps.kb-main.example".into(),
+    ];
     m.etcd_server_sans = vec!["etcd.kb-main.example".into()];
     m.etcd_peer_sans = vec!["10.0.0.99".into()];
     // A custom leaf validity; the CA keeps the default 10 years.

@@ -845,8 +845,22 @@ fn diff_fields(a: &Value, b: &Value) -> String {
     diffs.join("; ")
 }
 
+/// A node's address of the example (10.0.0.N), or its IPv6 twin (fd00::N).
+fn address_in(address: &str, v6: bool) -> String {
+    if v6 {
+        format!("fd00::{}", address.rsplit('.').next().unwrap_or_default())
+    } else {
+        address.to_string()
+    }
+}
+
 /// Checks every node's KubeletConfiguration (and the one in kubeadm-init.yaml) of a bundle.
 fn check_kubelet_configs(f: &mut Failures, label: &str, b: &Bundle, dns: &str, domain: &str, serving: bool) {
+    check_kubelet_configs_at(f, label, b, dns, domain, serving, false)
+}
+
+/// `check_kubelet_configs` for a bundle whose nodes have the IPv6 twins of the example's addresses (`v6`).
+fn check_kubelet_configs_at(f: &mut Failures, label: &str, b: &Bundle, dns: &str, domain: &str, serving: bool, v6: bool) {
     // kubeadm join replaces the node's file with the kubelet-config ConfigMap's: they must agree.
     let kubeadm = b.plan["profile"].as_str().is_some_and(|p| p.starts_with("kubeadm"));
     let config_map = kubeadm.then(|| {
@@ -855,6 +869,7 @@ fn check_kubelet_configs(f: &mut Failures, label: &str, b: &Bundle, dns: &str, d
         yaml_doc(cm["data"]["kubelet"].as_str().expect("data.kubelet"))
     });
     for (node, address, _) in NODES {
+        let address = &address_in(address, v6);
         let Some(rel) = b.path_of(node, "kubelet-config") else {
             f.fail(format!("{label}: no kubelet-config planned for {node}"));
             continue;
@@ -924,6 +939,8 @@ fn kubelet_configuration_per_node() {
         check_kubelet_configs(&mut f, profile, &b, "10.96.0.10", "cluster.local", true);
     }
     // Other service subnets and DNS domains: clusterDNS is the subnet's 10th address.
+    // An IPv6 first service subnet goes with IPv6 nodes: kube-apiserver refuses an advertise
+    // address of the other family.
     for (profile, service, pod, domain) in [
         ("kubeadm", "10.100.0.0/16", "10.244.0.0/16", "corp.example"),
         ("hardway", "172.20.64.0/18", "10.244.0.0/16", "cluster.local"),
@@ -932,19 +949,23 @@ fn kubelet_configuration_per_node() {
         ("hardway", "fd00:10:96::/112,10.112.0.0/12", "fd00:10:244::/56,10.244.0.0/16", "cluster.local"),
     ] {
         let dns = nth_address(service.split(',').next().unwrap(), 10);
+        let v6 = service.starts_with("fd00");
         let service_line = format!("serviceSubnet: {service}");
         let pod_line = format!("podSubnet: {pod}");
         let domain_line = format!("dnsDomain: {domain}");
-        let config = example(
-            profile,
-            &[
-                ("serviceSubnet: 10.96.0.0/12", &service_line),
-                ("podSubnet: 10.244.0.0/16", &pod_line),
-                ("dnsDomain: cluster.local", &domain_line),
-            ],
-        );
+        let address_lines: Vec<(String, String)> =
+            NODES.iter().map(|(_, a, _)| (format!("address: {a}"), format!("address: {}", address_in(a, v6)))).collect();
+        let mut edits: Vec<(&str, &str)> = vec![
+            ("serviceSubnet: 10.96.0.0/12", &service_line),
+            ("podSubnet: 10.244.0.0/16", &pod_line),
+            ("dnsDomain: cluster.local", &domain_line),
+        ];
+        if v6 {
+            edits.extend(address_lines.iter().map(|(a, b)| (a.as_str(), b.as_str())));
+        }
+        let config = example(profile, &edits);
         let b = generate(&format!("kubelet-{profile}-subnet"), &config, &[]);
-        check_kubelet_configs(&mut f, &format!("{profile} {service} {domain}"), &b, &dns, domain, true);
+        check_kubelet_configs_at(&mut f, &format!("{profile} {service} {domain}"), &b, &dns, domain, true, v6);
         let v = b.verify(&b.cluster);
         f.check(v.run.ok(), || format!("{profile} {service}: verify: {}", v.show_errors()));
     }

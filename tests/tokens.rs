@@ -85,14 +85,15 @@ fn tokens_are_created_listed_and_deleted_in_step_with_the_bundle() {
     assert_eq!(mode_of(&cluster.join("nodes/w1/etc/kubernetes/kubeadm-join.yaml")), Some(0o600));
     verify_bundle(&cluster, Some(NOW)).unwrap_or_else(|e| panic!("{e}"));
 
-    // The last token workers can join with cannot be deleted; an unknown id is refused too.
+    // The last token workers can join with cannot be deleted (a refusal, exit 1); an unknown id
+    // or a bad group is a wrong argument (exit 2).
     let refused = token_cmd(dir, &["delete", &new_id]);
     assert_eq!(refused.code, Some(1), "{}", refused.describe());
     assert!(refused.stderr.contains("only one workers can join with"), "{}", refused.stderr);
     let unknown = token_cmd(dir, &["delete", "zzzzzz"]);
-    assert_eq!(unknown.code, Some(1));
+    assert_eq!(unknown.code, Some(2), "{}", unknown.describe());
     assert!(unknown.stderr.contains("no token with id"), "{}", unknown.stderr);
     let bad = token_cmd(dir, &["create", "--groups", "admins"]);
-    assert_eq!(bad.code, Some(1), "{}", bad.describe());
+    assert_eq!(bad.code, Some(2), "{}", bad.describe());
     assert!(bad.stderr.contains("invalid group"), "{}", bad.stderr);
 }

@@ -3,8 +3,11 @@
 
 use serde::de::DeserializeOwned;
 
+use serde_saphyr::Location;
+
 use super::problem::Problems;
 use super::raw;
+use super::tree;
 
 /// The documents found in one config file.
 #[derive(Debug, Default)]
@@ -96,18 +99,6 @@ pub fn close_match<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>
         .map(|(_, c)| c)
 }
 
-/// "unknown field `servceSubnet`, expected one of serviceSubnet, podSubnet" → a hint.
-fn unknown_field_hint(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("unknown field `")?;
-    let (field, rest) = rest.split_once('`')?;
-    let list = rest.split_once("expected ").map(|(_, l)| l.trim_start_matches("one of ")).unwrap_or("");
-    let candidates = list.split(',').map(|c| c.trim().trim_matches('`'));
-    Some(match close_match(field, candidates) {
-        Some(m) => format!("did you mean `{m}`?"),
-        None => "remove the field or fix its spelling; fields are case-sensitive (kubeadm uses camelCase)".to_string(),
-    })
-}
-
 /// YAML forbids tabs in indentation; say so where the first one is.
 fn tab_in_indentation(chunk: &Chunk<'_>, problems: &mut Problems) -> bool {
     for (i, line) in chunk.text.lines().enumerate() {
@@ -136,44 +127,310 @@ fn parse<T: DeserializeOwned>(chunk: &Chunk<'_>, problems: &mut Problems, what: 
 }
 
 /// Parses one YAML document into `T`; a failure becomes a problem at its position (shifted by
-/// `problems.line_offset`), with a "did you mean" hint for misspelled fields.
+/// `problems.line_offset`) that names the field and says what is wrong in the config's own terms
+/// (see `explain`), with a "did you mean" hint for misspelled fields.
 pub fn parse_yaml<T: DeserializeOwned>(text: &str, problems: &mut Problems, what: &str) -> Option<T> {
     match serde_saphyr::from_str_with_options::<T>(text, parser_options()) {
         Ok(v) => Some(v),
         Err(e) => {
-            let text = e.without_snippet().to_string();
-            // The position is reported apart, so drop a trailing " at line L, column C".
-            let is_position = |tail: &str| {
-                tail.strip_prefix(" at line ")
-                    .and_then(|t| t.split_once(", column "))
-                    .is_some_and(|(l, c)| !l.is_empty() && !c.is_empty() && l.bytes().chain(c.bytes()).all(|b| b.is_ascii_digit()))
-            };
-            let message = match text.rfind(" at line ") {
-                Some(i) if is_position(&text[i..]) => text[..i].to_string(),
-                _ => text,
-            };
-            let (message, hint) = if message.starts_with("budget breached") || message.contains("alias") && message.contains("limit") {
-                (
-                    format!("the document grows too large when its anchors and aliases are expanded ({message})"),
-                    Some("kubebundle refuses alias bombs; write the values out instead of nesting aliases".to_string()),
-                )
-            } else {
-                let hint = unknown_hint(&message);
-                (message, hint)
-            };
-            problems.error(e.location().as_ref(), what, message, hint.as_deref());
+            let x = explain(&e, text, what, problems.line_offset);
+            problems.error(x.location.as_ref(), &x.field, x.message, x.hint.as_deref());
             None
         }
     }
 }
 
-fn unknown_hint(message: &str) -> Option<String> {
-    if message.starts_with("unknown field") {
-        unknown_field_hint(message)
-    } else if message.contains("duplicate mapping key") {
-        Some("each key may appear once in a mapping".to_string())
+/// A parse error in words: where, which field, what is wrong, how to fix it.
+struct Explained {
+    location: Option<Location>,
+    field: String,
+    message: String,
+    hint: Option<String>,
+}
+
+type Node = serde_saphyr::Spanned<tree::Value>;
+
+/// Fields whose value is not a string, by the end of their path, and what they take.
+const SCALAR_FIELDS: [(&str, &str); 4] = [
+    ("localAPIEndpoint.bindPort", "an integer 1–65535"),
+    ("dns.disabled", "true or false"),
+    ("dryRun", "true or false"),
+    ("nodeRegistration.imagePullSerial", "true or false"),
+];
+
+/// What a field takes, from the parser's words (`sequence start`, `i64`, `a string (…)`).
+fn expected_words(expected: &str) -> &'static str {
+    let e = expected.trim_start_matches("a ").trim_start_matches("an ");
+    if e.starts_with("seq") {
+        "a list"
+    } else if e.starts_with("map") || e.starts_with("struct") {
+        "a mapping"
+    } else if e.starts_with("string") {
+        "a string"
+    } else if e.starts_with("bool") {
+        "true or false"
+    } else if e.starts_with('i') || e.starts_with('u') {
+        "an integer"
+    } else if e.starts_with('f') {
+        "a number"
     } else {
-        None
+        "a single value"
+    }
+}
+
+/// How to write what a field takes.
+fn type_hint(expected: &str, got: &tree::Value, source: &str) -> Option<String> {
+    match expected {
+        "a string" if got.is_scalar() && !matches!(got, tree::Value::Str(_) | tree::Value::Null) => {
+            Some(format!("quote it (\"{source}\"): unquoted, YAML reads it as a boolean or a number"))
+        }
+        "a list" => Some("write a list: [a, b] on one line, or one `- item` per line".into()),
+        "a mapping" => Some("write its fields on the lines below it, indented".into()),
+        _ => None,
+    }
+}
+
+/// Parses `text` again as a plain tree (duplicate keys kept), to name what a position holds.
+fn tree_of(text: &str) -> Option<Node> {
+    let mut options = parser_options();
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
+    serde_saphyr::from_str_with_options(text, options).ok()
+}
+
+/// A scalar as it was written (a string as read), escaped and clipped, for "got `…`".
+fn source_of(node: &Node, text: &str) -> String {
+    let span = node.referenced.span();
+    let raw = match (&node.value, span.byte_offset(), span.byte_len()) {
+        (tree::Value::Str(s), _, _) => s.clone(),
+        (_, Some(at), Some(len)) if len > 0 => text.get(at as usize..(at + len) as usize).unwrap_or_default().to_string(),
+        (v, _, _) => v.shown().trim_matches('`').to_string(),
+    };
+    let mut shown: String = raw.chars().flat_map(char::escape_debug).take(61).collect();
+    if shown.chars().count() > 60 {
+        shown = shown.chars().take(60).collect::<String>() + "…";
+    }
+    shown
+}
+
+fn got_words(node: &Node, text: &str) -> String {
+    match &node.value {
+        tree::Value::Null => "nothing".into(),
+        v if v.is_scalar() => format!("`{}`", source_of(node, text)),
+        v => v.shown(),
+    }
+}
+
+/// The position of the node at `path`.
+fn node_at<'a>(root: &'a Node, path: &[tree::Step]) -> Option<&'a Node> {
+    let mut node = root;
+    for step in path {
+        node = match (&node.value, step) {
+            (tree::Value::Map(entries), tree::Step::Key(k)) => &entries.iter().find(|(key, _)| key.value.key_text() == *k)?.1,
+            (tree::Value::Seq(items), tree::Step::Index(i)) => items.get(*i)?,
+            _ => return None,
+        };
+    }
+    Some(node)
+}
+
+/// The kind a document declares, when it is one whose fields we name (`ClusterConfiguration`).
+fn kind_of(tree: Option<&Node>) -> String {
+    let Some(tree::Value::Map(entries)) = tree.map(|t| &t.value) else { return String::new() };
+    entries
+        .iter()
+        .find(|(k, _)| k.value.key_text() == "kind")
+        .and_then(|(_, v)| match &v.value {
+            tree::Value::Str(s) if ["ClusterConfiguration", "InitConfiguration", "Inventory"].contains(&s.as_str()) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// Explains a parse error. The parser says where it stopped; the document, read again as a plain
+/// tree, says which field is there and what it holds, so that no message is in the YAML library's
+/// words: "InitConfiguration.localAPIEndpoint.bindPort: expected an integer 1–65535, got `six`".
+fn explain(error: &serde_saphyr::Error, text: &str, what: &str, line_offset: u64) -> Explained {
+    use serde_saphyr::Error as E;
+    let location = error.location();
+    let mut e = error.without_snippet();
+    while let E::AliasError { error: inner, .. } = e {
+        e = inner.without_snippet();
+    }
+    // Only errors about a value need the tree (an alias bomb is not parsed twice).
+    let about_a_value = matches!(
+        e,
+        E::DuplicateMappingKey { .. }
+            | E::SerdeUnknownField { .. }
+            | E::SerdeMissingField { .. }
+            | E::SerdeInvalidType { .. }
+            | E::SerdeInvalidValue { .. }
+            | E::Unexpected { .. }
+            | E::InvalidScalar { .. }
+            | E::InvalidBooleanStrict { .. }
+            | E::NullIntoString { .. }
+            | E::QuotingRequired { .. }
+    );
+    let tree = if about_a_value { tree_of(text) } else { None };
+    // Field paths start with the document's kind; a profile's fields are named from its top.
+    let root = match what {
+        "document" => kind_of(tree.as_ref()),
+        "profile" => String::new(),
+        kind => kind.to_string(),
+    };
+    let name = |path: &[tree::Step]| {
+        let rel = tree::path_text(path);
+        match (root.is_empty(), rel.is_empty()) {
+            (true, true) => what.to_string(),
+            (false, true) => root.clone(),
+            (true, false) => rel,
+            (false, false) => format!("{root}.{rel}"),
+        }
+    };
+    let plain =
+        |message: String, hint: Option<&str>| Explained { location, field: what.to_string(), message, hint: hint.map(str::to_string) };
+    // What starts where the parser stopped, and is not what `wanted` names (a mapping and its
+    // first key start at the same place). `key_first`: the entry whose key is there (serde's own
+    // type errors point at the key), else the value there (the parser's point at the value).
+    let pick = |key_first: bool, wanted: &str| -> Option<(Vec<tree::Step>, &Node)> {
+        let (t, loc) = (tree.as_ref()?, location?);
+        let found: Vec<(bool, Vec<tree::Step>, &Node)> = tree::at(t, loc.line(), loc.column())
+            .into_iter()
+            .map(|f| match f {
+                tree::Found::Key { path, value } => (true, path, value),
+                tree::Found::Value { path, value } => (false, path, value),
+            })
+            .collect();
+        let fits = |v: &tree::Value| match wanted {
+            "a list" => matches!(v, tree::Value::Seq(_)),
+            "a mapping" => matches!(v, tree::Value::Map(_)),
+            "a string" => matches!(v, tree::Value::Str(_)),
+            "an integer" => matches!(v, tree::Value::Int(_)),
+            "true or false" => matches!(v, tree::Value::Bool(_)),
+            _ => false,
+        };
+        let best = |misfit: bool| {
+            let of = |is_key: bool| {
+                found.iter().rev().find(|(k, _, v)| *k == is_key && (!misfit || !fits(&v.value))).map(|(_, p, v)| (p.clone(), *v))
+            };
+            if key_first {
+                of(true).or_else(|| of(false))
+            } else {
+                of(false).or_else(|| of(true))
+            }
+        };
+        best(true).or_else(|| best(false))
+    };
+    let type_error = |expected: &str, key_first: bool| -> Explained {
+        let Some((path, node)) = pick(key_first, expected_words(expected)) else {
+            return plain(format!("expected {}", expected_words(expected)), None);
+        };
+        let rel = tree::path_text(&path);
+        let wanted = SCALAR_FIELDS
+            .iter()
+            .find(|(suffix, _)| rel == *suffix || rel.ends_with(&format!(".{suffix}")))
+            .map(|(_, w)| *w)
+            .unwrap_or_else(|| if path.is_empty() { "a mapping" } else { expected_words(expected) });
+        if path.is_empty() {
+            let got = if matches!(node.value, tree::Value::Null) { "empty".to_string() } else { got_words(node, text) };
+            return Explained {
+                location: Some(node.referenced),
+                field: name(&path),
+                message: format!("a document is a mapping of fields (apiVersion, kind, …), but this one is {got}"),
+                hint: Some("start each document with its apiVersion: and kind: lines (see `kubebundle config print-defaults`)".into()),
+            };
+        }
+        Explained {
+            location: Some(node.referenced),
+            field: name(&path),
+            message: format!("expected {wanted}, got {}", got_words(node, text)),
+            hint: type_hint(wanted, &node.value, &source_of(node, text)),
+        }
+    };
+    const BOMB_HINT: &str = "kubebundle refuses alias bombs; write the values out instead of nesting aliases";
+    const ALIASES: &str = "the document grows too large when its anchors and aliases are expanded";
+    match e {
+        E::Budget { breach, .. } => {
+            use serde_saphyr::budget::BudgetBreach as B;
+            match breach {
+                B::Depth { .. } => plain("the document nests too deeply for a config".into(), None),
+                B::Events { .. } | B::Nodes { .. } | B::ScalarBytes { .. } | B::Documents { .. } | B::InputBytes { .. } => {
+                    plain("the document is too large for a config".into(), Some(BOMB_HINT))
+                }
+                _ => plain(ALIASES.into(), Some(BOMB_HINT)),
+            }
+        }
+        E::AliasReplayCounterOverflow { .. }
+        | E::AliasReplayLimitExceeded { .. }
+        | E::AliasExpansionLimitExceeded { .. }
+        | E::AliasReplayStackDepthExceeded { .. } => plain(ALIASES.into(), Some(BOMB_HINT)),
+        E::DuplicateMappingKey { key, .. } => {
+            let key = key.clone().unwrap_or_default();
+            let (field, first) = match pick(true, "") {
+                Some((mut path, _)) => {
+                    path.pop();
+                    let first = tree.as_ref().and_then(|t| tree::keys_named(t, &path, &key).first().map(|k| k.referenced.line()));
+                    (name(&path), first)
+                }
+                None => (what.to_string(), None),
+            };
+            let seen = first.filter(|l| Some(*l) != location.map(|l| l.line())).map(|l| format!(" (first at line {})", l + line_offset));
+            Explained {
+                location,
+                field,
+                message: format!("duplicate key `{key}`{}", seen.unwrap_or_default()),
+                hint: Some("each key may appear once in a mapping: keep one of them".into()),
+            }
+        }
+        E::SerdeUnknownField { field, expected, .. } => {
+            let parent = match pick(true, "") {
+                Some((mut path, _)) => {
+                    path.pop();
+                    name(&path)
+                }
+                None => what.to_string(),
+            };
+            let hint = match close_match(field, expected.iter().copied()) {
+                Some(m) => format!("did you mean `{m}`?"),
+                None => "remove the field or fix its spelling; fields are case-sensitive (kubeadm uses camelCase)".to_string(),
+            };
+            let known = if expected.is_empty() { String::new() } else { format!(" (the fields here: {})", expected.join(", ")) };
+            Explained { location, field: parent, message: format!("unknown field `{field}`{known}"), hint: Some(hint) }
+        }
+        E::SerdeMissingField { field, .. } => {
+            // The parser stops at the mapping, or at its last key.
+            let path = pick(false, "").map(|(mut path, node)| {
+                if !matches!(node.value, tree::Value::Map(_)) {
+                    path.pop();
+                }
+                path
+            });
+            let mapping = path.as_ref().and_then(|p| node_at(tree.as_ref()?, p)).map(|n| n.referenced);
+            Explained {
+                location: mapping.or(location),
+                field: path.map(|p| name(&p)).unwrap_or_else(|| what.to_string()),
+                message: format!("the field `{field}` is missing"),
+                hint: None,
+            }
+        }
+        E::SerdeInvalidType { expected, .. } | E::SerdeInvalidValue { expected, .. } => type_error(expected, true),
+        E::Unexpected { expected, .. } => type_error(expected, false),
+        E::InvalidScalar { ty, .. } => type_error(ty, false),
+        E::InvalidBooleanStrict { .. } => type_error("bool", false),
+        E::NullIntoString { .. } | E::QuotingRequired { .. } => type_error("string", false),
+        _ => {
+            // A syntax error: the parser's description of it is all there is.
+            let text = e.to_string();
+            let is_position = |tail: &str| {
+                tail.strip_prefix(" at line ")
+                    .and_then(|t| t.split_once(", column "))
+                    .is_some_and(|(l, c)| !l.is_empty() && !c.is_empty() && l.bytes().chain(c.bytes()).all(|b| b.is_ascii_digit()))
+            };
+            let message = match text.find(" at line ") {
+                Some(i) if is_position(&text[i..]) => text[..i].to_string(),
+                _ => text,
+            };
+            plain(format!("invalid YAML: {message}"), None)
+        }
     }
 }
 

@@ -4,6 +4,7 @@ pub mod load;
 pub mod model;
 pub mod problem;
 pub mod raw;
+pub mod tree;
 pub mod validate;
 
 use std::path::Path;
@@ -39,7 +40,7 @@ pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     use std::io::Read;
     let shown = path.display().to_string();
-    let read = |e: std::io::Error| ConfigError::Read { path: shown.clone(), reason: e.to_string() };
+    let read = |e: std::io::Error| ConfigError::Read { path: shown.clone(), reason: crate::util::io_words(&e) };
     let file = std::fs::File::open(path).map_err(read)?;
     let meta = file.metadata().map_err(read)?;
     if meta.is_dir() {
@@ -128,6 +129,110 @@ mod tests {
         let Err(ConfigError::Invalid(p)) = load_str(text, "x.yaml") else { panic!("must fail") };
         assert_eq!(p[0].position, Some((4, 18)), "{p:?}");
         assert!(p[0].message.contains("host bits"));
+    }
+
+    fn with(networking: &str, nodes: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\n{networking}\n---\napiVersion: kubebundle.dev/v1alpha1\nkind: Inventory\nnodes:\n{nodes}"
+        );
+        load_str(&text, "x.yaml")
+    }
+
+    fn errors(r: Result<Config, ConfigError>) -> String {
+        match r {
+            Err(ConfigError::Invalid(p)) => p.iter().filter(|p| !p.warning).map(|p| p.to_string()).collect::<Vec<_>>().join("\n"),
+            Err(e) => e.to_string(),
+            Ok(_) => String::new(),
+        }
+    }
+
+    #[test]
+    fn service_family_follows_kube_apiserver() {
+        let v6 =
+            "- {name: cp1, address: \"fd00::11\", roles: [control-plane, etcd]}\n- {name: w1, address: \"fd00::21\", roles: [worker]}\n";
+        let v4 = "- {name: cp1, address: 10.0.0.11, roles: [control-plane, etcd]}\n- {name: w1, address: 10.0.0.21, roles: [worker]}\n";
+        // The first service subnet's family is the control planes': fine, single or dual-stack.
+        for (net, nodes) in [
+            ("networking: {serviceSubnet: \"fd00:10:96::/112\"}", v6),
+            ("networking: {serviceSubnet: \"fd00:10:96::/112,10.96.0.0/12\", podSubnet: \"fd00:10:244::/56,10.244.0.0/16\"}", v6),
+            ("networking: {serviceSubnet: \"10.96.0.0/12,fd00:10:96::/112\", podSubnet: \"10.244.0.0/16,fd00:10:244::/56\"}", v4),
+            ("clusterName: c", v4),
+            // Workers run no kube-apiserver.
+            (
+                "clusterName: c",
+                "- {name: cp1, address: 10.0.0.11, roles: [control-plane, etcd]}\n- {name: w1, address: \"fd00::21\", roles: [worker]}\n",
+            ),
+            // An IPv4-mapped address is IPv4.
+            ("clusterName: c", "- {name: cp1, address: \"::ffff:10.0.0.11\", roles: [control-plane, etcd]}\n"),
+        ] {
+            assert_eq!(errors(with(net, nodes)), "", "{net} {nodes}");
+        }
+        for (net, nodes, family) in [
+            ("clusterName: c", v6, "(IPv6) but the first serviceSubnet 10.96.0.0/12 (the default) is IPv4"),
+            (
+                "networking: {serviceSubnet: \"10.96.0.0/12,fd00:10:96::/112\", podSubnet: \"10.244.0.0/16,fd00:10:244::/56\"}",
+                v6,
+                "is IPv4",
+            ),
+            (
+                "networking: {serviceSubnet: \"fd00:10:96::/112\"}",
+                v4,
+                "(IPv4) but the first serviceSubnet fd00:10:96::/112 (line 3) is IPv6",
+            ),
+        ] {
+            let e = errors(with(net, nodes));
+            assert!(
+                e.starts_with("x.yaml:8:") && e.contains("Inventory.nodes[0].address: control plane cp1 advertises") && e.contains(family),
+                "{e}"
+            );
+            assert!(e.contains("kube-apiserver refuses to start"), "{e}");
+        }
+    }
+
+    #[test]
+    fn mapped_ipv4_is_the_ipv4_address() {
+        let c = with(
+            "apiServer: {certSANs: [\"::ffff:192.0.2.1\"]}",
+            "- {name: cp1, address: \"::ffff:10.0.0.11\", roles: [control-plane, etcd], extraSANs: [\"::ffff:10.0.0.12\"]}\n",
+        )
+        .expect("valid");
+        assert_eq!(c.nodes[0].address, "10.0.0.11".parse::<std::net::IpAddr>().unwrap());
+        assert!(c.nodes[0].extra_sans.contains(&San::Ip("10.0.0.12".parse().unwrap())));
+        assert!(c.api_server_cert_sans.contains(&San::Ip("192.0.2.1".parse().unwrap())));
+        let dup = errors(with(
+            "clusterName: c",
+            "- {name: cp1, address: 10.0.0.11, roles: [control-plane]}\n- {name: w1, address: \"::ffff:10.0.0.11\", roles: [worker]}\n",
+        ));
+        assert!(dup.contains("Inventory.nodes[1].address: ::ffff:10.0.0.11 is 10.0.0.11, already the address of nodes[0]"), "{dup}");
+    }
+
+    #[test]
+    fn type_errors_name_the_field_in_plain_words() {
+        for (doc, want) in [
+            (
+                "localAPIEndpoint: {bindPort: six}",
+                "x.yaml:3:30: error: InitConfiguration.localAPIEndpoint.bindPort: expected an integer 1–65535, got `six`",
+            ),
+            (
+                "localAPIEndpoint:\n  bindPort: 70000",
+                "x.yaml:4:13: error: InitConfiguration.localAPIEndpoint.bindPort: expected an integer 1–65535, got `70000`",
+            ),
+            (
+                "bootstrapTokens:\n- token: abcdef.0123456789abcdef\n  token: abcdef.0123456789abcdee",
+                "x.yaml:5:3: error: InitConfiguration.bootstrapTokens[0]: duplicate key `token` (first at line 4)",
+            ),
+            ("dryRun: maybe", "x.yaml:3:9: error: InitConfiguration.dryRun: expected true or false, got `maybe`"),
+            ("skipPhases: addon", "x.yaml:3:13: error: InitConfiguration.skipPhases: expected a list, got `addon`"),
+            ("nodeRegistration: [a]", "x.yaml:3:19: error: InitConfiguration.nodeRegistration: expected a mapping, got a list"),
+            ("certificateKey: 0x1f", "x.yaml:3:17: error: InitConfiguration.certificateKey: expected a string, got `0x1f`"),
+        ] {
+            let text = format!("apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\n{doc}\n");
+            let e = errors(load_str(&text, "x.yaml"));
+            assert!(e.starts_with(want), "{doc}:\n{e}");
+            for library in ["invalid type", "i64", "sequence start", "mapping start", "duplicate mapping key", "DuplicateKeyPolicy"] {
+                assert!(!e.contains(library), "{doc}: library wording {library:?}: {e}");
+            }
+        }
     }
 
     #[test]

@@ -66,6 +66,18 @@ impl Problems {
         });
     }
 
+    /// An error at a position already in file lines (from another document than the current one).
+    pub fn error_at(&mut self, position: Option<(u64, u64)>, field: &str, message: impl Into<String>, hint: Option<&str>) {
+        self.list.push(Problem {
+            file: self.file.clone(),
+            position,
+            field: field.to_string(),
+            message: message.into(),
+            hint: hint.map(str::to_string),
+            warning: false,
+        });
+    }
+
     pub fn error(&mut self, loc: Option<&Location>, field: &str, message: impl Into<String>, hint: Option<&str>) {
         self.push(loc, field, message.into(), hint, false);
     }

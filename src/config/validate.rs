@@ -12,7 +12,7 @@ use super::load::RawConfig;
 use super::model::*;
 use super::problem::Problems;
 use super::raw::{self, Text, S};
-use crate::util::duration::parse_go;
+use crate::util::duration::{parse_go, DurationError};
 use crate::util::version::KubeVersion;
 
 const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
@@ -21,6 +21,69 @@ const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(87600 * 3600);
 /// kubeadm.k8s.io/v1beta2, the oldest config API read, came with Kubernetes 1.15.
 const MIN_MINOR: u32 = 15;
 const NODE_NAME_HINT: &str = "node names are lowercase RFC 1123 names: a-z, 0-9, '-' and '.', starting and ending with a letter or digit";
+
+/// A node's files are `nodes/<name>.tar.gz` and (with --unpacked) `nodes/<name>/`: a name ending
+/// in `.tar.gz` would make a tree take the path of another node's tarball (`cp1.tar.gz` against
+/// `cp1`), and be read back as that node. Such names are refused whether or not the other exists.
+fn name_collides(p: &mut Problems, name: &S<Text>, field: &str) -> bool {
+    let Some(stem) = name.value.strip_suffix(".tar.gz") else { return false };
+    p.error(
+        Some(&name.referenced),
+        field,
+        format!(
+            "{:?} ends in .tar.gz: a node's files are nodes/<name>.tar.gz and nodes/<name>/, so the tree of this node would be nodes/{}, the tarball of a node named {stem:?}",
+            name.value, name.value
+        ),
+        Some("rename the node (e.g. without the .tar.gz)"),
+    );
+    true
+}
+
+/// The first service subnet, as the family check names it.
+struct ServiceRange {
+    first: Option<IpNet>,
+    /// "serviceSubnet 10.96.0.0/12 (line 15)", or "(the default)".
+    shown: String,
+}
+
+fn family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+/// kube-apiserver refuses to start when the family of its primary (first) service CIDR is not the
+/// family of its advertise address: cmd/kube-apiserver/app/options/validation.go,
+/// validatePublicIPServiceClusterIPRangeIPFamilies, "service IP family %q must match public address
+/// family %q" (the `kubernetes` Service is single-stack in the primary family, and its endpoints
+/// are the advertise addresses). A second, dual-stack service CIDR is not compared. kubeadm passes
+/// each control plane's advertise address (here the node's address) and serviceSubnet as they are,
+/// so every control-plane node must match; other nodes run no kube-apiserver. An IPv4-mapped
+/// IPv6 address counts as IPv4, as Go's To4 reads it (addresses are canonical by now).
+fn check_service_family(p: &mut Problems, range: &ServiceRange, node: &str, address: IpAddr, field: &str, position: Option<(u64, u64)>) {
+    let Some(first) = range.first else { return };
+    if first.addr().is_ipv4() == address.is_ipv4() {
+        return;
+    }
+    let hint = if address.is_ipv4() {
+        "make the first serviceSubnet IPv4, e.g. 10.96.0.0/12 (dual-stack: 10.96.0.0/12,fd00:10:96::/112), or give the control planes IPv6 addresses"
+    } else {
+        "make the first serviceSubnet IPv6, e.g. fd00:10:96::/112 (dual-stack: fd00:10:96::/112,10.96.0.0/12), or give the control planes IPv4 addresses"
+    };
+    p.error_at(
+        position,
+        field,
+        format!(
+            "control plane {node} advertises {address} ({}) but the first {} is {}: kube-apiserver refuses to start (\"service IP family must match public address family\")",
+            family(address),
+            range.shown,
+            family(first.addr())
+        ),
+        Some(hint),
+    );
+}
 
 /// A bootstrap token's extra group: `system:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]`.
 pub fn is_token_group(group: &str) -> bool {
@@ -50,7 +113,8 @@ pub fn is_dns_subdomain(s: &str) -> bool {
 pub fn parse_san(text: &str) -> Result<San, String> {
     let t = text.trim();
     if let Ok(ip) = t.parse::<IpAddr>() {
-        return Ok(San::Ip(ip));
+        // ::ffff:10.0.0.11 is 10.0.0.11 (as Go reads it, and writes it in a certificate).
+        return Ok(San::Ip(ip.to_canonical()));
     }
     let lower = t.to_ascii_lowercase();
     let name = lower.strip_prefix("*.").unwrap_or(&lower);
@@ -92,8 +156,17 @@ fn duration(p: &mut Problems, v: &S<Text>, field: &str) -> Option<Duration> {
             None
         }
         Ok(d) => Some(d.value),
+        Err(e @ DurationError::TooLong(_)) => {
+            let hint = if field.ends_with(".ttl") {
+                "a ttl of 0 never expires"
+            } else {
+                "certificates last 8760h (a year) by default, CAs 87600h (ten years)"
+            };
+            p.error(Some(&v.referenced), field, e.to_string(), Some(hint));
+            None
+        }
         Err(e) => {
-            p.error(Some(&v.referenced), field, e, Some("use a Go duration such as 24h0m0s or 8760h"));
+            p.error(Some(&v.referenced), field, e.to_string(), Some("use a Go duration such as 24h0m0s or 8760h"));
             None
         }
     }
@@ -303,9 +376,13 @@ fn validate_token(p: &mut Problems, t: &S<raw::BootstrapToken>, i: usize) -> Opt
     (p.list.len() == errors_before).then_some(spec)
 }
 
+/// A line and column in the file, when known.
+type Position = Option<(u64, u64)>;
+
 struct Defaults {
     bind_port: u16,
-    init_node: Option<(String, IpAddr)>,
+    /// The node InitConfiguration names, with the position of its advertise address.
+    init_node: Option<(String, IpAddr, Position)>,
     tokens: Vec<TokenSpec>,
 }
 
@@ -322,14 +399,14 @@ fn validate_init(p: &mut Problems, init: Option<&(u64, raw::InitConfiguration)>)
                 _ => p.error(
                     Some(&port.referenced),
                     "InitConfiguration.localAPIEndpoint.bindPort",
-                    format!("{} is not a TCP port", port.value),
-                    Some("use 1-65535, usually 6443"),
+                    format!("expected an integer 1–65535, got `{}`", port.value),
+                    Some("kube-apiserver usually listens on 6443"),
                 ),
             }
         }
         if let Some(a) = &ep.advertise_address {
             match a.value.parse::<IpAddr>() {
-                Ok(ip) => address = Some(ip),
+                Ok(ip) => address = Some((ip.to_canonical(), p.position(&a.referenced))),
                 Err(_) => p.error(
                     Some(&a.referenced),
                     "InitConfiguration.localAPIEndpoint.advertiseAddress",
@@ -347,10 +424,12 @@ fn validate_init(p: &mut Problems, init: Option<&(u64, raw::InitConfiguration)>)
             format!("{:?} is not a valid node name", n.value),
             Some(NODE_NAME_HINT),
         );
+    } else if let Some(n) = name_field {
+        name_collides(p, n, "InitConfiguration.nodeRegistration.name");
     }
     let name = name_field.map(|n| n.value.to_string());
     if let (Some(name), Some(address)) = (name, address) {
-        d.init_node = Some((name, address));
+        d.init_node = Some((name, address.0, address.1));
     }
     for (n, t) in i.bootstrap_tokens.iter().flatten().enumerate() {
         if let Some(spec) = validate_token(p, t, n) {
@@ -411,7 +490,7 @@ fn parse_endpoint(p: &mut Problems, v: &S<Text>, field: &str) -> Option<Endpoint
             p.error(Some(&v.referenced), field, format!("{ip} cannot be dialled: it is not the address of a host"), hint);
             None
         }
-        Some(h) if bracketed && !matches!(h, Host::Ip(IpAddr::V6(_))) => {
+        Some(_) if bracketed && host.parse::<std::net::Ipv6Addr>().is_err() => {
             p.error(Some(&v.referenced), field, format!("{text:?}: only an IPv6 address goes in brackets"), hint);
             None
         }
@@ -423,7 +502,7 @@ fn parse_endpoint(p: &mut Problems, v: &S<Text>, field: &str) -> Option<Endpoint
     }
 }
 
-fn validate_nodes(p: &mut Problems, inv: &raw::Inventory) -> Vec<Node> {
+fn validate_nodes(p: &mut Problems, inv: &raw::Inventory, service: &ServiceRange) -> Vec<Node> {
     let mut nodes = Vec::new();
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
     let mut addrs: BTreeMap<IpAddr, usize> = BTreeMap::new();
@@ -434,24 +513,33 @@ fn validate_nodes(p: &mut Problems, inv: &raw::Inventory) -> Vec<Node> {
         if !is_dns_subdomain(&n.name.value) {
             p.error(Some(&n.name.referenced), &field("name"), format!("{:?} is not a valid node name", n.name.value), Some(NODE_NAME_HINT));
             ok = false;
-        } else if let Some(first) = names.insert(n.name.value.to_string(), i) {
-            p.error(
-                Some(&n.name.referenced),
-                &field("name"),
-                format!("{:?} is already the name of nodes[{first}]", n.name.value),
-                Some("node names must be unique"),
-            );
-            ok = false;
+        } else {
+            // An error, but the node stays (its roles still count).
+            name_collides(p, &n.name, &field("name"));
+            if let Some(first) = names.insert(n.name.value.to_string(), i) {
+                p.error(
+                    Some(&n.name.referenced),
+                    &field("name"),
+                    format!("{:?} is already the name of nodes[{first}]", n.name.value),
+                    Some("node names must be unique"),
+                );
+                ok = false;
+            }
         }
         let address = match n.address.value.trim().parse::<IpAddr>() {
-            Ok(a) => {
+            Ok(written) => {
+                // ::ffff:10.0.0.11 is 10.0.0.11 (an IPv4-mapped IPv6 address): one address.
+                let a = written.to_canonical();
                 if let Some(first) = addrs.insert(a, i) {
-                    p.error(
-                        Some(&n.address.referenced),
-                        &field("address"),
-                        format!("{a} is already the address of nodes[{first}]"),
-                        Some("each node needs its own advertise address"),
-                    );
+                    let (what, hint) = if a == written {
+                        (format!("{a} is already the address of nodes[{first}]"), "each node needs its own advertise address")
+                    } else {
+                        (
+                            format!("{written} is {a}, already the address of nodes[{first}]"),
+                            "an IPv4-mapped IPv6 address (::ffff:a.b.c.d) is the IPv4 address a.b.c.d; each node needs its own advertise address",
+                        )
+                    };
+                    p.error(Some(&n.address.referenced), &field("address"), what, Some(hint));
                     ok = false;
                 }
                 if a.is_unspecified() || a.is_multicast() || a == IpAddr::from([255, 255, 255, 255]) {
@@ -499,6 +587,10 @@ fn validate_nodes(p: &mut Problems, inv: &raw::Inventory) -> Vec<Node> {
             *slot = true;
         }
         let extra_sans = sans(p, &n.extra_sans, &field("extraSANs"));
+        if ok && roles.control_plane {
+            let at = p.position(&n.address.referenced);
+            check_service_family(p, service, &n.name.value, address, &field("address"), at);
+        }
         if ok {
             nodes.push(Node { name: n.name.value.to_string(), address, roles, extra_sans });
         }
@@ -606,6 +698,16 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
             }
         },
         None => vec![DEFAULT_SERVICE_SUBNET.parse().expect("constant CIDR")],
+    };
+    let service_range = ServiceRange {
+        first: service_subnets.first().copied(),
+        shown: match (net.and_then(|n| n.service_subnet.as_ref()), service_subnets.first()) {
+            (Some(s), Some(first)) => match p.position(&s.referenced) {
+                Some((line, _)) => format!("serviceSubnet {first} (line {line})"),
+                None => format!("serviceSubnet {first}"),
+            },
+            (_, first) => format!("serviceSubnet {} (the default)", first.map(|f| f.to_string()).unwrap_or_default()),
+        },
     };
     let pod_subnets = match net.and_then(|n| n.pod_subnet.as_ref()) {
         Some(s) => match check_subnets(&s.value, "podSubnet") {
@@ -730,10 +832,11 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
     p.line_offset = raw.inventory.as_ref().map(|(o, _)| *o).unwrap_or(0);
     let inv_default = raw::Inventory::default();
     let inv = raw.inventory.as_ref().map(|(_, i)| i).unwrap_or(&inv_default);
-    let mut nodes = validate_nodes(p, inv);
+    let mut nodes = validate_nodes(p, inv, &service_range);
     if raw.inventory.is_none() {
         match &defaults.init_node {
-            Some((name, address)) if is_dns_subdomain(name) => {
+            Some((name, address, at)) if is_dns_subdomain(name) => {
+                check_service_family(p, &service_range, name, *address, "InitConfiguration.localAPIEndpoint.advertiseAddress", *at);
                 notes.push(format!("no Inventory document: one control-plane node {name} ({address}) from InitConfiguration"));
                 nodes.push(Node { name: name.clone(), address: *address, roles: Roles { control_plane: true, etcd: true, worker: false }, extra_sans: vec![] });
             }

@@ -65,7 +65,9 @@ impl Seed {
     /// (`openssl rand -hex 16`), not 32 random bytes, which are all hex digits with probability 2^-113.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Seed, String> {
         let path = path.as_ref();
-        let data = Zeroizing::new(std::fs::read(path).map_err(|e| format!("cannot read the seed file {}: {e}", path.display()))?);
+        let data = Zeroizing::new(
+            std::fs::read(path).map_err(|e| format!("cannot read the seed file {}: {}", path.display(), crate::util::io_words(&e)))?,
+        );
         Seed::parse(&data).map_err(|found| {
             format!(
                 "{}: {found}; expected a seed of exactly 32 raw bytes, or 64 hexadecimal characters optionally followed by one newline \

@@ -46,7 +46,7 @@ fn serialize_hours<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S:
 pub enum IssueError {
     #[error("{id}: {message}")]
     Build { id: String, message: String },
-    #[error("{id}: the certificate would expire at {leaf} but its CA {ca} expires at {ca_end}; a leaf must never outlive its CA\n  hint: renew the CA (a new --force run replaces it) or shorten certificateValidityPeriod")]
+    #[error("{id}: the certificate would expire at {} but its CA {ca} expires at {}; a leaf must never outlive its CA\n  hint: renew the CA from its own key, which keeps every issued certificate and the discovery hash valid: `kubebundle certs renew {ca} --dir OUT/<clusterName>`, then run generate again; or shorten certificateValidityPeriod", crate::clock::rfc3339(*.leaf), crate::clock::rfc3339(*.ca_end))]
     OutlivesCa { id: String, ca: String, leaf: OffsetDateTime, ca_end: OffsetDateTime },
 }
 

@@ -2,12 +2,41 @@
 
 use std::time::Duration;
 
+/// The longest Go duration, 2^63-1 nanoseconds, in whole hours (about 292 years).
+pub const MAX_HOURS: u64 = 2_562_047;
+
+/// Why a duration was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DurationError {
+    /// Not a duration; the words say why.
+    Invalid(String),
+    /// Longer than the longest Go duration; holds the text as given.
+    TooLong(String),
+}
+
+impl std::fmt::Display for DurationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DurationError::Invalid(m) => f.write_str(m),
+            DurationError::TooLong(text) => write!(f, "{text:?} is too long: a duration is at most {MAX_HOURS}h (about 292 years)"),
+        }
+    }
+}
+
 /// Parses a Go duration string. Negative durations are rejected by the caller through the
 /// sign flag, so the same parser can explain "negative" precisely.
-pub fn parse_go(text: &str) -> Result<GoDuration, String> {
+pub fn parse_go(text: &str) -> Result<GoDuration, DurationError> {
+    parse_go_inner(text).map_err(|e| match e {
+        Some(m) => DurationError::Invalid(m),
+        None => DurationError::TooLong(text.to_string()),
+    })
+}
+
+/// `Err(None)`: too long.
+fn parse_go_inner(text: &str) -> Result<GoDuration, Option<String>> {
     let s = text.trim();
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(Some("empty duration".into()));
     }
     let (negative, mut rest) = match s.as_bytes()[0] {
         b'-' => (true, &s[1..]),
@@ -18,13 +47,13 @@ pub fn parse_go(text: &str) -> Result<GoDuration, String> {
         return Ok(GoDuration { negative, value: Duration::ZERO });
     }
     if rest.is_empty() {
-        return Err(format!("invalid duration {text:?}"));
+        return Err(Some(format!("invalid duration {text:?}")));
     }
     let mut nanos: u128 = 0;
     while !rest.is_empty() {
         let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         if num_len == 0 {
-            return Err(format!("invalid duration {text:?}: expected a number before {rest:?}"));
+            return Err(Some(format!("invalid duration {text:?}: expected a number before {rest:?}")));
         }
         let number = &rest[..num_len];
         rest = &rest[num_len..];
@@ -38,18 +67,18 @@ pub fn parse_go(text: &str) -> Result<GoDuration, String> {
             "s" => 1_000_000_000,
             "m" => 60 * 1_000_000_000,
             "h" => 3_600 * 1_000_000_000,
-            "" => return Err(format!("missing unit in duration {text:?} (use h, m or s, e.g. 24h0m0s)")),
-            other => return Err(format!("unknown unit {other:?} in duration {text:?} (use h, m or s)")),
+            "" => return Err(Some(format!("missing unit in duration {text:?} (use h, m or s, e.g. 24h0m0s)"))),
+            other => return Err(Some(format!("unknown unit {other:?} in duration {text:?} (use h, m or s)"))),
         };
         let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
         if int_part.is_empty() && frac_part.is_empty() {
-            return Err(format!("invalid duration {text:?}"));
+            return Err(Some(format!("invalid duration {text:?}")));
         }
-        let int: u128 = if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| format!("invalid duration {text:?}"))? };
+        let int: u128 = if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| Some(format!("invalid duration {text:?}")))? };
         let mut frac_nanos: u128 = 0;
         if !frac_part.is_empty() {
             if !frac_part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!("invalid duration {text:?}"));
+                return Err(Some(format!("invalid duration {text:?}")));
             }
             let mut denom: u128 = 1;
             let mut value: u128 = 0;
@@ -64,10 +93,26 @@ pub fn parse_go(text: &str) -> Result<GoDuration, String> {
             .and_then(|n| n.checked_add(frac_nanos))
             .and_then(|n| n.checked_add(nanos))
             .filter(|n| *n <= i64::MAX as u128)
-            .ok_or_else(|| format!("duration {text:?} is too large"))?;
+            .ok_or(None)?;
     }
     let value = Duration::new((nanos / 1_000_000_000) as u64, (nanos % 1_000_000_000) as u32);
     Ok(GoDuration { negative, value })
+}
+
+/// `--warn-within` of every command (`verify`, `certs check-expiration`): whole days (`30d`) or a
+/// Go duration (`720h`, `1h30m`), not negative, at most the longest Go duration.
+pub fn parse_warn_within(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let too_long = || format!("--warn-within {}", DurationError::TooLong(text.to_string()));
+    if let Some(days) = t.strip_suffix('d').filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())) {
+        return days.parse::<u64>().ok().filter(|n| *n <= MAX_HOURS / 24).map(|n| Duration::from_secs(n * 86_400)).ok_or_else(too_long);
+    }
+    match parse_go(t) {
+        Ok(d) if d.negative && !d.value.is_zero() => Err(format!("--warn-within {text:?} is negative")),
+        Ok(d) => Ok(d.value),
+        Err(DurationError::TooLong(_)) => Err(too_long()),
+        Err(DurationError::Invalid(_)) => Err(format!("--warn-within {text:?} is not a duration such as 30d, 720h or 1h30m")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +160,41 @@ mod tests {
     fn rejects_garbage() {
         for bad in ["", "h", "10", "10d", "1h-2m", "abc", "1..2h", "99999999999999999h"] {
             assert!(parse_go(bad).is_err(), "{bad} should fail");
+        }
+    }
+
+    #[test]
+    fn too_long_is_its_own_error() {
+        assert_eq!(parse_go("2562047h").unwrap().value.as_secs(), 2_562_047 * 3600);
+        assert_eq!(parse_go("2562048h"), Err(DurationError::TooLong("2562048h".into())));
+        assert_eq!(
+            parse_go("999999999999h").unwrap_err().to_string(),
+            "\"999999999999h\" is too long: a duration is at most 2562047h (about 292 years)"
+        );
+        assert!(matches!(parse_go("10x"), Err(DurationError::Invalid(_))));
+    }
+
+    #[test]
+    fn warn_within_takes_days_and_go_durations() {
+        let day = 86_400;
+        for (text, secs) in
+            [("30d", 30 * day), ("720h", 30 * day), ("1h30m", 5_400), ("0", 0), ("0d", 0), ("90s", 90), ("106751d", 106_751 * day)]
+        {
+            assert_eq!(parse_warn_within(text), Ok(Duration::from_secs(secs)), "{text}");
+        }
+        for (text, words) in [
+            ("-1h", "is negative"),
+            ("soon", "is not a duration such as 30d"),
+            ("1.5d", "is not a duration"),
+            ("30", "is not a duration"),
+            ("d", "is not a duration"),
+            ("", "is not a duration"),
+            ("106752d", "is too long"),
+            ("99999999999999999999d", "is too long"),
+            ("2562048h", "is too long"),
+        ] {
+            let e = parse_warn_within(text).unwrap_err();
+            assert!(e.starts_with("--warn-within ") && e.contains(words), "{text}: {e}");
         }
     }
 
