@@ -108,6 +108,8 @@ pub enum RenewError {
     Write { path: String, message: String, backup: String },
     #[error("cannot back up {path} before changing it: {message}\n  hint: check that the parent of the directory is writable; nothing was changed")]
     Backup { path: String, message: String },
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 // =============================================================================================
@@ -1037,6 +1039,10 @@ pub fn renew(args: &RenewArgs) -> Result<RenewReport, RenewError> {
     leaves.sort_by_key(|l| LEAVES.iter().position(|x| x.name == l.name));
 
     let dir = args.dir.clone();
+    // A bundle's state is checked before any of it is used: a lost or changed CA refuses.
+    if is_bundle(&dir) {
+        crate::restore::check_bundle(&dir)?;
+    }
     let lay = layout(&dir)?;
     let mut work = Work { args, changes: BTreeMap::new(), renewed: Vec::new(), restart: 0 };
 

@@ -70,7 +70,8 @@ impl Previous {
     }
 }
 
-fn signed_by(cert: &X509Certificate<'_>, ca: &Authority) -> bool {
+/// Whether `cert` names `ca` as its issuer and verifies under its key.
+pub(crate) fn signed_by(cert: &X509Certificate<'_>, ca: &Authority) -> bool {
     let Ok((_, ca_cert)) = parse_x509_certificate(&ca.cert.der) else { return false };
     let issuer_key = ca_cert.public_key();
     let curve = issuer_key.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string());
