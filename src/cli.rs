@@ -675,6 +675,9 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
     for line in &state.report {
         let _ = writeln!(err, "state: {line}");
     }
+    for w in &bundle.warnings {
+        let _ = writeln!(err, "warning: {w}");
+    }
     let _ = writeln!(err, "leaf certificates: {} kept from the previous bundle, {} issued", bundle.reused, bundle.issued);
     for line in &removed {
         let _ = writeln!(err, "{line}");

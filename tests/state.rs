@@ -81,6 +81,16 @@ impl Work {
     fn set_config(&self, text: &str) {
         std::fs::write(self.dir.join("st.yaml"), text).unwrap();
     }
+    fn leaves(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.state("leaves.json")).unwrap()).unwrap()
+    }
+    fn set_leaves(&self, v: &serde_json::Value) {
+        std::fs::write(self.state("leaves.json"), serde_json::to_vec_pretty(v).unwrap()).unwrap();
+    }
+}
+
+fn record<'v>(leaves: &'v mut serde_json::Value, node: &str, id: &str) -> &'v mut serde_json::Value {
+    leaves["leaves"].as_array_mut().unwrap().iter_mut().find(|l| l["node"] == node && l["id"] == id).unwrap()
 }
 
 /// Asserts a refusal: exit 1, every `needles` in stderr, and nothing under OUT changed.
@@ -596,4 +606,104 @@ fn a_missing_sa_pub_is_rewritten_from_sa_key() {
     assert!(run.ok(), "{}", run.describe());
     assert!(run.stderr.contains("rewrote pki/sa.pub from sa.key (it was missing)"), "{}", run.stderr);
     assert_eq!(digests(&w.bundle()), before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 5: leaf records are verified before use.
+
+#[test]
+fn a_bad_leaf_record_is_refused_naming_it() {
+    let w = Work::new("state-leaves", &config());
+    let other = Work::new("state-leaves-other", &config());
+    let pristine = w.leaves();
+    let theirs = other.leaves();
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "key swapped",
+            Box::new(|l: &mut serde_json::Value| {
+                let key = record(l, "cp2", "apiserver")["key"].clone();
+                record(l, "cp1", "apiserver")["key"] = key;
+            }),
+            "state/leaves.json: cp1/apiserver: the key does not match its certificate",
+        ),
+        (
+            "a certificate from another CA",
+            Box::new(move |l: &mut serde_json::Value| {
+                let mut t = theirs.clone();
+                let foreign = record(&mut t, "cp1", "apiserver").clone();
+                let r = record(l, "cp1", "apiserver");
+                r["key"] = foreign["key"].clone();
+                r["cert"] = foreign["cert"].clone();
+            }),
+            "state/leaves.json: cp1/apiserver: its certificate is not signed by the current ca CA",
+        ),
+        (
+            "an unparseable certificate",
+            Box::new(|l: &mut serde_json::Value| {
+                record(l, "w1", "kubelet-serving")["cert"] =
+                    "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n".into();
+            }),
+            "state/leaves.json: w1/kubelet-serving: its certificate does not parse",
+        ),
+        (
+            "an unparseable key",
+            Box::new(|l: &mut serde_json::Value| {
+                record(l, "cp2", "etcd-peer")["key"] =
+                    "-----BEGIN EC PRIVATE KEY-----\nbm90IGEga2V5\n-----END EC PRIVATE KEY-----\n".into();
+            }),
+            "state/leaves.json: cp2/etcd-peer: its key does not parse",
+        ),
+    ];
+    for (name, edit, message) in cases {
+        let mut l = pristine.clone();
+        edit(&mut l);
+        w.set_leaves(&l);
+        let before = digests(&w.out());
+        let run = w.generate(&[]);
+        assert_eq!(run.code, Some(1), "{name}: {}", run.describe());
+        assert!(run.stderr.contains(message), "{name}: {}", run.stderr);
+        assert!(run.stderr.contains("hint: delete that record (or its cert field)"), "{name}: {}", run.stderr);
+        assert_eq!(digests(&w.out()), before, "{name}: a refused run changed files");
+    }
+    // Deleting the record, as the hint says, issues the leaf anew; the bundle verifies.
+    let mut l = pristine.clone();
+    l["leaves"].as_array_mut().unwrap().retain(|r| !(r["node"] == "cp1" && r["id"] == "apiserver"));
+    w.set_leaves(&l);
+    let run = w.generate(&[]);
+    assert!(run.ok(), "{}", run.describe());
+    assert!(run.stderr.contains(", 1 issued"), "{}", run.stderr);
+    verify_bundle(&w.bundle(), Some(NOW)).unwrap();
+}
+
+#[test]
+fn a_bad_record_the_run_reissues_anyway_gives_a_warning() {
+    let w = Work::new("state-leaves-warn", &config());
+    let mut l = w.leaves();
+    let key = record(&mut l, "cp1", "kubelet-serving")["key"].clone();
+    record(&mut l, "w1", "kubelet-serving")["key"] = key.clone();
+    w.set_leaves(&l);
+    // w1's address changes: its serving certificate would be issued anew anyway.
+    w.set_config(&config().replace("10.7.0.21", "10.7.0.31"));
+    let run = w.generate(&[]);
+    assert!(run.ok(), "{}", run.describe());
+    assert!(
+        run.stderr.contains(
+            "warning: out/st/state/leaves.json: w1/kubelet-serving: the key does not match its certificate: issued anew with a new key"
+        ),
+        "{}",
+        run.stderr
+    );
+    verify_bundle(&w.bundle(), Some(NOW)).unwrap();
+    let after = w.leaves();
+    let mut after = after.clone();
+    let r = record(&mut after, "w1", "kubelet-serving");
+    assert_ne!(r["key"], key, "the bad key was kept");
+    // The shipped key is its certificate's.
+    let dir = temp_dir("state-leaves-x");
+    extract(&w.bundle().join("nodes/w1.tar.gz"), dir.path());
+    let pki = dir.path().join("var/lib/kubelet/pki");
+    let a = openssl(&["x509", "-in", pki.join("kubelet.crt").to_str().unwrap(), "-noout", "-pubkey"]);
+    let b = openssl(&["pkey", "-in", pki.join("kubelet.key").to_str().unwrap(), "-pubout"]);
+    assert!(a.ok() && b.ok() && a.stdout == b.stdout, "{}\n{}", a.describe(), b.describe());
 }
