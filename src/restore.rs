@@ -782,6 +782,25 @@ pub fn restore(args: &RestoreArgs) -> Result<RestoreReport, RestoreError> {
                 ))
             })?;
             report.lines.extend(notes.into_iter().map(|n| format!("no manifest: {n}")));
+            // Every secret the bundle needs must be found, or the next run would make a new one.
+            let plan = read_json(&bundle.join("plan.json"));
+            let mut needed: Vec<String> = match plan.as_ref().and_then(|p| p["certificateAuthorities"].as_array().cloned()) {
+                Some(cas) => cas.iter().filter_map(|c| c["id"].as_str().map(String::from)).collect(),
+                None => vec!["ca".into()],
+            };
+            needed.push("sa".into());
+            let mut lacking: Vec<String> = needed.iter().filter(|id| m.get(id).is_none()).map(|id| sm::describe(id)).collect();
+            if !m.secrets.iter().any(|e| e.id.starts_with("encryption-key/")) {
+                lacking.push(sm::describe(&sm::encryption_id("*")));
+            }
+            if !lacking.is_empty() {
+                return Err(StateError::Refused(format!(
+                    "{} has no manifest, and no copy of {} is in it, the node tarballs or --from; nothing was written (a later run would make new ones)\n  hint: give a backup of the state or a control plane's tarball with --from; or, to replace the whole state on purpose, {FORCE}",
+                    state_dir.display(),
+                    lacking.join(", ")
+                ))
+                .into());
+            }
             (m, true)
         }
     };
@@ -794,7 +813,7 @@ pub fn restore(args: &RestoreArgs) -> Result<RestoreReport, RestoreError> {
         .filter(|(_, c)| c.is_empty())
         .map(|(w, _)| format!("{} ({})", state_dir.join(&w.file).display(), sm::describe(&w.id)))
         .collect();
-    // Recorded ids the state neither holds nor has a copy of are named too.
+    // Every secret to put back needs a verified copy, or nothing is written.
     if !lacking.is_empty() {
         let looked = match from {
             Some(p) => p.display().to_string(),
@@ -808,7 +827,6 @@ pub fn restore(args: &RestoreArgs) -> Result<RestoreReport, RestoreError> {
     }
 
     let mut writes: BTreeMap<String, Zeroizing<Vec<u8>>> = BTreeMap::new();
-    let mut sources: BTreeMap<String, String> = BTreeMap::new();
     let mut encryption: Vec<(&Want, &Copy)> = Vec::new();
     for (w, copies) in wants.iter().zip(&found) {
         let Some(c) = best(copies, w.part) else { continue };
@@ -832,7 +850,6 @@ pub fn restore(args: &RestoreArgs) -> Result<RestoreReport, RestoreError> {
             Part::EncryptionKey => encryption.push((w, c)),
             Part::PublicKey => {}
         }
-        sources.insert(w.id.clone(), c.label.clone());
     }
     if !encryption.is_empty() {
         let current = std::fs::read_to_string(state_dir.join(state::ENCRYPTION_FILE)).ok().and_then(|t| sm::encryption_keys(&t).ok());

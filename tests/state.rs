@@ -116,6 +116,9 @@ fn assert_restored(w: &Work, pristine_tarballs: &BTreeMap<String, String>, resto
         assert!(run.stdout.contains(r), "restore does not say {r:?}:\n{}", run.stdout);
     }
     assert!(!run.stdout.contains("PRIVATE KEY") && !run.stderr.contains("PRIVATE KEY"), "a secret in the output");
+    // The restored state gives the bundle as it is: nothing would change.
+    let check = w.generate(&["--check"]);
+    assert_eq!(check.code, Some(0), "after the restore: {}", check.describe());
     let gen = w.generate(&[]);
     assert!(gen.ok(), "{}", gen.describe());
     assert!(gen.stderr.contains("0 issued"), "{}", gen.stderr);
@@ -494,6 +497,11 @@ fn restore_refuses_without_a_verified_copy_and_takes_backups_and_from() {
             "no verified copy found",
         ],
     );
+    // Restore refuses too, rather than record a state without sa (a later run would make one).
+    let r = lone.restore(&[]);
+    assert_eq!(r.code, Some(1), "{}", r.describe());
+    assert!(r.stderr.contains("no copy of the service-account signing key (sa)"), "{}", r.stderr);
+    assert_eq!(digests(&lone.out()), before);
 }
 
 #[test]
