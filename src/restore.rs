@@ -161,7 +161,7 @@ fn sources(bundle: &Path, from: Option<&Path>, wants: &[Want]) -> Vec<Source> {
 }
 
 /// The encryption keys (name, secret) of an EncryptionConfiguration (aescbc, aesgcm, secretbox).
-fn encryption_config_keys(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+fn encryption_config_keys(bytes: &[u8]) -> Option<sm::NamedKeys> {
     #[derive(serde::Deserialize)]
     struct Conf {
         kind: String,
@@ -198,7 +198,7 @@ fn encryption_config_keys(bytes: &[u8]) -> Option<Vec<(String, String)>> {
     for r in conf.resources {
         for p in r.providers {
             for k in [p.aescbc, p.aesgcm, p.secretbox].into_iter().flatten() {
-                out.extend(k.keys.into_iter().map(|k| (k.name, k.secret)));
+                out.extend(k.keys.into_iter().map(|k| (k.name, Zeroizing::new(k.secret))));
             }
         }
     }
@@ -853,10 +853,10 @@ pub fn restore(args: &RestoreArgs) -> Result<RestoreReport, RestoreError> {
     }
     if !encryption.is_empty() {
         let current = std::fs::read_to_string(state_dir.join(state::ENCRYPTION_FILE)).ok().and_then(|t| sm::encryption_keys(&t).ok());
-        let mut keys: Vec<(String, String)> = current.unwrap_or_default();
+        let mut keys: sm::NamedKeys = current.unwrap_or_default();
         for (w, c) in &encryption {
             let name = w.id.strip_prefix("encryption-key/").unwrap_or_default().to_string();
-            let secret = String::from_utf8_lossy(&c.bytes).into_owned();
+            let secret = Zeroizing::new(String::from_utf8_lossy(&c.bytes).into_owned());
             match keys.iter_mut().find(|(n, _)| *n == name) {
                 Some(k) => k.1 = secret,
                 None => {

@@ -193,8 +193,8 @@ pub fn parse_encryption(text: &str) -> Result<Vec<EncryptionKey>, String> {
 }
 
 /// The text of `state/encryption.yaml` for (name, secret) pairs, in order.
-pub fn encryption_yaml(keys: &[(String, String)]) -> String {
-    let keys = keys.iter().map(|(name, secret)| EncryptionKey { name: name.clone(), secret: secret.clone() }).collect();
+pub fn encryption_yaml(keys: &[(String, Zeroizing<String>)]) -> String {
+    let keys = keys.iter().map(|(name, secret)| EncryptionKey { name: name.clone(), secret: secret.to_string() }).collect();
     serde_saphyr::to_string(&EncryptionFile { keys }).unwrap_or_default()
 }
 

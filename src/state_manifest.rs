@@ -235,10 +235,13 @@ pub fn public_key_der(pem_bytes: &[u8]) -> Option<Vec<u8>> {
     (block.tag() == "PUBLIC KEY").then(|| block.contents().to_vec())
 }
 
+/// Encryption keys (name, secret), in order; the secrets are wiped when dropped.
+pub type NamedKeys = Vec<(String, zeroize::Zeroizing<String>)>;
+
 /// The keys of the state's encryption.yaml (name, secret), in order.
-pub fn encryption_keys(text: &str) -> Result<Vec<(String, String)>, String> {
+pub fn encryption_keys(text: &str) -> Result<NamedKeys, String> {
     crate::state::parse_encryption(text)
-        .map(|keys| keys.iter().map(|k| (k.name.clone(), k.secret.clone())).collect())
+        .map(|keys| keys.iter().map(|k| (k.name.clone(), zeroize::Zeroizing::new(k.secret.clone()))).collect())
         .map_err(|e| e.lines().next().unwrap_or_default().to_string())
 }
 
@@ -252,7 +255,7 @@ pub fn check(state_dir: &Path, m: &Manifest) -> Checked {
         out.problems.push(Problem { id: id.to_string(), file: file.to_string(), part, what, present })
     };
     // encryption.yaml's keys, or what is wrong with it (and whether it exists), read once.
-    type Keys = Result<Vec<(String, String)>, (String, bool)>;
+    type Keys = Result<NamedKeys, (String, bool)>;
     let mut encryption: Option<Keys> = None;
     let mut sa_pub_missing = false;
     for e in &m.secrets {
