@@ -55,6 +55,10 @@ kubebundle did not write or that holds another cluster, state refused, a write f
     /// workers' bootstrap-kubelet.conf are kept in step.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The bundle's state (OUT/<clusterName>/state): its CAs, service-account key and encryption
+    /// keys, which state/manifest.yaml records and every run checks.
+    #[command(subcommand)]
+    State(StateCommand),
     /// Audit a bundle directory, a node tarball or a node root: chains, keys, SANs, EKUs,
     /// expiry (CAs too), file modes, least privilege, kubeconfig servers and the discovery hash.
     /// Prints a table of findings; exits 1 on any error.
@@ -99,6 +103,30 @@ enum TokenCommand {
 const TOKEN_EXIT_CODES: &str = "Exit codes: 0 done; 1 refused or failed: the last token workers join with, a \
 token the config defines, lock held, state refused, a write failed; 2 usage error (bad --ttl, usage or group, unknown \
 token id), or a --dir that is not a bundle.";
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Put back every secret state/manifest.yaml records that is missing, unreadable or changed,
+    /// from a verified copy: the backups beside the bundle (kubebundle-backup-*/state/), then the
+    /// node tarballs (each copy checked against the recorded SHA-256). A state that lost its
+    /// manifest too is rebuilt from the control planes' tarballs (every copy must agree), with its
+    /// leaf records and tokens. Files it replaces are kept in a new kubebundle-backup-<time>/.
+    /// A later generate with the same config writes the same tarballs.
+    Restore(StateRestoreCli),
+}
+
+#[derive(Args)]
+struct StateRestoreCli {
+    /// The bundle: OUT/<clusterName>.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Take copies only from here: a backup or state directory, a copy of the bundle, or a node tarball.
+    #[arg(long, value_name = "PATH")]
+    from: Option<PathBuf>,
+    /// The clock (RFC 3339) instead of now (names the backup and stamps what it records).
+    #[arg(long, value_name = "RFC3339")]
+    now: Option<String>,
+}
 
 #[derive(Args)]
 struct TokenDirCli {
@@ -214,7 +242,10 @@ struct GenerateArgs {
     /// The run's clock (RFC 3339), e.g. 2026-01-01T00:00:00Z. SOURCE_DATE_EPOCH also sets it.
     #[arg(long, value_name = "RFC3339")]
     now: Option<String>,
-    /// Replace the long-lived state (CAs, sa key pair, encryption key, tokens) instead of reusing it.
+    /// Replace the whole long-lived state (CAs, sa key pair, encryption key, tokens) instead of
+    /// reusing it: every node must be redeployed, service-account tokens and encrypted Secrets are
+    /// lost. The old state is kept in OUT/kubebundle-backup-<time>/state/. A state that lost a
+    /// secret is better mended with `kubebundle state restore`.
     #[arg(long, conflicts_with = "check")]
     force: bool,
     /// Write nothing: list every file a run would add, change or remove, and exit 1 if there is
@@ -281,6 +312,8 @@ pub enum CliError {
     Renew(#[from] crate::renew::RenewError),
     #[error(transparent)]
     Token(#[from] crate::tokens::TokenError),
+    #[error(transparent)]
+    Restore(#[from] crate::restore::RestoreError),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -320,6 +353,7 @@ impl CliError {
             CliError::Expiry(_) => true,
             CliError::Renew(R::NotATree { .. } | R::NoTargets | R::UnknownTarget { .. } | R::Missing { .. } | R::Validity { .. }) => true,
             CliError::Token(TokenError::NotABundle { .. } | TokenError::Usage(_)) => true,
+            CliError::Restore(crate::restore::RestoreError::NotABundle { .. }) => true,
             // A path that is not what the command takes: a link to nothing.
             CliError::Output(DanglingLink { .. })
             | CliError::Renew(R::Output(DanglingLink { .. }))
@@ -380,6 +414,7 @@ pub fn main() -> i32 {
         Command::Certs(CertsCommand::CheckExpiration(a)) => check_expiration(a),
         Command::Certs(CertsCommand::Renew(a)) => renew(a).map(|()| 0),
         Command::Token(t) => token(t).map(|()| 0),
+        Command::State(StateCommand::Restore(a)) => state_restore(a).map(|()| 0),
         Command::Config(ConfigCommand::PrintDefaults) => say::out(config::DEFAULT_CONFIG).map(|()| 0),
     };
     match result {
@@ -472,6 +507,17 @@ fn token(cmd: TokenCommand) -> Result<(), CliError> {
     Ok(())
 }
 
+fn state_restore(args: StateRestoreCli) -> Result<(), CliError> {
+    let clock = Clock::from_sources(args.now.as_deref(), None)?;
+    output::sweep_around(&args.dir);
+    let report = crate::restore::restore(&crate::restore::RestoreArgs { dir: args.dir.clone(), from: args.from, now: clock.now })?;
+    let mut text: String = report.lines.iter().map(|l| format!("{l}\n")).collect();
+    if report.restored > 0 {
+        text.push_str("next: run `kubebundle generate` with the bundle's config: the restored state gives the same files (`generate --check` shows it)\n");
+    }
+    say::out(&text)
+}
+
 fn renew(args: RenewCli) -> Result<(), CliError> {
     const CAS: [&str; 3] = ["ca", "front-proxy-ca", "etcd-ca"];
     let clock = Clock::from_sources(args.now.as_deref(), None)?;
@@ -548,10 +594,22 @@ fn render(
 pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool, unpacked: bool) -> Result<(State, Bundle, Vec<String>), CliError> {
     let cluster_dir = out.join(&config.cluster_name);
     // Checked before the lock file is made (so a refusal writes nothing), and again under it.
-    output::check_owner(&cluster_dir, &config.cluster_name)?;
+    // A bundle whose state was lost is refused (it must not get new CAs), unless --force starts
+    // its state over.
+    let owner = |dir: &Path| match force && crate::restore::lost_state_of(dir, &config.cluster_name) {
+        true => Ok(()),
+        false => output::check_owner(dir, &config.cluster_name),
+    };
+    if !force {
+        crate::restore::refuse_lost(&cluster_dir, Some(&config.cluster_name))?;
+    }
+    owner(&cluster_dir)?;
     let lock = output::lock(out, &config.cluster_name)?;
     let cluster_dir = lock.dir().to_path_buf();
-    output::check_owner(&cluster_dir, &config.cluster_name)?;
+    if !force {
+        crate::restore::refuse_lost(&cluster_dir, Some(&config.cluster_name))?;
+    }
+    owner(&cluster_dir)?;
     output::sweep_around(&out.join(&config.cluster_name));
 
     let (parent, name) = (cluster_dir.parent().unwrap_or(out), cluster_dir.file_name().unwrap_or_default().to_string_lossy());
@@ -576,9 +634,10 @@ pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool, unpacked: 
         }
         Ok(())
     };
-    let (state, bundle) = render(config, &cluster_dir, clock, force, &write_node)?;
-    // The state: whatever the old one held, then every file this run uses.
-    if state.dir.is_dir() {
+    let (mut state, bundle) = render(config, &cluster_dir, clock, force, &write_node)?;
+    // The state: whatever the old one held, then every file this run uses. `--force` starts a
+    // new state and keeps the old one in a backup beside the bundle.
+    if state.dir.is_dir() && !force {
         output::copy_tree(&state.dir, &root.join("state"))?;
     }
     output::write_tree(&root.join("state"), &state.files, 0o700)?;
@@ -586,6 +645,11 @@ pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool, unpacked: 
     // manifests/ holds the token Secrets: 0700 like every directory of secrets.
     output::write_tree(root, &bundle.top, 0o700)?;
     let removed = move_out_removed_nodes(out, &config.cluster_name, &cluster_dir, &bundle, clock)?;
+    if force && output::list_files(&state.dir).is_ok_and(|f| !f.is_empty()) {
+        let backup = crate::restore::new_backup_dir(parent, clock.now)?;
+        output::copy_tree(&state.dir, &backup.join("state"))?;
+        state.report.push(format!("the previous state was kept in {} (--force replaced it)", backup.join("state").display()));
+    }
     output::commit(staging, &cluster_dir)?;
     lock.keep();
     Ok((state, bundle, removed))
@@ -608,6 +672,7 @@ fn drift(path: &Path, rel: &str, bytes: &[u8], mode: u32) -> Option<String> {
 pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Result<Vec<String>, CliError> {
     let cluster_dir = out.join(&config.cluster_name);
     output::sweep_around(&cluster_dir);
+    crate::restore::refuse_lost(&cluster_dir, Some(&config.cluster_name))?;
     output::check_owner(&cluster_dir, &config.cluster_name)?;
     let changes = std::sync::Mutex::new(Vec::new());
     let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
@@ -749,6 +814,9 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
     let mut err = std::io::stderr().lock();
     for line in &state.report {
         let _ = writeln!(err, "state: {line}");
+    }
+    for w in &bundle.warnings {
+        let _ = writeln!(err, "warning: {w}");
     }
     let _ = writeln!(err, "leaf certificates: {} kept from the previous bundle, {} issued", bundle.reused, bundle.issued);
     for line in &removed {

@@ -39,6 +39,11 @@ pub enum MaterializeError {
     Profile(String),
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),
+    /// A leaf record that must not be used (and that the run would not re-issue anyway).
+    #[error(
+        "{file}: {name}: {message}\n  hint: delete that record (or its cert field) from {file} and run again: the leaf is then issued anew"
+    )]
+    Record { file: String, name: String, message: String },
 }
 
 /// Takes each node's files as soon as they are rendered (writing them, or comparing them with
@@ -61,6 +66,8 @@ pub struct Bundle {
     /// Leaf certificates kept from the previous bundle, and issued by this run.
     pub reused: usize,
     pub issued: usize,
+    /// Leaf records that were not used (each re-issued with a new key), one line each.
+    pub warnings: Vec<String>,
 }
 
 type LeafId = (Option<String>, String);
@@ -72,7 +79,7 @@ type LeafId = (Option<String>, String);
 /// signatures are deterministic, so the same state, plan and clock give the same bytes. Returns
 /// every leaf's record (key, issue time, certificate), which the nodes' files are rendered from
 /// and the next state keeps, and how many leaves were kept.
-fn issue_leaves(plan: &Plan, config: &Config, state: &State, clock: &Clock) -> Result<(LeafRecords, usize), MaterializeError> {
+fn issue_leaves(plan: &Plan, config: &Config, state: &State, clock: &Clock) -> Result<(LeafRecords, usize, Vec<String>), MaterializeError> {
     let specs: Vec<&CertSpec> = plan.leaf_certificates();
     let version = &config.kubernetes_version;
     let new_keys = specs.iter().filter(|s| !state.leaves.contains_key(&(s.node.clone().unwrap_or_default(), s.id.clone()))).count();
@@ -82,7 +89,8 @@ fn issue_leaves(plan: &Plan, config: &Config, state: &State, clock: &Clock) -> R
             b.inc(1);
         }
     };
-    let leaves: Vec<(LeafId, LeafRecord, bool)> = specs
+    let leaves_file = state.dir.join(crate::state::LEAVES_FILE).display().to_string();
+    let leaves: Vec<(LeafId, LeafRecord, bool, Option<String>)> = specs
         .par_iter()
         .map(|spec| {
             let ca_id = spec.signer.ca_id().ok_or_else(|| MaterializeError::Missing(format!("{} has no signer", spec.id)))?;
@@ -90,11 +98,30 @@ fn issue_leaves(plan: &Plan, config: &Config, state: &State, clock: &Clock) -> R
                 state.authority(ca_id).ok_or_else(|| MaterializeError::Missing(format!("{}: CA {ca_id} is not in the state", spec.id)))?;
             let node = spec.node.clone().unwrap_or_default();
             let id = (spec.node.clone(), spec.id.clone());
-            let record = state.leaves.get(&(node.clone(), spec.id.clone()));
-            if let Some((cert, r)) = record.and_then(|r| Some((crate::reuse::kept(spec, r, ca, config, clock)?, r))) {
-                tick();
-                let record = LeafRecord { key_pem: r.key_pem.clone(), issued: r.issued, cert_pem: Some(cert.pem) };
-                return Ok((id, record, true));
+            let mut record = state.leaves.get(&(node.clone(), spec.id.clone()));
+            // A record is checked before it is used; a bad one is refused, or dropped (a new key)
+            // when the run would re-issue its leaf anyway. It is never shipped.
+            let mut warning = None;
+            if let Some(r) = record {
+                match crate::reuse::judge(spec, r, ca, config, clock) {
+                    Ok(Some(cert)) => {
+                        tick();
+                        let record = LeafRecord { key_pem: r.key_pem.clone(), issued: r.issued, cert_pem: Some(cert.pem) };
+                        return Ok((id, record, true, None));
+                    }
+                    Ok(None) => {}
+                    Err(bad) => {
+                        let name = if node.is_empty() { spec.id.clone() } else { format!("{node}/{}", spec.id) };
+                        if !bad.reissue_anyway {
+                            return Err(MaterializeError::Record { file: leaves_file.clone(), name, message: bad.message });
+                        }
+                        warning = Some(format!(
+                            "{leaves_file}: {name}: {}: issued anew with a new key (its certificate no longer fit the plan anyway)",
+                            bad.message
+                        ));
+                        record = None;
+                    }
+                }
             }
             let validity_at = |issued: i64| {
                 let at = Clock { now: time::OffsetDateTime::from_unix_timestamp(issued).unwrap_or(clock.now) };
@@ -119,14 +146,15 @@ fn issue_leaves(plan: &Plan, config: &Config, state: &State, clock: &Clock) -> R
             let cert = issue::issue(spec, &key, Some(ca), &validity_at(issued), serial)?;
             tick();
             let record = LeafRecord { key_pem: Zeroizing::new(key.private_pem().to_string()), issued, cert_pem: Some(cert.pem) };
-            Ok((id, record, false))
+            Ok((id, record, false, warning))
         })
         .collect::<Result<_, MaterializeError>>()?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     let reused = leaves.iter().filter(|l| l.2).count();
-    Ok((leaves.into_iter().map(|((node, id), record, _)| ((node.unwrap_or_default(), id), record)).collect(), reused))
+    let warnings = leaves.iter().filter_map(|l| l.3.clone()).collect();
+    Ok((leaves.into_iter().map(|((node, id), record, _, _)| ((node.unwrap_or_default(), id), record)).collect(), reused, warnings))
 }
 
 /// A progress bar for the leaves, when their new keys take more than a few seconds and both
@@ -517,7 +545,7 @@ pub fn bootstrap_kubeconfig(
 
 pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, sink: &NodeSink) -> Result<Bundle, MaterializeError> {
     let renderer = Renderer::new();
-    let (leaves, reused) = issue_leaves(plan, config, state, clock)?;
+    let (leaves, reused, warnings) = issue_leaves(plan, config, state, clock)?;
     let ca = state.authority("ca").ok_or_else(|| MaterializeError::Missing("the cluster CA is not in the state".into()))?;
     let hash = discovery_hash(&ca.key.spki_der());
     let ctx = Ctx {
@@ -586,5 +614,6 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, s
         discovery_hash: hash,
         reused,
         issued,
+        warnings,
     })
 }

@@ -114,6 +114,8 @@ pub enum RenewError {
     Backup { path: String, message: String },
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 // =============================================================================================
@@ -1157,6 +1159,10 @@ pub fn renew(args: &RenewArgs) -> Result<RenewReport, RenewError> {
         let etc = dir.join("etc/kubernetes");
         Some(crate::output::lock_dir(if etc.is_dir() { &etc } else { &dir })?)
     };
+    // A bundle's state is checked before any of it is used: a lost or changed CA refuses.
+    if is_bundle(&dir) {
+        crate::restore::check_bundle(&dir)?;
+    }
     let lay = layout(&dir)?;
     let mut work = Work { args, changes: BTreeMap::new(), renewed: Vec::new(), restart: 0 };
 

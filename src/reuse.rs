@@ -28,19 +28,50 @@ pub fn leaf_serial(ca: &Authority, node: &str, id: &str, spki: &[u8], issued: i6
     issue::derived_serial(&ca.key, &[node.as_bytes(), id.as_bytes(), spki, &issued.to_be_bytes()])
 }
 
-/// The recorded certificate of `spec`, when it may be used again as it is. One this state issued
-/// (its serial is `leaf_serial` of the recorded key and time) needs no signature check; any other
-/// (a `certs renew` re-issue) must verify under `ca` and match the recorded key.
-pub fn kept(spec: &CertSpec, record: &LeafRecord, ca: &Authority, config: &Config, clock: &Clock) -> Option<Issued> {
-    let pem = record.cert_pem.as_deref()?;
-    let der = ::pem::parse(pem).ok().filter(|p| p.tag() == "CERTIFICATE")?.contents().to_vec();
-    let (_, cert) = parse_x509_certificate(&der).ok()?;
+/// A leaf record that must not be used: what is wrong with it, and whether the run would
+/// re-issue the leaf anyway (its certificate no longer fits the plan, or is near its end).
+#[derive(Debug)]
+pub struct BadRecord {
+    pub message: String,
+    pub reissue_anyway: bool,
+}
+
+/// Checks the record of `spec` before it is used, and returns its certificate when it may be
+/// kept as it is (None: issue it again from the record). The key must parse and be the
+/// certificate's public key (read from the key's own fields, so the check costs microseconds);
+/// the certificate must parse and be issued by `ca`: one this state issued has the serial
+/// `leaf_serial` of its key and issue time (an HMAC keyed by the CA key), any other (a `certs
+/// renew` re-issue) must verify under `ca`.
+pub fn judge(spec: &CertSpec, record: &LeafRecord, ca: &Authority, config: &Config, clock: &Clock) -> Result<Option<Issued>, BadRecord> {
+    let half = crate::pki::keys::public_half(&record.key_pem);
+    let Some(pem) = record.cert_pem.as_deref() else {
+        return match half {
+            Err(why) => Err(BadRecord { message: format!("its key does not parse ({why})"), reissue_anyway: false }),
+            Ok(_) => Ok(None),
+        };
+    };
+    let unreadable = || BadRecord { message: "its certificate does not parse".into(), reissue_anyway: false };
+    let der = ::pem::parse(pem).ok().filter(|p| p.tag() == "CERTIFICATE").ok_or_else(unreadable)?.into_contents();
+    let (_, cert) = parse_x509_certificate(&der).map_err(|_| unreadable())?;
+    let fits = fits(spec, &cert, ca, config, clock);
+    let bad = |message: String| BadRecord { message, reissue_anyway: !fits };
+    let matches = match half {
+        Err(why) => return Err(bad(format!("its key does not parse ({why})"))),
+        Ok(Some(h)) => crate::pki::keys::half_matches(&h, cert.public_key()),
+        // A key that does not carry its public half is loaded.
+        Ok(None) => Key::from_pem(&record.key_pem).is_ok_and(|k| k.spki_der() == cert.public_key().raw),
+    };
+    if !matches {
+        return Err(bad("the key does not match its certificate".into()));
+    }
     let spki = cert.public_key().raw;
     let node = spec.node.as_deref().unwrap_or_default();
     let ours = cert.issuer().as_raw() == ca.subject_der.as_slice()
         && cert.raw_serial() == leaf_serial(ca, node, &spec.id, spki, record.issued).as_slice();
-    let trusted = ours || (Key::from_pem(&record.key_pem).is_ok_and(|k| k.spki_der() == spki) && signed_by(&cert, ca));
-    (trusted && fits(spec, &cert, ca, config, clock)).then(|| Issued { pem: pem.to_string(), der })
+    if !ours && !signed_by(&cert, ca) {
+        return Err(bad(format!("its certificate is not signed by the current {} CA", ca.id)));
+    }
+    Ok(fits.then(|| Issued { pem: pem.to_string(), der }))
 }
 
 /// Where the previous bundle's nodes are, to keep a node's tarball and tree when its files did not
@@ -70,7 +101,8 @@ impl Previous {
     }
 }
 
-fn signed_by(cert: &X509Certificate<'_>, ca: &Authority) -> bool {
+/// Whether `cert` names `ca` as its issuer and verifies under its key.
+pub(crate) fn signed_by(cert: &X509Certificate<'_>, ca: &Authority) -> bool {
     let Ok((_, ca_cert)) = parse_x509_certificate(&ca.cert.der) else { return false };
     let issuer_key = ca_cert.public_key();
     let curve = issuer_key.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string());

@@ -100,6 +100,10 @@ pub fn read_leaves(dir: &Path) -> Result<LeafRecords, StateError> {
 pub enum StateError {
     #[error("state file {path}: {message}\n  hint: {hint}")]
     Bad { path: String, message: String, hint: String },
+    /// A recorded secret is missing, unreadable or changed, or the state is incomplete or lost:
+    /// the message names each file, what depends on it, its verified copies and the fixes.
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
@@ -183,6 +187,22 @@ struct EncryptionFile {
     keys: Vec<EncryptionKey>,
 }
 
+/// The keys of `state/encryption.yaml`, in order.
+pub fn parse_encryption(text: &str) -> Result<Vec<EncryptionKey>, String> {
+    serde_saphyr::from_str::<EncryptionFile>(text).map(|f| f.keys).map_err(|e| e.to_string())
+}
+
+/// The text of `state/encryption.yaml` for (name, secret) pairs, in order.
+pub fn encryption_yaml(keys: &[(String, Zeroizing<String>)]) -> String {
+    let keys = keys.iter().map(|(name, secret)| EncryptionKey { name: name.clone(), secret: secret.to_string() }).collect();
+    serde_saphyr::to_string(&EncryptionFile { keys }).unwrap_or_default()
+}
+
+/// The text of `state/cluster.yaml`.
+pub fn marker_text(cluster: &str) -> String {
+    format!("# Written by kubebundle: this directory holds cluster {cluster:?}.\nclusterName: {cluster}\n")
+}
+
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncryptionKey {
@@ -235,10 +255,48 @@ enum Slot<T> {
 }
 
 impl State {
-    /// Loads the state under `dir`, making whatever is missing (everything, with `force`).
+    /// Loads the state under `dir`, making whatever it never held (everything, with `force`).
+    /// Every secret its manifest records is checked first: one that is missing, unreadable or
+    /// changed refuses the run. A state without a manifest is accepted when it is complete (and
+    /// then recorded), and refused when it is incomplete.
     pub fn load_or_init(dir: &Path, config: &Config, cas: &[CertSpec], clock: &Clock, force: bool) -> Result<State, StateError> {
+        use crate::state_manifest::{self as sm, Manifest};
         let mut report = Vec::new();
         let mut files = FileTree::new();
+        let now = rfc3339(clock.now);
+
+        // What the state recorded is checked before anything is used or made.
+        let recorded = if force { None } else { sm::read(dir)? };
+        let had_manifest = recorded.is_some();
+        match &recorded {
+            Some(m) => {
+                let checked = sm::check(dir, m);
+                if !checked.problems.is_empty() {
+                    return Err(crate::restore::refusal(dir, m, &checked.problems));
+                }
+                if checked.sa_pub_missing {
+                    report.push("rewrote pki/sa.pub from sa.key (it was missing)".into());
+                }
+            }
+            None if !force => {
+                let ids: Vec<String> = cas.iter().map(|c| c.id.clone()).collect();
+                crate::restore::check_unrecorded(dir, &ids)?;
+            }
+            None => {}
+        }
+        let mut manifest = recorded.unwrap_or_default();
+        // A secret found in the state but not in its manifest is recorded (and said, when the
+        // state had a manifest); the first record of each stays.
+        let adopt = |manifest: &mut Manifest, entry: sm::Entry, report: &mut Vec<String>| {
+            if manifest.get(&entry.id).is_none() {
+                if had_manifest {
+                    report.push(format!("recorded {} ({}): it was in the state but not in its manifest", entry.id, entry.file));
+                }
+                manifest.record(entry);
+            }
+        };
+        let created =
+            |what: &str| if had_manifest { format!("created {what}: the state never held it") } else { format!("created {what}") };
 
         // Find what exists; keys to make are generated in parallel below.
         let mut ca_slots = Vec::new();
@@ -248,6 +306,7 @@ impl State {
                 (false, Some(c), Some(k)) => {
                     let key_obj = Key::from_pem(&k).map_err(|e| bad(dir, &key, e.to_string(), TORN))?;
                     let auth = Authority::from_pem(&spec.id, &c, key_obj).map_err(|e| bad(dir, &crt, e, TORN))?;
+                    adopt(&mut manifest, sm::key_entry(&spec.id, &key, k.as_bytes(), &auth.key.spki_der(), &now), &mut report);
                     files.insert(&crt, c.into_bytes(), 0o600);
                     files.insert(&key, k.into_bytes(), 0o600);
                     report.push(format!("reused {} from the state", spec.id));
@@ -256,7 +315,7 @@ impl State {
                 (false, Some(_), None) => return Err(bad(dir, &key, "the CA certificate exists but its key is missing", TORN)),
                 (false, None, Some(_)) => return Err(bad(dir, &crt, "the CA key exists but its certificate is missing", TORN)),
                 (f, c, _) => {
-                    report.push(if f && c.is_some() { format!("replaced {} (--force)", spec.id) } else { format!("created {}", spec.id) });
+                    report.push(if f && c.is_some() { format!("replaced {} (--force)", spec.id) } else { created(&spec.id) });
                     Slot::Make
                 }
             };
@@ -265,25 +324,26 @@ impl State {
         let sa_slot = match (force, read_opt(dir, "pki/sa.key")?) {
             (false, Some(k)) => {
                 report.push("reused sa.key from the state".into());
-                Slot::Have(Key::from_pem(&k).map_err(|e| {
+                let key = Key::from_pem(&k).map_err(|e| {
                     bad(
                         dir,
                         "pki/sa.key",
                         e.to_string(),
                         "restore it from a backup; --force replaces it and invalidates every service-account token",
                     )
-                })?)
+                })?;
+                adopt(&mut manifest, sm::key_entry("sa", sm::SA_KEY, k.as_bytes(), &key.spki_der(), &now), &mut report);
+                Slot::Have(key)
             }
             (f, k) => {
                 report.push(if f && k.is_some() {
                     "replaced sa.key (--force): every service-account token becomes invalid".into()
                 } else {
-                    "created sa.key".to_string()
+                    created("sa.key")
                 });
                 Slot::Make
             }
         };
-
         // Generate the missing keys in parallel (RSA key generation dominates the run).
         // Labels name each key for a seeded run; they are made in the order they are taken (pop).
         let mut labels: Vec<String> =
@@ -311,6 +371,7 @@ impl State {
                     };
                     let cert = issue::issue(spec, &key, None, &validity, serial)?;
                     let (crt, keyp) = ca_paths(&spec.id);
+                    manifest.record(sm::key_entry(&spec.id, &keyp, key.private_pem().as_bytes(), &key.spki_der(), &now));
                     files.insert(&crt, cert.pem.as_bytes().to_vec(), 0o600);
                     files.insert(&keyp, key.private_pem().as_bytes().to_vec(), 0o600);
                     Authority::new(&spec.id, cert, key, validity.not_before, validity.not_after).map_err(|e| bad(dir, &crt, e, TORN))?
@@ -320,7 +381,11 @@ impl State {
         }
         let sa = match sa_slot {
             Slot::Have(k) => k,
-            Slot::Make => fresh.pop().expect("one fresh key per slot"),
+            Slot::Make => {
+                let k = fresh.pop().expect("one fresh key per slot");
+                manifest.record(sm::key_entry("sa", sm::SA_KEY, k.private_pem().as_bytes(), &k.spki_der(), &now));
+                k
+            }
         };
         files.insert("pki/sa.key", sa.private_pem().as_bytes().to_vec(), 0o600);
         files.insert("pki/sa.pub", sa.public_pem().into_bytes(), 0o600);
@@ -343,6 +408,9 @@ impl State {
                 if f.keys.is_empty() {
                     return Err(bad(dir, ENCRYPTION_FILE, "no keys", "restore it from a backup"));
                 }
+                for k in &f.keys {
+                    adopt(&mut manifest, sm::encryption_entry(&k.name, &k.secret, &now), &mut report);
+                }
                 report.push("reused the encryption key from the state".into());
                 files.insert(ENCRYPTION_FILE, text.into_bytes(), 0o600);
                 f.keys
@@ -351,30 +419,27 @@ impl State {
                 report.push(if f && old.is_some() {
                     "replaced the encryption key (--force): Secrets encrypted with the old key become unreadable".into()
                 } else {
-                    "created the encryption key".to_string()
+                    created("the encryption key")
                 });
                 let bytes = source::new_secret32(config.seed.as_deref(), "encryption/key1");
                 let keys =
                     vec![EncryptionKey { name: "key1".into(), secret: base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()) }];
+                manifest.record(sm::encryption_entry("key1", &keys[0].secret, &now));
                 let text = serde_saphyr::to_string(&EncryptionFile { keys: keys.clone() })
                     .map_err(|e| bad(dir, ENCRYPTION_FILE, e.to_string(), "report this"))?;
                 files.insert(ENCRYPTION_FILE, text.into_bytes(), 0o600);
                 keys
             }
         };
+        if !had_manifest && !force && report.iter().any(|l| l.starts_with("reused")) {
+            report.push(format!("recorded the state's secrets in {} (it had no manifest)", sm::MANIFEST_FILE));
+        }
+        files.insert(sm::MANIFEST_FILE, manifest.text().into_bytes(), 0o600);
 
         let stored = if force { Vec::new() } else { read_tokens(dir)? };
         let tokens = resolve_tokens(config, stored, clock, &mut report)?;
         files.insert(TOKENS_FILE, tokens_yaml(&tokens)?.into_bytes(), 0o600);
-        files.insert(
-            MARKER_FILE,
-            format!(
-                "# Written by kubebundle: this directory holds cluster {:?}.\nclusterName: {}\n",
-                config.cluster_name, config.cluster_name
-            )
-            .into_bytes(),
-            0o600,
-        );
+        files.insert(MARKER_FILE, marker_text(&config.cluster_name).into_bytes(), 0o600);
 
         let leaves = if force { LeafRecords::new() } else { read_leaves(dir)? };
         Ok(State { dir: dir.to_path_buf(), authorities, sa, encryption_keys, tokens, leaves, files, report })

@@ -59,6 +59,8 @@ struct Bundle {
 
 fn open(dir: &Path) -> Result<Bundle, TokenError> {
     let not = |reason: String| TokenError::NotABundle { dir: dir.display().to_string(), reason };
+    // The state's recorded secrets are checked before anything is read from it.
+    crate::restore::check_bundle(dir)?;
     let plan: serde_json::Value =
         std::fs::read(dir.join("plan.json")).map_err(|e| not(format!("plan.json: {}", crate::util::io_words(&e)))).and_then(|b| {
             serde_json::from_slice(&b).map_err(|e| not(format!("plan.json is not JSON (line {}, column {})", e.line(), e.column())))

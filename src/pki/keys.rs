@@ -48,6 +48,110 @@ pub fn algorithm_of(key: &x509_parser::public_key::PublicKey<'_>) -> Option<KeyA
     }
 }
 
+/// The public half of a private key as its own fields give it: PKCS#1's modulus and exponent
+/// (as an RSAPublicKey), or the public point an EC key (SEC1) carries, with its curve when named.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PublicHalf {
+    Rsa(Vec<u8>),
+    Ec { curve: Option<Vec<u64>>, point: Vec<u8> },
+}
+
+const RSA_ENCRYPTION: [u64; 7] = [1, 2, 840, 113549, 1, 1, 1];
+const EC_PUBLIC_KEY: [u64; 6] = [1, 2, 840, 10045, 2, 1];
+
+fn pkcs1_public(der: &[u8]) -> Option<PublicHalf> {
+    let (n, e) = yasna::parse_der(der, |r| {
+        r.read_sequence(|r| {
+            r.next().read_u8()?;
+            let n = r.next().read_der()?;
+            let e = r.next().read_der()?;
+            for _ in 0..6 {
+                r.next().read_der()?;
+            }
+            Ok((n, e))
+        })
+    })
+    .ok()?;
+    Some(PublicHalf::Rsa(yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next().write_der(&n);
+            w.next().write_der(&e);
+        })
+    })))
+}
+
+fn sec1_public(der: &[u8]) -> Option<Option<PublicHalf>> {
+    yasna::parse_der(der, |r| {
+        r.read_sequence(|r| {
+            r.next().read_u8()?;
+            r.next().read_bytes()?;
+            let curve = r.read_optional(|r| r.read_tagged(yasna::Tag::context(0), |r| r.read_oid()))?;
+            let point = r.read_optional(|r| r.read_tagged(yasna::Tag::context(1), |r| r.read_bitvec_bytes()))?;
+            Ok(point.map(|(point, _)| PublicHalf::Ec { curve: curve.map(|c| c.components().clone()), point }))
+        })
+    })
+    .ok()
+}
+
+/// The public half of a PEM private key (PKCS#1, SEC1 or PKCS#8) read from the key's own fields,
+/// without loading the key, so thousands of recorded keys are checked against their
+/// certificates in microseconds. `Ok(None)` when the key does not carry it (an EC key without its
+/// optional public key); an error when the key does not parse.
+pub fn public_half(text: &str) -> Result<Option<PublicHalf>, String> {
+    let parsed = pem::parse(text).map_err(|_| "it is not a PEM private key".to_string())?;
+    let der = parsed.contents();
+    let half = match parsed.tag() {
+        "RSA PRIVATE KEY" => pkcs1_public(der).map(Some),
+        "EC PRIVATE KEY" => sec1_public(der),
+        "PRIVATE KEY" => {
+            let (alg, params, inner) = yasna::parse_der(der, |r| {
+                r.read_sequence(|r| {
+                    r.next().read_u8()?;
+                    let (alg, params) = r.next().read_sequence(|r| {
+                        let alg = r.next().read_oid()?;
+                        let params = r.read_optional(|r| r.read_der())?.and_then(|d| yasna::parse_der(&d, |r| r.read_oid()).ok());
+                        Ok((alg, params))
+                    })?;
+                    let inner = r.next().read_bytes()?;
+                    r.read_optional(|r| r.read_der())?;
+                    r.read_optional(|r| r.read_der())?;
+                    Ok((alg, params, inner))
+                })
+            })
+            .map_err(|_| "its PKCS#8 structure does not parse".to_string())?;
+            if alg.components().as_slice() == RSA_ENCRYPTION {
+                pkcs1_public(&inner).map(Some)
+            } else if alg.components().as_slice() == EC_PUBLIC_KEY {
+                sec1_public(&inner).map(|h| match h {
+                    Some(PublicHalf::Ec { curve: None, point }) => {
+                        Some(PublicHalf::Ec { curve: params.as_ref().map(|p| p.components().clone()), point })
+                    }
+                    other => other,
+                })
+            } else {
+                None
+            }
+        }
+        other => return Err(format!("unexpected PEM block {other:?}")),
+    };
+    half.ok_or_else(|| "its key structure does not parse".to_string())
+}
+
+/// Whether `half` is the public key of a certificate (its SubjectPublicKeyInfo).
+pub fn half_matches(half: &PublicHalf, spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> bool {
+    let alg: Option<Vec<u64>> = spki.algorithm.algorithm.iter().map(|i| i.collect());
+    match half {
+        PublicHalf::Rsa(der) => alg.as_deref() == Some(&RSA_ENCRYPTION[..]) && spki.subject_public_key.data.as_ref() == der.as_slice(),
+        PublicHalf::Ec { curve, point } => {
+            let param: Option<Vec<u64>> =
+                spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).and_then(|o| o.iter().map(|i| i.collect()));
+            alg.as_deref() == Some(&EC_PUBLIC_KEY[..])
+                && curve.as_ref().is_none_or(|c| param.as_ref() == Some(c))
+                && spki.subject_public_key.data.as_ref() == point.as_slice()
+        }
+    }
+}
+
 pub fn pem_encode(label: &str, der: &[u8]) -> String {
     let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
     pem::encode_config(&pem::Pem::new(label, der), config)
@@ -160,5 +264,32 @@ mod tests {
             assert_eq!(again.spki_der(), k.spki_der());
             assert!(k.public_pem().starts_with("-----BEGIN PUBLIC KEY-----\n"));
         }
+    }
+
+    #[test]
+    fn the_public_half_read_from_the_key_matches_its_own_spki_and_no_other() {
+        use x509_parser::prelude::FromDer;
+        for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Rsa2048] {
+            let (a, b) = (Key::generate(alg).unwrap(), Key::generate(alg).unwrap());
+            let half = public_half(a.private_pem()).unwrap().expect("kubebundle's keys carry their public half");
+            let (own, other) = (a.spki_der(), b.spki_der());
+            let spki = |der: &[u8]| x509_parser::x509::SubjectPublicKeyInfo::from_der(der).unwrap().1.subject_public_key.data.to_vec();
+            let parse = |der: &[u8]| half_matches(&half, &x509_parser::x509::SubjectPublicKeyInfo::from_der(der).unwrap().1);
+            assert!(parse(&own), "{alg:?}");
+            assert!(!parse(&other), "{alg:?}");
+            assert_ne!(spki(&own), spki(&other));
+        }
+        // PKCS#8 keys, as aws-lc writes them.
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let ec = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let rsa = aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048).unwrap().as_der().unwrap().as_ref().to_vec();
+        for der in [ec.as_ref().to_vec(), rsa] {
+            let pem = pem_encode("PRIVATE KEY", &der);
+            let spki = Key::from_pem(&pem).unwrap().spki_der();
+            let half = public_half(&pem).unwrap().expect("PKCS#8 keys carry their public half");
+            assert!(half_matches(&half, &x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki).unwrap().1));
+        }
+        assert!(public_half("-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n").is_err());
+        assert!(public_half("not a key").is_err());
     }
 }
