@@ -556,12 +556,8 @@ fn verify(args: VerifyCli) -> Result<(), CliError> {
     let clock = Clock::from_sources(args.now.as_deref(), None)?;
     let warn = crate::util::duration::parse_warn_within(&args.warn_within).map_err(CliError::Usage)?;
     output::sweep_around(&args.path);
-    let report = crate::verify::verify(&crate::verify::VerifyArgs {
-        path: args.path,
-        now: clock.now,
-        warn_within: warn,
-        foreign: args.foreign,
-    })?;
+    let report =
+        crate::verify::verify(&crate::verify::VerifyArgs { path: args.path, now: clock.now, warn_within: warn, foreign: args.foreign })?;
     say::out(&report.render_table())?;
     if report.has_errors() {
         return Err(CliError::Other(format!("verify found {} error(s)", report.count(crate::verify::Severity::Error))));
@@ -605,14 +601,15 @@ pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool, unpacked: 
     }
     owner(&cluster_dir)?;
     let lock = output::lock(out, &config.cluster_name)?;
-    let cluster_dir = lock.dir().to_path_buf();
+    // The bundle the lock is for: a link's target. Messages keep the path as given.
+    let real = lock.dir().to_path_buf();
     if !force {
         crate::restore::refuse_lost(&cluster_dir, Some(&config.cluster_name))?;
     }
-    owner(&cluster_dir)?;
+    owner(&real)?;
     output::sweep_around(&out.join(&config.cluster_name));
 
-    let (parent, name) = (cluster_dir.parent().unwrap_or(out), cluster_dir.file_name().unwrap_or_default().to_string_lossy());
+    let (parent, name) = (real.parent().unwrap_or(out), real.file_name().unwrap_or_default().to_string_lossy());
     let staging = output::stage(parent, &name)?;
     let root = staging.path();
     output::ensure_dir(&root.join("nodes"), 0o700)?;
@@ -646,11 +643,11 @@ pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool, unpacked: 
     output::write_tree(root, &bundle.top, 0o700)?;
     let removed = move_out_removed_nodes(out, &config.cluster_name, &cluster_dir, &bundle, clock)?;
     if force && output::list_files(&state.dir).is_ok_and(|f| !f.is_empty()) {
-        let backup = crate::restore::new_backup_dir(parent, clock.now)?;
+        let backup = crate::restore::new_backup_dir(cluster_dir.parent().unwrap_or(out), clock.now)?;
         output::copy_tree(&state.dir, &backup.join("state"))?;
         state.report.push(format!("the previous state was kept in {} (--force replaced it)", backup.join("state").display()));
     }
-    output::commit(staging, &cluster_dir)?;
+    output::commit(staging, &real)?;
     lock.keep();
     Ok((state, bundle, removed))
 }

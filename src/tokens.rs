@@ -206,7 +206,7 @@ fn change(dir: &Path, clock: &Clock, edit: impl FnOnce(&mut Vec<Token>) -> Resul
     // The lock before anything this run rewrites is read, so a concurrent writer's change is
     // never lost.
     let lock = output::lock_dir(&real)?;
-    let b = open(&real)?;
+    let b = open(dir)?;
     let before = state::read_tokens(&real.join("state"))?;
     let mut tokens = before.clone();
     edit(&mut tokens)?;
