@@ -43,12 +43,81 @@ fn comment<'a>(files: impl Iterator<Item = (&'a String, &'a FileEntry)>) -> Stri
     format!("kubebundle files sha256:{hex}")
 }
 
-/// Whether the tarball `bytes` holds exactly `tree` (paths, modes, bytes): by its header's digest
-/// when it has one, else by unpacking it.
-pub fn holds(bytes: &[u8], tree: &FileTree) -> bool {
-    match header_digest(bytes) {
-        Some(c) => c == comment(tree.iter()).as_bytes(),
-        None => unpack(bytes).same_as(tree),
+/// Why a previous tarball is not the one a run would write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    /// Kubebundle's own tarball, intact, of other files: the run changes the node's files.
+    Changed,
+    /// Truncated, corrupt, edited or re-packed: what is wrong with it, in a few words.
+    Damaged(String),
+}
+
+/// The mtime `bytes` was packed with: its first tar header's (every entry has the same).
+fn packed_mtime(bytes: &[u8]) -> Option<u64> {
+    let mut block = [0u8; 512];
+    flate2::read::GzDecoder::new(bytes).read_exact(&mut block).ok()?;
+    Header::from_byte_slice(&block).mtime().ok()
+}
+
+/// Whether the tarball `bytes` is exactly, byte for byte, what `tar_gz` packs of `tree` with the
+/// tarball's own mtime (so a tarball packed at an earlier clock is still kept). The tree is packed
+/// again and compared: the gzip header, the deflate stream, every tar header and file, the CRC and
+/// the length all take part, and nothing but a whole equal file passes. Only when they differ is
+/// the tarball read to say why.
+pub fn compare(bytes: &[u8], tree: &FileTree) -> Result<(), Mismatch> {
+    if let Some(mtime) = packed_mtime(bytes) {
+        if tar_gz(tree, mtime).is_ok_and(|packed| packed == bytes) {
+            return Ok(());
+        }
+    }
+    Err(diagnose(bytes, tree))
+}
+
+/// What is wrong with a tarball that is not what kubebundle would pack, in plain words.
+fn diagnose(bytes: &[u8], tree: &FileTree) -> Mismatch {
+    let damaged = |why: &str| Mismatch::Damaged(why.to_string());
+    if bytes.len() < 2 || bytes[..2] != [0x1f, 0x8b] {
+        return damaged(if bytes.is_empty() { "truncated: the file is empty" } else { "corrupt: not a gzip file" });
+    }
+    // The whole gzip member: a truncation or a changed byte shows here (deflate error or CRC).
+    let mut decoder = flate2::bufread::GzDecoder::new(bytes);
+    let mut sink = [0u8; 64 << 10];
+    let mut total = 0u64;
+    loop {
+        match decoder.read(&mut sink) {
+            Ok(0) => break,
+            Ok(n) => {
+                total += n as u64;
+                if total > MAX_TOTAL + (1 << 20) {
+                    return damaged("corrupt: it unpacks to more than any node's files");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return damaged("truncated: the gzip stream ends early"),
+            Err(e) if e.to_string().contains("checksum") => {
+                return damaged("corrupt: its gzip checksum does not match its data (bytes were changed)")
+            }
+            Err(_) => return damaged("corrupt: its compressed data is invalid (bytes were changed)"),
+        }
+    }
+    if !decoder.into_inner().is_empty() {
+        return damaged("corrupt: bytes follow the end of its gzip stream");
+    }
+    let read = unpack(bytes);
+    let ours = header_digest(bytes).is_some();
+    if let Some((entry, why)) = read.problems.first() {
+        return if why.contains("digest in its gzip header") {
+            damaged("edited: its files are not the ones kubebundle packed (they do not match the digest in its gzip header)")
+        } else if entry.is_empty() {
+            damaged("corrupt: its tar stream cannot be read")
+        } else {
+            Mismatch::Damaged(format!("corrupt: it holds {entry:?}, which kubebundle never packs"))
+        };
+    }
+    match (ours, read.same_as(tree)) {
+        (false, true) => damaged("re-packed: the same files, packed by another tool (it has no kubebundle gzip header)"),
+        (false, false) => damaged("re-packed: packed by another tool (it has no kubebundle gzip header)"),
+        (true, true) => damaged("re-packed: the same files, but not the bytes kubebundle packs (tar headers or compression differ)"),
+        (true, false) => Mismatch::Changed,
     }
 }
 
@@ -182,28 +251,74 @@ pub fn unpack(bytes: &[u8]) -> Unpacked {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_header_digest_tells_an_unchanged_tree_and_catches_an_edited_tarball() {
+    fn sample() -> FileTree {
         let mut t = FileTree::new();
-        t.insert("etc/kubernetes/pki/ca.crt", b"cert".to_vec(), 0o644);
-        t.insert("etc/kubernetes/admin.conf", b"kubeconfig".to_vec(), 0o600);
-        let packed = tar_gz(&t, 1_700_000_000).unwrap();
-        assert!(holds(&packed, &t));
-        assert!(unpack(&packed).same_as(&t));
-        for (path, bytes, mode) in
-            [("etc/kubernetes/admin.conf", b"other".to_vec(), 0o600), ("etc/kubernetes/admin.conf", b"kubeconfig".to_vec(), 0o644)]
-        {
-            let mut changed = t.clone();
-            changed.insert(path, bytes, mode);
-            assert!(!holds(&packed, &changed), "{path} {mode:o}");
-            // The other files' deflate stream under the first tarball's header (10 fixed bytes,
-            // then the NUL-terminated comment, the same length in both): unpacking reports it.
-            let end = 10 + packed[10..].iter().position(|b| *b == 0).unwrap() + 1;
-            let mut forged = packed[..end].to_vec();
-            forged.extend_from_slice(&tar_gz(&changed, 1_700_000_000).unwrap()[end..]);
-            let read = unpack(&forged);
-            assert!(read.files.len() == 2 && !read.problems.is_empty(), "an edited tarball under the old header is not reported");
+        t.insert("etc/kubernetes/pki/ca.crt", b"cert".repeat(300), 0o644);
+        t.insert("etc/kubernetes/admin.conf", b"kubeconfig".repeat(300), 0o600);
+        t
+    }
+
+    fn damaged(bytes: &[u8], tree: &FileTree) -> String {
+        match compare(bytes, tree) {
+            Err(Mismatch::Damaged(why)) => why,
+            other => panic!("not reported as damaged: {other:?}"),
         }
+    }
+
+    #[test]
+    fn only_the_exact_bytes_pass_and_each_defect_is_named() {
+        let t = sample();
+        let packed = tar_gz(&t, 1_700_000_000).unwrap();
+        assert_eq!(compare(&packed, &t), Ok(()));
+        // Packed at another clock: still the very bytes kubebundle packs of these files.
+        assert_eq!(compare(&tar_gz(&t, 1_600_000_000).unwrap(), &t), Ok(()));
+        // Other files, packed by kubebundle: the run's own change.
+        let mut changed = t.clone();
+        changed.insert("etc/kubernetes/admin.conf", b"other".to_vec(), 0o600);
+        assert_eq!(compare(&packed, &changed), Err(Mismatch::Changed));
+        // A wrong mode inside is another tree.
+        let mut chmodded = t.clone();
+        chmodded.insert("etc/kubernetes/admin.conf", b"kubeconfig".repeat(300), 0o644);
+        assert_eq!(compare(&packed, &chmodded), Err(Mismatch::Changed));
+
+        for cut in [0, 1, 10, packed.len() / 2, packed.len() - 8, packed.len() - 1] {
+            let why = damaged(&packed[..cut], &t);
+            assert!(why.starts_with("truncated") || (cut == 1 && why.starts_with("corrupt")), "cut at {cut}: {why}");
+        }
+        // A flipped byte in the deflate stream, and in the CRC.
+        let mut flipped = packed.clone();
+        let mid = packed.len() / 2;
+        flipped[mid] ^= 0x55;
+        assert!(damaged(&flipped, &t).starts_with("corrupt"), "{}", damaged(&flipped, &t));
+        let mut crc = packed.clone();
+        let at = packed.len() - 6;
+        crc[at] ^= 1;
+        assert!(damaged(&crc, &t).contains("checksum"), "{}", damaged(&crc, &t));
+        let mut trailing = packed.clone();
+        trailing.extend_from_slice(b"\0\0");
+        assert!(damaged(&trailing, &t).contains("follow the end"), "{}", damaged(&trailing, &t));
+
+        // The same files under the same header, compressed otherwise: re-packed.
+        let end = 10 + packed[10..].iter().position(|b| *b == 0).unwrap() + 1;
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(packed.as_slice()).read_to_end(&mut tar).unwrap();
+        let mut other = flate2::write::GzEncoder::new(Vec::new(), Compression::best());
+        other.write_all(&tar).unwrap();
+        let other = other.finish().unwrap();
+        let mut recompressed = packed[..end].to_vec();
+        recompressed.extend_from_slice(&other[10..]);
+        assert!(damaged(&recompressed, &t).starts_with("re-packed: the same files, but not the bytes"), "{}", damaged(&recompressed, &t));
+        // Without kubebundle's header (tar czf).
+        assert!(damaged(&other, &t).starts_with("re-packed: the same files, packed by another tool"), "{}", damaged(&other, &t));
+
+        // Another tree's files under the first tarball's header (10 fixed bytes, then the
+        // NUL-terminated comment, the same length in both): edited.
+        let mut forged = packed[..end].to_vec();
+        forged.extend_from_slice(&tar_gz(&changed, 1_700_000_000).unwrap()[end..]);
+        assert!(damaged(&forged, &t).starts_with("edited"), "{}", damaged(&forged, &t));
+        assert!(damaged(&forged, &changed).starts_with("edited"), "{}", damaged(&forged, &changed));
+        let read = unpack(&forged);
+        assert!(read.files.len() == 2 && !read.problems.is_empty(), "an edited tarball under the old header is not reported");
     }
 
     #[test]
