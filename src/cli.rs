@@ -91,7 +91,7 @@ struct TokenCreateCli {
     /// How long the token is valid (Go duration); 0 never expires.
     #[arg(long, default_value = "24h")]
     ttl: String,
-    /// A note stored in the Secret.
+    /// A note stored in the Secret: one line of printable text, clipped at 256 characters.
     #[arg(long)]
     description: Option<String>,
     /// Extra groups, comma separated [default: system:bootstrappers:kubeadm:default-node-token].
@@ -354,8 +354,25 @@ fn token(cmd: TokenCommand) -> Result<(), CliError> {
                 .filter(|d| !d.negative)
                 .ok_or_else(|| CliError::Usage(format!("--ttl {:?} is not a duration such as 24h", c.ttl)))?
                 .value;
+            let description = match c.description.as_deref().map(crate::util::text::description) {
+                None => None,
+                Some(Ok(crate::util::text::Description::Ok(d))) => Some(d),
+                Some(Ok(crate::util::text::Description::Clipped(d, count))) => {
+                    eprintln!(
+                        "warning: --description is {count} characters long: clipped to its first {}",
+                        crate::util::text::MAX_DESCRIPTION
+                    );
+                    Some(d)
+                }
+                Some(Err((ch, at))) => {
+                    return Err(CliError::Usage(format!(
+                        "--description holds {} at character {at}\n  hint: a description is one line of printable text (no newlines, tabs or escape sequences)",
+                        crate::util::text::name_of(ch)
+                    )))
+                }
+            };
             let groups = if c.groups.is_empty() { crate::tokens::default_groups() } else { c.groups };
-            let new = crate::tokens::NewToken { ttl, description: c.description, usages: c.usages, groups };
+            let new = crate::tokens::NewToken { ttl, description, usages: c.usages, groups };
             let (t, join) = crate::tokens::create(&c.at.dir, new, &clock(&c.at)?)?;
             eprintln!("created bootstrap token {} (Secret manifest: manifests/bootstrap-token-{}.yaml)", t.id(), t.id());
             if c.print_join_command {

@@ -1,2 +1,3 @@
 pub mod duration;
+pub mod text;
 pub mod version;
