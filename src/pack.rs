@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
-use flate2::{Compression, GzBuilder};
+use flate2::write::DeflateEncoder;
+use flate2::Compression;
 use tar::{EntryType, Header};
 
 use crate::output::{FileEntry, FileTree};
@@ -52,25 +53,76 @@ pub enum Mismatch {
     Damaged(String),
 }
 
-/// The mtime `bytes` was packed with: its first tar header's (every entry has the same).
-fn packed_mtime(bytes: &[u8]) -> Option<u64> {
-    let mut block = [0u8; 512];
-    flate2::read::GzDecoder::new(bytes).read_exact(&mut block).ok()?;
-    Header::from_byte_slice(&block).mtime().ok()
+/// Whether the tarball `bytes` holds exactly what `tar_gz` packs of `tree` with the tarball's own
+/// mtime (so a tarball packed at an earlier clock is still kept): its gzip header must be exactly
+/// the one kubebundle writes for these files; its deflate stream must inflate, ending exactly
+/// before the trailer, to exactly that tar stream (every tar header, mode, file byte and padding
+/// block); and the trailer's CRC-32 and length must be that stream's, with nothing after. The
+/// deflate stream is inflated rather than the tree deflated again (a third of the cost), so only its
+/// encoding is not compared: any encoding of exactly this stream under this header is kept. Only
+/// when the check fails is the tarball read again to say why.
+pub fn compare(bytes: &[u8], tree: &FileTree) -> Result<(), Mismatch> {
+    if content_matches(bytes, tree) {
+        Ok(())
+    } else {
+        Err(diagnose(bytes, tree))
+    }
 }
 
-/// Whether the tarball `bytes` is exactly, byte for byte, what `tar_gz` packs of `tree` with the
-/// tarball's own mtime (so a tarball packed at an earlier clock is still kept). The tree is packed
-/// again and compared: the gzip header, the deflate stream, every tar header and file, the CRC and
-/// the length all take part, and nothing but a whole equal file passes. Only when they differ is
-/// the tarball read to say why.
-pub fn compare(bytes: &[u8], tree: &FileTree) -> Result<(), Mismatch> {
-    if let Some(mtime) = packed_mtime(bytes) {
-        if tar_gz(tree, mtime).is_ok_and(|packed| packed == bytes) {
-            return Ok(());
-        }
+/// Compares what is written to it with `expected`, from its start.
+struct Compare<'a> {
+    expected: &'a [u8],
+    at: usize,
+    same: bool,
+}
+
+impl Write for Compare<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.same = self.same && self.expected.get(self.at..self.at + buf.len()) == Some(buf);
+        self.at += buf.len();
+        Ok(buf.len())
     }
-    Err(diagnose(bytes, tree))
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn content_matches(bytes: &[u8], tree: &FileTree) -> bool {
+    let header = gzip_header(tree);
+    if bytes.len() < header.len() + 8 || !bytes.starts_with(&header) {
+        return false;
+    }
+    let (body, trailer) = bytes[header.len()..].split_at(bytes.len() - header.len() - 8);
+    let size = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]) as usize;
+    if size as u64 > MAX_TOTAL || size < 512 {
+        return false;
+    }
+    INFLATED.with(|inflated| {
+        let mut inflated = inflated.borrow_mut();
+        inflated.reserve(size);
+        let whole = INFLATE.with(|d| {
+            let mut d = d.borrow_mut();
+            d.reset(false);
+            let status = d.decompress_vec(body, &mut inflated, flate2::FlushDecompress::Finish);
+            matches!(status, Ok(flate2::Status::StreamEnd)) && d.total_in() as usize == body.len()
+        });
+        let same = whole
+            && inflated.len() == size
+            && {
+                let mut crc = flate2::Crc::new();
+                crc.update(&inflated);
+                crc.sum().to_le_bytes() == trailer[..4]
+            }
+            && Header::from_byte_slice(&inflated[..512]).mtime().is_ok_and(|mtime| {
+                let mut cmp = Compare { expected: &inflated, at: 0, same: true };
+                write_tar(&mut cmp, tree, mtime).is_ok() && cmp.same && cmp.at == size
+            });
+        // It held the node's keys (nothing was written past its length).
+        zeroize::Zeroize::zeroize(inflated.as_mut_slice());
+        inflated.clear();
+        same
+    })
 }
 
 /// What is wrong with a tarball that is not what kubebundle would pack, in plain words.
@@ -116,7 +168,7 @@ fn diagnose(bytes: &[u8], tree: &FileTree) -> Mismatch {
     match (ours, read.same_as(tree)) {
         (false, true) => damaged("re-packed: the same files, packed by another tool (it has no kubebundle gzip header)"),
         (false, false) => damaged("re-packed: packed by another tool (it has no kubebundle gzip header)"),
-        (true, true) => damaged("re-packed: the same files, but not the bytes kubebundle packs (tar headers or compression differ)"),
+        (true, true) => damaged("re-packed: the same files, but not packed as kubebundle packs them (its gzip or tar headers differ)"),
         (true, false) => Mismatch::Changed,
     }
 }
@@ -127,11 +179,40 @@ fn header_digest(bytes: &[u8]) -> Option<Vec<u8>> {
     decoder.header().and_then(|h| h.comment()).filter(|c| c.starts_with(b"kubebundle files sha256:")).map(<[u8]>::to_vec)
 }
 
-/// Packs `tree` (paths relative to the node's /) into a .tar.gz held in memory.
+/// Packs `tree` (paths relative to the node's /) into a .tar.gz held in memory: what a
+/// `GzBuilder` (no mtime, this comment, fast compression) over a `tar::Builder` gives, written
+/// through one deflate state per thread, reset for each tarball (setting one up costs more than
+/// compressing a node's few kilobytes).
 pub fn tar_gz(tree: &FileTree, mtime: u64) -> std::io::Result<Vec<u8>> {
-    let gz = GzBuilder::new().mtime(0).comment(comment(tree.iter())).write(Vec::new(), Compression::fast());
-    let mut builder = tar::Builder::new(gz);
-    // Directories and files in one sorted list, each directory before what it holds.
+    // Taken out while in use: after an error it is dropped, and the next call makes a new one.
+    let mut encoder = DEFLATE.with(|d| d.borrow_mut().take()).unwrap_or_else(|| DeflateEncoder::new(Vec::new(), Compression::fast()));
+    let mut crc = flate2::CrcWriter::new(&mut encoder);
+    write_tar(&mut crc, tree, mtime)?;
+    // A sync flush before the end, as the gzip writer this replaces did (the same bytes).
+    crc.flush()?;
+    let (sum, amount) = (crc.crc().sum(), crc.crc().amount());
+    let body = encoder.reset(Vec::new())?;
+    DEFLATE.with(|d| *d.borrow_mut() = Some(encoder));
+    let mut out = gzip_header(tree);
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out.extend_from_slice(&amount.to_le_bytes());
+    Ok(out)
+}
+
+/// The gzip header of `tree`'s tarball, as `GzBuilder` writes it: no mtime, the fast-compression
+/// flag, OS 255 (unknown) and the comment with the files' digest.
+fn gzip_header(tree: &FileTree) -> Vec<u8> {
+    let mut header = vec![0x1f, 0x8b, 8, 0x10, 0, 0, 0, 0, 4, 255];
+    header.extend_from_slice(comment(tree.iter()).as_bytes());
+    header.push(0);
+    header
+}
+
+/// The tar stream of `tree`, written to `to` entry by entry: directories and files in one sorted
+/// list, each directory before what it holds, then the two zero blocks that end an archive.
+fn write_tar(to: impl Write, tree: &FileTree, mtime: u64) -> std::io::Result<()> {
+    let mut builder = tar::Builder::new(to);
     let mut entries: Vec<(String, Option<&crate::output::FileEntry>)> = tree.dirs().into_iter().map(|d| (format!("{d}/"), None)).collect();
     entries.extend(tree.iter().map(|(p, f)| (p.clone(), Some(f))));
     entries.sort_by(|a, b| a.0.cmp(&b.0));
@@ -147,9 +228,14 @@ pub fn tar_gz(tree: &FileTree, mtime: u64) -> std::io::Result<Vec<u8>> {
             }
         }
     }
-    let mut gz = builder.into_inner()?;
-    gz.flush()?;
-    gz.finish()
+    builder.finish()
+}
+
+thread_local! {
+    /// What `content_matches` inflates (wiped after each use).
+    static INFLATED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static DEFLATE: std::cell::RefCell<Option<DeflateEncoder<Vec<u8>>>> = const { std::cell::RefCell::new(None) };
+    static INFLATE: std::cell::RefCell<flate2::Decompress> = std::cell::RefCell::new(flate2::Decompress::new(false));
 }
 
 /// A node tarball read back into memory: its regular files with their modes, and each entry
@@ -298,18 +384,39 @@ mod tests {
         trailing.extend_from_slice(b"\0\0");
         assert!(damaged(&trailing, &t).contains("follow the end"), "{}", damaged(&trailing, &t));
 
-        // The same files under the same header, compressed otherwise: re-packed.
+        // The same tar stream without kubebundle's gzip header (gzip -dc | gzip): re-packed.
         let end = 10 + packed[10..].iter().position(|b| *b == 0).unwrap() + 1;
         let mut tar = Vec::new();
         flate2::read::GzDecoder::new(packed.as_slice()).read_to_end(&mut tar).unwrap();
-        let mut other = flate2::write::GzEncoder::new(Vec::new(), Compression::best());
-        other.write_all(&tar).unwrap();
-        let other = other.finish().unwrap();
+        let gzip = |tar: &[u8]| {
+            let mut other = flate2::write::GzEncoder::new(Vec::new(), Compression::best());
+            other.write_all(tar).unwrap();
+            other.finish().unwrap()
+        };
+        assert!(damaged(&gzip(&tar), &t).starts_with("re-packed: the same files, packed by another tool"), "{}", damaged(&gzip(&tar), &t));
+        // The same files under kubebundle's header, with other tar headers (uid 1000): re-packed.
+        let mut other_tar = Vec::new();
+        let mut b = tar::Builder::new(&mut other_tar);
+        for (path, f) in t.iter() {
+            let mut h = header(path, f.bytes.len() as u64, f.mode, 1_700_000_000, EntryType::Regular).unwrap();
+            h.set_uid(1000);
+            h.set_cksum();
+            b.append(&h, f.bytes.as_slice()).unwrap();
+        }
+        b.finish().unwrap();
+        drop(b);
+        let mut foreign = packed[..end].to_vec();
+        foreign.extend_from_slice(&gzip(&other_tar)[10..]);
+        assert!(
+            damaged(&foreign, &t).starts_with("re-packed: the same files, but not packed as kubebundle packs them"),
+            "{}",
+            damaged(&foreign, &t)
+        );
+        // Only the deflate encoding differs (the header, the tar stream, CRC and length are
+        // exactly kubebundle's): what it unpacks to is byte for byte what the run packs, so it is kept.
         let mut recompressed = packed[..end].to_vec();
-        recompressed.extend_from_slice(&other[10..]);
-        assert!(damaged(&recompressed, &t).starts_with("re-packed: the same files, but not the bytes"), "{}", damaged(&recompressed, &t));
-        // Without kubebundle's header (tar czf).
-        assert!(damaged(&other, &t).starts_with("re-packed: the same files, packed by another tool"), "{}", damaged(&other, &t));
+        recompressed.extend_from_slice(&gzip(&tar)[10..]);
+        assert_eq!(compare(&recompressed, &t), Ok(()));
 
         // Another tree's files under the first tarball's header (10 fixed bytes, then the
         // NUL-terminated comment, the same length in both): edited.
@@ -319,6 +426,52 @@ mod tests {
         assert!(damaged(&forged, &changed).starts_with("edited"), "{}", damaged(&forged, &changed));
         let read = unpack(&forged);
         assert!(read.files.len() == 2 && !read.problems.is_empty(), "an edited tarball under the old header is not reported");
+    }
+
+    /// How tarballs were packed before (GzBuilder over a streaming tar::Builder): the same bytes.
+    fn tar_gz_streaming(tree: &FileTree, mtime: u64) -> Vec<u8> {
+        let gz = flate2::GzBuilder::new().mtime(0).comment(comment(tree.iter())).write(Vec::new(), Compression::fast());
+        let mut builder = tar::Builder::new(gz);
+        let mut entries: Vec<(String, Option<&FileEntry>)> = tree.dirs().into_iter().map(|d| (format!("{d}/"), None)).collect();
+        entries.extend(tree.iter().map(|(p, f)| (p.clone(), Some(f))));
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        for (path, file) in entries {
+            match file {
+                None => builder.append(&header(&path, 0, 0o755, mtime, EntryType::Directory).unwrap(), std::io::empty()).unwrap(),
+                Some(f) => builder
+                    .append(&header(&path, f.bytes.len() as u64, f.mode, mtime, EntryType::Regular).unwrap(), f.bytes.as_slice())
+                    .unwrap(),
+            }
+        }
+        let mut gz = builder.into_inner().unwrap();
+        gz.flush().unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn packing_gives_the_bytes_the_streaming_packer_gave() {
+        // Sizes around the deflate window and the output buffer, text and incompressible bytes.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut noise = |n: usize| {
+            (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect::<Vec<u8>>()
+        };
+        for (i, size) in [0usize, 1, 511, 512, 4000, 32 << 10, 70_000, 300_000].into_iter().enumerate() {
+            let mut t = FileTree::new();
+            t.insert("etc/kubernetes/pki/ca.crt", b"-----BEGIN CERTIFICATE-----\n".repeat(size / 28 + 1), 0o644);
+            t.insert(&format!("var/lib/kubelet/f{i}"), noise(size), 0o600);
+            t.insert("etc/kubernetes/admin.conf", b"apiVersion: v1\nkind: Config\n".repeat(size / 10 + 3), 0o600);
+            for mtime in [0, 1_767_225_600] {
+                assert!(tar_gz(&t, mtime).unwrap() == tar_gz_streaming(&t, mtime), "size {size}: other bytes than GzBuilder's");
+            }
+        }
+        assert!(tar_gz(&FileTree::new(), 5).unwrap() == tar_gz_streaming(&FileTree::new(), 5));
     }
 
     #[test]

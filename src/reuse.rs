@@ -1,8 +1,9 @@
 //! What a re-run keeps: a leaf certificate recorded in the state is kept as it is while it still
 //! fits the plan (same subject, SANs, usages, algorithm, validity period), is signed by the
 //! current CA and has more than `RENEW_WITHIN` left; a node tarball (or tree file) is kept byte
-//! for byte only when its bytes are exactly what the run writes, checked each run; anything else
-//! (truncated, corrupt, edited, re-packed, a wrong mode) is rewritten and reported. So adding a
+//! for byte only when it holds exactly what the run writes, checked whole each run (see
+//! `pack::compare`); anything else (truncated, corrupt, edited, re-packed, a wrong mode) is
+//! rewritten and reported. So adding a
 //! node, or re-running, changes nothing else and signs nothing again.
 
 use std::path::{Path, PathBuf};
@@ -95,8 +96,9 @@ fn wrong_mode(mode: u32, planned: u32, what: &str) -> String {
     format!("mode {mode:04o}, {what} {planned:04o}")
 }
 
-/// The previous node tarball at `path` against `tree`: the same only when its bytes are exactly
-/// what `pack::tar_gz` makes of `tree` (with the tarball's own mtime).
+/// The previous node tarball at `path` against `tree`: the same only when `pack::compare` finds
+/// exactly the gzip header, tar stream (with the tarball's own mtime), CRC and length that
+/// `pack::tar_gz` makes of `tree`.
 pub fn judge_tarball(path: &Path, tree: &FileTree) -> Judged {
     let (size, mode) = match regular(path) {
         None => return Judged::Absent,
