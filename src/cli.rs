@@ -557,8 +557,8 @@ fn drift(path: &Path, rel: &str, bytes: &[u8], mode: u32) -> Option<String> {
 }
 
 /// `generate --check`: every file (relative to OUT/<clusterName>) a run would add, change or
-/// remove, computed without writing anything. A tarball is up to date only when its bytes are
-/// exactly what the run writes and its mode is 0600; one that is not says why.
+/// remove, computed without writing anything. A tarball is up to date only when it holds exactly
+/// what the run writes (see `pack::compare`) and its mode is 0600; one that is not says why.
 pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Result<Vec<String>, CliError> {
     let cluster_dir = out.join(&config.cluster_name);
     output::check_owner(&cluster_dir, &config.cluster_name)?;
@@ -600,7 +600,7 @@ pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Resu
     // Files of the bundle (not the state, which keeps what it holds) that the run would drop.
     for (rel, _) in output::list_files(&cluster_dir).unwrap_or_default() {
         if !rel.starts_with("state/") && !seen.contains(&rel) {
-            changes.push(format!("would remove  {rel}"));
+            changes.push(format!("would remove  {}", crate::util::text::escape(&rel)));
         }
     }
     changes.sort_by(|a, b| a.get(14..).cmp(&b.get(14..)));
