@@ -13,7 +13,7 @@ use crate::output;
 use crate::pack;
 use crate::plan::{self, Plan};
 use crate::profile::Profile;
-use crate::reuse::Previous;
+use crate::reuse::{self, Judged, NodeReport, Previous};
 use crate::state::State;
 
 #[derive(Parser)]
@@ -145,7 +145,7 @@ struct TokenCreateCli {
     /// How long the token is valid (Go duration); 0 never expires.
     #[arg(long, default_value = "24h")]
     ttl: String,
-    /// A note stored in the Secret.
+    /// A note stored in the Secret: one line of printable text, clipped at 256 characters.
     #[arg(long)]
     description: Option<String>,
     /// Extra groups, comma separated [default: system:bootstrappers:kubeadm:default-node-token].
@@ -495,8 +495,25 @@ fn token(cmd: TokenCommand) -> Result<(), CliError> {
                 _ => return Err(CliError::Usage(format!("--ttl {:?} is not a duration such as 24h", c.ttl))),
             };
             ends_in_time(&now, ttl, "--ttl")?;
+            let description = match c.description.as_deref().map(crate::util::text::description) {
+                None => None,
+                Some(Ok(crate::util::text::Description::Ok(d))) => Some(d),
+                Some(Ok(crate::util::text::Description::Clipped(d, count))) => {
+                    say::err(&format!(
+                        "warning: --description is {count} characters long: clipped to its first {}",
+                        crate::util::text::MAX_DESCRIPTION
+                    ));
+                    Some(d)
+                }
+                Some(Err((ch, at))) => {
+                    return Err(CliError::Usage(format!(
+                        "--description holds {} at character {at}\n  hint: a description is one line of printable text (no newlines, tabs or escape sequences)",
+                        crate::util::text::name_of(ch)
+                    )))
+                }
+            };
             let groups = if c.groups.is_empty() { crate::tokens::default_groups() } else { c.groups };
-            let new = crate::tokens::NewToken { ttl, description: c.description, usages: c.usages, groups };
+            let new = crate::tokens::NewToken { ttl, description, usages: c.usages, groups };
             let (t, join) = crate::tokens::create(&c.at.dir, new, &now)?;
             say::err(&format!("created bootstrap token {} (Secret manifest: manifests/bootstrap-token-{}.yaml)", t.id(), t.id()));
             if c.print_join_command {
@@ -587,6 +604,8 @@ fn render(
 /// atomically, under a lock on that directory. `unpacked` also writes each node's tree. When
 /// `OUT/<clusterName>` is a symbolic link, the directory it points to is the bundle: the new one
 /// is built beside that directory and exchanged with it, and the link stays.
+/// Returns the state, the bundle and lines for the run's summary (node files kept, updated and
+/// repaired; nodes moved out).
 pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool, unpacked: bool) -> Result<(State, Bundle, Vec<String>), CliError> {
     let cluster_dir = out.join(&config.cluster_name);
     // Checked before the lock file is made (so a refusal writes nothing), and again under it.
@@ -613,20 +632,64 @@ pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool, unpacked: 
     let staging = output::stage(parent, &name)?;
     let root = staging.path();
     output::ensure_dir(&root.join("nodes"), 0o700)?;
-    // Each node's tarball (and tree) is written as soon as it is rendered, and dropped. A node
-    // whose files did not change keeps the previous tarball (and tree) by hard link: nothing is
-    // packed, written or, after the swap, freed.
+    // Each node's tarball (and tree) is written as soon as it is rendered, and dropped. A
+    // previous tarball (or tree file) that is exactly what this run writes is kept by hard link:
+    // nothing is packed, written or, after the swap, freed. Anything else is rewritten, and
+    // reported when it was not this run's own change (truncated, corrupt, edited, re-packed, a
+    // wrong mode).
+    let report = NodeReport::default();
     let write_node = |previous: &Previous, name: &str, tree: output::FileTree| {
-        let path = root.join("nodes").join(format!("{name}.tar.gz"));
-        match previous.tarball(name, &tree) {
-            Some((old, _)) => std::fs::hard_link(&old, &path).map_err(output::werr(&path))?,
-            None => output::write_file(&path, &pack::tar_gz(&tree, clock.unix()).map_err(output::werr(&path))?, 0o600)?,
+        let rel = format!("nodes/{name}.tar.gz");
+        let path = root.join(&rel);
+        let (judged, linked) = reuse::link_if_same(previous.tarball(name).as_deref(), &path, |p| reuse::judge_tarball(p, &tree));
+        let node_unchanged = matches!(judged, Judged::Same { .. });
+        match judged {
+            Judged::Same { mode: 0o600, .. } if linked => report.kept(),
+            Judged::Same { mode, bytes } => {
+                if linked {
+                    std::fs::remove_file(&path).map_err(output::werr(&path))?;
+                }
+                output::write_file(&path, &bytes, 0o600)?;
+                match mode {
+                    0o600 => report.kept(),
+                    m => report.repaired(rel, format!("mode {m:04o}, a tarball is 0600")),
+                }
+            }
+            other => {
+                output::write_file(&path, &pack::tar_gz(&tree, clock.unix()).map_err(output::werr(&path))?, 0o600)?;
+                match other {
+                    Judged::Differs(Some(why)) => report.repaired(rel, why),
+                    Judged::Differs(None) => report.updated(rel),
+                    _ => report.new_tarball(),
+                }
+            }
         }
         if unpacked {
             let dir = root.join("nodes").join(name);
-            match previous.tree(name, &tree) {
-                Some(old) => output::link_tree(&old, &dir, &tree, 0o755)?,
-                None => output::write_tree(&dir, &tree, 0o755)?,
+            output::ensure_dir(&dir, 0o755)?;
+            for d in tree.dirs() {
+                output::ensure_dir(&dir.join(d), 0o755)?;
+            }
+            let old = previous.tree(name, &tree);
+            for (p, f) in tree.iter() {
+                let to = dir.join(p);
+                let from = old.as_ref().and_then(|o| o.file(p));
+                let (judged, linked) = reuse::link_if_same(from.as_deref(), &to, |at| reuse::judge_file(at, &f.bytes, f.mode));
+                let why = match judged {
+                    Judged::Same { mode, .. } if mode == f.mode && linked => continue,
+                    Judged::Same { mode, .. } => (mode != f.mode).then(|| format!("mode {mode:04o}, planned {:04o}", f.mode)),
+                    // The node's files did not change, so this one was changed after it was written.
+                    Judged::Differs(None) if node_unchanged => Some("edited: not the bytes kubebundle wrote".to_string()),
+                    Judged::Differs(why) => why,
+                    Judged::Absent => None,
+                };
+                if linked {
+                    std::fs::remove_file(&to).map_err(output::werr(&to))?;
+                }
+                output::write_file(&to, &f.bytes, f.mode)?;
+                if let Some(why) = why {
+                    report.repaired(format!("nodes/{name}/{p}"), why);
+                }
             }
         }
         Ok(())
@@ -649,23 +712,32 @@ pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool, unpacked: 
     }
     output::commit(staging, &real)?;
     lock.keep();
-    Ok((state, bundle, removed))
+    let mut notes = report.lines(20);
+    notes.extend(removed);
+    Ok((state, bundle, notes))
+}
+
+/// The `--check` line for a file of the bundle judged against what a run would write there with
+/// `mode` (None: the same). `edited` says a differing file was changed after it was written.
+fn drift_line(rel: &str, judged: Judged, mode: u32, edited: bool) -> Option<String> {
+    match judged {
+        Judged::Absent => Some(format!("would add     {rel}")),
+        Judged::Same { mode: old, .. } if old == mode => None,
+        Judged::Same { mode: old, .. } => Some(format!("would chmod   {rel} ({old:04o} → {mode:04o})")),
+        Judged::Differs(None) if edited => Some(format!("would change  {rel} (edited: not the bytes kubebundle wrote)")),
+        Judged::Differs(None) => Some(format!("would change  {rel}")),
+        Judged::Differs(Some(why)) => Some(format!("would change  {rel} ({why})")),
+    }
 }
 
 /// How a file on disk compares with what a run would write there (None: the same).
 fn drift(path: &Path, rel: &str, bytes: &[u8], mode: u32) -> Option<String> {
-    match std::fs::read(path) {
-        Err(_) => Some(format!("would add     {rel}")),
-        Ok(old) if old != bytes => Some(format!("would change  {rel}")),
-        Ok(_) => {
-            let old_mode = std::fs::metadata(path).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777).ok();
-            old_mode.filter(|m| *m != mode).map(|m| format!("would chmod   {rel} ({m:04o} → {mode:04o})"))
-        }
-    }
+    drift_line(rel, reuse::judge_file(path, bytes, mode), mode, false)
 }
 
 /// `generate --check`: every file (relative to OUT/<clusterName>) a run would add, change or
-/// remove, computed without writing anything.
+/// remove, computed without writing anything. A tarball is up to date only when it holds exactly
+/// what the run writes (see `pack::compare`) and its mode is 0600; one that is not says why.
 pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Result<Vec<String>, CliError> {
     let cluster_dir = out.join(&config.cluster_name);
     output::sweep_around(&cluster_dir);
@@ -673,24 +745,22 @@ pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Resu
     output::check_owner(&cluster_dir, &config.cluster_name)?;
     let changes = std::sync::Mutex::new(Vec::new());
     let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let compare_node = |previous: &Previous, name: &str, tree: output::FileTree| {
+    let compare_node = |_: &Previous, name: &str, tree: output::FileTree| {
         let mut found = Vec::new();
         let mut names = Vec::new();
+        let rel = format!("nodes/{name}.tar.gz");
+        let judged = reuse::judge_tarball(&cluster_dir.join(&rel), &tree);
+        let node_unchanged = matches!(judged, Judged::Same { .. });
+        found.extend(drift_line(&rel, judged, 0o600, false));
+        names.push(rel);
         if unpacked {
             for (p, f) in tree.iter() {
                 let rel = format!("nodes/{name}/{p}");
-                found.extend(drift(&cluster_dir.join(&rel), &rel, &f.bytes, f.mode));
+                let judged = reuse::judge_file(&cluster_dir.join(&rel), &f.bytes, f.mode);
+                found.extend(drift_line(&rel, judged, f.mode, node_unchanged));
                 names.push(rel);
             }
         }
-        let rel = format!("nodes/{name}.tar.gz");
-        let path = cluster_dir.join(&rel);
-        let tgz = match previous.tarball(name, &tree) {
-            Some((_, old)) => old,
-            None => pack::tar_gz(&tree, clock.unix()).map_err(output::werr(&path))?,
-        };
-        found.extend(drift(&path, &rel, &tgz, 0o600));
-        names.push(rel);
         changes.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
         seen.lock().unwrap_or_else(|e| e.into_inner()).extend(names);
         Ok(())
@@ -711,7 +781,7 @@ pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Resu
     // Files of the bundle (not the state, which keeps what it holds) that the run would drop.
     for (rel, _) in output::list_files(&cluster_dir).unwrap_or_default() {
         if !rel.starts_with("state/") && !seen.contains(&rel) {
-            changes.push(format!("would remove  {rel}"));
+            changes.push(format!("would remove  {}", crate::util::text::escape(&rel)));
         }
     }
     changes.sort_by(|a, b| a.get(14..).cmp(&b.get(14..)));
@@ -806,7 +876,7 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
         }
         return Err(CliError::Drift { dir: cluster_dir.display().to_string(), count: changes.len() });
     }
-    let (state, bundle, removed) = build(&config, &args.out, &clock, args.force, args.unpacked)?;
+    let (state, bundle, notes) = build(&config, &args.out, &clock, args.force, args.unpacked)?;
 
     let mut err = std::io::stderr().lock();
     for line in &state.report {
@@ -816,7 +886,7 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
         let _ = writeln!(err, "warning: {w}");
     }
     let _ = writeln!(err, "leaf certificates: {} kept from the previous bundle, {} issued", bundle.reused, bundle.issued);
-    for line in &removed {
+    for line in &notes {
         let _ = writeln!(err, "{line}");
     }
     let files = bundle.node_files;

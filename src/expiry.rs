@@ -52,6 +52,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::pki::catalog;
+use crate::util::text::escape;
 
 /// `apiVersion` of the JSON/YAML report.
 pub const API_VERSION: &str = "kubebundle.dev/v1alpha1";
@@ -230,7 +231,8 @@ impl ExpiryReport {
         if !notes.is_empty() {
             out.push('\n');
             for c in notes {
-                out += &format!("{}: {}: {} ({})\n", c.name, c.status.label(), c.detail.replace('\n', " "), c.path);
+                out +=
+                    &format!("{}: {}: {} ({})\n", escape(&c.name), c.status.label(), escape(&c.detail.replace('\n', " ")), escape(&c.path));
             }
         }
         out
@@ -271,7 +273,9 @@ impl ExpiryReport {
     }
 }
 
-/// Label values per the Prometheus exposition format: `\`, `"` and newline escaped.
+/// Label values per the Prometheus exposition format: `\`, `"` and newline escaped; any other
+/// unprintable character is written as the text of its escape (`\x1b` as the four characters
+/// `\`, `x`, `1`, `b`), so the file never carries an escape sequence raw.
 fn escape_label(v: &str) -> String {
     let mut s = String::with_capacity(v.len());
     for ch in v.chars() {
@@ -279,6 +283,7 @@ fn escape_label(v: &str) -> String {
             '\\' => s.push_str("\\\\"),
             '"' => s.push_str("\\\""),
             '\n' => s.push_str("\\n"),
+            c if crate::util::text::is_unprintable(c) => s.push_str(&escape(&c.to_string()).replace('\\', "\\\\")),
             c => s.push(c),
         }
     }
@@ -288,9 +293,11 @@ fn escape_label(v: &str) -> String {
 /// Go's tabwriter as kubeadm sets it up (minwidth 10, padding 3, spaces); the last column is
 /// not padded, and trailing spaces are dropped.
 fn tabulate(rows: &[Vec<String>]) -> String {
+    // A name or path with a control character or an escape sequence is shown escaped, never raw.
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| escape(c).into_owned()).collect()).collect();
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0usize; cols];
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             widths[i] = widths[i].max(cell.chars().count() + 3).max(10);
         }
@@ -870,6 +877,7 @@ mod tests {
     fn dates_and_labels() {
         assert_eq!(table_date(1_826_876_400), "Nov 22, 2027 09:40 UTC");
         assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(escape_label("x\u{1b}[31m"), "x\\\\x1b[31m");
         assert_eq!(parse_warn_within("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert_eq!(parse_warn_within("720h"), Ok(Duration::from_secs(30 * 86_400)));
         assert!(parse_warn_within("-1h").is_err());

@@ -185,6 +185,8 @@ struct Ctx<'a> {
     state: &'a State,
     leaves: &'a LeafRecords,
     renderer: &'a Renderer,
+    /// The run's clock (the join token is the first one not expired then).
+    now: time::OffsetDateTime,
     ca_data: String,
     hash: String,
     /// The profile's name, for messages.
@@ -292,7 +294,7 @@ impl Ctx<'_> {
 
     fn rendered(&self, n: &NodePlan, f: &PlannedFile, r: &catalog::RenderedEntry) -> Result<String, MaterializeError> {
         let join_token = || {
-            self.state.join_token().ok_or_else(|| {
+            self.state.join_token(self.now).ok_or_else(|| {
                 MaterializeError::Missing(format!("no bootstrap token has the authentication usage, which {} needs", f.path))
             })
         };
@@ -347,7 +349,7 @@ impl Ctx<'_> {
                 let server = f.server.clone().unwrap_or_default();
                 match k.credential {
                     Credential::BootstrapToken => {
-                        let t = self.state.join_token().ok_or_else(|| {
+                        let t = self.state.join_token(self.now).ok_or_else(|| {
                             MaterializeError::Missing("no bootstrap token with the authentication usage for bootstrap-kubelet.conf".into())
                         })?;
                         bootstrap_kubeconfig(self.renderer, &self.config.cluster_name, &server, &self.ca_data, t)?.into_bytes()
@@ -553,6 +555,7 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, s
         state,
         leaves: &leaves,
         renderer: &renderer,
+        now: clock.now,
         ca_data: B64.encode(ca.cert.pem.as_bytes()),
         hash: hash.clone(),
         profile: plan.profile.clone(),
@@ -603,7 +606,7 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, s
         endpoint,
         hash: hash.clone(),
     };
-    let join_text = join_text(&renderer, &join, state.join_token())?;
+    let join_text = join_text(&renderer, &join, state.join_token(clock.now))?;
     top.insert("join.txt", join_text.clone().into_bytes(), 0o600);
     Ok(Bundle {
         node_names,

@@ -154,21 +154,6 @@ pub fn write_tree(root: &Path, tree: &FileTree, dir_mode: u32) -> Result<(), Out
     Ok(())
 }
 
-/// Re-uses a previous node's files in the staging tree by hard links: `tree` lists them (the same
-/// bytes and modes as under `from`, checked by the caller). No file is written or copied, and the
-/// old bundle, deleted after the swap, frees no file either; neither side is ever modified in
-/// place (writes make new files), so sharing the inodes is safe.
-pub fn link_tree(from: &Path, to: &Path, tree: &FileTree, dir_mode: u32) -> Result<(), OutputError> {
-    ensure_dir(to, dir_mode)?;
-    for d in tree.dirs() {
-        ensure_dir(&to.join(d), dir_mode)?;
-    }
-    for (rel, _) in tree.iter() {
-        fs::hard_link(from.join(rel), to.join(rel)).map_err(werr(&to.join(rel)))?;
-    }
-    Ok(())
-}
-
 /// Copies a directory tree of regular files, keeping modes (used to carry the state over).
 pub fn copy_tree(from: &Path, to: &Path) -> Result<(), OutputError> {
     let meta = fs::symlink_metadata(from).map_err(werr(from))?;

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
-use flate2::{Compression, GzBuilder};
+use flate2::write::DeflateEncoder;
+use flate2::Compression;
 use tar::{EntryType, Header};
 
 use crate::output::{FileEntry, FileTree};
@@ -43,12 +44,133 @@ fn comment<'a>(files: impl Iterator<Item = (&'a String, &'a FileEntry)>) -> Stri
     format!("kubebundle files sha256:{hex}")
 }
 
-/// Whether the tarball `bytes` holds exactly `tree` (paths, modes, bytes): by its header's digest
-/// when it has one, else by unpacking it.
-pub fn holds(bytes: &[u8], tree: &FileTree) -> bool {
-    match header_digest(bytes) {
-        Some(c) => c == comment(tree.iter()).as_bytes(),
-        None => unpack(bytes).same_as(tree),
+/// Why a previous tarball is not the one a run would write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    /// Kubebundle's own tarball, intact, of other files: the run changes the node's files.
+    Changed,
+    /// Truncated, corrupt, edited or re-packed: what is wrong with it, in a few words.
+    Damaged(String),
+}
+
+/// Whether the tarball `bytes` holds exactly what `tar_gz` packs of `tree` with the tarball's own
+/// mtime (so a tarball packed at an earlier clock is still kept): its gzip header must be exactly
+/// the one kubebundle writes for these files; its deflate stream must inflate, ending exactly
+/// before the trailer, to exactly that tar stream (every tar header, mode, file byte and padding
+/// block); and the trailer's CRC-32 and length must be that stream's, with nothing after. The
+/// deflate stream is inflated rather than the tree deflated again (40% of the cost), so only its
+/// encoding is not compared: any encoding of exactly this stream under this header is kept. Only
+/// when the check fails is the tarball read again to say why.
+pub fn compare(bytes: &[u8], tree: &FileTree) -> Result<(), Mismatch> {
+    if content_matches(bytes, tree) {
+        Ok(())
+    } else {
+        Err(diagnose(bytes, tree))
+    }
+}
+
+/// Compares what is written to it with `expected`, from its start.
+struct Compare<'a> {
+    expected: &'a [u8],
+    at: usize,
+    same: bool,
+}
+
+impl Write for Compare<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.same = self.same && self.expected.get(self.at..self.at + buf.len()) == Some(buf);
+        self.at += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn content_matches(bytes: &[u8], tree: &FileTree) -> bool {
+    let header = gzip_header(tree);
+    if bytes.len() < header.len() + 8 || !bytes.starts_with(&header) {
+        return false;
+    }
+    let (body, trailer) = bytes[header.len()..].split_at(bytes.len() - header.len() - 8);
+    let size = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]) as usize;
+    if size as u64 > MAX_TOTAL || size < 512 {
+        return false;
+    }
+    INFLATED.with(|inflated| {
+        let mut inflated = inflated.borrow_mut();
+        // One byte more than the trailer says, so a longer stream shows.
+        inflated.resize(size + 1, 0);
+        let whole = INFLATE.with(|d| {
+            let mut d = d.borrow_mut();
+            d.reset(false);
+            let status = d.decompress(body, &mut inflated, zlib_rs::InflateFlush::Finish);
+            matches!(status, Ok(zlib_rs::Status::StreamEnd)) && d.total_in() as usize == body.len() && d.total_out() as usize == size
+        });
+        let stream = &inflated[..size];
+        let same = whole
+            && {
+                let mut crc = flate2::Crc::new();
+                crc.update(stream);
+                crc.sum().to_le_bytes() == trailer[..4]
+            }
+            && Header::from_byte_slice(&stream[..512]).mtime().is_ok_and(|mtime| {
+                let mut cmp = Compare { expected: stream, at: 0, same: true };
+                write_tar(&mut cmp, tree, mtime).is_ok() && cmp.same && cmp.at == size
+            });
+        // It held the node's keys.
+        zeroize::Zeroize::zeroize(inflated.as_mut_slice());
+        inflated.clear();
+        same
+    })
+}
+
+/// What is wrong with a tarball that is not what kubebundle would pack, in plain words.
+fn diagnose(bytes: &[u8], tree: &FileTree) -> Mismatch {
+    let damaged = |why: &str| Mismatch::Damaged(why.to_string());
+    if bytes.len() < 2 || bytes[..2] != [0x1f, 0x8b] {
+        return damaged(if bytes.is_empty() { "truncated: the file is empty" } else { "corrupt: not a gzip file" });
+    }
+    // The whole gzip member: a truncation or a changed byte shows here (deflate error or CRC).
+    let mut decoder = flate2::bufread::GzDecoder::new(bytes);
+    let mut sink = [0u8; 64 << 10];
+    let mut total = 0u64;
+    loop {
+        match decoder.read(&mut sink) {
+            Ok(0) => break,
+            Ok(n) => {
+                total += n as u64;
+                if total > MAX_TOTAL + (1 << 20) {
+                    return damaged("corrupt: it unpacks to more than any node's files");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return damaged("truncated: the gzip stream ends early"),
+            Err(e) if e.to_string().contains("checksum") => {
+                return damaged("corrupt: its gzip checksum does not match its data (bytes were changed)")
+            }
+            Err(_) => return damaged("corrupt: its compressed data is invalid (bytes were changed)"),
+        }
+    }
+    if !decoder.into_inner().is_empty() {
+        return damaged("corrupt: bytes follow the end of its gzip stream");
+    }
+    let read = unpack(bytes);
+    let ours = header_digest(bytes).is_some();
+    if let Some((entry, why)) = read.problems.first() {
+        return if why.contains("digest in its gzip header") {
+            damaged("edited: its files are not the ones kubebundle packed (they do not match the digest in its gzip header)")
+        } else if entry.is_empty() {
+            damaged("corrupt: its tar stream cannot be read")
+        } else {
+            Mismatch::Damaged(format!("corrupt: it holds {entry:?}, which kubebundle never packs"))
+        };
+    }
+    match (ours, read.same_as(tree)) {
+        (false, true) => damaged("re-packed: the same files, packed by another tool (it has no kubebundle gzip header)"),
+        (false, false) => damaged("re-packed: packed by another tool (it has no kubebundle gzip header)"),
+        (true, true) => damaged("re-packed: the same files, but not packed as kubebundle packs them (its gzip or tar headers differ)"),
+        (true, false) => Mismatch::Changed,
     }
 }
 
@@ -64,11 +186,40 @@ fn header_digest(bytes: &[u8]) -> Option<Vec<u8>> {
     decoder.header().and_then(|h| h.comment()).filter(|c| c.starts_with(b"kubebundle files sha256:")).map(<[u8]>::to_vec)
 }
 
-/// Packs `tree` (paths relative to the node's /) into a .tar.gz held in memory.
+/// Packs `tree` (paths relative to the node's /) into a .tar.gz held in memory: what a
+/// `GzBuilder` (no mtime, this comment, fast compression) over a `tar::Builder` gives, written
+/// through one deflate state per thread, reset for each tarball (setting one up costs more than
+/// compressing a node's few kilobytes).
 pub fn tar_gz(tree: &FileTree, mtime: u64) -> std::io::Result<Vec<u8>> {
-    let gz = GzBuilder::new().mtime(0).comment(comment(tree.iter())).write(Vec::new(), Compression::fast());
-    let mut builder = tar::Builder::new(gz);
-    // Directories and files in one sorted list, each directory before what it holds.
+    // Taken out while in use: after an error it is dropped, and the next call makes a new one.
+    let mut encoder = DEFLATE.with(|d| d.borrow_mut().take()).unwrap_or_else(|| DeflateEncoder::new(Vec::new(), Compression::fast()));
+    let mut crc = flate2::CrcWriter::new(&mut encoder);
+    write_tar(&mut crc, tree, mtime)?;
+    // A sync flush before the end, as the gzip writer this replaces did (the same bytes).
+    crc.flush()?;
+    let (sum, amount) = (crc.crc().sum(), crc.crc().amount());
+    let body = encoder.reset(Vec::new())?;
+    DEFLATE.with(|d| *d.borrow_mut() = Some(encoder));
+    let mut out = gzip_header(tree);
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out.extend_from_slice(&amount.to_le_bytes());
+    Ok(out)
+}
+
+/// The gzip header of `tree`'s tarball, as `GzBuilder` writes it: no mtime, the fast-compression
+/// flag, OS 255 (unknown) and the comment with the files' digest.
+fn gzip_header(tree: &FileTree) -> Vec<u8> {
+    let mut header = vec![0x1f, 0x8b, 8, 0x10, 0, 0, 0, 0, 4, 255];
+    header.extend_from_slice(comment(tree.iter()).as_bytes());
+    header.push(0);
+    header
+}
+
+/// The tar stream of `tree`, written to `to` entry by entry: directories and files in one sorted
+/// list, each directory before what it holds, then the two zero blocks that end an archive.
+fn write_tar(to: impl Write, tree: &FileTree, mtime: u64) -> std::io::Result<()> {
+    let mut builder = tar::Builder::new(to);
     let mut entries: Vec<(String, Option<&crate::output::FileEntry>)> = tree.dirs().into_iter().map(|d| (format!("{d}/"), None)).collect();
     entries.extend(tree.iter().map(|(p, f)| (p.clone(), Some(f))));
     entries.sort_by(|a, b| a.0.cmp(&b.0));
@@ -84,9 +235,14 @@ pub fn tar_gz(tree: &FileTree, mtime: u64) -> std::io::Result<Vec<u8>> {
             }
         }
     }
-    let mut gz = builder.into_inner()?;
-    gz.flush()?;
-    gz.finish()
+    builder.finish()
+}
+
+thread_local! {
+    /// What `content_matches` inflates (wiped after each use).
+    static INFLATED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static DEFLATE: std::cell::RefCell<Option<DeflateEncoder<Vec<u8>>>> = const { std::cell::RefCell::new(None) };
+    static INFLATE: std::cell::RefCell<zlib_rs::Inflate> = std::cell::RefCell::new(zlib_rs::Inflate::new(false, 15));
 }
 
 /// A node tarball read back into memory: its regular files with their modes, and each entry
@@ -188,28 +344,141 @@ pub fn unpack(bytes: &[u8]) -> Unpacked {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_header_digest_tells_an_unchanged_tree_and_catches_an_edited_tarball() {
+    fn sample() -> FileTree {
         let mut t = FileTree::new();
-        t.insert("etc/kubernetes/pki/ca.crt", b"cert".to_vec(), 0o644);
-        t.insert("etc/kubernetes/admin.conf", b"kubeconfig".to_vec(), 0o600);
-        let packed = tar_gz(&t, 1_700_000_000).unwrap();
-        assert!(holds(&packed, &t));
-        assert!(unpack(&packed).same_as(&t));
-        for (path, bytes, mode) in
-            [("etc/kubernetes/admin.conf", b"other".to_vec(), 0o600), ("etc/kubernetes/admin.conf", b"kubeconfig".to_vec(), 0o644)]
-        {
-            let mut changed = t.clone();
-            changed.insert(path, bytes, mode);
-            assert!(!holds(&packed, &changed), "{path} {mode:o}");
-            // The other files' deflate stream under the first tarball's header (10 fixed bytes,
-            // then the NUL-terminated comment, the same length in both): unpacking reports it.
-            let end = 10 + packed[10..].iter().position(|b| *b == 0).unwrap() + 1;
-            let mut forged = packed[..end].to_vec();
-            forged.extend_from_slice(&tar_gz(&changed, 1_700_000_000).unwrap()[end..]);
-            let read = unpack(&forged);
-            assert!(read.files.len() == 2 && !read.problems.is_empty(), "an edited tarball under the old header is not reported");
+        t.insert("etc/kubernetes/pki/ca.crt", b"cert".repeat(300), 0o644);
+        t.insert("etc/kubernetes/admin.conf", b"kubeconfig".repeat(300), 0o600);
+        t
+    }
+
+    fn damaged(bytes: &[u8], tree: &FileTree) -> String {
+        match compare(bytes, tree) {
+            Err(Mismatch::Damaged(why)) => why,
+            other => panic!("not reported as damaged: {other:?}"),
         }
+    }
+
+    #[test]
+    fn only_the_exact_bytes_pass_and_each_defect_is_named() {
+        let t = sample();
+        let packed = tar_gz(&t, 1_700_000_000).unwrap();
+        assert_eq!(compare(&packed, &t), Ok(()));
+        // Packed at another clock: still the very bytes kubebundle packs of these files.
+        assert_eq!(compare(&tar_gz(&t, 1_600_000_000).unwrap(), &t), Ok(()));
+        // Other files, packed by kubebundle: the run's own change.
+        let mut changed = t.clone();
+        changed.insert("etc/kubernetes/admin.conf", b"other".to_vec(), 0o600);
+        assert_eq!(compare(&packed, &changed), Err(Mismatch::Changed));
+        // A wrong mode inside is another tree.
+        let mut chmodded = t.clone();
+        chmodded.insert("etc/kubernetes/admin.conf", b"kubeconfig".repeat(300), 0o644);
+        assert_eq!(compare(&packed, &chmodded), Err(Mismatch::Changed));
+
+        for cut in [0, 1, 10, packed.len() / 2, packed.len() - 8, packed.len() - 1] {
+            let why = damaged(&packed[..cut], &t);
+            assert!(why.starts_with("truncated") || (cut == 1 && why.starts_with("corrupt")), "cut at {cut}: {why}");
+        }
+        // A flipped byte in the deflate stream, and in the CRC.
+        let mut flipped = packed.clone();
+        let mid = packed.len() / 2;
+        flipped[mid] ^= 0x55;
+        assert!(damaged(&flipped, &t).starts_with("corrupt"), "{}", damaged(&flipped, &t));
+        let mut crc = packed.clone();
+        let at = packed.len() - 6;
+        crc[at] ^= 1;
+        assert!(damaged(&crc, &t).contains("checksum"), "{}", damaged(&crc, &t));
+        let mut trailing = packed.clone();
+        trailing.extend_from_slice(b"\0\0");
+        assert!(damaged(&trailing, &t).contains("follow the end"), "{}", damaged(&trailing, &t));
+
+        // The same tar stream without kubebundle's gzip header (gzip -dc | gzip): re-packed.
+        let end = 10 + packed[10..].iter().position(|b| *b == 0).unwrap() + 1;
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(packed.as_slice()).read_to_end(&mut tar).unwrap();
+        let gzip = |tar: &[u8]| {
+            let mut other = flate2::write::GzEncoder::new(Vec::new(), Compression::best());
+            other.write_all(tar).unwrap();
+            other.finish().unwrap()
+        };
+        assert!(damaged(&gzip(&tar), &t).starts_with("re-packed: the same files, packed by another tool"), "{}", damaged(&gzip(&tar), &t));
+        // The same files under kubebundle's header, with other tar headers (uid 1000): re-packed.
+        let mut other_tar = Vec::new();
+        let mut b = tar::Builder::new(&mut other_tar);
+        for (path, f) in t.iter() {
+            let mut h = header(path, f.bytes.len() as u64, f.mode, 1_700_000_000, EntryType::Regular).unwrap();
+            h.set_uid(1000);
+            h.set_cksum();
+            b.append(&h, f.bytes.as_slice()).unwrap();
+        }
+        b.finish().unwrap();
+        drop(b);
+        let mut foreign = packed[..end].to_vec();
+        foreign.extend_from_slice(&gzip(&other_tar)[10..]);
+        assert!(
+            damaged(&foreign, &t).starts_with("re-packed: the same files, but not packed as kubebundle packs them"),
+            "{}",
+            damaged(&foreign, &t)
+        );
+        // Only the deflate encoding differs (the header, the tar stream, CRC and length are
+        // exactly kubebundle's): what it unpacks to is byte for byte what the run packs, so it is kept.
+        let mut recompressed = packed[..end].to_vec();
+        recompressed.extend_from_slice(&gzip(&tar)[10..]);
+        assert_eq!(compare(&recompressed, &t), Ok(()));
+
+        // Another tree's files under the first tarball's header (10 fixed bytes, then the
+        // NUL-terminated comment, the same length in both): edited.
+        let mut forged = packed[..end].to_vec();
+        forged.extend_from_slice(&tar_gz(&changed, 1_700_000_000).unwrap()[end..]);
+        assert!(damaged(&forged, &t).starts_with("edited"), "{}", damaged(&forged, &t));
+        assert!(damaged(&forged, &changed).starts_with("edited"), "{}", damaged(&forged, &changed));
+        let read = unpack(&forged);
+        assert!(read.files.len() == 2 && !read.problems.is_empty(), "an edited tarball under the old header is not reported");
+    }
+
+    /// How tarballs were packed before (GzBuilder over a streaming tar::Builder): the same bytes.
+    fn tar_gz_streaming(tree: &FileTree, mtime: u64) -> Vec<u8> {
+        let gz = flate2::GzBuilder::new().mtime(0).comment(comment(tree.iter())).write(Vec::new(), Compression::fast());
+        let mut builder = tar::Builder::new(gz);
+        let mut entries: Vec<(String, Option<&FileEntry>)> = tree.dirs().into_iter().map(|d| (format!("{d}/"), None)).collect();
+        entries.extend(tree.iter().map(|(p, f)| (p.clone(), Some(f))));
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        for (path, file) in entries {
+            match file {
+                None => builder.append(&header(&path, 0, 0o755, mtime, EntryType::Directory).unwrap(), std::io::empty()).unwrap(),
+                Some(f) => builder
+                    .append(&header(&path, f.bytes.len() as u64, f.mode, mtime, EntryType::Regular).unwrap(), f.bytes.as_slice())
+                    .unwrap(),
+            }
+        }
+        let mut gz = builder.into_inner().unwrap();
+        gz.flush().unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn packing_gives_the_bytes_the_streaming_packer_gave() {
+        // Sizes around the deflate window and the output buffer, text and incompressible bytes.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut noise = |n: usize| {
+            (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect::<Vec<u8>>()
+        };
+        for (i, size) in [0usize, 1, 511, 512, 4000, 32 << 10, 70_000, 300_000].into_iter().enumerate() {
+            let mut t = FileTree::new();
+            t.insert("etc/kubernetes/pki/ca.crt", b"-----BEGIN CERTIFICATE-----\n".repeat(size / 28 + 1), 0o644);
+            t.insert(&format!("var/lib/kubelet/f{i}"), noise(size), 0o600);
+            t.insert("etc/kubernetes/admin.conf", b"apiVersion: v1\nkind: Config\n".repeat(size / 10 + 3), 0o600);
+            for mtime in [0, 1_767_225_600] {
+                assert!(tar_gz(&t, mtime).unwrap() == tar_gz_streaming(&t, mtime), "size {size}: other bytes than GzBuilder's");
+            }
+        }
+        assert!(tar_gz(&FileTree::new(), 5).unwrap() == tar_gz_streaming(&FileTree::new(), 5));
     }
 
     #[test]

@@ -1279,30 +1279,28 @@ pub fn renew(args: &RenewArgs) -> Result<RenewReport, RenewError> {
 }
 
 impl RenewReport {
-    /// What was renewed, where the backup is, what to restart.
+    /// What was renewed, where the backup is, what to restart. Names and paths are escaped: a
+    /// control character or an escape sequence in them is shown, never sent to the terminal.
     pub fn render(&self) -> String {
+        use crate::util::text::escape;
+        let shown = |p: &Path| escape(&p.display().to_string()).into_owned();
         let mut s = String::new();
         let verb = if self.dry_run { "would renew" } else { "renewed" };
         s.push_str(&format!("{verb} {} certificate(s):\n", self.renewed.len()));
-        let width = self.renewed.iter().map(|r| r.name.len()).max().unwrap_or(0);
-        for r in &self.renewed {
+        let names: Vec<String> = self.renewed.iter().map(|r| escape(&r.name).into_owned()).collect();
+        let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+        for (r, name) in self.renewed.iter().zip(&names) {
             let key = if r.new_key { "  (new key)" } else { "" };
-            s.push_str(&format!(
-                "  {:width$}  {} → {}  {}{key}\n",
-                r.name,
-                rfc3339(r.old_not_after),
-                rfc3339(r.new_not_after),
-                r.path.display()
-            ));
+            s.push_str(&format!("  {name:width$}  {} → {}  {}{key}\n", rfc3339(r.old_not_after), rfc3339(r.new_not_after), shown(&r.path)));
         }
         if self.dry_run {
             s.push_str(&format!("dry run: nothing written ({} file(s) would change)\n", self.changed_files.len()));
         }
         if let Some(b) = &self.backup_dir {
-            s.push_str(&format!("backup of the {} replaced file(s): {}\n", self.changed_files.len(), b.display()));
+            s.push_str(&format!("backup of the {} replaced file(s): {}\n", self.changed_files.len(), shown(b)));
         }
         for t in &self.repacked {
-            s.push_str(&format!("{} {}\n", if self.dry_run { "would re-pack" } else { "re-packed" }, t.display()));
+            s.push_str(&format!("{} {}\n", if self.dry_run { "would re-pack" } else { "re-packed" }, shown(t)));
         }
         if self.restart.is_empty() {
             s.push_str("nothing to restart\n");

@@ -1,11 +1,15 @@
 //! What a re-run keeps: a leaf certificate recorded in the state is kept as it is while it still
 //! fits the plan (same subject, SANs, usages, algorithm, validity period), is signed by the
-//! current CA and has more than `RENEW_WITHIN` left; a node whose files come out identical keeps
-//! its tarball (and unpacked tree) byte for byte. So adding a node, or re-running, changes
-//! nothing else and signs nothing again.
+//! current CA and has more than `RENEW_WITHIN` left; a node tarball (or tree file) is kept byte
+//! for byte only when it holds exactly what the run writes, checked whole each run (see
+//! `pack::compare`); anything else (truncated, corrupt, edited, re-packed, a wrong mode) is
+//! rewritten and reported. So adding a
+//! node, or re-running, changes nothing else and signs nothing again.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use zeroize::Zeroizing;
 
 use x509_parser::prelude::*;
 
@@ -74,11 +78,102 @@ pub fn judge(spec: &CertSpec, record: &LeafRecord, ca: &Authority, config: &Conf
     Ok(fits.then(|| Issued { pem: pem.to_string(), der }))
 }
 
-/// Where the previous bundle's nodes are, to keep a node's tarball and tree when its files did not
-/// change (each is read when its node is rendered, so memory does not grow with the fleet).
+/// Where the previous bundle's nodes are, to keep a node's tarball and tree files when they are
+/// exactly what the run writes (each is read when its node is rendered, so memory does not grow
+/// with the fleet).
 #[derive(Default)]
 pub struct Previous {
     nodes: Option<PathBuf>,
+}
+
+/// How a file of the previous bundle compares with what this run writes there.
+pub enum Judged {
+    /// There is none.
+    Absent,
+    /// The very bytes this run writes; `mode` is the file's own (the caller compares it with the plan).
+    Same { mode: u32, bytes: Zeroizing<Vec<u8>> },
+    /// It must be rewritten: `None` when this run changes it, else why it cannot be trusted
+    /// (truncated, corrupt, edited, re-packed, not a regular file; and a wrong mode).
+    Differs(Option<String>),
+}
+
+/// The metadata of a regular file at `path` (never followed through a symbolic link): None when
+/// there is nothing there, else the file's size and mode, or why it cannot be used.
+fn regular(path: &Path) -> Option<Result<(u64, u32), String>> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(Err(format!("unreadable ({})", plain(&e)))),
+    };
+    Some(match meta.file_type() {
+        t if t.is_file() => Ok((meta.len(), meta.permissions().mode() & 0o7777)),
+        t if t.is_symlink() => Err("a symbolic link, not a regular file".into()),
+        _ => Err("not a regular file".into()),
+    })
+}
+
+fn read(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
+    std::fs::read(path).map(Zeroizing::new).map_err(|e| format!("unreadable ({})", plain(&e)))
+}
+
+/// An I/O error in plain words (`Permission denied`, without the errno).
+fn plain(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    text.split(" (os error").next().unwrap_or(&text).to_string()
+}
+
+fn wrong_mode(mode: u32, planned: u32, what: &str) -> String {
+    format!("mode {mode:04o}, {what} {planned:04o}")
+}
+
+/// The previous node tarball at `path` against `tree`: the same only when `pack::compare` finds
+/// exactly the gzip header, tar stream (with the tarball's own mtime), CRC and length that
+/// `pack::tar_gz` makes of `tree`.
+pub fn judge_tarball(path: &Path, tree: &FileTree) -> Judged {
+    let (size, mode) = match regular(path) {
+        None => return Judged::Absent,
+        Some(Ok(found)) => found,
+        Some(Err(why)) => return Judged::Differs(Some(why)),
+    };
+    let mismatch = if size > crate::pack::MAX_TOTAL {
+        crate::pack::Mismatch::Damaged(format!("corrupt: {size} bytes, larger than any node tarball"))
+    } else {
+        match read(path) {
+            Err(why) => return Judged::Differs(Some(why)),
+            Ok(bytes) => match crate::pack::compare(&bytes, tree) {
+                Ok(()) => return Judged::Same { mode, bytes },
+                Err(m) => m,
+            },
+        }
+    };
+    let mut why: Vec<String> = match mismatch {
+        crate::pack::Mismatch::Damaged(d) => vec![d],
+        crate::pack::Mismatch::Changed => Vec::new(),
+    };
+    if mode != 0o600 {
+        why.push(wrong_mode(mode, 0o600, "a tarball is"));
+    }
+    Judged::Differs((!why.is_empty()).then(|| why.join("; ")))
+}
+
+/// A previous file at `path` against the `bytes` and `mode` this run writes there (a file of
+/// another size is not read).
+pub fn judge_file(path: &Path, bytes: &[u8], mode: u32) -> Judged {
+    let (size, old_mode) = match regular(path) {
+        None => return Judged::Absent,
+        Some(Ok(found)) => found,
+        Some(Err(why)) => return Judged::Differs(Some(why)),
+    };
+    let mode_note = (old_mode != mode).then(|| wrong_mode(old_mode, mode, "planned"));
+    if size != bytes.len() as u64 {
+        return Judged::Differs(mode_note);
+    }
+    match read(path) {
+        Ok(old) if *old == bytes => Judged::Same { mode: old_mode, bytes: old },
+        Ok(_) => Judged::Differs(mode_note),
+        Err(why) => Judged::Differs(Some(why)),
+    }
 }
 
 impl Previous {
@@ -87,17 +182,114 @@ impl Previous {
         Previous { nodes: Some(cluster_dir.join("nodes")) }
     }
 
-    /// The previous tarball of `node` (path and bytes) when it holds exactly `tree`.
-    pub fn tarball(&self, node: &str, tree: &FileTree) -> Option<(PathBuf, Vec<u8>)> {
-        let path = self.nodes.as_ref()?.join(format!("{node}.tar.gz"));
-        let bytes = std::fs::read(&path).ok()?;
-        crate::pack::holds(&bytes, tree).then_some((path, bytes))
+    /// Where the previous tarball of `node` is (it may not exist).
+    pub fn tarball(&self, node: &str) -> Option<PathBuf> {
+        Some(self.nodes.as_ref()?.join(format!("{node}.tar.gz")))
     }
 
-    /// The previous unpacked tree of `node` when it holds exactly `tree`.
-    pub fn tree(&self, node: &str, tree: &FileTree) -> Option<PathBuf> {
+    /// The previous unpacked tree of `node`, as far as it is made of real directories (a file is
+    /// never reused through a symbolic link to somewhere else).
+    pub fn tree(&self, node: &str, tree: &FileTree) -> Option<OldTree> {
         let root = self.nodes.as_ref()?.join(node);
-        crate::output::read_tree(&root).is_ok_and(|old| old.same_as(tree)).then_some(root)
+        let real_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_dir());
+        if !real_dir(&root) {
+            return None;
+        }
+        let real = tree.dirs().into_iter().filter(|d| real_dir(&root.join(d))).collect();
+        Some(OldTree { root, real })
+    }
+}
+
+/// A node's previous unpacked tree (see `Previous::tree`).
+pub struct OldTree {
+    root: PathBuf,
+    /// The directories of the new tree that are real directories in the old one.
+    real: std::collections::BTreeSet<String>,
+}
+
+impl OldTree {
+    /// Where file `rel` of the old tree is, when every directory above it is a real one.
+    pub fn file(&self, rel: &str) -> Option<PathBuf> {
+        let mut p = rel;
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            if !self.real.contains(parent) {
+                return None;
+            }
+            p = parent;
+        }
+        Some(self.root.join(rel))
+    }
+}
+
+/// Hard-links `old` at `to` and judges what was linked (so the check applies to the very inode
+/// the new bundle holds), with whether `to` is now that link. A file that differs is unlinked
+/// again; when there is no previous file, or it cannot be linked, `to` is left absent (and `old`
+/// is judged where it is).
+pub fn link_if_same(old: Option<&Path>, to: &Path, judge: impl Fn(&Path) -> Judged) -> (Judged, bool) {
+    let Some(old) = old else { return (Judged::Absent, false) };
+    if std::fs::hard_link(old, to).is_err() {
+        return (judge(old), false);
+    }
+    let judged = judge(to);
+    if matches!(judged, Judged::Same { .. }) {
+        return (judged, true);
+    }
+    let _ = std::fs::remove_file(to);
+    (judged, false)
+}
+
+/// What a run did with the previous bundle's node files, for its summary: tarballs kept, updated
+/// (the run changes their files) and new, and every file rewritten because it could not be
+/// trusted, with why.
+#[derive(Default)]
+pub struct NodeReport {
+    kept: std::sync::atomic::AtomicUsize,
+    new: std::sync::atomic::AtomicUsize,
+    updated: std::sync::Mutex<Vec<String>>,
+    repaired: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl NodeReport {
+    pub fn kept(&self) {
+        self.kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn new_tarball(&self) {
+        self.new.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn updated(&self, rel: String) {
+        self.updated.lock().unwrap_or_else(|e| e.into_inner()).push(rel);
+    }
+
+    pub fn repaired(&self, rel: String, why: String) {
+        self.repaired.lock().unwrap_or_else(|e| e.into_inner()).push((rel, why));
+    }
+
+    /// One summary line, then every repaired file, then the updated tarballs (the first `listed`).
+    pub fn lines(self, listed: usize) -> Vec<String> {
+        let mut updated = self.updated.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut repaired = self.repaired.into_inner().unwrap_or_else(|e| e.into_inner());
+        updated.sort();
+        repaired.sort();
+        let tarballs = repaired.iter().filter(|(rel, _)| rel.ends_with(".tar.gz")).count();
+        let mut lines = vec![format!(
+            "node tarballs: {} kept as they were (hard links), {} updated, {} repaired, {} new",
+            self.kept.into_inner(),
+            updated.len(),
+            tarballs,
+            self.new.into_inner()
+        )];
+        for (rel, why) in &repaired {
+            lines.push(format!("rewrote {rel}: {why}"));
+        }
+        for rel in updated.iter().take(listed) {
+            lines.push(format!("updated {rel}: its files changed"));
+        }
+        if updated.len() > listed {
+            lines.push(format!("  ... and {} more updated", updated.len() - listed));
+        }
+        lines
     }
 }
 

@@ -449,10 +449,16 @@ impl State {
         self.authorities.get(id)
     }
 
-    /// The token bootstrap-kubelet.conf and the join command use.
-    pub fn join_token(&self) -> Option<&Token> {
-        self.tokens.iter().find(|t| t.authenticates())
+    /// The token bootstrap-kubelet.conf, kubeadm-join.yaml and the join command use at `now`.
+    pub fn join_token(&self, now: OffsetDateTime) -> Option<&Token> {
+        join_token(&self.tokens, now)
     }
+}
+
+/// The join token: the first token that authenticates and has not expired at `now` (generate
+/// and `token create|delete` both choose it so).
+pub fn join_token(tokens: &[Token], now: OffsetDateTime) -> Option<&Token> {
+    tokens.iter().find(|t| t.authenticates() && !t.expired(now))
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {

@@ -20,6 +20,7 @@ use crate::pki::token;
 use crate::plan::JoinPlan;
 use crate::render::{RenderError, Renderer};
 use crate::state::{self, StateError, Token};
+use crate::util::text::escape;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -99,7 +100,7 @@ fn ttl_left(t: &Token, now: OffsetDateTime) -> String {
 }
 
 /// The state's tokens as a table: id, time left, expiry, usages, description, extra groups.
-/// Never the secret.
+/// Never the secret. Every cell is escaped (a hand-edited tokens.yaml may hold anything).
 pub fn list(dir: &Path, now: OffsetDateTime) -> Result<String, TokenError> {
     let b = open(dir)?;
     let tokens = state::read_tokens(&b.dir.join("state"))?;
@@ -114,6 +115,7 @@ pub fn list(dir: &Path, now: OffsetDateTime) -> Result<String, TokenError> {
                 t.description.clone().unwrap_or_default(),
                 t.groups.join(","),
             ]
+            .map(|cell| escape(&cell).into_owned())
         })
         .collect();
     let header = ["ID", "TTL", "EXPIRES", "USAGES", "DESCRIPTION", "EXTRA GROUPS"].map(String::from);
@@ -176,7 +178,8 @@ pub fn delete(dir: &Path, id: &str, clock: &Clock) -> Result<(), TokenError> {
                 "token {id} comes from the config (InitConfiguration.bootstrapTokens)\n  hint: remove it there and run generate"
             )));
         }
-        let joins = |t: &Token| t.authenticates();
+        // A token that has expired joins nobody: deleting it is always allowed.
+        let joins = |t: &Token| t.authenticates() && !t.expired(clock.now);
         if joins(&tokens[at]) && tokens.iter().filter(|t| joins(t)).count() == 1 && uses_bootstrap_kubeconfig(dir) {
             return Err(TokenError::Invalid(format!(
                 "token {id} is the only one workers can join with (their bootstrap-kubelet.conf holds it)\n  hint: `kubebundle token create` another first"
@@ -193,8 +196,8 @@ fn uses_bootstrap_kubeconfig(dir: &Path) -> bool {
 }
 
 /// Applies `edit` to the token list and rewrites, in a staged copy swapped in atomically:
-/// tokens.yaml, the Secret manifests, join.txt, and (when the join token changed) each
-/// bootstrap-kubelet.conf and its node's tarball.
+/// tokens.yaml, the Secret manifests, join.txt, and (when the join token changed, or the one the
+/// files hold has expired) each bootstrap-kubelet.conf and kubeadm-join.yaml and its node's tarball.
 fn change(dir: &Path, clock: &Clock, edit: impl FnOnce(&mut Vec<Token>) -> Result<(), TokenError>) -> Result<JoinInfo, TokenError> {
     // A link to a bundle: the directory it points to is staged beside and swapped.
     let Some(real) = output::resolve(dir)? else {
@@ -230,11 +233,14 @@ fn change(dir: &Path, clock: &Clock, edit: impl FnOnce(&mut Vec<Token>) -> Resul
     for (path, text) in token_manifests(&renderer, &server, &B64.encode(&b.ca_pem), version.minor, &tokens)? {
         output::write_file(&root.join(path), text.as_bytes(), 0o644)?;
     }
-    let join_token = tokens.iter().find(|t| t.authenticates());
+    // The join token at the command's clock; the nodes' files hold the one join.txt names (the
+    // join token when they were written), so they are rewritten whenever that is another, also
+    // when it merely expired since.
+    let join_token = state::join_token(&tokens, clock.now);
+    let written = token_in_join_txt(&dir.join("join.txt"));
     output::write_file(&root.join("join.txt"), join_text(&renderer, &b.join, join_token)?.as_bytes(), 0o600)?;
 
-    let old_join = before.iter().find(|t| t.authenticates()).map(|t| t.token.clone());
-    if let (Some(t), true) = (join_token, join_token.map(|t| t.token.clone()) != old_join) {
+    if let (Some(t), true) = (join_token, join_token.map(|t| t.token.as_str()) != written.as_deref().map(String::as_str)) {
         let ca_data = B64.encode(&b.ca_pem);
         for node in b.plan["nodes"].as_array().into_iter().flatten() {
             let Some(name) = node["name"].as_str() else { continue };
@@ -264,6 +270,13 @@ fn change(dir: &Path, clock: &Clock, edit: impl FnOnce(&mut Vec<Token>) -> Resul
     output::commit(staging, &real)?;
     lock.keep();
     Ok(b.join)
+}
+
+/// The token join.txt's join commands use (`--token <id>.<secret>`), if any.
+fn token_in_join_txt(path: &Path) -> Option<zeroize::Zeroizing<String>> {
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).ok()?);
+    let after = text.split("--token ").nth(1)?;
+    Some(zeroize::Zeroizing::new(after.split_whitespace().next()?.to_string()))
 }
 
 /// The default for `token create --groups`.

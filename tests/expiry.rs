@@ -649,3 +649,21 @@ fn not_yet_valid_is_a_warning() {
     let t = r.render(Format::Table);
     assert!(t.contains("apiserver: warning: not valid before 2026-11-22T"), "{t}");
 }
+
+#[test]
+fn a_control_character_in_a_path_is_shown_escaped_in_the_table_and_the_labels() {
+    let dir = temp("escape");
+    let tree = dir.path().join("etc\u{1b}[31m\nkubernetes");
+    copy_dir(&fixture(), &tree);
+    std::fs::write(tree.join("pki/apiserver.crt"), "not a certificate\n").unwrap();
+    let r = check(&tree, "2026-12-01T00:00:00Z");
+    assert_eq!(find(&r, "apiserver").status, Status::Unreadable);
+    let table = r.render(Format::Table);
+    assert!(!table.contains('\u{1b}'), "the table printed a raw escape: {table:?}");
+    let note = table.lines().find(|l| l.starts_with("apiserver: unreadable")).expect("a note for the unreadable file");
+    assert!(note.contains("etc\\x1b[31m\\nkubernetes/pki/apiserver.crt"), "{note}");
+    let prom = r.render(Format::Prometheus);
+    assert!(!prom.contains('\u{1b}'), "the textfile holds a raw escape: {prom:?}");
+    assert!(prom.lines().all(|l| l.starts_with("# ") || l.starts_with("kubebundle_certificate_")), "a label broke a line: {prom}");
+    assert!(prom.contains("etc\\\\x1b[31m\\nkubernetes/pki/"), "{prom}");
+}

@@ -762,3 +762,15 @@ fn hardway_and_binary_bundles_are_checked_and_renewed_where_their_profile_puts_f
         verify_bundle(&cluster, now);
     }
 }
+
+#[test]
+fn the_report_shows_control_characters_in_paths_escaped() {
+    let t = temp("escape");
+    let etc = t.path().join("etc\u{1b}[2J\u{1b}[31m").join("kubernetes");
+    copy_tree(&fixture(), &etc);
+    let report = run(&args(&etc, &["apiserver"], "2026-12-01T00:00:00Z"));
+    let rendered = report.render();
+    assert!(!rendered.contains('\u{1b}'), "the report printed a raw escape: {rendered:?}");
+    assert!(rendered.contains("etc\\x1b[2J\\x1b[31m/kubernetes/pki/apiserver.crt"), "{rendered}");
+    assert!(rendered.contains("backup of the"), "{rendered}");
+}

@@ -236,3 +236,38 @@ fn generate_after_certs_renew_keeps_the_renewed_certificates() {
         assert_eq!(after.get(path), Some(digest), "generate undid the renewal of {path}");
     }
 }
+
+#[test]
+fn a_damaged_tarball_is_rewritten_as_a_clean_run_from_the_state_writes_it() {
+    // A token that never expires, so a later clock changes no node file.
+    let text = config("ECDSA-P256").replace(
+        "---\napiVersion: kubebundle.dev/v1alpha1",
+        "---\napiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nbootstrapTokens:\n- token: abcdef.0123456789abcdef\n  ttl: 0s\n---\napiVersion: kubebundle.dev/v1alpha1",
+    );
+    let a = temp_dir("repro-repair-a");
+    assert!(generate_in(a.path(), &text, &[]).ok());
+    let kept = digests(&a.path().join("out/repro"));
+    let b = temp_dir("repro-repair-b");
+    copy_dir(&a.path().join("out/repro/state"), &b.path().join("out/repro/state"));
+
+    // w2's tarball loses its end; two months later generate rewrites it with the run's clock,
+    // exactly as a clean run from the same state writes it, and keeps the others as they were.
+    let w2 = a.path().join("out/repro/nodes/w2.tar.gz");
+    let bytes = std::fs::read(&w2).unwrap();
+    std::fs::write(&w2, &bytes[..bytes.len() - 100]).unwrap();
+    let later = "2026-03-01T00:00:00Z";
+    let run = |dir: &Path| kubebundle(dir, &["generate", "--config", "cluster.yaml", "--out", "out", "--now", later], &[]);
+    let repaired = run(a.path());
+    assert!(repaired.ok(), "{}", repaired.describe());
+    assert!(repaired.stderr.contains("rewrote nodes/w2.tar.gz: truncated"), "{}", repaired.stderr);
+    std::fs::write(b.path().join("cluster.yaml"), &text).unwrap();
+    let clean = run(b.path());
+    assert!(clean.ok(), "{}", clean.describe());
+    let (da, db) = (digests(&a.path().join("out/repro")), digests(&b.path().join("out/repro")));
+    assert_eq!(da.get("nodes/w2.tar.gz"), db.get("nodes/w2.tar.gz"), "the repaired tarball is not the clean run's");
+    assert_ne!(da.get("nodes/w2.tar.gz"), kept.get("nodes/w2.tar.gz"), "packed with the run's clock, not the old one");
+    for node in ["cp1", "cp2", "w1"] {
+        let p = format!("nodes/{node}.tar.gz");
+        assert_eq!(da.get(&p), kept.get(&p), "{p}: an intact tarball packed at the earlier clock is kept");
+    }
+}

@@ -185,3 +185,135 @@ fn unpacked_writes_the_trees_and_a_plain_run_drops_them() {
     assert!(!cluster.join("nodes/cp1").exists(), "a run without --unpacked keeps the trees");
     assert_eq!(std::fs::read(cluster.join("nodes/cp1.tar.gz")).unwrap(), tarball);
 }
+
+/// Every entry under `root` (files with bytes and mode, directories, links) and each file's inode.
+fn snapshot(root: &Path) -> (BTreeMap<String, Entry>, BTreeMap<String, u64>) {
+    use std::os::unix::fs::MetadataExt;
+    let entries = walk(root);
+    let inodes = entries
+        .iter()
+        .filter(|(_, e)| matches!(e, Entry::File { .. }))
+        .map(|(p, _)| (p.clone(), std::fs::symlink_metadata(root.join(p)).unwrap().ino()))
+        .collect();
+    (entries, inodes)
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A file of the bundle replaced by new bytes (a new inode, as an editor or `tar czf` makes).
+fn replace(path: &Path, bytes: &[u8], mode: u32) {
+    std::fs::remove_file(path).unwrap();
+    std::fs::write(path, bytes).unwrap();
+    set_mode(path, mode);
+}
+
+/// `damage` breaks `target` (relative to the bundle) in a bundle written by `gen(&[])`:
+/// `generate --check` names it with `why` (exit 1) and writes nothing; `generate` rewrites it to
+/// the clean run's bytes at its planned mode, says so with `why`, and every other file of the
+/// bundle keeps its bytes, mode and inode (tarballs and tree files are hard links).
+fn repaired(tmp: &Path, extra: &[&str], target: &str, planned_mode: u32, why: &str, damage: impl FnOnce(&Path)) {
+    let gen = |more: &[&str]| {
+        let mut a = vec!["generate", "--config", "tb.yaml", "--out", "out", "--now", NOW];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(more);
+        kubebundle(tmp, &a, &[])
+    };
+    let cluster = tmp.join("out/tb");
+    let (clean, clean_inodes) = snapshot(&cluster);
+    let path = cluster.join(target);
+    damage(&path);
+    let (damaged, damaged_inodes) = snapshot(&tmp.join("out"));
+
+    let check = gen(&["--check"]);
+    assert_eq!(check.code, Some(1), "{target}: {}", check.describe());
+    let lines: Vec<&str> = check.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{target}: only the damaged file drifts:\n{}", check.stdout);
+    assert!(lines[0].contains(target) && lines[0].contains(why), "{target}: {why:?} not in:\n{}", check.stdout);
+    assert_eq!(snapshot(&tmp.join("out")), (damaged, damaged_inodes), "{target}: --check wrote something");
+
+    let run = gen(&[]);
+    assert!(run.ok(), "{}", run.describe());
+    assert!(run.stderr.contains(&format!("rewrote {target}: ")), "{target}: not listed:\n{}", run.stderr);
+    let listed = run.stderr.lines().find(|l| l.starts_with(&format!("rewrote {target}: "))).unwrap();
+    assert!(listed.contains(why), "{target}: {why:?} not in {listed:?}");
+    assert_eq!(run.stderr.matches("rewrote ").count(), 1, "{target}: more than one file rewritten:\n{}", run.stderr);
+    let (after, after_inodes) = snapshot(&cluster);
+    assert_eq!(after.get(target), clean.get(target), "{target} is not the clean run's bytes");
+    assert_eq!(mode_of(&path), Some(planned_mode), "{target}");
+    assert_eq!(after, clean, "{target}: the bundle is not the clean one again");
+    for (p, ino) in &clean_inodes {
+        if p.starts_with("nodes/") && p != target {
+            assert_eq!(after_inodes.get(p), Some(ino), "{p} was rewritten instead of kept (hard link) when {target} was repaired");
+        }
+    }
+    let again = gen(&["--check"]);
+    assert_eq!(again.code, Some(0), "{target}: {}", again.describe());
+}
+
+#[test]
+fn a_damaged_tarball_is_named_by_check_and_rewritten_by_generate() {
+    let tmp = setup("tb-damage");
+    let t = tmp.path();
+    let nodes = t.join("out/tb/nodes");
+    let cp2 = std::fs::read(nodes.join("cp2.tar.gz")).unwrap();
+
+    repaired(t, &[], "nodes/w1.tar.gz", 0o600, "truncated", |p| {
+        let bytes = std::fs::read(p).unwrap();
+        replace(p, &bytes[..bytes.len() / 2], 0o600);
+    });
+    repaired(t, &[], "nodes/w1.tar.gz", 0o600, "corrupt", |p| {
+        let mut bytes = std::fs::read(p).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x20;
+        replace(p, &bytes, 0o600);
+    });
+    // Re-packed with tar czf from its own files (same paths and modes, another tool's bytes).
+    repaired(t, &[], "nodes/w1.tar.gz", 0o600, "re-packed", |p| {
+        let root = t.join("w1-root");
+        extract(p, &root);
+        let mut c = std::process::Command::new("tar");
+        c.arg("-czf").arg(t.join("w1-repacked.tar.gz")).arg("-C").arg(&root).args(["etc", "var"]);
+        let r = run_cmd(c);
+        assert!(r.ok(), "{}", r.describe());
+        replace(p, &std::fs::read(t.join("w1-repacked.tar.gz")).unwrap(), 0o600);
+    });
+    // cp2's files under cp1's gzip header (its digest comment): the forged digest does not match.
+    repaired(t, &[], "nodes/cp1.tar.gz", 0o600, "edited", |p| {
+        let cp1 = std::fs::read(p).unwrap();
+        let end = 10 + cp1[10..].iter().position(|b| *b == 0).unwrap() + 1;
+        assert_eq!(cp1[..end].len(), cp2[..end].len());
+        let mut forged = cp1[..end].to_vec();
+        forged.extend_from_slice(&cp2[end..]);
+        replace(p, &forged, 0o600);
+    });
+    repaired(t, &[], "nodes/w1.tar.gz", 0o600, "0644", |p| set_mode(p, 0o644));
+}
+
+#[test]
+fn an_edited_or_chmodded_tree_file_is_named_by_check_and_rewritten_by_generate() {
+    let tmp = setup("tb-tree-damage");
+    let t = tmp.path();
+    let run = kubebundle(t, &["generate", "--config", "tb.yaml", "--out", "out", "--now", NOW, "--unpacked"], &[]);
+    assert!(run.ok(), "{}", run.describe());
+    let up = &["--unpacked"][..];
+    repaired(t, up, "nodes/w1/etc/kubernetes/kubeadm-join.yaml", 0o600, "edited", |p| {
+        let text = std::fs::read_to_string(p).unwrap();
+        // Edited in place, as an editor that keeps the inode does.
+        std::fs::write(p, text + "# edited\n").unwrap();
+    });
+    repaired(t, up, "nodes/cp1/etc/kubernetes/pki/ca.key", 0o600, "0644", |p| set_mode(p, 0o644));
+    repaired(t, up, "nodes/cp2/etc/kubernetes/pki/ca.crt", 0o644, "symbolic link", |p| {
+        let copy = t.join("ca.crt");
+        std::fs::copy(p, &copy).unwrap();
+        std::fs::remove_file(p).unwrap();
+        std::os::unix::fs::symlink(&copy, p).unwrap();
+    });
+    // A damaged tarball beside its tree: the tree's files are kept.
+    repaired(t, up, "nodes/cp2.tar.gz", 0o600, "truncated", |p| {
+        let bytes = std::fs::read(p).unwrap();
+        replace(p, &bytes[..bytes.len() - 3], 0o600);
+    });
+}

@@ -183,7 +183,7 @@ pub struct InitConfiguration {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BootstrapToken {
     pub token: Option<S<Text>>,
-    pub description: Option<Text>,
+    pub description: Option<S<Text>>,
     pub ttl: Option<S<Text>>,
     pub expires: Option<S<Text>>,
     pub usages: Option<Vec<S<Text>>>,

@@ -305,7 +305,8 @@ fn validate_init_gates(p: &mut Problems, i: &raw::InitConfiguration) {
 fn validate_token(p: &mut Problems, t: &S<raw::BootstrapToken>, i: usize) -> Option<TokenSpec> {
     let field = |f: &str| format!("InitConfiguration.bootstrapTokens[{i}].{f}");
     let mut spec = TokenSpec::kubeadm_default();
-    let errors_before = p.list.len();
+    let errors = |p: &Problems| p.list.iter().filter(|x| !x.warning).count();
+    let errors_before = errors(p);
     if let Some(tok) = &t.value.token {
         if crate::pki::token::is_valid(&tok.value) {
             spec.token = Some(tok.value.to_string());
@@ -318,7 +319,26 @@ fn validate_token(p: &mut Problems, t: &S<raw::BootstrapToken>, i: usize) -> Opt
             );
         }
     }
-    spec.description = t.value.description.as_ref().map(|d| d.to_string());
+    if let Some(d) = &t.value.description {
+        match crate::util::text::description(&d.value) {
+            Ok(crate::util::text::Description::Ok(text)) => spec.description = Some(text),
+            Ok(crate::util::text::Description::Clipped(text, count)) => {
+                p.warn(
+                    Some(&d.referenced),
+                    &field("description"),
+                    format!("{count} characters long: clipped to its first {}", crate::util::text::MAX_DESCRIPTION),
+                    Some("shorten the description"),
+                );
+                spec.description = Some(text);
+            }
+            Err((ch, at)) => p.error(
+                Some(&d.referenced),
+                &field("description"),
+                format!("holds {} at character {at}", crate::util::text::name_of(ch)),
+                Some("a description is one line of printable text (no newlines, tabs or escape sequences)"),
+            ),
+        }
+    }
     if let Some(ttl) = &t.value.ttl {
         if let Some(d) = duration(p, ttl, &field("ttl")) {
             spec.ttl = d;
@@ -373,7 +393,7 @@ fn validate_token(p: &mut Problems, t: &S<raw::BootstrapToken>, i: usize) -> Opt
             p.error(Some(&t.referenced), &field("groups"), "groups only make sense for a token with the authentication usage", None);
         }
     }
-    (p.list.len() == errors_before).then_some(spec)
+    (errors(p) == errors_before).then_some(spec)
 }
 
 /// A line and column in the file, when known.

@@ -1,4 +1,5 @@
 pub mod duration;
+pub mod text;
 pub mod version;
 
 /// An I/O error in plain words, for messages: "no such file or directory", "permission denied"
