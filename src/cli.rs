@@ -482,8 +482,9 @@ fn token(cmd: TokenCommand) -> Result<(), CliError> {
     match cmd {
         TokenCommand::List(at) => say::out(&crate::tokens::list(&at.dir, clock(&at)?.now)?)?,
         TokenCommand::Delete(d) => {
-            crate::tokens::delete(&d.at.dir, &d.id, &clock(&d.at)?)?;
+            let dropped = crate::tokens::delete(&d.at.dir, &d.id, &clock(&d.at)?)?;
             say::err(&format!("deleted bootstrap token {} and its Secret manifest", d.id));
+            say_dropped(&dropped);
         }
         TokenCommand::Create(c) => {
             let now = clock(&c.at)?;
@@ -514,14 +515,23 @@ fn token(cmd: TokenCommand) -> Result<(), CliError> {
             };
             let groups = if c.groups.is_empty() { crate::tokens::default_groups() } else { c.groups };
             let new = crate::tokens::NewToken { ttl, description, usages: c.usages, groups };
-            let (t, join) = crate::tokens::create(&c.at.dir, new, &now)?;
+            let (t, join, dropped) = crate::tokens::create(&c.at.dir, new, &now)?;
             say::err(&format!("created bootstrap token {} (Secret manifest: manifests/bootstrap-token-{}.yaml)", t.id(), t.id()));
+            say_dropped(&dropped);
             if c.print_join_command {
                 say::out(&join)?;
             }
         }
     }
     Ok(())
+}
+
+/// The tokens a token command dropped because they had expired.
+fn say_dropped(dropped: &[crate::state::Token]) {
+    for t in dropped {
+        let at = t.expires.as_deref().unwrap_or_default();
+        say::err(&format!("dropped bootstrap token {} and its Secret manifest: it expired at {at}", t.id()));
+    }
 }
 
 fn state_restore(args: StateRestoreCli) -> Result<(), CliError> {

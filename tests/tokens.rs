@@ -157,6 +157,16 @@ fn token_create_after_the_join_token_expired_makes_the_new_one_the_join_token_ev
     assert!(created.ok(), "{}", created.describe());
     let new = tokens_in(&created.stdout).into_iter().find(|t| *t != old).expect("the join command holds the new token");
     let new_id = new.split('.').next().unwrap();
+    let old_id = old.split('.').next().unwrap();
+    // The expired token is dropped with its Secret, as the cluster's tokencleaner drops it.
+    assert!(
+        created.stderr.contains(&format!("dropped bootstrap token {old_id} and its Secret manifest: it expired at")),
+        "{}",
+        created.stderr
+    );
+    let old_secret = format!("manifests/bootstrap-token-{old_id}.yaml");
+    assert!(!cluster.join(&old_secret).exists(), "the expired token's Secret is still there");
+    assert!(!std::fs::read_to_string(cluster.join("state/tokens.yaml")).unwrap().contains(old_id), "tokens.yaml keeps the expired token");
 
     let join = std::fs::read_to_string(cluster.join("join.txt")).unwrap();
     assert!(join.contains(&new) && !join.contains(&old), "join.txt still holds the expired token:\n{join}");
@@ -184,10 +194,13 @@ fn token_create_after_the_join_token_expired_makes_the_new_one_the_join_token_ev
     for p in &changed {
         let join_file = JOIN_FILES.iter().any(|f| p.ends_with(f));
         let repacked = ["nodes/cp2.tar.gz", "nodes/w1.tar.gz", "nodes/w2.tar.gz"].contains(&p.as_str());
-        let expected = ["join.txt", "state/tokens.yaml", "manifests/cluster-info.yaml", secret.as_str()].contains(&p.as_str());
+        let expected =
+            ["join.txt", "state/tokens.yaml", "manifests/cluster-info.yaml", secret.as_str(), old_secret.as_str()].contains(&p.as_str());
         assert!(join_file || repacked || expected, "{p} changed");
     }
     assert!(!changed.iter().any(|p| p.as_str() == "nodes/cp1.tar.gz"), "cp1 holds no join token");
+    // The bundle verifies at that clock: no expired token is left anywhere.
+    verify_bundle(&cluster, Some(later)).unwrap_or_else(|e| panic!("{e}"));
 
     // Descriptions are one line of printable text: refused with exit 2 and nothing written.
     let snapshot = digests(&cluster);
@@ -218,7 +231,7 @@ fn token_create_after_the_join_token_expired_makes_the_new_one_the_join_token_ev
     assert!(list.ok(), "{}", list.describe());
     assert!(!list.stdout.contains('\u{1b}'), "token list printed a raw escape: {:?}", list.stdout);
     assert!(list.stdout.contains("after\\x1b[31m expiry\\nrow"), "{}", list.stdout);
-    assert_eq!(list.stdout.lines().count(), 4, "one line per token and the header: {}", list.stdout);
+    assert_eq!(list.stdout.lines().count(), 3, "one line per token (the expired one dropped) and the header: {}", list.stdout);
 }
 
 #[test]
