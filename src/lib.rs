@@ -1,28 +1,23 @@
 //! kubebundle: every certificate, key, kubeconfig and token of a kubeadm-style cluster, made
-//! offline from one config and packed one tarball per node.
+//! offline from one config and packed one tarball per node, and kept healthy for the cluster's
+//! life.
 //!
-//! The pipeline (see DESIGN.md): `config` (load → validate) → `plan` → `state` +
-//! `materialize` → `output` / `pack`. Only `cli` prints.
+//! The folders are the subsystems, each importing only those listed after it:
+//! - `cli`: parse the command line, call the library, print (the only module that prints);
+//! - `lifecycle`: day-2 commands on bundles and node trees (expiry, renew, tokens);
+//! - `audit`: `verify` and its rule table, and the references check;
+//! - `bundle`: the generate pipeline (plan, state, materialize, reuse, output);
+//! - `tree`: a node's files: profiles (where each artifact goes), the tarball format, kubeconfigs;
+//! - `config`: load and validate the kubeadm config and Inventory;
+//! - `pki`: the certificate catalogue, keys, issuance and signatures;
+//! - `clock`, `util`: the run's clock, durations, versions, text.
 
+pub mod audit;
+pub mod bundle;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod consistency;
-pub mod expiry;
-pub mod kubeconfig;
-pub mod materialize;
-pub mod nodes;
-pub mod output;
-pub mod pack;
+pub mod lifecycle;
 pub mod pki;
-pub mod plan;
-pub mod profile;
-pub mod render;
-pub mod renew;
-pub mod restore;
-pub mod reuse;
-pub mod state;
-pub mod state_manifest;
-pub mod tokens;
+pub mod tree;
 pub mod util;
-pub mod verify;

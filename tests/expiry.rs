@@ -1,4 +1,4 @@
-//! `kubebundle::expiry` (`certs check-expiration`): the real kubeadm v1.24 tree, checked against
+//! `kubebundle::lifecycle::expiry` (`certs check-expiration`): the real kubeadm v1.24 tree, checked against
 //! openssl; warning, expired, broken-chain, externally-managed and unreadable cases on copies of
 //! it; every output format; kubebundle bundles, node trees and state directories.
 
@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use common::copy_dir;
-use kubebundle::expiry::{self, CertStatus, ExpiryArgs, ExpiryError, ExpiryReport, Format, Status};
+use kubebundle::lifecycle::expiry::{self, CertStatus, ExpiryArgs, ExpiryError, ExpiryReport, Format, Status};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 

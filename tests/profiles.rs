@@ -503,8 +503,8 @@ fn run_breaks(profile: &str, breaks: Vec<Break>) {
         if c.repack {
             // With kubebundle's own pack: a tarball re-packed by another tool lacks the digest
             // header, which verify refuses without --foreign.
-            let tree = kubebundle::output::read_tree(&root).expect("read the tampered tree");
-            std::fs::write(&tgz, kubebundle::pack::tar_gz(&tree, 0).expect("pack")).expect("write the tarball");
+            let tree = kubebundle::bundle::output::read_tree(&root).expect("read the tampered tree");
+            std::fs::write(&tgz, kubebundle::tree::tarball::tar_gz(&tree, 0).expect("pack")).expect("write the tarball");
         }
 
         // The bundle: the tree's copy of the file has the ERROR row.

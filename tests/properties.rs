@@ -2,9 +2,9 @@
 //! where, and every accepted config plans. Bounded (PROPTEST_CASES, default 256 per property)
 //! so CI runs them in seconds; `cargo fuzz run config` (fuzz/) explores further.
 
+use kubebundle::bundle::plan::plan;
 use kubebundle::config::{load_bytes, load_str, ConfigError, DEFAULT_CONFIG};
-use kubebundle::plan::plan;
-use kubebundle::profile::Profile;
+use kubebundle::tree::profile::Profile;
 use proptest::prelude::*;
 
 /// Every refusal has at least one error, each with a message.

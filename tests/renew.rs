@@ -1,4 +1,4 @@
-//! `kubebundle::renew` (`certs renew`): on copies of the real kubeadm v1.24 tree, leaves and
+//! `kubebundle::lifecycle::renew` (`certs renew`): on copies of the real kubeadm v1.24 tree, leaves and
 //! kubeconfig client certificates renewed before and after they expired, with and without a new
 //! key, CAs re-issued from their key, dry runs, refusals; and a generated kubebundle bundle.
 //! openssl is the independent judge of chains, subjects, SANs, EKUs and keys.
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use kubebundle::renew::{renew, RenewArgs, RenewError, RenewReport};
+use kubebundle::lifecycle::renew::{renew, RenewArgs, RenewError, RenewReport};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -117,9 +117,9 @@ fn ok(args: &[&str], stdin: Option<&[u8]>) -> String {
 fn cert_pem(path: &Path) -> Vec<u8> {
     let bytes = std::fs::read(path).unwrap();
     if path.extension().is_some_and(|e| e == "conf") {
-        let doc = kubebundle::kubeconfig::Kubeconfig::parse(&bytes).unwrap();
+        let doc = kubebundle::tree::kubeconfig::Kubeconfig::parse(&bytes).unwrap();
         let user = doc.current_user().unwrap();
-        kubebundle::kubeconfig::decode("x", user.client_certificate_data.as_deref()).unwrap().unwrap()
+        kubebundle::tree::kubeconfig::decode("x", user.client_certificate_data.as_deref()).unwrap().unwrap()
     } else {
         bytes
     }
@@ -127,17 +127,17 @@ fn cert_pem(path: &Path) -> Vec<u8> {
 
 fn key_pem(path: &Path) -> Vec<u8> {
     if path.extension().is_some_and(|e| e == "conf") {
-        let doc = kubebundle::kubeconfig::Kubeconfig::parse(&std::fs::read(path).unwrap()).unwrap();
+        let doc = kubebundle::tree::kubeconfig::Kubeconfig::parse(&std::fs::read(path).unwrap()).unwrap();
         let user = doc.current_user().unwrap();
-        kubebundle::kubeconfig::decode("x", user.client_key_data.as_deref()).unwrap().unwrap()
+        kubebundle::tree::kubeconfig::decode("x", user.client_key_data.as_deref()).unwrap().unwrap()
     } else {
         std::fs::read(path.with_extension("key")).unwrap()
     }
 }
 
 fn ca_data(conf: &Path) -> Vec<u8> {
-    let doc = kubebundle::kubeconfig::Kubeconfig::parse(&std::fs::read(conf).unwrap()).unwrap();
-    kubebundle::kubeconfig::decode("x", doc.clusters[0].cluster.certificate_authority_data.as_deref()).unwrap().unwrap()
+    let doc = kubebundle::tree::kubeconfig::Kubeconfig::parse(&std::fs::read(conf).unwrap()).unwrap();
+    kubebundle::tree::kubeconfig::decode("x", doc.clusters[0].cluster.certificate_authority_data.as_deref()).unwrap().unwrap()
 }
 
 /// Subject and each extension that is copied, one at a time (rcgen writes them in its own order).
@@ -271,13 +271,13 @@ fn renew_all_at(now_text: &str) {
         assert_eq!(*mode, before[rel].1, "backup of {rel}: mode");
     }
     // check-expiration agrees: nothing expired or broken at `now`.
-    let exp = kubebundle::expiry::check_expiration(&kubebundle::expiry::ExpiryArgs {
+    let exp = kubebundle::lifecycle::expiry::check_expiration(&kubebundle::lifecycle::expiry::ExpiryArgs {
         dir: etc.clone(),
         now,
         warn_within: Duration::from_secs(86400),
     })
     .unwrap();
-    assert_eq!(exp.exit_code(), 0, "{}", exp.render(kubebundle::expiry::Format::Table));
+    assert_eq!(exp.exit_code(), 0, "{}", exp.render(kubebundle::lifecycle::expiry::Format::Table));
 }
 
 #[test]
@@ -553,7 +553,7 @@ fn untar(path: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
 }
 
 fn verify_bundle(cluster: &Path, now: OffsetDateTime) {
-    let r = kubebundle::verify::verify(&kubebundle::verify::VerifyArgs::new(cluster, now)).unwrap();
+    let r = kubebundle::audit::verify::verify(&kubebundle::audit::verify::VerifyArgs::new(cluster, now)).unwrap();
     assert!(!r.has_errors(), "verify found errors:\n{}", r.render_table());
 }
 
@@ -708,7 +708,7 @@ fn hardway_and_binary_bundles_are_checked_and_renewed_where_their_profile_puts_f
                 .collect()
         };
         // check-expiration lists every leaf at the profile's path.
-        let exp = kubebundle::expiry::check_expiration(&kubebundle::expiry::ExpiryArgs {
+        let exp = kubebundle::lifecycle::expiry::check_expiration(&kubebundle::lifecycle::expiry::ExpiryArgs {
             dir: cluster.clone(),
             now: at("2026-06-01T00:00:00Z"),
             warn_within: Duration::from_secs(30 * 86400),
@@ -721,7 +721,7 @@ fn hardway_and_binary_bundles_are_checked_and_renewed_where_their_profile_puts_f
             }
         }
         assert!(exp.certificates.iter().any(|c| c.name == "cp1/apiserver"), "{profile}");
-        assert_eq!(exp.exit_code(), 0, "{profile}: {}", exp.render(kubebundle::expiry::Format::Table));
+        assert_eq!(exp.exit_code(), 0, "{profile}: {}", exp.render(kubebundle::lifecycle::expiry::Format::Table));
 
         // renew all: every leaf file of every node, signed by the state's CA, a year from now.
         let now_text = "2026-11-01T00:00:00Z";

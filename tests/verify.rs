@@ -1,4 +1,4 @@
-//! `kubebundle::verify`: passes on every kind of bundle the generator makes (bundle dir, each
+//! `kubebundle::audit::verify`: passes on every kind of bundle the generator makes (bundle dir, each
 //! tarball, each node root, with and without a plan beside it) and fails, naming the problem,
 //! on tampered copies.
 
@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use kubebundle::verify::{self, Finding, Report, Severity, VerifyArgs};
+use kubebundle::audit::verify::{self, Finding, Report, Severity, VerifyArgs};
 use time::OffsetDateTime;
 
 use common::{kubebundle, rfc3339, temp_dir};
@@ -619,18 +619,18 @@ fn sha_tree(p: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 
 /// Edits a node's files as kubebundle packed them, and re-packs them with kubebundle's own pack
 /// (so the tarball's digest header is valid) into its tarball and its unpacked tree.
-fn edit_node(cluster: &Path, node: &str, edit: impl FnOnce(&mut kubebundle::output::FileTree)) {
+fn edit_node(cluster: &Path, node: &str, edit: impl FnOnce(&mut kubebundle::tree::FileTree)) {
     use std::os::unix::fs::PermissionsExt;
     let tgz = cluster.join("nodes").join(format!("{node}.tar.gz"));
     let bytes = std::fs::read(&tgz).unwrap();
-    let u = kubebundle::pack::unpack(&bytes);
+    let u = kubebundle::tree::tarball::unpack(&bytes);
     assert!(u.problems.is_empty(), "{:?}", u.problems);
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
     let mtime = archive.entries().unwrap().next().unwrap().unwrap().header().mtime().unwrap();
-    let before = kubebundle::output::FileTree(u.files);
+    let before = kubebundle::tree::FileTree(u.files);
     let mut tree = before.clone();
     edit(&mut tree);
-    std::fs::write(&tgz, kubebundle::pack::tar_gz(&tree, mtime).unwrap()).unwrap();
+    std::fs::write(&tgz, kubebundle::tree::tarball::tar_gz(&tree, mtime).unwrap()).unwrap();
     let root = cluster.join("nodes").join(node);
     if root.is_dir() {
         for p in before.0.keys().filter(|p| tree.get(p).is_none()) {
@@ -1130,9 +1130,9 @@ fn control_characters_in_names_and_messages_are_printed_escaped() {
     let evil = "etc/evil\n\u{1b}[31mred\u{202e}";
     let tgz = cluster.join("nodes/worker1.tar.gz");
     // A file named with a newline, an ANSI escape and a bidi override, packed by kubebundle.
-    let mut tree = kubebundle::output::FileTree(kubebundle::pack::unpack(&std::fs::read(&tgz).unwrap()).files);
+    let mut tree = kubebundle::tree::FileTree(kubebundle::tree::tarball::unpack(&std::fs::read(&tgz).unwrap()).files);
     tree.insert(evil, b"x".to_vec(), 0o644);
-    std::fs::write(&tgz, kubebundle::pack::tar_gz(&tree, 0).unwrap()).unwrap();
+    std::fs::write(&tgz, kubebundle::tree::tarball::tar_gz(&tree, 0).unwrap()).unwrap();
     let v = cli_verify(&tgz, &[]);
     assert!(!v.run.stdout.contains('\u{1b}') && !v.run.stdout.contains('\u{202e}'), "raw control characters printed:\n{:?}", v.run.stdout);
     assert!(v.run.stdout.contains("etc/evil\\n\\u{1b}[31mred\\u{202e}"), "{}", v.table());

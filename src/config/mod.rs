@@ -13,6 +13,9 @@ pub use model::*;
 pub use problem::Problem;
 
 /// The example used when `generate` gets no `--config`: 3 stacked control planes and 2 workers.
+/// The profiles built into the binary (their files are `profiles/<name>.yaml`).
+pub const BUILTIN_PROFILES: [&str; 3] = ["kubeadm", "hardway", "binary"];
+
 pub const DEFAULT_CONFIG: &str = include_str!("default.yaml");
 pub const DEFAULT_CONFIG_NAME: &str = "<embedded default config>";
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Serialize;
 
+pub use crate::pki::keys::KeyAlgorithm;
 use crate::util::version::KubeVersion;
 
 /// Kubernetes release used when the config names none. We never look one up online.
@@ -120,34 +121,6 @@ pub struct ExternalEtcd {
     pub ca_file: Option<String>,
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum KeyAlgorithm {
-    #[serde(rename = "RSA-2048")]
-    Rsa2048,
-    #[serde(rename = "RSA-3072")]
-    Rsa3072,
-    #[serde(rename = "RSA-4096")]
-    Rsa4096,
-    #[serde(rename = "ECDSA-P256")]
-    EcdsaP256,
-    #[serde(rename = "ECDSA-P384")]
-    EcdsaP384,
-}
-
-impl KeyAlgorithm {
-    pub const ALL: [(&'static str, KeyAlgorithm); 5] = [
-        ("RSA-2048", KeyAlgorithm::Rsa2048),
-        ("RSA-3072", KeyAlgorithm::Rsa3072),
-        ("RSA-4096", KeyAlgorithm::Rsa4096),
-        ("ECDSA-P256", KeyAlgorithm::EcdsaP256),
-        ("ECDSA-P384", KeyAlgorithm::EcdsaP384),
-    ];
-
-    pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(_, a)| *a == self).map(|(n, _)| *n).unwrap_or("?")
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

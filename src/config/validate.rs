@@ -906,13 +906,13 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
     };
 
     let profile = match &inv.profile {
-        Some(s) if crate::profile::is_builtin(&s.value) || is_profile_file(&s.value) => s.value.to_string(),
+        Some(s) if super::BUILTIN_PROFILES.contains(&s.value.as_str()) || is_profile_file(&s.value) => s.value.to_string(),
         Some(s) => {
             p.error(
                 Some(&s.referenced),
                 "Inventory.profile",
                 format!("unknown profile {:?}", s.value),
-                Some(&format!("built-in profiles: {}", crate::profile::BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))),
+                Some(&format!("built-in profiles: {}", super::BUILTIN_PROFILES.join(", "))),
             );
             String::new()
         }

@@ -29,8 +29,8 @@ use rcgen::{KeyPair, PublicKeyData, SignatureAlgorithm, SigningKey, PKCS_ECDSA_P
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use zeroize::{Zeroize, Zeroizing};
 
+use super::keys::KeyAlgorithm;
 use super::keys::{pem_encode, Key, KeyError};
-use crate::config::KeyAlgorithm;
 
 /// Prefix of every HMAC message, so a seed used by a later scheme (v2) never yields the same bytes.
 const DOMAIN: &str = "kubebundle/v1/";

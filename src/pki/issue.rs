@@ -1,5 +1,6 @@
 //! Issuing certificates with rcgen: the only place that builds X.509 structures.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use rcgen::{
@@ -12,11 +13,40 @@ use time::OffsetDateTime;
 use super::catalog::{Eku, Signer};
 use super::derive::{DeterministicSigner, Rfc6979Signer};
 use super::keys::{pem_encode, Key};
-use super::sans::AltNames;
 use crate::clock::Clock;
 use crate::util::version::KubeVersion;
 
 /// Everything that defines one certificate, resolved for its node. Holds no secrets.
+/// DNS names and IPs in the order they are written: DNS names first, then IPs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AltNames {
+    pub dns: Vec<String>,
+    pub ips: Vec<IpAddr>,
+}
+
+impl AltNames {
+    pub fn add_dns(&mut self, name: &str) {
+        if !self.dns.iter().any(|d| d == name) {
+            self.dns.push(name.to_string());
+        }
+    }
+
+    pub fn add_ip(&mut self, ip: IpAddr) {
+        if !self.ips.contains(&ip) {
+            self.ips.push(ip);
+        }
+    }
+
+    /// `DNS:a`, `IP:1.2.3.4` strings, as in `openssl x509 -text` and the plan.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.dns.iter().map(|d| format!("DNS:{d}")).chain(self.ips.iter().map(|i| format!("IP:{i}"))).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dns.is_empty() && self.ips.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CertSpec {
@@ -72,6 +102,27 @@ pub struct Authority {
 }
 
 impl Authority {
+    /// Whether `cert` names this CA as its issuer and verifies under its key.
+    pub fn signed(&self, cert: &x509_parser::certificate::X509Certificate<'_>) -> bool {
+        let Ok((_, ca_cert)) = x509_parser::parse_x509_certificate(&self.cert.der) else { return false };
+        let issuer_key = ca_cert.public_key();
+        let curve = issuer_key.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string());
+        cert.issuer() == ca_cert.subject()
+            && super::signature::verify(
+                &super::signature::Signed {
+                    tbs: cert.tbs_certificate.as_ref(),
+                    signature: &cert.signature_value.data,
+                    algorithm: &cert.signature_algorithm.algorithm.to_id_string(),
+                },
+                &super::signature::IssuerKey {
+                    algorithm: &issuer_key.algorithm.algorithm.to_id_string(),
+                    curve: curve.as_deref(),
+                    key: &issuer_key.subject_public_key.data,
+                },
+            )
+            .is_ok()
+    }
+
     pub fn new(id: &str, cert: Issued, key: Key, not_before: OffsetDateTime, not_after: OffsetDateTime) -> Result<Authority, String> {
         let signer = Rfc6979Signer::try_from_key(&key).map_err(|e| e.to_string())?;
         let (_, x509) = x509_parser::parse_x509_certificate(&cert.der).map_err(|e| format!("unreadable certificate: {e}"))?;

@@ -8,7 +8,34 @@ use rcgen::{KeyPair, PublicKeyData, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256, 
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
 use zeroize::Zeroizing;
 
-use crate::config::KeyAlgorithm;
+/// The key algorithms kubeadm's `encryptionAlgorithm` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum KeyAlgorithm {
+    #[serde(rename = "RSA-2048")]
+    Rsa2048,
+    #[serde(rename = "RSA-3072")]
+    Rsa3072,
+    #[serde(rename = "RSA-4096")]
+    Rsa4096,
+    #[serde(rename = "ECDSA-P256")]
+    EcdsaP256,
+    #[serde(rename = "ECDSA-P384")]
+    EcdsaP384,
+}
+
+impl KeyAlgorithm {
+    pub const ALL: [(&'static str, KeyAlgorithm); 5] = [
+        ("RSA-2048", KeyAlgorithm::Rsa2048),
+        ("RSA-3072", KeyAlgorithm::Rsa3072),
+        ("RSA-4096", KeyAlgorithm::Rsa4096),
+        ("ECDSA-P256", KeyAlgorithm::EcdsaP256),
+        ("ECDSA-P384", KeyAlgorithm::EcdsaP384),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, a)| *a == self).map(|(n, _)| *n).unwrap_or("?")
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {

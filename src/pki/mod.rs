@@ -5,7 +5,6 @@ pub mod derive;
 pub mod issue;
 pub mod jws;
 pub mod keys;
-pub mod sans;
 pub mod signature;
 pub mod source;
 pub mod token;

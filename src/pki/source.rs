@@ -5,8 +5,8 @@
 use zeroize::Zeroizing;
 
 use super::derive::{bytes_from_rng, key_from_rng, token_from_rng, Seed};
+use super::keys::KeyAlgorithm;
 use super::keys::{Key, KeyError};
-use crate::config::KeyAlgorithm;
 
 pub fn new_key(seed: Option<&Seed>, alg: KeyAlgorithm, label: &str) -> Result<Key, KeyError> {
     match seed {

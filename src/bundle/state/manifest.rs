@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::state::{ca_paths, StateError};
+use super::files::{ca_paths, StateError};
 
 pub const MANIFEST_FILE: &str = "manifest.yaml";
 
@@ -240,7 +240,7 @@ pub type NamedKeys = Vec<(String, zeroize::Zeroizing<String>)>;
 
 /// The keys of the state's encryption.yaml (name, secret), in order.
 pub fn encryption_keys(text: &str) -> Result<NamedKeys, String> {
-    crate::state::parse_encryption(text)
+    super::files::parse_encryption(text)
         .map(|keys| keys.iter().map(|k| (k.name.clone(), zeroize::Zeroizing::new(k.secret.clone()))).collect())
         .map_err(|e| e.lines().next().unwrap_or_default().to_string())
 }
@@ -350,7 +350,7 @@ pub fn key_entry(id: &str, file: &str, key_bytes: &[u8], spki_der: &[u8], record
 pub fn encryption_entry(name: &str, secret: &str, recorded: &str) -> Entry {
     Entry {
         id: encryption_id(name),
-        file: crate::state::ENCRYPTION_FILE.to_string(),
+        file: super::files::ENCRYPTION_FILE.to_string(),
         sha256: decode_secret(secret).map(|b| sha256_hex(&b)).unwrap_or_default(),
         public_key_sha256: None,
         recorded: recorded.to_string(),

@@ -8,19 +8,19 @@ use base64::Engine;
 use minijinja::context;
 use rayon::prelude::*;
 
+use crate::bundle::plan::{JoinPlan, NodePlan, Plan, PlannedFile};
+use crate::bundle::render::{RenderError, Renderer};
+use crate::bundle::reuse::RENEW_WITHIN;
+use crate::bundle::state::{LeafRecord, LeafRecords, State, Token};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::output::FileTree;
 use crate::pki::catalog::Credential;
 use crate::pki::catalog::{self, RenderedKind};
 use crate::pki::issue::{self, CertSpec};
 use crate::pki::keys::Key;
 use crate::pki::token::discovery_hash;
-use crate::plan::{JoinPlan, NodePlan, Plan, PlannedFile};
-use crate::profile::{self, Artifact};
-use crate::render::{RenderError, Renderer};
-use crate::reuse::RENEW_WITHIN;
-use crate::state::{LeafRecord, LeafRecords, State, Token};
+use crate::tree::profile::{self, Artifact};
+use crate::tree::FileTree;
 use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,7 @@ pub enum MaterializeError {
     #[error("{0}")]
     Profile(String),
     #[error(transparent)]
-    Output(#[from] crate::output::OutputError),
+    Output(#[from] crate::bundle::output::OutputError),
     /// A leaf record that must not be used (and that the run would not re-issue anyway).
     #[error(
         "{file}: {name}: {message}\n  hint: delete that record (or its cert field) from {file} and run again: the leaf is then issued anew"
@@ -89,7 +89,7 @@ fn issue_leaves(plan: &Plan, config: &Config, state: &State, clock: &Clock) -> R
             b.inc(1);
         }
     };
-    let leaves_file = state.dir.join(crate::state::LEAVES_FILE).display().to_string();
+    let leaves_file = state.dir.join(crate::bundle::state::LEAVES_FILE).display().to_string();
     let leaves: Vec<(LeafId, LeafRecord, bool, Option<String>)> = specs
         .par_iter()
         .map(|spec| {
@@ -103,7 +103,7 @@ fn issue_leaves(plan: &Plan, config: &Config, state: &State, clock: &Clock) -> R
             // when the run would re-issue its leaf anyway. It is never shipped.
             let mut warning = None;
             if let Some(r) = record {
-                match crate::reuse::judge(spec, r, ca, config, clock) {
+                match crate::bundle::reuse::judge(spec, r, ca, config, clock) {
                     Ok(Some(cert)) => {
                         tick();
                         let record = LeafRecord { key_pem: r.key_pem.clone(), issued: r.issued, cert_pem: Some(cert.pem) };
@@ -142,7 +142,7 @@ fn issue_leaves(plan: &Plan, config: &Config, state: &State, clock: &Clock) -> R
                     clock.now.unix_timestamp(),
                 ),
             };
-            let serial = crate::reuse::leaf_serial(ca, &node, &spec.id, &key.spki_der(), issued);
+            let serial = crate::bundle::reuse::leaf_serial(ca, &node, &spec.id, &key.spki_der(), issued);
             let cert = issue::issue(spec, &key, Some(ca), &validity_at(issued), serial)?;
             tick();
             let record = LeafRecord { key_pem: Zeroizing::new(key.private_pem().to_string()), issued, cert_pem: Some(cert.pem) };
@@ -310,7 +310,7 @@ impl Ctx<'_> {
                     n.path_of("kube-apiserver-patch").filter(|_| minor >= 22).and_then(|p| p.rsplit_once('/').map(|(d, _)| d.to_string()));
                 let mut ctx = self.node_context(n)?;
                 let extra = context! {
-                    api_version => crate::plan::kubeadm_api_version(minor), patches_dir, self_path => format!("/{}", f.path),
+                    api_version => crate::bundle::plan::kubeadm_api_version(minor), patches_dir, self_path => format!("/{}", f.path),
                     cluster_configuration => cluster_configuration(self.renderer, self.config)?,
                     kubelet_configuration => self.kubelet_config(n)?.trim_end().to_string(),
                 };
@@ -475,7 +475,7 @@ pub fn cluster_configuration(renderer: &Renderer, config: &Config) -> Result<Str
     renderer.render(
         "cluster-configuration.yaml",
         context! {
-            api_version => crate::plan::kubeadm_api_version(v.minor), cluster_name => config.cluster_name.clone(), kubernetes_version => v.to_string(),
+            api_version => crate::bundle::plan::kubeadm_api_version(v.minor), cluster_name => config.cluster_name.clone(), kubernetes_version => v.to_string(),
             control_plane_endpoint => config.control_plane_endpoint.host_port(), certificates_dir => config.certificates_dir.clone(),
             dns_domain => config.dns_domain.clone(), service_subnet => join(&config.service_subnets), pod_subnet => join(&config.pod_subnets),
             cert_sans => sans(&config.api_server_cert_sans), local_etcd => config.local_etcd(), external_etcd => external,
@@ -580,7 +580,7 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, s
     // thousands of nodes both are tens of megabytes.
     let issued = leaves.len() - reused;
     let mut state_files = FileTree::new();
-    state_files.insert(crate::state::LEAVES_FILE, crate::state::leaves_json(&leaves), 0o600);
+    state_files.insert(crate::bundle::state::LEAVES_FILE, crate::bundle::state::leaves_json(&leaves), 0o600);
     drop(leaves);
 
     let mut top = FileTree::new();

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::verify::{key_matches, CertInfo};
+use super::facts::{documents, exec_start, key_matches, url_host, CertInfo};
 
 /// What a referenced file must hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,7 +218,9 @@ fn check_one(files: &BTreeMap<String, &[u8]>, facts: &NodeFacts, r: &Reference, 
             let hosts = match rule.hosts {
                 Hosts::None => Vec::new(),
                 Hosts::Flag(f) => r.values.get(f).cloned().into_iter().collect(),
-                Hosts::UrlsOf(f) => r.values.get(f).map(|v| v.split(',').filter_map(url_host).collect()).unwrap_or_default(),
+                Hosts::UrlsOf(f) => {
+                    r.values.get(f).map(|v| v.split(',').filter_map(|u| url_host(u).map(|(_, h)| h)).collect()).unwrap_or_default()
+                }
                 Hosts::Node => facts.addresses.iter().map(IpAddr::to_string).collect(),
             };
             for h in hosts.iter().filter(|h| !c.covers_host(h)) {
@@ -294,50 +296,6 @@ fn content_problems(bytes: &[u8], kind: Kind) -> Vec<String> {
     p
 }
 
-fn url_host(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let host_port = rest.split('/').next()?;
-    let host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => host_port.rsplit_once(':').map(|(h, _)| h).unwrap_or(host_port),
-    };
-    Some(host.to_string())
-}
-
-/// The argv of a unit's ExecStart (continuation lines joined; systemd's `-`/`@` prefixes dropped).
-pub fn exec_start(unit: &str) -> Option<Vec<String>> {
-    let mut joined = String::new();
-    let mut in_exec = false;
-    for line in unit.lines() {
-        let l = line.trim();
-        if !in_exec {
-            match l.strip_prefix("ExecStart=") {
-                Some(rest) => {
-                    in_exec = true;
-                    joined.push_str(rest);
-                }
-                None => continue,
-            }
-        } else {
-            joined.push(' ');
-            joined.push_str(l);
-        }
-        match joined.strip_suffix('\\') {
-            Some(j) => joined = j.to_string(),
-            None => break,
-        }
-    }
-    if joined.is_empty() {
-        return None;
-    }
-    let argv: Vec<String> = joined.split_whitespace().map(str::to_string).collect();
-    let mut argv = argv;
-    if let Some(first) = argv.first_mut() {
-        *first = first.trim_start_matches(['-', '@', '+', '!']).to_string();
-    }
-    Some(argv)
-}
-
 fn unit_references<'a>(path: &'a str, text: &str) -> Option<Reference<'a>> {
     let argv = exec_start(text)?;
     let owner = argv.first()?.rsplit('/').next()?.to_string();
@@ -354,27 +312,6 @@ fn unit_references<'a>(path: &'a str, text: &str) -> Option<Reference<'a>> {
         };
     }
     Some(Reference { file: path, owner, values })
-}
-
-/// Every YAML document of a file, as JSON values (unparsable documents are skipped: the file's
-/// own check reports them).
-pub(crate) fn documents(text: &str) -> Vec<serde_json::Value> {
-    let mut docs = Vec::new();
-    let mut cur = String::new();
-    for line in text.lines().chain(std::iter::once("---")) {
-        if line.trim_end() == "---" {
-            if !cur.trim().is_empty() {
-                if let Ok(v) = serde_saphyr::from_str::<serde_json::Value>(&cur) {
-                    docs.push(v);
-                }
-            }
-            cur.clear();
-        } else {
-            cur.push_str(line);
-            cur.push('\n');
-        }
-    }
-    docs
 }
 
 fn field<'v>(v: &'v serde_json::Value, dotted: &str) -> Option<&'v serde_json::Value> {
@@ -446,7 +383,7 @@ mod tests {
     fn exec_start_joins_continuations() {
         let unit = "[Service]\nExecStart=-/usr/local/bin/etcd \\\n  --name=a \\\n  --data-dir=/var/lib/etcd\nRestart=always\n";
         assert_eq!(exec_start(unit).unwrap(), ["/usr/local/bin/etcd", "--name=a", "--data-dir=/var/lib/etcd"]);
-        assert_eq!(url_host("https://[fd00::1]:2379").as_deref(), Some("fd00::1"));
-        assert_eq!(url_host("https://10.0.0.1:2380").as_deref(), Some("10.0.0.1"));
+        assert_eq!(url_host("https://[fd00::1]:2379").map(|(_, h)| h).as_deref(), Some("fd00::1"));
+        assert_eq!(url_host("https://10.0.0.1:2380").map(|(_, h)| h).as_deref(), Some("10.0.0.1"));
     }
 }

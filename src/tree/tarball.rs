@@ -8,7 +8,7 @@ use flate2::write::DeflateEncoder;
 use flate2::Compression;
 use tar::{EntryType, Header};
 
-use crate::output::{FileEntry, FileTree};
+use crate::tree::{FileEntry, FileTree};
 
 /// No single file of a bundle comes near this; larger entries are refused unread.
 pub const MAX_FILE: u64 = 16 << 20;
@@ -220,7 +220,7 @@ fn gzip_header(tree: &FileTree) -> Vec<u8> {
 /// list, each directory before what it holds, then the two zero blocks that end an archive.
 fn write_tar(to: impl Write, tree: &FileTree, mtime: u64) -> std::io::Result<()> {
     let mut builder = tar::Builder::new(to);
-    let mut entries: Vec<(String, Option<&crate::output::FileEntry>)> = tree.dirs().into_iter().map(|d| (format!("{d}/"), None)).collect();
+    let mut entries: Vec<(String, Option<&crate::tree::FileEntry>)> = tree.dirs().into_iter().map(|d| (format!("{d}/"), None)).collect();
     entries.extend(tree.iter().map(|(p, f)| (p.clone(), Some(f))));
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     for (path, file) in entries {

@@ -12,10 +12,13 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::rules::{self, Scan};
+use super::tokens::{token_status, KnownToken};
 use super::{
-    parse_kubeconfig, url_host, BundleFacts, CertInfo, PlanDoc, Scope, Severity, Verifier, B64, CHECK_CLUSTER_INFO, CHECK_JOIN_TOKEN,
-    CHECK_KUBELET, CHECK_MODE, CHECK_TOKEN_SECRET,
+    BundleFacts, PlanDoc, Scope, Severity, Verifier, B64, CHECK_CLUSTER_INFO, CHECK_JOIN_TOKEN, CHECK_KUBELET, CHECK_MODE,
+    CHECK_TOKEN_SECRET,
 };
+use crate::audit::facts::*;
+use crate::clock::rfc3339;
 use crate::pki::token;
 
 const TOKEN_TYPE: &str = "bootstrap.kubernetes.io/token";
@@ -23,64 +26,8 @@ const TOKEN_TYPE: &str = "bootstrap.kubernetes.io/token";
 const GROUP_PREFIX: &str = "system:bootstrappers:";
 const USAGES: &[&str] = &["authentication", "signing"];
 
-/// A bootstrap token the bundle knows, from state/tokens.yaml or a Secret manifest.
-pub(super) struct KnownToken {
-    secret: Zeroizing<String>,
-    expires: Option<OffsetDateTime>,
-    usages: BTreeSet<String>,
-    groups: Vec<String>,
-    /// Where it was read.
-    from: String,
-}
-
-impl std::fmt::Debug for KnownToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KnownToken(<secret>, expires {:?}, usages {:?}, from {})", self.expires, self.usages, self.from)
-    }
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
-}
-
 fn parse_time(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
-}
-
-/// The id of something that may be a token, safe to print (never the secret).
-fn token_id(t: &str) -> String {
-    match t.split_once('.') {
-        Some((id, _)) if id.len() == 6 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) => id.to_string(),
-        _ => "<malformed>".to_string(),
-    }
-}
-
-/// Whether `token` is one the bundle knows, unexpired at `now` and (with `join`) able to
-/// authenticate: a note when it is, the problem when it is not.
-pub(super) fn token_status(token: &str, known: &BTreeMap<String, KnownToken>, now: OffsetDateTime, join: bool) -> Result<String, String> {
-    if !token::is_valid(token) {
-        return Err("not a bootstrap token (<6 characters>.<16 characters> of [a-z0-9])".into());
-    }
-    let id = token_id(token);
-    let Some(k) = known.get(&id) else {
-        return Err(format!(
-            "token {id} is in neither state/tokens.yaml nor a bootstrap-token Secret of manifests/: the cluster will not know it, so joining with it fails; hint: kubebundle token create --dir <bundle> makes a token the bundle knows"
-        ));
-    };
-    if token.split_once('.').map(|(_, s)| s) != Some(k.secret.as_str()) {
-        return Err(format!("token {id}'s secret is not the one in {}: it would not authenticate", k.from));
-    }
-    if let Some(t) = k.expires.filter(|t| *t <= now) {
-        return Err(format!(
-            "token {id} expired at {} (verify's clock: {}): the API server refuses it; hint: kubebundle token create --dir <bundle> makes a new join token",
-            rfc3339(t),
-            rfc3339(now)
-        ));
-    }
-    if join && !k.usages.contains("authentication") {
-        return Err(format!("token {id} lacks the authentication usage: nodes cannot join with it"));
-    }
-    Ok(format!("token {id}, valid until {}", k.expires.map(rfc3339).unwrap_or_else(|| "it is deleted (no expiry)".into())))
 }
 
 /// state/tokens.yaml, read with our own lenient types.
@@ -216,7 +163,7 @@ fn read_secret(doc: &serde_json::Value, file_stem: &str) -> Result<(String, Know
 
 /// Every YAML document of a file, as JSON values.
 fn docs_of(bytes: &[u8]) -> Vec<serde_json::Value> {
-    std::str::from_utf8(bytes).map(crate::consistency::documents).unwrap_or_default()
+    std::str::from_utf8(bytes).map(documents).unwrap_or_default()
 }
 
 /// The bootstrap-token Secrets of `manifests/`: (file, document) of each.
@@ -253,7 +200,7 @@ pub(super) fn quiet_facts(dir: &Path, facts: &mut BundleFacts) {
             facts.state_cas.insert(id, c);
         }
     }
-    facts.state_sa = std::fs::read(dir.join("state/pki/sa.pub")).ok().and_then(|b| super::pem_public_key(&b).ok());
+    facts.state_sa = std::fs::read(dir.join("state/pki/sa.pub")).ok().and_then(|b| pem_public_key(&b).ok());
     let mut known = state_tokens(dir).ok().flatten();
     for (file, d) in secret_docs(dir) {
         if let Ok((id, mut t)) = read_secret(&d, file.trim_start_matches("manifests/").trim_end_matches(".yaml")) {
@@ -335,7 +282,7 @@ impl Verifier {
         if dir.join("state").exists() {
             walk(self, &s, dir, "state", 0);
         }
-        for name in crate::nodes::node_names(&dir.join("nodes")) {
+        for name in crate::lifecycle::nodes::node_names(&dir.join("nodes")) {
             let rel = format!("nodes/{name}.tar.gz");
             if let Some((mode, _)) = mode_of(&dir.join(&rel)) {
                 self.tarball_mode(&s, &rel, mode);
@@ -588,7 +535,7 @@ impl Verifier {
             let id = key;
             signed.insert(id.to_string());
             let value = value.as_str().unwrap_or_default();
-            let shown = super::escape(id);
+            let shown = escape(id);
             match known.get(id) {
                 None => self.add(
                     &s,

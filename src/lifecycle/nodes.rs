@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::output::{self, FileTree, OutputError};
+use crate::bundle::output::{self, OutputError};
+use crate::tree::FileTree;
 
 /// The name of the private directories tarball-only nodes are unpacked into.
 pub const SCRATCH_PREFIX: &str = ".kubebundle-nodes-";
@@ -44,7 +45,7 @@ pub fn node_names(nodes_dir: &Path) -> Vec<String> {
 /// A node's files as its tarball holds them; an error names the tarball and what is wrong.
 pub fn read_tarball(path: &Path) -> Result<FileTree, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let unpacked = crate::pack::unpack(&bytes);
+    let unpacked = crate::tree::tarball::unpack(&bytes);
     if let Some((entry, why)) = unpacked.problems.first() {
         return Err(format!("{}: {entry}: {why}", path.display()));
     }
@@ -128,6 +129,6 @@ pub fn rewrite_node(nodes_dir: &Path, name: &str, files: &[(String, Vec<u8>, u32
             output::write_file(&target, bytes, *mode)?;
         }
     }
-    let packed = crate::pack::tar_gz(&tree, mtime).map_err(output::werr(&tarball))?;
+    let packed = crate::tree::tarball::tar_gz(&tree, mtime).map_err(output::werr(&tarball))?;
     output::write_file(&tarball, &packed, 0o600)
 }

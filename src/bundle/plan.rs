@@ -5,11 +5,11 @@ use serde::Serialize;
 
 use serde::Deserialize;
 
+use crate::bundle::sans;
 use crate::config::{Config, Discovery, Node, WorkerJoin};
 use crate::pki::catalog::{self, CertEntry, CommonName, Scope, ServerRule};
 use crate::pki::issue::CertSpec;
-use crate::pki::sans;
-use crate::profile::{self, Artifact, Profile};
+use crate::tree::profile::{self, Artifact, Profile};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -63,13 +63,13 @@ pub enum ProfileError {
 }
 
 pub const BUILTIN: &[(&str, &str)] = &[
-    ("kubeadm", include_str!("../profiles/kubeadm.yaml")),
-    ("hardway", include_str!("../profiles/hardway.yaml")),
-    ("binary", include_str!("../profiles/binary.yaml")),
+    ("kubeadm", include_str!("../../profiles/kubeadm.yaml")),
+    ("hardway", include_str!("../../profiles/hardway.yaml")),
+    ("binary", include_str!("../../profiles/binary.yaml")),
 ];
 
 pub fn is_builtin(name: &str) -> bool {
-    BUILTIN.iter().any(|(n, _)| *n == name)
+    crate::config::BUILTIN_PROFILES.contains(&name)
 }
 
 /// What an artifact id names.
@@ -304,6 +304,8 @@ mod tests {
 
     #[test]
     fn builtin_profiles_parse() {
+        let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, crate::config::BUILTIN_PROFILES, "the config's list of built-in profiles is this one");
         for (name, _) in BUILTIN {
             let p = Profile::builtin(name).unwrap();
             assert!(p.files.iter().any(|f| f.artifact == "ca.crt"));

@@ -11,9 +11,9 @@ use base64::Engine;
 use zeroize::Zeroizing;
 
 use super::{
-    same_public_key, signature_ok, BundleFacts, CertInfo, NodeInfo, Scope, Severity, TreeFile, Verifier, B64, CHECK_JOIN_TOKEN,
-    CHECK_KUBELET, CHECK_PRIVILEGE, CHECK_ROLES,
+    BundleFacts, NodeInfo, Scope, Severity, TreeFile, Verifier, B64, CHECK_JOIN_TOKEN, CHECK_KUBELET, CHECK_PRIVILEGE, CHECK_ROLES,
 };
+use crate::audit::facts::*;
 
 // =============================================================================================
 // Roles
@@ -87,12 +87,12 @@ pub(super) fn scan(path: &str, bytes: &[u8], spki_of: &mut dyn FnMut(&[u8]) -> O
     let text = std::str::from_utf8(bytes).ok();
     let mut credentials = false;
     if let Some(text) = text.filter(|_| !is_pem && !path.ends_with(".service")) {
-        for doc in crate::consistency::documents(text) {
+        for doc in documents(text) {
             credentials |= read_doc(&doc, &mut s, spki_of);
             if doc.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap") {
                 // kube-system/kubelet-config holds a KubeletConfiguration, cluster-info a kubeconfig.
                 for v in doc.get("data").and_then(|d| d.as_object()).into_iter().flat_map(|d| d.values()) {
-                    for inner in v.as_str().map(crate::consistency::documents).unwrap_or_default() {
+                    for inner in v.as_str().map(documents).unwrap_or_default() {
                         if inner.get("kind").is_some() {
                             credentials |= read_doc(&inner, &mut s, spki_of);
                             s.docs.push(inner);
@@ -476,7 +476,7 @@ pub(super) fn kubelet_problems(doc: &serde_json::Value) -> Vec<String> {
 
 /// Every problem of a kubelet unit's flags.
 fn kubelet_flag_problems(unit: &str) -> Option<Vec<String>> {
-    let argv = crate::consistency::exec_start(unit)?;
+    let argv = exec_start(unit)?;
     if argv.first()?.rsplit('/').next()? != "kubelet" {
         return None;
     }
@@ -698,7 +698,7 @@ impl Verifier {
         let Some(known) = &facts.tokens else { return };
         for (path, scan) in scans {
             for (token, field) in &scan.tokens {
-                match super::manifests::token_status(token, known, self.now, true) {
+                match super::tokens::token_status(token, known, self.now, true) {
                     Ok(note) => self.add(s, Severity::Ok, path, CHECK_JOIN_TOKEN, format!("{field}: {note}")),
                     Err(p) => self.add(s, Severity::Error, path, CHECK_JOIN_TOKEN, format!("{field}: {p}")),
                 }
@@ -723,7 +723,7 @@ mod tests {
 
     #[test]
     fn kubelet_rules_hold_for_documents_and_flags() {
-        let doc = |y: &str| crate::consistency::documents(y).remove(0);
+        let doc = |y: &str| documents(y).remove(0);
         assert!(kubelet_problems(&doc("kind: KubeletConfiguration\n")).is_empty(), "absent fields are v1beta1's safe defaults");
         let ok =
             "kind: KubeletConfiguration\nauthentication: {anonymous: {enabled: false}}\nauthorization: {mode: Webhook}\nreadOnlyPort: 0\n";

@@ -11,15 +11,17 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use time::OffsetDateTime;
 
+use crate::bundle::materialize::{
+    bootstrap_kubeconfig, join_text, kubeadm_join, token_manifests, token_secret, token_secret_path, JoinInfo,
+};
+use crate::bundle::output::{self, OutputError};
+use crate::bundle::plan::JoinPlan;
+use crate::bundle::render::{RenderError, Renderer};
+use crate::bundle::state::{self, StateError, Token};
 use crate::clock::Clock;
 use crate::config::validate::is_token_group;
 use crate::config::DEFAULT_TOKEN_GROUP;
-use crate::materialize::{bootstrap_kubeconfig, join_text, kubeadm_join, token_manifests, token_secret, token_secret_path, JoinInfo};
-use crate::output::{self, OutputError};
 use crate::pki::token;
-use crate::plan::JoinPlan;
-use crate::render::{RenderError, Renderer};
-use crate::state::{self, StateError, Token};
 use crate::util::text::escape;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +63,7 @@ struct Bundle {
 fn open(dir: &Path) -> Result<Bundle, TokenError> {
     let not = |reason: String| TokenError::NotABundle { dir: dir.display().to_string(), reason };
     // The state's recorded secrets are checked before anything is read from it.
-    crate::restore::check_bundle(dir)?;
+    crate::bundle::state::check::check_bundle(dir)?;
     let plan: serde_json::Value =
         std::fs::read(dir.join("plan.json")).map_err(|e| not(format!("plan.json: {}", crate::util::io_words(&e)))).and_then(|b| {
             serde_json::from_slice(&b).map_err(|e| not(format!("plan.json is not JSON (line {}, column {})", e.line(), e.column())))
@@ -273,7 +275,7 @@ fn change(
                 continue;
             }
             let files: Vec<(String, Vec<u8>, u32)> = rewrites.into_iter().map(|(p, text)| (p, text.into_bytes(), 0o600)).collect();
-            crate::nodes::rewrite_node(&root.join("nodes"), name, &files, clock.unix())?;
+            crate::lifecycle::nodes::rewrite_node(&root.join("nodes"), name, &files, clock.unix())?;
         }
     }
     output::commit(staging, &real)?;

@@ -2,43 +2,15 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::catalog::SanRule;
 use crate::config::{Config, EtcdMode, Host, Node, San};
+use crate::pki::catalog::SanRule;
+pub use crate::pki::issue::AltNames;
 
-/// DNS names and IPs in the order they are written: DNS names first, then IPs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AltNames {
-    pub dns: Vec<String>,
-    pub ips: Vec<IpAddr>,
-}
-
-impl AltNames {
-    fn add(&mut self, san: &San) {
-        match san {
-            Host::Ip(ip) => self.add_ip(*ip),
-            Host::Dns(d) => self.add_dns(d),
-        }
-    }
-
-    fn add_dns(&mut self, name: &str) {
-        if !self.dns.iter().any(|d| d == name) {
-            self.dns.push(name.to_string());
-        }
-    }
-
-    fn add_ip(&mut self, ip: IpAddr) {
-        if !self.ips.contains(&ip) {
-            self.ips.push(ip);
-        }
-    }
-
-    /// `DNS:a`, `IP:1.2.3.4` strings, as in `openssl x509 -text` and the plan.
-    pub fn to_strings(&self) -> Vec<String> {
-        self.dns.iter().map(|d| format!("DNS:{d}")).chain(self.ips.iter().map(|i| format!("IP:{i}"))).collect()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.dns.is_empty() && self.ips.is_empty()
+/// Adds a SAN of the config (an IP or a DNS name).
+fn add(names: &mut AltNames, san: &San) {
+    match san {
+        Host::Ip(ip) => names.add_ip(*ip),
+        Host::Dns(d) => names.add_dns(d),
     }
 }
 
@@ -60,7 +32,7 @@ pub fn resolve(rule: SanRule, common_name: &str, config: &Config, node: Option<&
             names.add_ip(config.api_service_ip());
             names.add_ip(node.address);
             let extra = std::iter::once(&config.control_plane_endpoint.host).chain(&config.api_server_cert_sans).chain(&node.extra_sans);
-            extra.for_each(|s| names.add(s));
+            extra.for_each(|s| add(&mut names, s));
         }
         (SanRule::EtcdServer | SanRule::EtcdPeer, Some(node)) => {
             names.add_dns(&node.name);
@@ -70,14 +42,14 @@ pub fn resolve(rule: SanRule, common_name: &str, config: &Config, node: Option<&
             names.add_ip(IpAddr::V6(Ipv6Addr::LOCALHOST));
             if let EtcdMode::Local { server_sans, peer_sans } = &config.etcd {
                 let list = if rule == SanRule::EtcdServer { server_sans } else { peer_sans };
-                list.iter().for_each(|s| names.add(s));
+                list.iter().for_each(|s| add(&mut names, s));
             }
-            node.extra_sans.iter().for_each(|s| names.add(s));
+            node.extra_sans.iter().for_each(|s| add(&mut names, s));
         }
         (SanRule::KubeletServing, Some(node)) => {
             names.add_dns(&node.name);
             names.add_ip(node.address);
-            node.extra_sans.iter().for_each(|s| names.add(s));
+            node.extra_sans.iter().for_each(|s| add(&mut names, s));
         }
         (_, None) => {}
     }

@@ -5,6 +5,10 @@
 //! its own certificates otherwise, and every check adds findings (errors, warnings and the
 //! checks that passed) to a `Report`. Malformed input is a finding, never a panic.
 
+mod manifests;
+mod rules;
+mod tokens;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::net::IpAddr;
@@ -15,23 +19,19 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::Deserialize;
 use time::OffsetDateTime;
-use x509_parser::extensions::{GeneralName, ParsedExtension};
 
-use crate::consistency;
+use super::facts::*;
+use super::references;
 use crate::pki::catalog::{self, CertEntry, CommonName, Credential, SanRule, Signer};
-use crate::pki::keys::Key;
 use crate::pki::token;
-use crate::profile::{self, Artifact, Profile};
+use crate::tree::profile::{self, Artifact, Profile};
 
 /// How long before expiry a certificate is reported as a warning by default.
 pub const DEFAULT_WARN_WITHIN: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// The certificatesDir used when there is no plan.
 const DEFAULT_PKI: &str = "etc/kubernetes/pki";
-use crate::pack::MAX_FILE;
-
-mod manifests;
-mod rules;
+use crate::tree::tarball::MAX_FILE;
 
 pub struct VerifyArgs {
     pub path: PathBuf,
@@ -173,28 +173,6 @@ impl Report {
     }
 }
 
-/// `s` with every control character (C0, DEL, C1: newline, ESC, ...) and every bidirectional
-/// override written as a Rust-style escape (`\n`, `\u{1b}`), and a backslash as `\\`, so what a
-/// tarball or a file names is printed as text, never interpreted by the terminal.
-pub fn escape(s: &str) -> String {
-    let bidi = |c: char| matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-    if !s.chars().any(|c| c.is_control() || bidi(c) || c == '\\') {
-        return s.to_string();
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() || bidi(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 // =============================================================================================
 // Entry point
 
@@ -220,7 +198,7 @@ pub fn verify(args: &VerifyArgs) -> Result<Report, VerifyError> {
         let stem = name.trim_end_matches(".tar.gz").trim_end_matches(".tgz").to_string();
         // <bundle>/nodes/<node>.tar.gz → <bundle>/plan.json
         let plan_path = path.parent().and_then(Path::parent).map(|b| b.join("plan.json"));
-        let tarball = Tarball { mode: meta.permissions().mode() & 0o7777, packed: crate::pack::has_digest(&bytes) };
+        let tarball = Tarball { mode: meta.permissions().mode() & 0o7777, packed: crate::tree::tarball::has_digest(&bytes) };
         v.single_node(load_tarball(&bytes), &stem, &name, plan_path.as_deref(), Some(tarball));
     } else if meta.is_dir() {
         if path.join("plan.json").is_file() && path.join("nodes").is_dir() {
@@ -254,13 +232,13 @@ fn looks_like_root(p: &Path) -> bool {
 // =============================================================================================
 // Input: a node's files in memory
 
-type TreeFile = crate::output::FileEntry;
+type TreeFile = crate::tree::FileEntry;
 
 /// A node's files and what was refused while reading them.
-type Loaded = crate::pack::Unpacked;
+type Loaded = crate::tree::tarball::Unpacked;
 
 fn load_tarball(bytes: &[u8]) -> Loaded {
-    crate::pack::unpack(bytes)
+    crate::tree::tarball::unpack(bytes)
 }
 
 fn load_dir(root: &Path) -> Loaded {
@@ -365,227 +343,8 @@ fn read_plan(path: &Path) -> Result<PlanDoc, String> {
 // =============================================================================================
 // Certificates
 
-#[derive(Debug, Clone)]
-pub(crate) struct CertInfo {
-    der: Vec<u8>,
-    tbs: Vec<u8>,
-    sig_alg: String,
-    sig: Vec<u8>,
-    subject: String,
-    subject_raw: Vec<u8>,
-    /// The subject's O values (the groups a client certificate authenticates as).
-    orgs: Vec<String>,
-    issuer: String,
-    issuer_raw: Vec<u8>,
-    cn: String,
-    ski: Option<Vec<u8>>,
-    aki: Option<Vec<u8>>,
-    pub(crate) spki_raw: Vec<u8>,
-    spki_alg: String,
-    spki_curve: Option<String>,
-    spki_key: Vec<u8>,
-    pub(crate) is_ca: bool,
-    key_cert_sign: bool,
-    pub(crate) server_auth: bool,
-    pub(crate) client_auth: bool,
-    /// EKU present at all.
-    has_eku: bool,
-    other_eku: Vec<String>,
-    dns: Vec<String>,
-    ips: Vec<IpAddr>,
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
-}
-
-impl CertInfo {
-    fn from_der(der: &[u8]) -> Result<CertInfo, String> {
-        let (rest, x) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("not a valid X.509 certificate: {e}"))?;
-        if !rest.is_empty() {
-            return Err("trailing bytes after the certificate".into());
-        }
-        let spki = x.public_key();
-        let spki_curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| x509_parser::der_parser::oid::Oid::try_from(p.clone()).ok())
-            .map(|o| o.to_id_string());
-        let mut c = CertInfo {
-            der: der.to_vec(),
-            tbs: x.tbs_certificate.as_ref().to_vec(),
-            sig_alg: x.signature_algorithm.algorithm.to_id_string(),
-            sig: x.signature_value.data.to_vec(),
-            subject: x.subject().to_string(),
-            subject_raw: x.subject().as_raw().to_vec(),
-            orgs: x.subject().iter_organization().filter_map(|a| a.as_str().ok()).map(str::to_string).collect(),
-            issuer: x.issuer().to_string(),
-            issuer_raw: x.issuer().as_raw().to_vec(),
-            cn: x.subject().iter_common_name().next().and_then(|a| a.as_str().ok()).unwrap_or_default().to_string(),
-            ski: None,
-            aki: None,
-            spki_raw: spki.raw.to_vec(),
-            spki_alg: spki.algorithm.algorithm.to_id_string(),
-            spki_curve,
-            spki_key: spki.subject_public_key.data.to_vec(),
-            is_ca: false,
-            key_cert_sign: false,
-            server_auth: false,
-            client_auth: false,
-            has_eku: false,
-            other_eku: Vec::new(),
-            dns: Vec::new(),
-            ips: Vec::new(),
-            not_before: x.validity().not_before.to_datetime(),
-            not_after: x.validity().not_after.to_datetime(),
-        };
-        for ext in x.extensions() {
-            match ext.parsed_extension() {
-                ParsedExtension::SubjectKeyIdentifier(k) => c.ski = Some(k.0.to_vec()),
-                ParsedExtension::AuthorityKeyIdentifier(a) => c.aki = a.key_identifier.as_ref().map(|k| k.0.to_vec()),
-                ParsedExtension::BasicConstraints(bc) => c.is_ca = bc.ca,
-                ParsedExtension::KeyUsage(ku) => c.key_cert_sign = ku.key_cert_sign(),
-                ParsedExtension::ExtendedKeyUsage(e) => {
-                    c.has_eku = true;
-                    c.server_auth = e.server_auth || e.any;
-                    c.client_auth = e.client_auth || e.any;
-                    let named = [
-                        (e.code_signing, "codeSigning"),
-                        (e.email_protection, "emailProtection"),
-                        (e.time_stamping, "timeStamping"),
-                        (e.ocsp_signing, "OCSPSigning"),
-                        (e.any, "anyExtendedKeyUsage"),
-                    ];
-                    c.other_eku = named.iter().filter(|(on, _)| *on).map(|(_, n)| n.to_string()).collect();
-                    c.other_eku.extend(e.other.iter().map(|o| o.to_id_string()));
-                }
-                ParsedExtension::SubjectAlternativeName(san) => {
-                    for gn in &san.general_names {
-                        match gn {
-                            GeneralName::DNSName(d) => c.dns.push(d.to_string()),
-                            GeneralName::IPAddress(b) => {
-                                if let Ok(a) = <[u8; 4]>::try_from(*b) {
-                                    c.ips.push(IpAddr::from(a));
-                                } else if let Ok(a) = <[u8; 16]>::try_from(*b) {
-                                    c.ips.push(IpAddr::from(a));
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                ParsedExtension::ParseError { error } => return Err(format!("malformed extension {}: {error}", ext.oid.to_id_string())),
-                _ => {}
-            }
-        }
-        Ok(c)
-    }
-
-    /// Every CERTIFICATE block of a PEM file (ca.crt may hold several).
-    fn all_from_pem(bytes: &[u8]) -> Result<Vec<CertInfo>, String> {
-        let blocks = pem::parse_many(bytes).map_err(|e| format!("not PEM: {e}"))?;
-        let certs: Vec<&pem::Pem> = blocks.iter().filter(|b| b.tag() == "CERTIFICATE").collect();
-        if certs.is_empty() {
-            return Err("no CERTIFICATE PEM block".into());
-        }
-        certs.iter().map(|b| CertInfo::from_der(b.contents())).collect()
-    }
-
-    pub(crate) fn from_pem(bytes: &[u8]) -> Result<CertInfo, String> {
-        let mut all = CertInfo::all_from_pem(bytes)?;
-        Ok(all.remove(0))
-    }
-
-    pub(crate) fn covers_host(&self, host: &str) -> bool {
-        match host.parse::<IpAddr>() {
-            Ok(ip) => self.ips.contains(&ip),
-            Err(_) => self.dns.iter().any(|d| dns_matches(d, host)),
-        }
-    }
-
-    fn san_strings(&self) -> Vec<String> {
-        self.dns.iter().map(|d| format!("DNS:{d}")).chain(self.ips.iter().map(|i| format!("IP:{i}"))).collect()
-    }
-
-    fn hash(&self) -> String {
-        token::discovery_hash(&self.spki_raw)
-    }
-}
-
-fn dns_matches(pattern: &str, host: &str) -> bool {
-    let (p, h) = (pattern.to_ascii_lowercase(), host.trim_end_matches('.').to_ascii_lowercase());
-    match p.strip_prefix("*.") {
-        Some(suffix) => h.split_once('.').is_some_and(|(first, rest)| !first.is_empty() && rest == suffix),
-        None => p == h,
-    }
-}
-
-/// Checks `cert`'s signature with `issuer`'s public key.
-fn signature_ok(cert: &CertInfo, issuer: &CertInfo) -> Result<(), String> {
-    use crate::pki::signature::{verify, IssuerKey, Signed};
-    let signed = Signed { tbs: &cert.tbs, signature: &cert.sig, algorithm: &cert.sig_alg };
-    verify(&signed, &IssuerKey { algorithm: &issuer.spki_alg, curve: issuer.spki_curve.as_deref(), key: &issuer.spki_key })
-}
-
-/// Does the private key (PEM) belong to this public key (DER SubjectPublicKeyInfo)?
-pub(crate) fn key_matches(key_pem: &[u8], spki_der: &[u8]) -> Result<bool, String> {
-    let text = std::str::from_utf8(key_pem).map_err(|_| "the key is not PEM text".to_string())?;
-    let key = Key::from_pem(text).map_err(|e| e.to_string())?;
-    Ok(same_public_key(&key.spki_der(), spki_der))
-}
-
-/// Compares two SubjectPublicKeyInfos by algorithm and key bits (tolerates encoding differences
-/// such as absent versus NULL RSA parameters).
-fn same_public_key(a: &[u8], b: &[u8]) -> bool {
-    use x509_parser::prelude::FromDer;
-    use x509_parser::x509::SubjectPublicKeyInfo;
-    match (SubjectPublicKeyInfo::from_der(a), SubjectPublicKeyInfo::from_der(b)) {
-        (Ok((_, x)), Ok((_, y))) => {
-            x.algorithm.algorithm == y.algorithm.algorithm && x.subject_public_key.data == y.subject_public_key.data
-        }
-        _ => a == b,
-    }
-}
-
-fn pem_public_key(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let p = pem::parse(bytes).map_err(|e| format!("not PEM: {e}"))?;
-    if p.tag() != "PUBLIC KEY" {
-        return Err(format!("expected a PUBLIC KEY PEM block, found {:?}", p.tag()));
-    }
-    Ok(p.contents().to_vec())
-}
-
 // =============================================================================================
 // Kubeconfigs
-
-/// What a kubeconfig holds, decoded.
-struct Kubeconfig {
-    server: String,
-    ca: Option<Vec<u8>>,
-    cert_pem: Option<Vec<u8>>,
-    /// `client-certificate`: a file path instead of data.
-    cert_file: Option<String>,
-    key_pem: Option<Vec<u8>>,
-    token: Option<String>,
-}
-
-fn parse_kubeconfig(bytes: &[u8]) -> Result<Kubeconfig, String> {
-    use crate::kubeconfig::decode;
-    let doc = crate::kubeconfig::Kubeconfig::parse(bytes)?;
-    let cluster = match doc.clusters.as_slice() {
-        [one] => &one.cluster,
-        [] => return Err("no cluster entry".into()),
-        _ => return Err(format!("{} cluster entries; kubeadm writes one", doc.clusters.len())),
-    };
-    let user = doc.current_user();
-    Ok(Kubeconfig {
-        server: cluster.server.clone(),
-        ca: decode("certificate-authority-data", cluster.certificate_authority_data.as_deref())?,
-        cert_pem: decode("client-certificate-data", user.and_then(|u| u.client_certificate_data.as_deref()))?,
-        cert_file: user.and_then(|u| u.client_certificate.clone()),
-        key_pem: decode("client-key-data", user.and_then(|u| u.client_key_data.as_deref()))?,
-        token: user.and_then(|u| u.token.clone()),
-    })
-}
 
 // =============================================================================================
 // The encryption config
@@ -659,23 +418,6 @@ fn encryption_problems(bytes: &[u8]) -> Vec<String> {
         }
     }
     problems
-}
-
-/// `https://host:port` → (scheme, host). IPv6 hosts come without brackets.
-fn url_host(url: &str) -> Option<(String, String)> {
-    let (scheme, rest) = url.split_once("://")?;
-    let authority = rest.split('/').next()?;
-    let host = if let Some(r) = authority.strip_prefix('[') {
-        r.split_once(']')?.0.to_string()
-    } else {
-        authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority).to_string()
-    };
-    (!host.is_empty()).then(|| (scheme.to_string(), host))
-}
-
-/// `host:port` or `[v6]:port` → host.
-fn endpoint_host(endpoint: &str) -> String {
-    url_host(&format!("https://{endpoint}")).map(|(_, h)| h).unwrap_or_else(|| endpoint.to_string())
 }
 
 // =============================================================================================
@@ -773,7 +515,7 @@ fn sibling_apiservers(bundle: &Path, plan: &PlanDoc) -> Vec<(String, CertInfo)> 
         let Some(f) = n.files.iter().find(|f| f.artifact == "apiserver.crt") else { continue };
         let nodes = bundle.join("nodes");
         let bytes = std::fs::read(nodes.join(&n.name).join(&f.path)).ok().or_else(|| {
-            let tree = crate::nodes::read_tarball(&nodes.join(format!("{}.tar.gz", n.name))).ok()?;
+            let tree = crate::lifecycle::nodes::read_tarball(&nodes.join(format!("{}.tar.gz", n.name))).ok()?;
             tree.get(&f.path).map(|e| e.bytes.to_vec())
         });
         if let Some(c) = bytes.and_then(|b| CertInfo::from_pem(&b).ok()) {
@@ -847,7 +589,7 @@ struct BundleFacts {
     state_sa: Option<Vec<u8>>,
     /// Every bootstrap token the bundle knows (state/tokens.yaml and the Secret manifests), by id;
     /// None outside a bundle.
-    tokens: Option<BTreeMap<String, manifests::KnownToken>>,
+    tokens: Option<BTreeMap<String, tokens::KnownToken>>,
     /// (label, certificate) of every node's ca.crt.
     node_cas: Vec<(String, CertInfo)>,
     /// (label, certificate) of every control plane's apiserver.crt.
@@ -968,7 +710,7 @@ impl Verifier {
         };
         // Every node named by the plan, by a tree or by a tarball.
         let mut names: BTreeSet<String> = plan.iter().flat_map(|p| p.nodes.iter().map(|n| n.name.clone())).collect();
-        names.extend(crate::nodes::node_names(&dir.join("nodes")));
+        names.extend(crate::lifecycle::nodes::node_names(&dir.join("nodes")));
         let mut nodes = Vec::new();
         for name in &names {
             let tree_dir = dir.join("nodes").join(name);
@@ -977,7 +719,7 @@ impl Verifier {
             let mut packed = true;
             let tarball = tgz.is_file().then(|| match std::fs::read(&tgz) {
                 Ok(b) => {
-                    packed = crate::pack::has_digest(&b);
+                    packed = crate::tree::tarball::has_digest(&b);
                     load_tarball(&b)
                 }
                 Err(e) => Loaded { problems: vec![(String::new(), format!("cannot read: {e}"))], ..Loaded::default() },
@@ -1316,8 +1058,8 @@ impl Verifier {
     /// references is in the tree, holding the right kind of content.
     fn check_references(&mut self, s: &Scope, info: &NodeInfo, files: &BTreeMap<String, TreeFile>, external_etcd: bool) {
         let contents: BTreeMap<String, &[u8]> = files.iter().map(|(p, f)| (p.clone(), f.bytes.as_slice())).collect();
-        let facts = consistency::NodeFacts { addresses: info.addresses.clone(), external_etcd };
-        for i in consistency::check(&contents, &facts) {
+        let facts = references::NodeFacts { addresses: info.addresses.clone(), external_etcd };
+        for i in references::check(&contents, &facts) {
             let sev = match (i.ok, i.error) {
                 (true, _) => Severity::Ok,
                 (false, true) => Severity::Error,

@@ -2,7 +2,7 @@
 //! fits the plan (same subject, SANs, usages, algorithm, validity period), is signed by the
 //! current CA and has more than `RENEW_WITHIN` left; a node tarball (or tree file) is kept byte
 //! for byte only when it holds exactly what the run writes, checked whole each run (see
-//! `pack::compare`); anything else (truncated, corrupt, edited, re-packed, a wrong mode) is
+//! `crate::tree::tarball::compare`); anything else (truncated, corrupt, edited, re-packed, a wrong mode) is
 //! rewritten and reported. So adding a
 //! node, or re-running, changes nothing else and signs nothing again.
 
@@ -13,14 +13,13 @@ use zeroize::Zeroizing;
 
 use x509_parser::prelude::*;
 
+use crate::bundle::state::files::LeafRecord;
 use crate::clock::Clock;
 use crate::config::{Config, KeyAlgorithm};
-use crate::output::FileTree;
 use crate::pki::catalog::Eku;
 use crate::pki::issue::{self, Authority, CertSpec, Issued};
 use crate::pki::keys::Key;
-use crate::pki::signature::{self, IssuerKey, Signed};
-use crate::state::LeafRecord;
+use crate::tree::FileTree;
 
 /// A leaf this close to its end is issued anew rather than reused.
 pub const RENEW_WITHIN: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -72,7 +71,7 @@ pub fn judge(spec: &CertSpec, record: &LeafRecord, ca: &Authority, config: &Conf
     let node = spec.node.as_deref().unwrap_or_default();
     let ours = cert.issuer().as_raw() == ca.subject_der.as_slice()
         && cert.raw_serial() == leaf_serial(ca, node, &spec.id, spki, record.issued).as_slice();
-    if !ours && !signed_by(&cert, ca) {
+    if !ours && !ca.signed(&cert) {
         return Err(bad(format!("its certificate is not signed by the current {} CA", ca.id)));
     }
     Ok(fits.then(|| Issued { pem: pem.to_string(), der }))
@@ -127,29 +126,29 @@ fn wrong_mode(mode: u32, planned: u32, what: &str) -> String {
     format!("mode {mode:04o}, {what} {planned:04o}")
 }
 
-/// The previous node tarball at `path` against `tree`: the same only when `pack::compare` finds
+/// The previous node tarball at `path` against `tree`: the same only when `crate::tree::tarball::compare` finds
 /// exactly the gzip header, tar stream (with the tarball's own mtime), CRC and length that
-/// `pack::tar_gz` makes of `tree`.
+/// `crate::tree::tarball::tar_gz` makes of `tree`.
 pub fn judge_tarball(path: &Path, tree: &FileTree) -> Judged {
     let (size, mode) = match regular(path) {
         None => return Judged::Absent,
         Some(Ok(found)) => found,
         Some(Err(why)) => return Judged::Differs(Some(why)),
     };
-    let mismatch = if size > crate::pack::MAX_TOTAL {
-        crate::pack::Mismatch::Damaged(format!("corrupt: {size} bytes, larger than any node tarball"))
+    let mismatch = if size > crate::tree::tarball::MAX_TOTAL {
+        crate::tree::tarball::Mismatch::Damaged(format!("corrupt: {size} bytes, larger than any node tarball"))
     } else {
         match read(path) {
             Err(why) => return Judged::Differs(Some(why)),
-            Ok(bytes) => match crate::pack::compare(&bytes, tree) {
+            Ok(bytes) => match crate::tree::tarball::compare(&bytes, tree) {
                 Ok(()) => return Judged::Same { mode, bytes },
                 Err(m) => m,
             },
         }
     };
     let mut why: Vec<String> = match mismatch {
-        crate::pack::Mismatch::Damaged(d) => vec![d],
-        crate::pack::Mismatch::Changed => Vec::new(),
+        crate::tree::tarball::Mismatch::Damaged(d) => vec![d],
+        crate::tree::tarball::Mismatch::Changed => Vec::new(),
     };
     if mode != 0o600 {
         why.push(wrong_mode(mode, 0o600, "a tarball is"));
@@ -291,27 +290,6 @@ impl NodeReport {
         }
         lines
     }
-}
-
-/// Whether `cert` names `ca` as its issuer and verifies under its key.
-pub(crate) fn signed_by(cert: &X509Certificate<'_>, ca: &Authority) -> bool {
-    let Ok((_, ca_cert)) = parse_x509_certificate(&ca.cert.der) else { return false };
-    let issuer_key = ca_cert.public_key();
-    let curve = issuer_key.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string());
-    cert.issuer() == ca_cert.subject()
-        && signature::verify(
-            &Signed {
-                tbs: cert.tbs_certificate.as_ref(),
-                signature: &cert.signature_value.data,
-                algorithm: &cert.signature_algorithm.algorithm.to_id_string(),
-            },
-            &IssuerKey {
-                algorithm: &issuer_key.algorithm.algorithm.to_id_string(),
-                curve: curve.as_deref(),
-                key: &issuer_key.subject_public_key.data,
-            },
-        )
-        .is_ok()
 }
 
 fn algorithm_of(cert: &X509Certificate<'_>) -> Option<KeyAlgorithm> {

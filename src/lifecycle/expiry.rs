@@ -447,9 +447,9 @@ fn present(path: &Path) -> bool {
 /// The client certificate of a kubeconfig's current user (else its only or first user): the
 /// bytes, and the file they came from when `client-certificate` names one.
 fn kubeconfig_client_cert(path: &Path, root: Option<&Path>) -> Result<(Vec<u8>, Option<PathBuf>), String> {
-    let doc = crate::kubeconfig::Kubeconfig::parse(&read_file(path)?)?;
+    let doc = crate::tree::kubeconfig::Kubeconfig::parse(&read_file(path)?)?;
     let user = doc.current_user().ok_or_else(|| "the kubeconfig has no user".to_string())?;
-    if let Some(pem) = crate::kubeconfig::decode("client-certificate-data", user.client_certificate_data.as_deref())? {
+    if let Some(pem) = crate::tree::kubeconfig::decode("client-certificate-data", user.client_certificate_data.as_deref())? {
         return Ok((pem, None));
     }
     if let Some(file) = user.client_certificate.as_deref().filter(|f| !f.is_empty()) {
@@ -670,8 +670,8 @@ impl Checker {
             self.list_cas(state, "");
         }
         // Nodes kept only as tarballs are read from an unpacked copy.
-        let names = crate::plan::bundle_node_names(dir);
-        let trees = match crate::nodes::NodeTrees::open(dir, |n| names.as_ref().is_none_or(|l| l.contains(n))) {
+        let names = crate::bundle::plan::bundle_node_names(dir);
+        let trees = match crate::lifecycle::nodes::NodeTrees::open(dir, |n| names.as_ref().is_none_or(|l| l.contains(n))) {
             Ok(t) => t,
             Err(e) => {
                 let row = self.status("nodes".into(), &dir.join("nodes"), Err::<&Cert, _>(e), "", false, None);
@@ -680,7 +680,7 @@ impl Checker {
             }
         };
         // With plan.json, each node's files are where its profile put them.
-        let layouts = crate::plan::bundle_layouts(dir, |n| trees.roots.get(n).cloned());
+        let layouts = crate::bundle::plan::bundle_layouts(dir, |n| trees.roots.get(n).cloned());
         let first = self.certificates.len();
         for (name, root) in &trees.roots {
             if layouts.is_none() && !root.join("etc/kubernetes").is_dir() {

@@ -2,19 +2,15 @@
 //! load → validate → plan → materialize → write/pack. The only module that prints.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::bundle::materialize;
+use crate::bundle::output;
+use crate::bundle::pipeline::{self, GenerateError};
 use crate::clock::Clock;
 use crate::config::{self, Config, ConfigError};
-use crate::materialize::{self, Bundle};
-use crate::output;
-use crate::pack;
-use crate::plan::{self, Plan};
-use crate::profile::Profile;
-use crate::reuse::{self, Judged, NodeReport, Previous};
-use crate::state::State;
 
 #[derive(Parser)]
 #[command(
@@ -196,7 +192,7 @@ struct CheckExpirationCli {
     dir: PathBuf,
     /// Output format; prometheus writes node-exporter textfile lines (expiry as unix seconds).
     #[arg(long, short = 'o', value_enum, default_value = "table")]
-    output: crate::expiry::Format,
+    output: crate::lifecycle::expiry::Format,
     /// Warn about certificates that expire within this time: whole days (30d) or a Go duration (720h, 1h30m).
     #[arg(long, value_name = "DURATION", default_value = "30d")]
     warn_within: String,
@@ -297,23 +293,19 @@ pub enum CliError {
     #[error(transparent)]
     Clock(#[from] crate::clock::ClockError),
     #[error(transparent)]
-    Profile(#[from] crate::profile::ProfileError),
-    #[error(transparent)]
-    State(#[from] crate::state::StateError),
-    #[error(transparent)]
-    Materialize(#[from] materialize::MaterializeError),
+    Generate(#[from] GenerateError),
     #[error(transparent)]
     Output(#[from] output::OutputError),
     #[error(transparent)]
-    Verify(#[from] crate::verify::VerifyError),
+    Verify(#[from] crate::audit::verify::VerifyError),
     #[error(transparent)]
-    Expiry(#[from] crate::expiry::ExpiryError),
+    Expiry(#[from] crate::lifecycle::expiry::ExpiryError),
     #[error(transparent)]
-    Renew(#[from] crate::renew::RenewError),
+    Renew(#[from] crate::lifecycle::renew::RenewError),
     #[error(transparent)]
-    Token(#[from] crate::tokens::TokenError),
+    Token(#[from] crate::lifecycle::tokens::TokenError),
     #[error(transparent)]
-    Restore(#[from] crate::restore::RestoreError),
+    Restore(#[from] crate::bundle::state::restore::RestoreError),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -337,25 +329,26 @@ impl CliError {
     /// error, or a path that is not what the command takes. Everything else is a refusal or a
     /// failure of a command that ran (exit 1): a new error is one unless it is listed here.
     pub fn is_input_error(&self) -> bool {
-        use crate::renew::RenewError as R;
-        use crate::state::StateError;
-        use crate::tokens::TokenError;
-        use crate::verify::VerifyError;
+        use crate::audit::verify::VerifyError;
+        use crate::bundle::state::StateError;
+        use crate::lifecycle::renew::RenewError as R;
+        use crate::lifecycle::tokens::TokenError;
         use output::OutputError::DanglingLink;
         match self {
-            CliError::Usage(_) | CliError::Clock(_) | CliError::Config(_) | CliError::Profile(_) => true,
-            CliError::Materialize(materialize::MaterializeError::Profile(_)) => true,
+            CliError::Usage(_) | CliError::Clock(_) | CliError::Config(_) => true,
+            CliError::Generate(GenerateError::Profile(_) | GenerateError::Materialize(materialize::MaterializeError::Profile(_))) => true,
             // The config asks for something the run's clock makes impossible.
-            CliError::State(StateError::Config(_)) => true,
+            CliError::Generate(GenerateError::State(StateError::Config(_))) => true,
             CliError::Verify(VerifyError::NotABundle { .. }) => true,
             CliError::Verify(VerifyError::Read { source, .. }) => source.kind() == std::io::ErrorKind::NotFound,
             // Every check-expiration error is about its --dir (its own codes are 0, 3 and 4).
             CliError::Expiry(_) => true,
             CliError::Renew(R::NotATree { .. } | R::NoTargets | R::UnknownTarget { .. } | R::Missing { .. } | R::Validity { .. }) => true,
             CliError::Token(TokenError::NotABundle { .. } | TokenError::Usage(_)) => true,
-            CliError::Restore(crate::restore::RestoreError::NotABundle { .. }) => true,
+            CliError::Restore(crate::bundle::state::restore::RestoreError::NotABundle { .. }) => true,
             // A path that is not what the command takes: a link to nothing.
             CliError::Output(DanglingLink { .. })
+            | CliError::Generate(GenerateError::Output(DanglingLink { .. }))
             | CliError::Renew(R::Output(DanglingLink { .. }))
             | CliError::Token(TokenError::Output(DanglingLink { .. })) => true,
             _ => false,
@@ -446,18 +439,12 @@ fn load_config(arg: &ConfigArg) -> Result<Config, CliError> {
     Ok(config)
 }
 
-fn make_plan(config: &Config) -> Result<Plan, CliError> {
-    let profile = Profile::load(&config.profile, config.base_dir.as_deref())?;
-    profile.check_expanded(config.certificates_dir.trim_start_matches('/'))?;
-    Ok(plan::plan(config, &profile))
-}
-
 fn print_plan(args: PlanArgs) -> Result<(), CliError> {
     let config = load_config(&args.config)?;
     for n in &config.notes {
         say::err(&format!("note: {n}"));
     }
-    let plan = make_plan(&config)?;
+    let plan = pipeline::make_plan(&config)?;
     let text = match args.output {
         Format::Json => serde_json::to_string_pretty(&plan).map_err(|e| CliError::Other(e.to_string()))? + "\n",
         Format::Yaml => serde_saphyr::to_string(&plan).map_err(|e| CliError::Other(e.to_string()))?,
@@ -470,7 +457,8 @@ fn check_expiration(args: CheckExpirationCli) -> Result<i32, CliError> {
     let clock = Clock::from_sources(args.now.as_deref(), None)?;
     let warn_within = crate::util::duration::parse_warn_within(&args.warn_within).map_err(CliError::Usage)?;
     output::sweep_around(&args.dir);
-    let report = crate::expiry::check_expiration(&crate::expiry::ExpiryArgs { dir: args.dir, now: clock.now, warn_within })?;
+    let report =
+        crate::lifecycle::expiry::check_expiration(&crate::lifecycle::expiry::ExpiryArgs { dir: args.dir, now: clock.now, warn_within })?;
     say::out(&report.render(args.output))?;
     Ok(report.exit_code())
 }
@@ -480,9 +468,9 @@ fn token(cmd: TokenCommand) -> Result<(), CliError> {
     let (TokenCommand::List(at) | TokenCommand::Delete(TokenDeleteCli { at, .. }) | TokenCommand::Create(TokenCreateCli { at, .. })) = &cmd;
     output::sweep_around(&at.dir);
     match cmd {
-        TokenCommand::List(at) => say::out(&crate::tokens::list(&at.dir, clock(&at)?.now)?)?,
+        TokenCommand::List(at) => say::out(&crate::lifecycle::tokens::list(&at.dir, clock(&at)?.now)?)?,
         TokenCommand::Delete(d) => {
-            let dropped = crate::tokens::delete(&d.at.dir, &d.id, &clock(&d.at)?)?;
+            let dropped = crate::lifecycle::tokens::delete(&d.at.dir, &d.id, &clock(&d.at)?)?;
             say::err(&format!("deleted bootstrap token {} and its Secret manifest", d.id));
             say_dropped(&dropped);
         }
@@ -513,9 +501,9 @@ fn token(cmd: TokenCommand) -> Result<(), CliError> {
                     )))
                 }
             };
-            let groups = if c.groups.is_empty() { crate::tokens::default_groups() } else { c.groups };
-            let new = crate::tokens::NewToken { ttl, description, usages: c.usages, groups };
-            let (t, join, dropped) = crate::tokens::create(&c.at.dir, new, &now)?;
+            let groups = if c.groups.is_empty() { crate::lifecycle::tokens::default_groups() } else { c.groups };
+            let new = crate::lifecycle::tokens::NewToken { ttl, description, usages: c.usages, groups };
+            let (t, join, dropped) = crate::lifecycle::tokens::create(&c.at.dir, new, &now)?;
             say::err(&format!("created bootstrap token {} (Secret manifest: manifests/bootstrap-token-{}.yaml)", t.id(), t.id()));
             say_dropped(&dropped);
             if c.print_join_command {
@@ -527,7 +515,7 @@ fn token(cmd: TokenCommand) -> Result<(), CliError> {
 }
 
 /// The tokens a token command dropped because they had expired.
-fn say_dropped(dropped: &[crate::state::Token]) {
+fn say_dropped(dropped: &[crate::bundle::state::Token]) {
     for t in dropped {
         let at = t.expires.as_deref().unwrap_or_default();
         say::err(&format!("dropped bootstrap token {} and its Secret manifest: it expired at {at}", t.id()));
@@ -537,7 +525,11 @@ fn say_dropped(dropped: &[crate::state::Token]) {
 fn state_restore(args: StateRestoreCli) -> Result<(), CliError> {
     let clock = Clock::from_sources(args.now.as_deref(), None)?;
     output::sweep_around(&args.dir);
-    let report = crate::restore::restore(&crate::restore::RestoreArgs { dir: args.dir.clone(), from: args.from, now: clock.now })?;
+    let report = crate::bundle::state::restore::restore(&crate::bundle::state::restore::RestoreArgs {
+        dir: args.dir.clone(),
+        from: args.from,
+        now: clock.now,
+    })?;
     let mut text: String = report.lines.iter().map(|l| format!("{l}\n")).collect();
     if report.restored > 0 {
         text.push_str("next: run `kubebundle generate` with the bundle's config: the restored state gives the same files (`generate --check` shows it)\n");
@@ -568,7 +560,7 @@ fn renew(args: RenewCli) -> Result<(), CliError> {
         }
     };
     output::sweep_around(&args.dir);
-    let report = crate::renew::renew(&crate::renew::RenewArgs {
+    let report = crate::lifecycle::renew::renew(&crate::lifecycle::renew::RenewArgs {
         dir: args.dir,
         targets: args.targets,
         new_key: args.new_key,
@@ -583,265 +575,17 @@ fn verify(args: VerifyCli) -> Result<(), CliError> {
     let clock = Clock::from_sources(args.now.as_deref(), None)?;
     let warn = crate::util::duration::parse_warn_within(&args.warn_within).map_err(CliError::Usage)?;
     output::sweep_around(&args.path);
-    let report =
-        crate::verify::verify(&crate::verify::VerifyArgs { path: args.path, now: clock.now, warn_within: warn, foreign: args.foreign })?;
+    let report = crate::audit::verify::verify(&crate::audit::verify::VerifyArgs {
+        path: args.path,
+        now: clock.now,
+        warn_within: warn,
+        foreign: args.foreign,
+    })?;
     say::out(&report.render_table())?;
     if report.has_errors() {
-        return Err(CliError::Other(format!("verify found {} error(s)", report.count(crate::verify::Severity::Error))));
+        return Err(CliError::Other(format!("verify found {} error(s)", report.count(crate::audit::verify::Severity::Error))));
     }
     Ok(())
-}
-
-/// Plans, loads the state and materializes; each node's files go to `sink` as they are made,
-/// with what the previous bundle holds of them.
-fn render(
-    config: &Config,
-    cluster_dir: &Path,
-    clock: &Clock,
-    force: bool,
-    sink: &(dyn Fn(&Previous, &str, output::FileTree) -> Result<(), materialize::MaterializeError> + Sync),
-) -> Result<(State, Bundle), CliError> {
-    let plan = make_plan(config)?;
-    let state = State::load_or_init(&cluster_dir.join("state"), config, &plan.certificate_authorities, clock, force)?;
-    // A re-run keeps the nodes that did not change (`--force` starts over).
-    let previous = if force { Previous::default() } else { Previous::at(cluster_dir) };
-    let bundle = materialize::materialize(config, &plan, &state, clock, &|name, tree| sink(&previous, name, tree))?;
-    Ok((state, bundle))
-}
-
-/// plan → state → materialize → write/pack for one cluster directory (`OUT/<clusterName>`).
-/// The whole new directory (state and bundle) is built beside the old one and swapped in
-/// atomically, under a lock on that directory. `unpacked` also writes each node's tree. When
-/// `OUT/<clusterName>` is a symbolic link, the directory it points to is the bundle: the new one
-/// is built beside that directory and exchanged with it, and the link stays.
-/// Returns the state, the bundle and lines for the run's summary (node files kept, updated and
-/// repaired; nodes moved out).
-pub fn build(config: &Config, out: &Path, clock: &Clock, force: bool, unpacked: bool) -> Result<(State, Bundle, Vec<String>), CliError> {
-    let cluster_dir = out.join(&config.cluster_name);
-    // Checked before the lock file is made (so a refusal writes nothing), and again under it.
-    // A bundle whose state was lost is refused (it must not get new CAs), unless --force starts
-    // its state over.
-    let owner = |dir: &Path| match force && crate::restore::lost_state_of(dir, &config.cluster_name) {
-        true => Ok(()),
-        false => output::check_owner(dir, &config.cluster_name),
-    };
-    if !force {
-        crate::restore::refuse_lost(&cluster_dir, Some(&config.cluster_name))?;
-    }
-    owner(&cluster_dir)?;
-    let lock = output::lock(out, &config.cluster_name)?;
-    // The bundle the lock is for: a link's target. Messages keep the path as given.
-    let real = lock.dir().to_path_buf();
-    if !force {
-        crate::restore::refuse_lost(&cluster_dir, Some(&config.cluster_name))?;
-    }
-    owner(&real)?;
-    output::sweep_around(&out.join(&config.cluster_name));
-
-    let (parent, name) = (real.parent().unwrap_or(out), real.file_name().unwrap_or_default().to_string_lossy());
-    let staging = output::stage(parent, &name)?;
-    let root = staging.path();
-    output::ensure_dir(&root.join("nodes"), 0o700)?;
-    // Each node's tarball (and tree) is written as soon as it is rendered, and dropped. A
-    // previous tarball (or tree file) that is exactly what this run writes is kept by hard link:
-    // nothing is packed, written or, after the swap, freed. Anything else is rewritten, and
-    // reported when it was not this run's own change (truncated, corrupt, edited, re-packed, a
-    // wrong mode).
-    let report = NodeReport::default();
-    let write_node = |previous: &Previous, name: &str, tree: output::FileTree| {
-        let rel = format!("nodes/{name}.tar.gz");
-        let path = root.join(&rel);
-        let (judged, linked) = reuse::link_if_same(previous.tarball(name).as_deref(), &path, |p| reuse::judge_tarball(p, &tree));
-        let node_unchanged = matches!(judged, Judged::Same { .. });
-        match judged {
-            Judged::Same { mode: 0o600, .. } if linked => report.kept(),
-            Judged::Same { mode, bytes } => {
-                if linked {
-                    std::fs::remove_file(&path).map_err(output::werr(&path))?;
-                }
-                output::write_file(&path, &bytes, 0o600)?;
-                match mode {
-                    0o600 => report.kept(),
-                    m => report.repaired(rel, format!("mode {m:04o}, a tarball is 0600")),
-                }
-            }
-            other => {
-                output::write_file(&path, &pack::tar_gz(&tree, clock.unix()).map_err(output::werr(&path))?, 0o600)?;
-                match other {
-                    Judged::Differs(Some(why)) => report.repaired(rel, why),
-                    Judged::Differs(None) => report.updated(rel),
-                    _ => report.new_tarball(),
-                }
-            }
-        }
-        if unpacked {
-            let dir = root.join("nodes").join(name);
-            output::ensure_dir(&dir, 0o755)?;
-            for d in tree.dirs() {
-                output::ensure_dir(&dir.join(d), 0o755)?;
-            }
-            let old = previous.tree(name, &tree);
-            for (p, f) in tree.iter() {
-                let to = dir.join(p);
-                let from = old.as_ref().and_then(|o| o.file(p));
-                let (judged, linked) = reuse::link_if_same(from.as_deref(), &to, |at| reuse::judge_file(at, &f.bytes, f.mode));
-                let why = match judged {
-                    Judged::Same { mode, .. } if mode == f.mode && linked => continue,
-                    Judged::Same { mode, .. } => (mode != f.mode).then(|| format!("mode {mode:04o}, planned {:04o}", f.mode)),
-                    // The node's files did not change, so this one was changed after it was written.
-                    Judged::Differs(None) if node_unchanged => Some("edited: not the bytes kubebundle wrote".to_string()),
-                    Judged::Differs(why) => why,
-                    Judged::Absent => None,
-                };
-                if linked {
-                    std::fs::remove_file(&to).map_err(output::werr(&to))?;
-                }
-                output::write_file(&to, &f.bytes, f.mode)?;
-                if let Some(why) = why {
-                    report.repaired(format!("nodes/{name}/{p}"), why);
-                }
-            }
-        }
-        Ok(())
-    };
-    let (mut state, bundle) = render(config, &cluster_dir, clock, force, &write_node)?;
-    // The state: whatever the old one held, then every file this run uses. `--force` starts a
-    // new state and keeps the old one in a backup beside the bundle.
-    if state.dir.is_dir() && !force {
-        output::copy_tree(&state.dir, &root.join("state"))?;
-    }
-    output::write_tree(&root.join("state"), &state.files, 0o700)?;
-    output::write_tree(&root.join("state"), &bundle.state_files, 0o700)?;
-    // manifests/ holds the token Secrets: 0700 like every directory of secrets.
-    output::write_tree(root, &bundle.top, 0o700)?;
-    let removed = move_out_removed_nodes(out, &config.cluster_name, &cluster_dir, &bundle, clock)?;
-    if force && output::list_files(&state.dir).is_ok_and(|f| !f.is_empty()) {
-        let backup = crate::restore::new_backup_dir(cluster_dir.parent().unwrap_or(out), clock.now)?;
-        output::copy_tree(&state.dir, &backup.join("state"))?;
-        state.report.push(format!("the previous state was kept in {} (--force replaced it)", backup.join("state").display()));
-    }
-    output::commit(staging, &real)?;
-    lock.keep();
-    let mut notes = report.lines(20);
-    notes.extend(removed);
-    Ok((state, bundle, notes))
-}
-
-/// The `--check` line for a file of the bundle judged against what a run would write there with
-/// `mode` (None: the same). `edited` says a differing file was changed after it was written.
-fn drift_line(rel: &str, judged: Judged, mode: u32, edited: bool) -> Option<String> {
-    match judged {
-        Judged::Absent => Some(format!("would add     {rel}")),
-        Judged::Same { mode: old, .. } if old == mode => None,
-        Judged::Same { mode: old, .. } => Some(format!("would chmod   {rel} ({old:04o} → {mode:04o})")),
-        Judged::Differs(None) if edited => Some(format!("would change  {rel} (edited: not the bytes kubebundle wrote)")),
-        Judged::Differs(None) => Some(format!("would change  {rel}")),
-        Judged::Differs(Some(why)) => Some(format!("would change  {rel} ({why})")),
-    }
-}
-
-/// How a file on disk compares with what a run would write there (None: the same).
-fn drift(path: &Path, rel: &str, bytes: &[u8], mode: u32) -> Option<String> {
-    drift_line(rel, reuse::judge_file(path, bytes, mode), mode, false)
-}
-
-/// `generate --check`: every file (relative to OUT/<clusterName>) a run would add, change or
-/// remove, computed without writing anything. A tarball is up to date only when it holds exactly
-/// what the run writes (see `pack::compare`) and its mode is 0600; one that is not says why.
-pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Result<Vec<String>, CliError> {
-    let cluster_dir = out.join(&config.cluster_name);
-    output::sweep_around(&cluster_dir);
-    crate::restore::refuse_lost(&cluster_dir, Some(&config.cluster_name))?;
-    output::check_owner(&cluster_dir, &config.cluster_name)?;
-    let changes = std::sync::Mutex::new(Vec::new());
-    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let compare_node = |_: &Previous, name: &str, tree: output::FileTree| {
-        let mut found = Vec::new();
-        let mut names = Vec::new();
-        let rel = format!("nodes/{name}.tar.gz");
-        let judged = reuse::judge_tarball(&cluster_dir.join(&rel), &tree);
-        let node_unchanged = matches!(judged, Judged::Same { .. });
-        found.extend(drift_line(&rel, judged, 0o600, false));
-        names.push(rel);
-        if unpacked {
-            for (p, f) in tree.iter() {
-                let rel = format!("nodes/{name}/{p}");
-                let judged = reuse::judge_file(&cluster_dir.join(&rel), &f.bytes, f.mode);
-                found.extend(drift_line(&rel, judged, f.mode, node_unchanged));
-                names.push(rel);
-            }
-        }
-        changes.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
-        seen.lock().unwrap_or_else(|e| e.into_inner()).extend(names);
-        Ok(())
-    };
-    let (state, bundle) = render(config, &cluster_dir, clock, false, &compare_node)?;
-    let mut changes = changes.into_inner().unwrap_or_else(|e| e.into_inner());
-    let mut seen = seen.into_inner().unwrap_or_else(|e| e.into_inner());
-    for tree in [&state.files, &bundle.state_files] {
-        for (p, f) in tree.iter() {
-            let rel = format!("state/{p}");
-            changes.extend(drift(&cluster_dir.join(&rel), &rel, &f.bytes, f.mode));
-        }
-    }
-    for (p, f) in bundle.top.iter() {
-        changes.extend(drift(&cluster_dir.join(p), p, &f.bytes, f.mode));
-        seen.insert(p.clone());
-    }
-    // Files of the bundle (not the state, which keeps what it holds) that the run would drop.
-    for (rel, _) in output::list_files(&cluster_dir).unwrap_or_default() {
-        if !rel.starts_with("state/") && !seen.contains(&rel) {
-            changes.push(format!("would remove  {}", crate::util::text::escape(&rel)));
-        }
-    }
-    changes.sort_by(|a, b| a.get(14..).cmp(&b.get(14..)));
-    Ok(changes)
-}
-
-/// Where removed nodes are archived: a directory of OUT that no cluster can own (a cluster name
-/// never starts with a dot), one folder per cluster.
-fn removed_dir(out: &Path, cluster: &str) -> PathBuf {
-    out.join(".removed").join(cluster)
-}
-
-/// Nodes of the previous bundle that are no longer in the Inventory: their tarball (and tree) are
-/// copied out of the bundle, to `OUT/.removed/<clusterName>/<node>-<time>/` (`-2`, `-3`, ... when
-/// that exists: an archive is never overwritten), before the new bundle replaces the old one.
-/// Each archive is made in a private directory and renamed into place whole. Returns one line
-/// per node for the run's summary.
-fn move_out_removed_nodes(out: &Path, cluster: &str, cluster_dir: &Path, bundle: &Bundle, clock: &Clock) -> Result<Vec<String>, CliError> {
-    let nodes_dir = cluster_dir.join("nodes");
-    let gone: Vec<String> = crate::nodes::node_names(&nodes_dir).into_iter().filter(|n| !bundle.node_names.contains(n)).collect();
-    let stamp = clock.now.format(&time::macros::format_description!("[year][month][day]T[hour][minute][second]Z")).unwrap_or_default();
-    let mut lines = Vec::new();
-    if gone.is_empty() {
-        return Ok(lines);
-    }
-    let archives = removed_dir(out, cluster);
-    output::ensure_dir(&out.join(".removed"), 0o700)?;
-    output::ensure_dir(&archives, 0o700)?;
-    for name in gone {
-        let staged = output::PrivateDir::new(out, ".kubebundle-removed-")?;
-        if nodes_dir.join(&name).is_dir() {
-            output::copy_tree(&nodes_dir.join(&name), &staged.path().join(&name))?;
-        }
-        let tgz = nodes_dir.join(format!("{name}.tar.gz"));
-        if let Ok(bytes) = std::fs::read(&tgz) {
-            output::write_file(&staged.path().join(format!("{name}.tar.gz")), &bytes, 0o600)?;
-        }
-        // Archives of this cluster are only made under its lock: the first free name stays free.
-        let base = format!("{name}-{stamp}");
-        let mut dest = archives.join(&base);
-        for n in 2.. {
-            if std::fs::symlink_metadata(&dest).is_err() {
-                break;
-            }
-            dest = archives.join(format!("{base}-{n}"));
-        }
-        staged.publish(&dest)?;
-        lines.push(format!("node {name} is no longer in the Inventory: its files were moved out of the bundle to {}", dest.display()));
-    }
-    Ok(lines)
 }
 
 fn generate(args: GenerateArgs) -> Result<(), CliError> {
@@ -879,14 +623,14 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
     }
     let cluster_dir = args.out.join(&config.cluster_name);
     if args.check {
-        let changes = check(&config, &args.out, &clock, args.unpacked)?;
+        let changes = pipeline::check(&config, &args.out, &clock, args.unpacked)?;
         say::out(&changes.iter().map(|c| format!("{c}\n")).collect::<String>())?;
         if changes.is_empty() {
             return say::out(&format!("{}: up to date\n", cluster_dir.display()));
         }
         return Err(CliError::Drift { dir: cluster_dir.display().to_string(), count: changes.len() });
     }
-    let (state, bundle, notes) = build(&config, &args.out, &clock, args.force, args.unpacked)?;
+    let (state, bundle, notes) = pipeline::build(&config, &args.out, &clock, args.force, args.unpacked)?;
 
     let mut err = std::io::stderr().lock();
     for line in &state.report {

@@ -113,9 +113,9 @@ pub enum RenewError {
     #[error("cannot back up {path} before changing it: {message}\n  hint: check that the parent of the directory is writable; nothing was changed")]
     Backup { path: String, message: String },
     #[error(transparent)]
-    Output(#[from] crate::output::OutputError),
+    Output(#[from] crate::bundle::output::OutputError),
     #[error(transparent)]
-    State(#[from] crate::state::StateError),
+    State(#[from] crate::bundle::state::StateError),
 }
 
 // =============================================================================================
@@ -253,7 +253,7 @@ impl Tree {
 struct Layout {
     trees: Vec<Tree>,
     /// A bundle's nodes (unpacked copies of those kept only as tarballs).
-    nodes: Option<crate::nodes::NodeTrees>,
+    nodes: Option<crate::lifecycle::nodes::NodeTrees>,
     /// A bundle's state/pki.
     state_pki: Option<PathBuf>,
     /// Kubeconfigs outside the trees that may hold a CA (a bundle's discovery.conf).
@@ -270,11 +270,11 @@ fn layout(dir: &Path) -> Result<Layout, RenewError> {
         return Err(not_a_tree());
     }
     if is_bundle(dir) {
-        let names = crate::plan::bundle_node_names(dir);
-        let nodes = crate::nodes::NodeTrees::open(dir, |n| names.as_ref().is_none_or(|l| l.contains(n)))
+        let names = crate::bundle::plan::bundle_node_names(dir);
+        let nodes = crate::lifecycle::nodes::NodeTrees::open(dir, |n| names.as_ref().is_none_or(|l| l.contains(n)))
             .map_err(|message| RenewError::Read { path: dir.join("nodes").display().to_string(), message })?;
         // With plan.json, each node's files are where its profile put them.
-        let layouts = crate::plan::bundle_layouts(dir, |n| nodes.roots.get(n).cloned());
+        let layouts = crate::bundle::plan::bundle_layouts(dir, |n| nodes.roots.get(n).cloned());
         let trees = nodes
             .roots
             .iter()
@@ -804,13 +804,13 @@ impl Work<'_> {
     fn renew_kubeconfig(&mut self, shown: &str, conf: &Path, tree: &Tree, state_pki: Option<&Path>, ca: &str) -> Result<(), RenewError> {
         let err = |message: String| RenewError::Cert { name: shown.to_string(), path: conf.display().to_string(), message };
         let text = self.read_text(conf)?;
-        let doc = crate::kubeconfig::Kubeconfig::parse(text.as_bytes()).map_err(err)?;
+        let doc = crate::tree::kubeconfig::Kubeconfig::parse(text.as_bytes()).map_err(err)?;
         let user = doc.current_user().ok_or_else(|| err("the kubeconfig has no user".into()))?;
         let signer = self.signer(shown, tree, state_pki, ca)?;
         if let Some(cert_pem) =
-            crate::kubeconfig::decode("client-certificate-data", user.client_certificate_data.as_deref()).map_err(err)?
+            crate::tree::kubeconfig::decode("client-certificate-data", user.client_certificate_data.as_deref()).map_err(err)?
         {
-            let key_pem = crate::kubeconfig::decode("client-key-data", user.client_key_data.as_deref())
+            let key_pem = crate::tree::kubeconfig::decode("client-key-data", user.client_key_data.as_deref())
                 .map_err(err)?
                 .ok_or_else(|| err("the user has client-certificate-data but no client-key-data".into()))?;
             let cert_text = String::from_utf8(cert_pem.clone()).map_err(|_| err("client-certificate-data is not PEM".into()))?;
@@ -921,9 +921,10 @@ fn cluster_info(dir: &Path, changes: &BTreeMap<PathBuf, Vec<u8>>, state_pki: &Pa
     let version = crate::util::version::KubeVersion::parse(&field("kubernetesVersion")?).map_err(|m| bad(&plan_path, m))?;
     let server = format!("https://{}", field("controlPlaneEndpoint")?);
     let state_dir = state_pki.parent().unwrap_or(dir);
-    let tokens = crate::state::read_tokens(state_dir).map_err(|e| bad(&state_dir.join(crate::state::TOKENS_FILE), e.to_string()))?;
-    let renderer = crate::render::Renderer::new();
-    let manifests = crate::materialize::token_manifests(&renderer, &server, &B64.encode(ca), version.minor, &tokens)
+    let tokens =
+        crate::bundle::state::read_tokens(state_dir).map_err(|e| bad(&state_dir.join(crate::bundle::state::TOKENS_FILE), e.to_string()))?;
+    let renderer = crate::bundle::render::Renderer::new();
+    let manifests = crate::bundle::materialize::token_manifests(&renderer, &server, &B64.encode(ca), version.minor, &tokens)
         .map_err(|e| bad(&target, e.to_string()))?;
     Ok(manifests.into_iter().find(|(p, _)| p == "manifests/cluster-info.yaml").map(|(_, text)| (target, text.into_bytes())))
 }
@@ -949,7 +950,7 @@ fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     let mode = meta.permissions().mode() & 0o7777;
     // Locked while it lives and removed on a signal; a killed run's is swept by the next.
-    let mut tmp = crate::output::TempFile::beside(path).map_err(|e| e.to_string())?;
+    let mut tmp = crate::bundle::output::TempFile::beside(path).map_err(|e| e.to_string())?;
     tmp.file.write_all(bytes).map_err(|e| e.to_string())?;
     let f = &tmp.file;
     let (uid, gid) = (meta.uid(), meta.gid());
@@ -972,7 +973,7 @@ fn backup(dir: &Path, backup_dir: &Path, files: &[PathBuf]) -> Result<(), RenewE
         return Err(RenewError::BackupExists { path: backup_dir.display().to_string() });
     }
     let parent = backup_dir.parent().unwrap_or(Path::new("."));
-    let staged = crate::output::PrivateDir::new(parent, ".kubebundle-backup-")
+    let staged = crate::bundle::output::PrivateDir::new(parent, ".kubebundle-backup-")
         .map_err(|e| RenewError::Backup { path: backup_dir.display().to_string(), message: e.to_string() })?;
     for f in files {
         let target = staged.path().join(relative_to(dir, f));
@@ -985,7 +986,7 @@ fn backup(dir: &Path, backup_dir: &Path, files: &[PathBuf]) -> Result<(), RenewE
         out.write_all(&bytes).map_err(|e| fail(&target, e))?;
     }
     staged.publish(backup_dir).map_err(|e| match &e {
-        crate::output::OutputError::Write { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+        crate::bundle::output::OutputError::Write { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
             RenewError::BackupExists { path: backup_dir.display().to_string() }
         }
         _ => RenewError::Backup { path: backup_dir.display().to_string(), message: e.to_string() },
@@ -1034,27 +1035,27 @@ fn commit_bundle(
         writes.insert(rel_in(bundle, path)?, Staged { bytes: zeroize::Zeroizing::new(bytes.clone()), mode, owner });
     }
     for (root, tb) in tarballs {
-        let mut tree = crate::output::read_tree(root).map_err(|e| read_err(root, e.to_string()))?;
+        let mut tree = crate::bundle::output::read_tree(root).map_err(|e| read_err(root, e.to_string()))?;
         for (path, bytes) in changes.iter().filter(|(p, _)| p.starts_with(root)) {
             let Ok(rel) = path.strip_prefix(root) else { continue };
             let rel = rel.to_string_lossy();
             let mode = tree.get(&rel).map(|f| f.mode).unwrap_or(0o600);
             tree.insert(&rel, bytes.clone(), mode);
         }
-        let packed = crate::pack::tar_gz(&tree, mtime).map_err(|e| read_err(tb, e.to_string()))?;
+        let packed = crate::tree::tarball::tar_gz(&tree, mtime).map_err(|e| read_err(tb, e.to_string()))?;
         let (owner, mode) = stat(tb)?;
         writes.insert(rel_in(bundle, tb)?, Staged { bytes: zeroize::Zeroizing::new(packed), mode, owner });
     }
-    let werr = |path: &Path, e: std::io::Error| RenewError::Output(crate::output::werr(path)(e));
+    let werr = |path: &Path, e: std::io::Error| RenewError::Output(crate::bundle::output::werr(path)(e));
     let (parent, name) = match (bundle.parent(), bundle.file_name()) {
         (Some(p), Some(n)) => (p, n.to_string_lossy()),
         _ => return Err(werr(bundle, std::io::ErrorKind::InvalidInput.into())),
     };
-    let staging = crate::output::stage(parent, &name)?;
-    crate::output::link_copy(bundle, staging.path())?;
+    let staging = crate::bundle::output::stage(parent, &name)?;
+    crate::bundle::output::link_copy(bundle, staging.path())?;
     for (rel, f) in &writes {
         let path = staging.path().join(rel);
-        crate::output::write_file(&path, &f.bytes, f.mode)?;
+        crate::bundle::output::write_file(&path, &f.bytes, f.mode)?;
         let m = std::fs::metadata(&path).map_err(|e| werr(&path, e))?;
         if (m.uid(), m.gid()) != f.owner {
             std::os::unix::fs::chown(&path, Some(f.owner.0), Some(f.owner.1)).map_err(|e| {
@@ -1063,7 +1064,7 @@ fn commit_bundle(
         }
     }
     backup(bundle, backup_dir, &changed.iter().map(|p| rel_in(bundle, p).map(|r| bundle.join(r))).collect::<Result<Vec<_>, _>>()?)?;
-    crate::output::commit(staging, bundle)?;
+    crate::bundle::output::commit(staging, bundle)?;
     Ok(())
 }
 
@@ -1075,8 +1076,8 @@ fn updated_leaf_records(file: &Path, trees: &[Tree], changes: &BTreeMap<PathBuf,
         return Ok(None);
     }
     let state_dir = file.parent().unwrap_or(Path::new("."));
-    let mut records =
-        crate::state::read_leaves(state_dir).map_err(|e| RenewError::Read { path: file.display().to_string(), message: e.to_string() })?;
+    let mut records = crate::bundle::state::read_leaves(state_dir)
+        .map_err(|e| RenewError::Read { path: file.display().to_string(), message: e.to_string() })?;
     let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
     let mut touched = false;
     for tree in trees {
@@ -1088,9 +1089,9 @@ fn updated_leaf_records(file: &Path, trees: &[Tree], changes: &BTreeMap<PathBuf,
             } else if let Some(id) = artifact.strip_suffix(".key") {
                 (id, None, text(bytes))
             } else if catalog::kubeconfig(artifact).is_some() {
-                let Ok(kc) = crate::kubeconfig::Kubeconfig::parse(bytes) else { continue };
+                let Ok(kc) = crate::tree::kubeconfig::Kubeconfig::parse(bytes) else { continue };
                 let Some(user) = kc.current_user() else { continue };
-                let data = |v: Option<&str>| crate::kubeconfig::decode("", v).ok().flatten().and_then(|b| String::from_utf8(b).ok());
+                let data = |v: Option<&str>| crate::tree::kubeconfig::decode("", v).ok().flatten().and_then(|b| String::from_utf8(b).ok());
                 (artifact.as_str(), data(user.client_certificate_data.as_deref()), data(user.client_key_data.as_deref()))
             } else {
                 continue;
@@ -1106,7 +1107,7 @@ fn updated_leaf_records(file: &Path, trees: &[Tree], changes: &BTreeMap<PathBuf,
             }
         }
     }
-    Ok(touched.then(|| crate::state::leaves_json(&records)))
+    Ok(touched.then(|| crate::bundle::state::leaves_json(&records)))
 }
 
 // =============================================================================================
@@ -1150,18 +1151,18 @@ pub fn renew(args: &RenewArgs) -> Result<RenewReport, RenewError> {
     let dir = args.dir.clone();
     // A link is followed (a dangling one is an error); the lock every writer takes is held
     // before anything this run rewrites is read. A dry run writes nothing and takes none.
-    if crate::output::resolve(&dir)?.is_none_or(|real| !real.is_dir()) {
+    if crate::bundle::output::resolve(&dir)?.is_none_or(|real| !real.is_dir()) {
         return Err(RenewError::NotATree { path: dir.display().to_string() });
     }
     let lock = if args.dry_run {
         None
     } else {
         let etc = dir.join("etc/kubernetes");
-        Some(crate::output::lock_dir(if etc.is_dir() { &etc } else { &dir })?)
+        Some(crate::bundle::output::lock_dir(if etc.is_dir() { &etc } else { &dir })?)
     };
     // A bundle's state is checked before any of it is used: a lost or changed CA refuses.
     if is_bundle(&dir) {
-        crate::restore::check_bundle(&dir)?;
+        crate::bundle::state::check::check_bundle(&dir)?;
     }
     let lay = layout(&dir)?;
     let mut work = Work { args, changes: BTreeMap::new(), renewed: Vec::new(), restart: 0 };
@@ -1209,7 +1210,7 @@ pub fn renew(args: &RenewArgs) -> Result<RenewReport, RenewError> {
 
     // A bundle's state records each leaf's certificate and key: keep them in step.
     if let Some(state_pki) = &lay.state_pki {
-        let leaves_file = state_pki.with_file_name(crate::state::LEAVES_FILE);
+        let leaves_file = state_pki.with_file_name(crate::bundle::state::LEAVES_FILE);
         if let Some(bytes) = updated_leaf_records(&leaves_file, &lay.trees, &work.changes)? {
             work.changes.insert(leaves_file, bytes);
         }
@@ -1262,15 +1263,15 @@ pub fn renew(args: &RenewArgs) -> Result<RenewReport, RenewError> {
     dirs.sort();
     dirs.dedup();
     for d in dirs {
-        crate::output::sweep(d);
+        crate::bundle::output::sweep(d);
     }
     for (path, bytes) in &work.changes {
         replace_file(path, bytes).map_err(|m| werr(path, m))?;
     }
     for (root, tb) in tarballs {
-        let tree =
-            crate::output::read_tree(&root).map_err(|e| RenewError::Read { path: root.display().to_string(), message: e.to_string() })?;
-        let bytes = crate::pack::tar_gz(&tree, mtime).map_err(|e| werr(&tb, e.to_string()))?;
+        let tree = crate::bundle::output::read_tree(&root)
+            .map_err(|e| RenewError::Read { path: root.display().to_string(), message: e.to_string() })?;
+        let bytes = crate::tree::tarball::tar_gz(&tree, mtime).map_err(|e| werr(&tb, e.to_string()))?;
         replace_file(&tb, &bytes).map_err(|m| werr(&tb, m))?;
         report.repacked.push(tb);
     }

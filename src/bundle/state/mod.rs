@@ -2,221 +2,26 @@
 //! and the bootstrap tokens. Like a secrets bundle: load what exists, fill only what is missing,
 //! and never replace anything without `--force`.
 
+pub mod check;
+pub mod files;
+pub mod manifest;
+pub mod restore;
+
+pub use files::*;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::config::{Config, TokenSpec};
-use crate::output::FileTree;
 use crate::pki::issue::{self, Authority, CertSpec};
 use crate::pki::keys::Key;
 use crate::pki::source;
-
-pub const ENCRYPTION_FILE: &str = "encryption.yaml";
-pub const TOKENS_FILE: &str = "tokens.yaml";
-/// Names the cluster the directory belongs to (see `output::check_owner`).
-pub const MARKER_FILE: &str = "cluster.yaml";
-/// Every node's leaf keys and when each leaf was issued: with them a run re-issues
-/// byte-identical certificates from the state alone.
-pub const LEAVES_FILE: &str = "leaves.json";
-
-/// A leaf certificate's key and the run clock it was first issued at (the certificate follows
-/// from these, the CA and the plan), and the certificate itself, so a run that would issue it
-/// again keeps it without signing (and `certs renew` records its renewals here).
-pub struct LeafRecord {
-    pub key_pem: Zeroizing<String>,
-    /// Unix seconds of the issuing run's clock.
-    pub issued: i64,
-    /// The certificate (PEM) as the bundle holds it.
-    pub cert_pem: Option<String>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LeafEntry {
-    node: String,
-    id: String,
-    issued: i64,
-    key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    cert: Option<String>,
-}
-
-impl Drop for LeafEntry {
-    fn drop(&mut self) {
-        use zeroize::Zeroize;
-        self.key.zeroize();
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LeavesFile {
-    leaves: Vec<LeafEntry>,
-}
-
-/// (node, certificate id) → its record.
-pub type LeafRecords = BTreeMap<(String, String), LeafRecord>;
-
-/// The state's leaf records file for `records`.
-pub fn leaves_json(records: &LeafRecords) -> Vec<u8> {
-    let leaves = records
-        .iter()
-        .map(|((node, id), r)| LeafEntry {
-            node: node.clone(),
-            id: id.clone(),
-            issued: r.issued,
-            key: r.key_pem.to_string(),
-            cert: r.cert_pem.clone(),
-        })
-        .collect();
-    let mut out = serde_json::to_vec_pretty(&LeavesFile { leaves }).unwrap_or_default();
-    out.push(b'\n');
-    out
-}
-
-pub fn read_leaves(dir: &Path) -> Result<LeafRecords, StateError> {
-    let Some(text) = read_opt(dir, LEAVES_FILE)? else { return Ok(LeafRecords::new()) };
-    let text = Zeroizing::new(text);
-    let f: LeavesFile = serde_json::from_str(&text).map_err(|e| {
-        bad(dir, LEAVES_FILE, e.to_string(), "restore it from a backup, or delete it: the leaves are then issued anew with new keys")
-    })?;
-    Ok(f.leaves
-        .iter()
-        .map(|e| {
-            let record = LeafRecord { key_pem: Zeroizing::new(e.key.clone()), issued: e.issued, cert_pem: e.cert.clone() };
-            ((e.node.clone(), e.id.clone()), record)
-        })
-        .collect())
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error("state file {path}: {message}\n  hint: {hint}")]
-    Bad { path: String, message: String, hint: String },
-    /// A recorded secret is missing, unreadable or changed, or the state is incomplete or lost:
-    /// the message names each file, what depends on it, its verified copies and the fixes.
-    #[error("{0}")]
-    Refused(String),
-    #[error("{0}")]
-    Config(String),
-    #[error(transparent)]
-    Key(#[from] crate::pki::keys::KeyError),
-    #[error(transparent)]
-    Issue(#[from] issue::IssueError),
-}
-
-/// Where each CA lives inside the state directory (kubeadm's names, so the state is a pki tree).
-pub fn ca_paths(id: &str) -> (String, String) {
-    match id {
-        "etcd-ca" => ("pki/etcd/ca.crt".into(), "pki/etcd/ca.key".into()),
-        other => (format!("pki/{other}.crt"), format!("pki/{other}.key")),
-    }
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Token {
-    pub token: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    /// RFC 3339, absent for a token that never expires.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires: Option<String>,
-    pub usages: Vec<String>,
-    #[serde(default)]
-    pub groups: Vec<String>,
-    /// True when the config wrote the token itself (it is then not kept between runs).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub from_config: bool,
-    /// True when `kubebundle token create` made it: kept by later runs until it expires or
-    /// `token delete` removes it.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub created: bool,
-}
-
-impl Drop for Token {
-    fn drop(&mut self) {
-        use zeroize::Zeroize;
-        self.token.zeroize();
-    }
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Token({}.<secret>)", self.id())
-    }
-}
-
-impl Token {
-    pub fn id(&self) -> &str {
-        self.token.split('.').next().unwrap_or("")
-    }
-
-    pub fn secret(&self) -> &str {
-        self.token.split('.').nth(1).unwrap_or("")
-    }
-
-    pub fn expired(&self, now: OffsetDateTime) -> bool {
-        self.expires
-            .as_deref()
-            .and_then(|e| OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339).ok())
-            .is_some_and(|t| t <= now)
-    }
-
-    pub fn authenticates(&self) -> bool {
-        self.usages.iter().any(|u| u == "authentication")
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokensFile {
-    tokens: Vec<Token>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EncryptionFile {
-    keys: Vec<EncryptionKey>,
-}
-
-/// The keys of `state/encryption.yaml`, in order.
-pub fn parse_encryption(text: &str) -> Result<Vec<EncryptionKey>, String> {
-    serde_saphyr::from_str::<EncryptionFile>(text).map(|f| f.keys).map_err(|e| e.to_string())
-}
-
-/// The text of `state/encryption.yaml` for (name, secret) pairs, in order.
-pub fn encryption_yaml(keys: &[(String, Zeroizing<String>)]) -> String {
-    let keys = keys.iter().map(|(name, secret)| EncryptionKey { name: name.clone(), secret: secret.to_string() }).collect();
-    serde_saphyr::to_string(&EncryptionFile { keys }).unwrap_or_default()
-}
-
-/// The text of `state/cluster.yaml`.
-pub fn marker_text(cluster: &str) -> String {
-    format!("# Written by kubebundle: this directory holds cluster {cluster:?}.\nclusterName: {cluster}\n")
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EncryptionKey {
-    pub name: String,
-    /// base64 of 32 random bytes.
-    pub secret: String,
-}
-
-impl Drop for EncryptionKey {
-    fn drop(&mut self) {
-        use zeroize::Zeroize;
-        self.secret.zeroize();
-    }
-}
+use crate::tree::FileTree;
 
 pub struct State {
     pub dir: PathBuf,
@@ -230,20 +35,6 @@ pub struct State {
     pub files: FileTree,
     /// What was created, reused or replaced, for the run's summary.
     pub report: Vec<String>,
-}
-
-fn bad(dir: &Path, rel: &str, message: impl Into<String>, hint: &str) -> StateError {
-    StateError::Bad { path: dir.join(rel).display().to_string(), message: message.into(), hint: hint.to_string() }
-}
-
-fn read_opt(dir: &Path, rel: &str) -> Result<Option<String>, StateError> {
-    match std::fs::read(dir.join(rel)) {
-        Ok(b) => String::from_utf8(b)
-            .map(Some)
-            .map_err(|_| bad(dir, rel, "not UTF-8 text", "restore it from a backup, or run with --force to replace it")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(bad(dir, rel, e.to_string(), "check the permissions of the state directory")),
-    }
 }
 
 const TORN: &str = "restore the missing file from a backup; --force replaces the pair (and every certificate it signed)";
@@ -260,7 +51,7 @@ impl State {
     /// changed refuses the run. A state without a manifest is accepted when it is complete (and
     /// then recorded), and refused when it is incomplete.
     pub fn load_or_init(dir: &Path, config: &Config, cas: &[CertSpec], clock: &Clock, force: bool) -> Result<State, StateError> {
-        use crate::state_manifest::{self as sm, Manifest};
+        use crate::bundle::state::manifest::{self as sm, Manifest};
         let mut report = Vec::new();
         let mut files = FileTree::new();
         let now = rfc3339(clock.now);
@@ -272,7 +63,7 @@ impl State {
             Some(m) => {
                 let checked = sm::check(dir, m);
                 if !checked.problems.is_empty() {
-                    return Err(crate::restore::refusal(dir, m, &checked.problems));
+                    return Err(check::refusal(dir, m, &checked.problems));
                 }
                 if checked.sa_pub_missing {
                     report.push("rewrote pki/sa.pub from sa.key (it was missing)".into());
@@ -280,7 +71,7 @@ impl State {
             }
             None if !force => {
                 let ids: Vec<String> = cas.iter().map(|c| c.id.clone()).collect();
-                crate::restore::check_unrecorded(dir, &ids)?;
+                check::check_unrecorded(dir, &ids)?;
             }
             None => {}
         }
@@ -455,12 +246,6 @@ impl State {
     }
 }
 
-/// The join token: the first token that authenticates and has not expired at `now` (generate
-/// and `token create|delete` both choose it so).
-pub fn join_token(tokens: &[Token], now: OffsetDateTime) -> Option<&Token> {
-    tokens.iter().find(|t| t.authenticates() && !t.expired(now))
-}
-
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
@@ -528,23 +313,4 @@ fn resolve_tokens(config: &Config, stored: Vec<Token>, clock: &Clock, report: &m
         }
     }
     Ok(tokens)
-}
-
-/// Reads `state/tokens.yaml` (an absent file holds no tokens).
-pub fn read_tokens(state_dir: &Path) -> Result<Vec<Token>, StateError> {
-    match read_opt(state_dir, TOKENS_FILE)? {
-        Some(text) => serde_saphyr::from_str::<TokensFile>(&text)
-            .map(|f| f.tokens)
-            .map_err(|e| bad(state_dir, TOKENS_FILE, e.to_string(), "fix or delete the file; a new token is then made")),
-        None => Ok(Vec::new()),
-    }
-}
-
-/// The text of `state/tokens.yaml`.
-pub fn tokens_yaml(tokens: &[Token]) -> Result<String, StateError> {
-    #[derive(Serialize)]
-    struct Out<'a> {
-        tokens: &'a [Token],
-    }
-    serde_saphyr::to_string(&Out { tokens }).map_err(|e| StateError::Config(format!("cannot write tokens.yaml: {e}")))
 }
