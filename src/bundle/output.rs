@@ -433,6 +433,38 @@ impl PrivateDir {
         drop(guard);
         sync_dir(dest.parent().unwrap_or(Path::new(".")))
     }
+
+    /// Publishes the directory in `parent` as the backup `kubebundle-backup-<now>` (`-2`, `-3`,
+    /// ... when that exists: a backup is never overwritten) and returns where it went.
+    pub fn publish_backup(mut self, parent: &Path, now: time::OffsetDateTime) -> Result<PathBuf, OutputError> {
+        fsync_tree(&self.path)?;
+        let stamp = backup_name(now);
+        for n in 1.. {
+            let dest = parent.join(if n == 1 { stamp.clone() } else { format!("{stamp}-{n}") });
+            let guard = live();
+            match rename_noreplace(&self.path, &dest) {
+                Ok(()) => {
+                    self.published = true;
+                    drop(guard);
+                    sync_dir(parent)?;
+                    return Ok(dest);
+                }
+                Err(OutputError::Write { source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists || source.raw_os_error() == Some(libc::ENOTEMPTY) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("an unbounded range ends only by returning")
+    }
+}
+
+/// The name of a backup made at `now`: `kubebundle-backup-<YYYYmmddTHHMMSSZ>`.
+pub fn backup_name(now: time::OffsetDateTime) -> String {
+    let t = now.to_offset(time::UtcOffset::UTC);
+    format!("kubebundle-backup-{:04}{:02}{:02}T{:02}{:02}{:02}Z", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second())
 }
 
 impl Drop for PrivateDir {

@@ -163,9 +163,12 @@ pub fn build(
     output::write_tree(root, &bundle.top, 0o700)?;
     let removed = move_out_removed_nodes(out, &config.cluster_name, &cluster_dir, &bundle, clock)?;
     if force && output::list_files(&state.dir).is_ok_and(|f| !f.is_empty()) {
-        let backup = crate::bundle::state::restore::new_backup_dir(cluster_dir.parent().unwrap_or(out), clock.now)?;
-        output::copy_tree(&state.dir, &backup.join("state"))?;
-        state.report.push(format!("the previous state was kept in {} (--force replaced it)", backup.join("state").display()));
+        let staged = output::PrivateDir::new(parent, ".kubebundle-backup-")?;
+        output::copy_tree(&state.dir, &staged.path().join("state"))?;
+        let backup = staged.publish_backup(parent, clock.now)?;
+        // Shown beside the bundle as given (the same directory unless the bundle is a link).
+        let shown = cluster_dir.parent().unwrap_or(out).join(backup.file_name().unwrap_or_default());
+        state.report.push(format!("the previous state was kept in {} (--force replaced it)", shown.join("state").display()));
     }
     output::commit(staging, &real)?;
     lock.keep();
