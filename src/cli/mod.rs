@@ -1,5 +1,5 @@
-//! The command line: clap types and one function per subcommand wiring the pipeline
-//! load → validate → plan → materialize → write/pack. The only module that prints.
+//! The command line: clap types, one function per subcommand calling the library (the generate
+//! pipeline is `bundle::pipeline`), exit codes and printing. The only module that prints.
 
 use std::io::Write;
 use std::path::PathBuf;

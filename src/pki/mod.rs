@@ -1,4 +1,5 @@
-//! Certificates and keys: the catalogue (data), SAN rules, key formats and issuance.
+//! Certificates and keys: the catalogue (data), key algorithms and formats, issuance,
+//! signatures, bootstrap tokens and JWS. Imports nothing but `clock` and `util`.
 
 pub mod catalog;
 pub mod derive;

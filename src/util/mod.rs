@@ -1,3 +1,6 @@
+//! Small shared helpers below every subsystem: Go durations, Kubernetes versions, text
+//! escaping and one-line descriptions, and I/O errors in plain words.
+
 pub mod duration;
 pub mod text;
 pub mod version;
