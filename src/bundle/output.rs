@@ -53,6 +53,7 @@ fn umask() -> u32 {
 /// `dir` itself. A directory it creates needs no chmod when the umask leaves `mode` whole (the
 /// common case, and the one that matters for thousands of node trees).
 pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), OutputError> {
+    let _writing = writing();
     match fs::DirBuilder::new().mode(mode).create(dir) {
         Ok(()) if mode & umask() == 0 => return Ok(()),
         Ok(()) => {}
@@ -75,6 +76,7 @@ pub fn make_dirs(dir: &Path, mode: u32) -> Result<(), OutputError> {
 /// it may be a hard link to a file of the live bundle. Durability comes from `commit`, which
 /// syncs the staging tree.
 pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), OutputError> {
+    let _writing = writing();
     let mut f = match fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path) {
         Ok(f) if mode & umask() == 0 => f,
         Ok(f) => {
@@ -312,6 +314,16 @@ fn split(dir: &Path) -> Result<(&Path, &std::ffi::OsStr), OutputError> {
 /// it. Held while one is renamed into place, so the handler never removes one mid-rename.
 static LIVE: std::sync::Mutex<BTreeMap<u64, PathBuf>> = std::sync::Mutex::new(BTreeMap::new());
 
+/// Held shared by every write of a file, directory or link (`write_file`, `ensure_dir`,
+/// `hard_link`, ...) and exclusively by the signal handler: once the handler starts removing the
+/// private directories, no thread creates anything in them again (a writer making a directory
+/// with its parents would otherwise bring a removed staging directory back).
+static WRITING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn writing() -> std::sync::RwLockReadGuard<'static, ()> {
+    WRITING.read().unwrap_or_else(|e| e.into_inner())
+}
+
 fn live() -> std::sync::MutexGuard<'static, BTreeMap<u64, PathBuf>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -361,6 +373,8 @@ pub fn handle_signals() {
         let waiter = std::thread::Builder::new().name("signals".into()).spawn(move || loop {
             let mut sig: libc::c_int = 0;
             if libc::sigwait(&set, &mut sig) == 0 {
+                // No write starts after this (and the one in flight ends first); then no rename.
+                let _writes = WRITING.write().unwrap_or_else(|e| e.into_inner());
                 let paths = live();
                 for p in paths.values() {
                     remove_any(p);
@@ -625,12 +639,21 @@ pub fn link_copy(from: &Path, to: &Path) -> Result<(), OutputError> {
         if ft.is_dir() {
             link_copy(&src, &dst)?;
         } else if ft.is_file() {
-            fs::hard_link(&src, &dst).map_err(werr(&dst))?;
+            hard_link(&src, &dst).map_err(werr(&dst))?;
         } else if ft.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(&src).map_err(werr(&src))?, &dst).map_err(werr(&dst))?;
+            let target = fs::read_link(&src).map_err(werr(&src))?;
+            let _writing = writing();
+            std::os::unix::fs::symlink(target, &dst).map_err(werr(&dst))?;
         }
     }
     Ok(())
+}
+
+/// A hard link at `to` to the file `from`, made while no signal handler is removing private
+/// directories.
+pub fn hard_link(from: &Path, to: &Path) -> std::io::Result<()> {
+    let _writing = writing();
+    fs::hard_link(from, to)
 }
 
 fn sync_dir(path: &Path) -> Result<(), OutputError> {

@@ -226,7 +226,7 @@ impl OldTree {
 /// is judged where it is).
 pub fn link_if_same(old: Option<&Path>, to: &Path, judge: impl Fn(&Path) -> Judged) -> (Judged, bool) {
     let Some(old) = old else { return (Judged::Absent, false) };
-    if std::fs::hard_link(old, to).is_err() {
+    if crate::bundle::output::hard_link(old, to).is_err() {
         return (judge(old), false);
     }
     let judged = judge(to);

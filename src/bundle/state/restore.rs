@@ -2,8 +2,7 @@
 //! `check`), or, for a state that lost its manifest too, rebuilds it from the bundle.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
@@ -58,50 +57,20 @@ fn cluster_name(bundle: &Path) -> String {
         .unwrap_or_else(|| bundle.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
 }
 
-/// Writes `bytes` to `path` atomically (a temporary file in the same directory, synced, renamed),
-/// 0600; missing directories are made 0700.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(output::werr(dir))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".kubebundle-restore-")
-        .permissions(std::fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)
-        .map_err(output::werr(dir))?;
-    tmp.write_all(bytes).map_err(output::werr(path))?;
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(output::werr(path))?;
-    tmp.as_file().sync_all().map_err(output::werr(path))?;
-    tmp.persist(path).map_err(|e| output::werr(path)(e.error))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(output::werr(dir))
-}
-
-/// A new backup directory `<parent>/kubebundle-backup-<time>[-n]` (0700).
-pub fn new_backup_dir(parent: &Path, now: OffsetDateTime) -> Result<PathBuf, OutputError> {
-    let t = now.to_offset(time::UtcOffset::UTC);
-    let stamp = format!(
-        "kubebundle-backup-{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
-    for n in 1.. {
-        let dir = parent.join(if n == 1 { stamp.clone() } else { format!("{stamp}-{n}") });
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(output::werr(&dir)(e)),
-        }
+/// Writes a new 0600 file (never through a hard link to the live bundle), making its missing
+/// directories 0700.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(output::werr(dir))?;
     }
-    unreachable!("an unbounded range ends only by returning")
+    output::write_file(path, bytes, 0o600)
 }
 
 /// `kubebundle state restore`: every recorded secret that is missing, unreadable or changed is
 /// restored from a verified copy (a state that lost its manifest too: from the bundle's tarballs,
-/// whose copies must agree), under the bundle's lock, each file written atomically 0600; the files
-/// it replaces are kept in a backup beside the bundle. A missing leaves.json, tokens.yaml or
+/// whose copies must agree), under the bundle's lock, in one transaction (the new bundle is staged
+/// beside the old one and swapped in); the files it replaces are kept in a backup beside the
+/// bundle. A missing leaves.json, tokens.yaml or
 /// cluster.yaml is rebuilt from the bundle, so the next `generate` writes the same tarballs.
 pub fn restore(args: &RestoreArgs) -> Result<RestoreReport, RestoreError> {
     let bundle = args.dir.as_path();
@@ -273,29 +242,39 @@ pub fn restore(args: &RestoreArgs) -> Result<RestoreReport, RestoreError> {
         return Ok(report);
     }
 
+    // One transaction: the bundle is staged beside the old one (hard links), the restored files
+    // are written new into it, and it is swapped in whole.
+    let real = lock.dir().to_path_buf();
+    let parent = real.parent().unwrap_or(out);
+    let staging = output::stage(parent, &real.file_name().unwrap_or_default().to_string_lossy())?;
+    output::link_copy(&real, staging.path())?;
+    let staged_state = staging.path().join("state");
     // What is replaced is kept first.
     let replaced: Vec<&String> = writes.keys().filter(|rel| state_dir.join(rel).is_file()).collect();
     if !replaced.is_empty() {
-        let backup = new_backup_dir(out, args.now)?;
+        let backup = output::PrivateDir::new(parent, ".kubebundle-backup-")?;
         for rel in &replaced {
-            let (src, dst) = (state_dir.join(rel), backup.join("state").join(rel));
+            let (src, dst) = (state_dir.join(rel), backup.path().join("state").join(rel));
             let bytes = Zeroizing::new(std::fs::read(&src).map_err(output::werr(&src))?);
-            write_atomic(&dst, &bytes)?;
+            write_new(&dst, &bytes)?;
         }
-        report.lines.push(format!("kept the files it replaced in {}", backup.join("state").display()));
+        let backup = backup.publish_backup(parent, args.now)?;
+        // Shown beside the bundle as given (the same directory unless the bundle is a link).
+        let shown = out.join(backup.file_name().unwrap_or_default());
+        report.lines.push(format!("kept the files it replaced in {}", shown.join("state").display()));
     }
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&state_dir).map_err(output::werr(&state_dir))?;
-    std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700)).map_err(output::werr(&state_dir))?;
+    output::ensure_dir(&staged_state, 0o700)?;
     for (rel, bytes) in &writes {
-        write_atomic(&state_dir.join(rel), bytes)?;
+        write_new(&staged_state.join(rel), bytes)?;
     }
-    report.restored = writes.len();
-    let again = sm::check(&state_dir, &manifest);
+    let again = sm::check(&staged_state, &manifest);
     if let Some(p) = again.problems.first() {
         return Err(
             StateError::Refused(format!("after the restore {} still {}: report this", state_dir.join(&p.file).display(), p.what)).into()
         );
     }
+    output::commit(staging, &real)?;
+    report.restored = writes.len();
     lock.keep();
     Ok(report)
 }
