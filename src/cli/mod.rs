@@ -226,6 +226,10 @@ struct ConfigArg {
     /// Where files go: a built-in profile (kubeadm, hardway, binary) or a profile file. Overrides Inventory.profile.
     #[arg(long, value_name = "NAME|FILE")]
     profile: Option<String>,
+    /// The control plane that runs `kubeadm init` and holds super-admin.conf. Overrides
+    /// Inventory.initNode; a bundle keeps the one it recorded unless told so (README "The init node").
+    #[arg(long, value_name = "NODE")]
+    init_node: Option<String>,
 }
 
 #[derive(Args)]
@@ -339,6 +343,8 @@ impl CliError {
             CliError::Generate(GenerateError::Profile(_) | GenerateError::Materialize(materialize::MaterializeError::Profile(_))) => true,
             // The config asks for something the run's clock makes impossible.
             CliError::Generate(GenerateError::State(StateError::Config(_))) => true,
+            // The Inventory drops the init node or every etcd member without saying what replaces it.
+            CliError::Generate(GenerateError::Membership(crate::bundle::membership::MembershipError::Refused(_))) => true,
             CliError::Verify(VerifyError::NotABundle { .. }) => true,
             CliError::Verify(VerifyError::Read { source, .. }) => source.kind() == std::io::ErrorKind::NotFound,
             // Every check-expiration error is about its --dir (its own codes are 0, 3 and 4).
@@ -435,6 +441,17 @@ fn load_config(arg: &ConfigArg) -> Result<Config, CliError> {
         // A file given on the command line is relative to the working directory.
         config.profile = p.clone();
         config.base_dir = None;
+    }
+    if let Some(name) = &arg.init_node {
+        if !config.set_init_node(name, "--init-node") {
+            let cps: Vec<&str> = config.control_planes().map(|n| n.name.as_str()).collect();
+            let what = if config.nodes.iter().any(|n| n.name == *name) { "is not a control-plane node" } else { "is not a node" };
+            return Err(CliError::Usage(format!(
+                "--init-node {name:?}: {what} of the Inventory in {}\n  hint: name one of its control planes: {}",
+                config.source,
+                cps.join(", ")
+            )));
+        }
     }
     Ok(config)
 }
@@ -630,7 +647,7 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
         }
         return Err(CliError::Drift { dir: cluster_dir.display().to_string(), count: changes.len() });
     }
-    let (state, bundle, notes) = pipeline::build(&config, &args.out, &clock, args.force, args.unpacked)?;
+    let (state, bundle, notes, steps) = pipeline::build(&config, &args.out, &clock, args.force, args.unpacked)?;
 
     let mut err = std::io::stderr().lock();
     for line in &state.report {
@@ -660,6 +677,10 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
     }
     if bundle.node_names.len() > LISTED {
         let _ = writeln!(err, "  ... and {} more in {}", bundle.node_names.len() - LISTED, cluster_dir.join("nodes").display());
+    }
+    // What to do on the running cluster (etcd members to add or remove, a new init node).
+    for line in &steps {
+        let _ = writeln!(err, "{line}");
     }
     drop(err);
     // The join commands hold a token and are printed by design (they are also in join.txt).
