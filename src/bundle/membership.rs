@@ -315,3 +315,71 @@ impl Decision {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(nodes: &[(&str, &str, &str)]) -> Config {
+        let mut text = "apiVersion: kubebundle.dev/v1alpha1\nkind: Inventory\nnodes:\n".to_string();
+        for (n, a, r) in nodes {
+            text += &format!("- {{name: {n}, address: {a}, roles: [{r}]}}\n");
+        }
+        crate::config::load_str(&text, "c.yaml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn recorded(config: &Config) -> Recorded {
+        let d = decide(config, None, Path::new("state")).unwrap();
+        Recorded { record: d.record(&config.cluster_name), from_plan: vec![], plan: None }
+    }
+
+    const CP: &str = "control-plane, etcd";
+
+    #[test]
+    fn new_members_join_one_after_the_other_and_kept_ones_keep_their_flags() {
+        let first = config(&[("a", "10.0.0.1", CP), ("b", "10.0.0.2", CP), ("w", "10.0.0.9", "worker")]);
+        let before = recorded(&first);
+        let founders = before.record.etcd.clone().unwrap().members;
+        assert!(founders
+            .iter()
+            .all(|m| m.initial_cluster_state == "new" && m.initial_cluster == "a=https://10.0.0.1:2380,b=https://10.0.0.2:2380"));
+        // b leaves, d and c join (in the Inventory's order), a is listed last.
+        let later = config(&[("d", "10.0.0.4", "etcd"), ("c", "10.0.0.3", "etcd"), ("w", "10.0.0.9", "worker"), ("a", "10.0.0.1", CP)]);
+        let d = decide(&later, Some(&before), Path::new("state")).unwrap();
+        assert_eq!(d.init_node, "a");
+        assert_eq!(d.leaving.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["b"]);
+        assert_eq!(d.joining, ["d", "c"]);
+        let by_name = |n: &str| d.etcd.iter().find(|m| m.name == n).unwrap().clone();
+        assert_eq!(by_name("a"), founders[0], "a kept member keeps its record");
+        assert_eq!(by_name("d").initial_cluster, "a=https://10.0.0.1:2380,d=https://10.0.0.4:2380");
+        assert_eq!(by_name("c").initial_cluster, "a=https://10.0.0.1:2380,d=https://10.0.0.4:2380,c=https://10.0.0.3:2380");
+        assert!(["c", "d"].iter().all(|n| by_name(n).initial_cluster_state == "existing"));
+        assert_eq!(d.etcd.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["a", "d", "c"], "in the order they joined");
+    }
+
+    #[test]
+    fn a_cluster_whose_members_all_left_cannot_be_joined() {
+        let before = recorded(&config(&[("a", "10.0.0.1", CP)]));
+        let later = config(&[("a", "10.0.0.1", "control-plane"), ("e", "10.0.0.5", "etcd")]);
+        let Err(MembershipError::Refused(e)) = decide(&later, Some(&before), Path::new("state")) else { panic!("must refuse") };
+        assert!(e.starts_with("c.yaml:2:7: error: Inventory.nodes: every member of the running etcd cluster (a, recorded in state/cluster.yaml) has left the Inventory, so e would have no cluster to join"), "{e}");
+        // A member that moves keeps its record but its peer URL, and says so.
+        let moved = decide(&config(&[("a", "10.0.0.7", CP)]), Some(&before), Path::new("state")).unwrap();
+        assert_eq!(moved.readdressed, [("a".to_string(), "https://10.0.0.1:2380".to_string())]);
+        assert_eq!(
+            (moved.etcd[0].peer_url.as_str(), moved.etcd[0].initial_cluster.as_str()),
+            ("https://10.0.0.7:2380", "a=https://10.0.0.1:2380")
+        );
+    }
+
+    #[test]
+    fn an_unformed_record_forms_the_cluster_anew() {
+        let mut before = recorded(&config(&[("a", "10.0.0.1", CP)]));
+        before.record.etcd.as_mut().unwrap().formed = false;
+        let d = decide(&config(&[("a", "10.0.0.1", CP), ("b", "10.0.0.2", CP), ("c", "10.0.0.3", CP)]), Some(&before), Path::new("state"))
+            .unwrap();
+        assert!(
+            d.joining.is_empty() && d.etcd.iter().all(|m| m.initial_cluster_state == "new" && m.initial_cluster.matches('=').count() == 3)
+        );
+    }
+}
