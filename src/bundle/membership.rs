@@ -260,8 +260,12 @@ impl Decision {
                     plan.control_plane_endpoint
                 ));
             }
+            let init_yaml = plan.node(&self.init_node).and_then(|n| n.path_of("kubeadm-init"));
+            let kept =
+                if plan.node(old).is_some() { "delete it from that host" } else { "its archive holds it: keep that as safe as a CA key" };
             out.push(format!(
-                "  on a running cluster nothing needs to run for this (a kubeadm-init.yaml only serves to build the cluster anew): super-admin.conf is now on {} (the one {old} held keeps authenticating until it expires: keep it as safe as a CA key)",
+                "  on a running cluster nothing needs to run for this{}; super-admin.conf is now on {}, and the one {old} held keeps authenticating until it expires: {kept}",
+                if init_yaml.is_some() { " (kubeadm-init.yaml only serves to build the cluster anew)" } else { "" },
                 self.init_node
             ));
         }

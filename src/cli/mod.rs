@@ -36,7 +36,8 @@ enum Command {
     /// node (and its tree with --unpacked), join.txt, discovery.conf, plan.json and the bootstrap-token Secrets.
     #[command(after_help = "Exit codes: 0 written (--check: up to date); 1 refused or failed: lock held, a directory \
 kubebundle did not write or that holds another cluster, state refused, a write failed (--check: files would change); \
-2 usage, config or profile error (--check: any error, such as an unreadable state).")]
+2 usage, config or profile error, an Inventory that drops the recorded init node without naming the new one \
+(--check: any error, such as an unreadable state).")]
     Generate(GenerateArgs),
     /// Print every artifact per node with its subject and SANs (no secrets, writes nothing).
     #[command(after_help = "Exit codes: 0 printed; 1 the output could not be written; 2 usage, config or profile error.")]
