@@ -222,10 +222,17 @@ fn the_init_node_stays_whatever_the_order_and_moves_only_when_named() {
         let record = String::from_utf8(moved["state/cluster.yaml"].clone()).unwrap();
         assert!(record.contains("\ninitNode: cp2\n"), "{by}: {record}");
     }
-    // The new init node is kept without the flag.
+    // The new init node is kept without the flag, also when state/cluster.yaml was lost and
+    // `state restore` rebuilt it from plan.json.
     let before = file_bytes(&cluster);
     generate(dir, &without, "2026-03-04T00:00:00Z");
     assert_eq!(changed(&before, &file_bytes(&cluster)), Vec::<String>::new(), "a re-run after the move changed files");
+    std::fs::remove_file(cluster.join("state/cluster.yaml")).unwrap();
+    let r = kubebundle(dir, &["state", "restore", "--dir", "out/grow"], &[]);
+    assert!(r.ok() && r.stdout.contains("init node cp2, etcd members cp2, cp3 from plan.json"), "{}", r.describe());
+    assert_eq!(file_bytes(&cluster).get("state/cluster.yaml"), before.get("state/cluster.yaml"), "the rebuilt record");
+    generate(dir, &without, "2026-03-05T00:00:00Z");
+    assert_eq!(changed(&before, &file_bytes(&cluster)), Vec::<String>::new(), "a re-run after the restore changed files");
 }
 
 #[test]
