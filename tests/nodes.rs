@@ -248,6 +248,18 @@ fn hardway_keeps_its_init_node_and_its_endpoint_follows_it() {
     let super_admin = "etc/k8s/shared/super-admin.conf";
     assert!(tarball_files(&cluster, "cp1").contains(super_admin));
 
+    // A bundle made before the record held the init node and the etcd members: the next run takes
+    // them from plan.json, says so, and writes every file as it was.
+    std::fs::write(cluster.join("state/cluster.yaml"), "clusterName: grow\n").unwrap();
+    let mut plan: serde_json::Value = serde_json::from_slice(&first["plan.json"]).unwrap();
+    plan.as_object_mut().unwrap().retain(|k, _| k != "initNode" && k != "etcdMembers");
+    std::fs::write(cluster.join("plan.json"), serde_json::to_vec_pretty(&plan).unwrap()).unwrap();
+    let r = generate(dir, &shaped("", hardway, &[cp1, cp2, cp3, w1]), "2026-03-01T12:00:00Z");
+    let adopted =
+        "state: recorded in state/cluster.yaml from plan.json (the state had no record of them): init node cp1; etcd members cp1, cp2, cp3";
+    assert!(r.stderr.contains(adopted), "{}", r.stderr);
+    assert_eq!(changed(&first, &file_bytes(&cluster)), Vec::<String>::new(), "taking the record from plan.json changed files");
+
     // Reordered: without controlPlaneEndpoint the endpoint is the init node's address, which
     // stays cp1's, so nothing but plan.json's node order changes.
     generate(dir, &shaped("", hardway, &[w1, cp3, cp2, cp1]), "2026-03-02T00:00:00Z");

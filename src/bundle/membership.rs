@@ -30,37 +30,48 @@ pub struct Recorded {
     pub record: ClusterRecord,
     /// What was taken from plan.json (`init node cp1`, `etcd members cp1, cp2`).
     pub from_plan: Vec<String>,
-    /// The previous plan.json, to say what a new init node changes.
-    pub plan: Option<serde_json::Value>,
+    /// The bundle's plan.json, read only when needed (it is tens of megabytes for tens of
+    /// thousands of nodes): to complete an old record, or to say what a new init node changes.
+    plan_path: std::path::PathBuf,
 }
 
 impl Recorded {
     /// What the bundle `cluster_dir` recorded; None for a new bundle.
     pub fn read(cluster_dir: &Path, cluster_name: &str) -> Result<Option<Recorded>, StateError> {
-        let plan: Option<serde_json::Value> =
-            std::fs::read(cluster_dir.join("plan.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let plan_path = cluster_dir.join("plan.json");
         let stored = ClusterRecord::read(&cluster_dir.join("state"))?;
-        if stored.is_none() && plan.is_none() {
-            return Ok(None);
-        }
-        let mut record = stored.unwrap_or_else(|| ClusterRecord { cluster_name: cluster_name.to_string(), ..Default::default() });
-        let mut from_plan = Vec::new();
-        if let Some(implied) = plan.as_ref().map(|p| ClusterRecord::from_plan(cluster_name, p)) {
-            if record.init_node.is_none() {
+        // Every record this version writes names the init node; one without was written before.
+        let (record, from_plan) = match stored {
+            Some(r) if r.init_node.is_some() => (r, Vec::new()),
+            stored => {
+                let Some(plan) = read_plan(&plan_path) else {
+                    return Ok(stored.map(|record| Recorded { record, from_plan: Vec::new(), plan_path }));
+                };
+                let implied = ClusterRecord::from_plan(cluster_name, &plan);
+                let mut record = stored.unwrap_or_else(|| ClusterRecord { cluster_name: cluster_name.to_string(), ..Default::default() });
+                let mut from_plan = Vec::new();
                 if let Some(n) = implied.init_node {
                     from_plan.push(format!("init node {n}"));
                     record.init_node = Some(n);
                 }
-            }
-            if record.etcd.is_none() {
-                if let Some(e) = implied.etcd {
+                if let Some(e) = implied.etcd.filter(|_| record.etcd.is_none()) {
                     from_plan.push(format!("etcd members {}", names(&e.members)));
                     record.etcd = Some(e);
                 }
+                (record, from_plan)
             }
-        }
-        Ok(Some(Recorded { record, from_plan, plan }))
+        };
+        Ok(Some(Recorded { record, from_plan, plan_path }))
     }
+
+    /// The bundle's plan.json before this run.
+    pub fn plan(&self) -> Option<serde_json::Value> {
+        read_plan(&self.plan_path)
+    }
+}
+
+fn read_plan(path: &Path) -> Option<serde_json::Value> {
+    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 fn names(members: &[EtcdMember]) -> String {
@@ -226,7 +237,8 @@ impl Decision {
         if let Some(old) = &self.replaces {
             let by = config.init_node_by.as_deref().unwrap_or("the config");
             out.push(format!("init node: {} replaces {old} as the init node (named by {by}). In the bundle:", self.init_node));
-            let before = previous.and_then(|p| p.plan.as_ref());
+            let before_plan = previous.and_then(Recorded::plan);
+            let before = before_plan.as_ref();
             for node in [&self.init_node, old] {
                 let Some(now) = plan.node(node) else {
                     out.push(format!(
@@ -334,7 +346,7 @@ mod tests {
 
     fn recorded(config: &Config) -> Recorded {
         let d = decide(config, None, Path::new("state")).unwrap();
-        Recorded { record: d.record(&config.cluster_name), from_plan: vec![], plan: None }
+        Recorded { record: d.record(&config.cluster_name), from_plan: vec![], plan_path: "plan.json".into() }
     }
 
     const CP: &str = "control-plane, etcd";
