@@ -191,6 +191,8 @@ struct Ctx<'a> {
     hash: String,
     /// The profile's name, for messages.
     profile: String,
+    /// The etcd members, with the flags each one's unit starts etcd with.
+    etcd_members: &'a [crate::bundle::state::cluster::EtcdMember],
     /// The cluster part of every node file's template context.
     cluster: minijinja::Value,
 }
@@ -216,8 +218,6 @@ fn loopback(ip: std::net::IpAddr) -> &'static str {
 /// What units and configs need to know about the cluster.
 fn cluster_context(config: &Config) -> minijinja::Value {
     let join = |nets: &[ipnet::IpNet]| nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
-    let members: Vec<String> =
-        config.nodes.iter().filter(|n| n.roles.etcd).map(|n| format!("{}=https://{}:2380", n.name, url_host(n.address))).collect();
     let external = match &config.etcd {
         crate::config::EtcdMode::External(e) => Some(context! {
             endpoints => e.endpoints.join(","), ca_file => e.ca_file.clone(), cert_file => e.cert_file.clone(), key_file => e.key_file.clone(),
@@ -228,7 +228,7 @@ fn cluster_context(config: &Config) -> minijinja::Value {
     context! {
         name => config.cluster_name.clone(), minor, bind_port => config.bind_port, dns_domain => config.dns_domain.clone(),
         service_subnet => join(&config.service_subnets), pod_subnet => join(&config.pod_subnets),
-        etcd_initial_cluster => members.join(","), external_etcd => external,
+        external_etcd => external,
         signing_duration => crate::util::duration::format_go(config.cert_validity),
         signing_duration_flag => if minor >= 19 { "cluster-signing-duration" } else { "experimental-cluster-signing-duration" },
     }
@@ -275,10 +275,18 @@ impl Ctx<'_> {
                 .join(","),
         };
         let paths: BTreeMap<&str, String> = n.files.iter().map(|f| (f.artifact.as_str(), format!("/{}", f.path))).collect();
+        // How this member's etcd starts: it formed the cluster, or joins it (see `membership`).
+        let member = self.etcd_members.iter().find(|m| m.name == node.name);
+        if member.is_none() && node.roles.etcd && self.config.local_etcd() {
+            return Err(MaterializeError::Missing(format!("etcd member {} is not in the plan's etcd members", node.name)));
+        }
+        let (etcd_initial_cluster, etcd_initial_cluster_state) =
+            member.map(|m| (m.initial_cluster.clone(), m.initial_cluster_state.clone())).unwrap_or_default();
         Ok(context! {
             node => context! {
                 name => node.name.clone(), address => node.address.to_string(), host => url_host(node.address),
                 loopback => loopback(node.address), etcd => node.roles.etcd, control_plane => node.roles.control_plane, etcd_servers,
+                etcd_initial_cluster, etcd_initial_cluster_state,
             },
             paths, layout => n.layout.clone(), cluster => self.cluster.clone(), cri_socket => CRI_SOCKET,
         })
@@ -559,6 +567,7 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, s
         ca_data: B64.encode(ca.cert.pem.as_bytes()),
         hash: hash.clone(),
         profile: plan.profile.clone(),
+        etcd_members: &plan.etcd_members,
         cluster: cluster_context(config),
     };
 

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::bundle::materialize::{self, Bundle, MaterializeError};
+use crate::bundle::membership::{self, MembershipError, Recorded};
 use crate::bundle::output::{self, OutputError};
 use crate::bundle::plan::{self, Plan};
 use crate::bundle::reuse::{self, Judged, NodeReport, Previous};
@@ -25,29 +26,55 @@ pub enum GenerateError {
     Materialize(#[from] MaterializeError),
     #[error(transparent)]
     Output(#[from] OutputError),
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
 }
 
+/// The plan of a first run (`kubebundle plan`): the config's init node, a new etcd cluster.
 pub fn make_plan(config: &Config) -> Result<Plan, GenerateError> {
+    make_plan_with(config, plan::founding_members(config))
+}
+
+fn make_plan_with(config: &Config, etcd: Vec<crate::bundle::state::cluster::EtcdMember>) -> Result<Plan, GenerateError> {
     let profile = Profile::load(&config.profile, config.base_dir.as_deref())?;
     profile.check_expanded(config.certificates_dir.trim_start_matches('/'))?;
-    Ok(plan::plan(config, &profile))
+    Ok(plan::plan_with(config, &profile, etcd))
 }
 
-/// Plans, loads the state and materializes; each node's files go to `sink` as they are made,
-/// with what the previous bundle holds of them.
+/// Decides the init node and the etcd members from what the bundle recorded (`--force` starts
+/// over), plans, loads the state and materializes; each node's files go to `sink` as they are
+/// made, with what the previous bundle holds of them. Returns the state, the bundle and what the
+/// operator must do on the running cluster (see `membership`).
 fn render(
     config: &Config,
     cluster_dir: &Path,
     clock: &Clock,
     force: bool,
     sink: &(dyn Fn(&Previous, &str, crate::tree::FileTree) -> Result<(), materialize::MaterializeError> + Sync),
-) -> Result<(State, Bundle), GenerateError> {
-    let plan = make_plan(config)?;
-    let state = State::load_or_init(&cluster_dir.join("state"), config, &plan.certificate_authorities, clock, force)?;
+) -> Result<(State, Bundle, Vec<String>), GenerateError> {
+    let state_dir = cluster_dir.join("state");
+    let recorded = if force { None } else { Recorded::read(cluster_dir, &config.cluster_name).map_err(MembershipError::from)? };
+    let decision = membership::decide(config, recorded.as_ref(), &state_dir)?;
+    let mut config = config.clone();
+    let by = config.init_node_by.clone().unwrap_or_else(|| format!("{}", state_dir.join(crate::bundle::state::MARKER_FILE).display()));
+    if !config.set_init_node(&decision.init_node, &by) {
+        return Err(MembershipError::Refused(format!(
+            "the init node {} is not a control plane of the config: report this",
+            decision.init_node
+        ))
+        .into());
+    }
+    let config = &config;
+    let plan = make_plan_with(config, decision.etcd.clone())?;
+    let mut state = State::load_or_init(&state_dir, config, &plan.certificate_authorities, clock, force)?;
+    state.report.extend(decision.recorded(recorded.as_ref()));
+    let record = decision.record(&config.cluster_name).text();
+    state.files.insert(crate::bundle::state::MARKER_FILE, record.into_bytes(), 0o600);
     // A re-run keeps the nodes that did not change (`--force` starts over).
     let previous = if force { Previous::default() } else { Previous::at(cluster_dir) };
     let bundle = materialize::materialize(config, &plan, &state, clock, &|name, tree| sink(&previous, name, tree))?;
-    Ok((state, bundle))
+    let steps = decision.steps(config, &plan, recorded.as_ref());
+    Ok((state, bundle, steps))
 }
 
 /// plan → state → materialize → write/pack for one cluster directory (`OUT/<clusterName>`).
@@ -55,15 +82,16 @@ fn render(
 /// atomically, under a lock on that directory. `unpacked` also writes each node's tree. When
 /// `OUT/<clusterName>` is a symbolic link, the directory it points to is the bundle: the new one
 /// is built beside that directory and exchanged with it, and the link stays.
-/// Returns the state, the bundle and lines for the run's summary (node files kept, updated and
-/// repaired; nodes moved out).
+/// Returns the state, the bundle, lines for the run's summary (node files kept, updated and
+/// repaired; nodes moved out) and what the operator must do on the running cluster (etcd
+/// members to add or remove, a new init node).
 pub fn build(
     config: &Config,
     out: &Path,
     clock: &Clock,
     force: bool,
     unpacked: bool,
-) -> Result<(State, Bundle, Vec<String>), GenerateError> {
+) -> Result<(State, Bundle, Vec<String>, Vec<String>), GenerateError> {
     let cluster_dir = out.join(&config.cluster_name);
     // Checked before the lock file is made (so a refusal writes nothing), and again under it.
     // A bundle whose state was lost is refused (it must not get new CAs), unless --force starts
@@ -151,7 +179,7 @@ pub fn build(
         }
         Ok(())
     };
-    let (mut state, bundle) = render(config, &cluster_dir, clock, force, &write_node)?;
+    let (mut state, bundle, steps) = render(config, &cluster_dir, clock, force, &write_node)?;
     // The state: whatever the old one held, then every file this run uses. `--force` starts a
     // new state and keeps the old one in a backup beside the bundle.
     if state.dir.is_dir() && !force {
@@ -174,7 +202,7 @@ pub fn build(
     lock.keep();
     let mut notes = report.lines(20);
     notes.extend(removed);
-    Ok((state, bundle, notes))
+    Ok((state, bundle, notes, steps))
 }
 
 /// The `--check` line for a file of the bundle judged against what a run would write there with
@@ -225,7 +253,7 @@ pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Resu
         seen.lock().unwrap_or_else(|e| e.into_inner()).extend(names);
         Ok(())
     };
-    let (state, bundle) = render(config, &cluster_dir, clock, false, &compare_node)?;
+    let (state, bundle, _) = render(config, &cluster_dir, clock, false, &compare_node)?;
     let mut changes = changes.into_inner().unwrap_or_else(|e| e.into_inner());
     let mut seen = seen.into_inner().unwrap_or_else(|e| e.into_inner());
     for tree in [&state.files, &bundle.state_files] {

@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde::Deserialize;
 
 use crate::bundle::sans;
+use crate::bundle::state::cluster::{self, EtcdMember};
 use crate::config::{Config, Discovery, Node, WorkerJoin};
 use crate::pki::catalog::{self, CertEntry, CommonName, Scope, ServerRule};
 use crate::pki::issue::CertSpec;
@@ -24,6 +25,12 @@ pub struct Plan {
     /// `local` or `external`.
     pub etcd: &'static str,
     pub discovery: Discovery,
+    /// The control plane that runs `kubeadm init` and holds super-admin.conf (kept in
+    /// state/cluster.yaml: a later run keeps it whatever the Inventory's order).
+    pub init_node: String,
+    /// The local etcd members and how each one's unit starts etcd (kept in state/cluster.yaml).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub etcd_members: Vec<EtcdMember>,
     /// The CAs, kept in the state.
     pub certificate_authorities: Vec<CertSpec>,
     pub nodes: Vec<NodePlan>,
@@ -240,7 +247,24 @@ fn expand(path: &str, pki: &str, node: &Node) -> String {
     path.replace("{pki}", pki).replace("{node}", &node.name)
 }
 
+/// The etcd members of a cluster formed by this run: every etcd node of the Inventory, in order.
+pub fn founding_members(config: &Config) -> Vec<EtcdMember> {
+    let members: Vec<(String, String)> = config
+        .nodes
+        .iter()
+        .filter(|n| n.roles.etcd && config.local_etcd())
+        .map(|n| (n.name.clone(), cluster::peer_url(n.address)))
+        .collect();
+    cluster::founding(&members)
+}
+
+/// The plan of a first run: the init node is the config's, the etcd members form a new cluster.
 pub fn plan(config: &Config, profile: &Profile) -> Plan {
+    plan_with(config, profile, founding_members(config))
+}
+
+/// The plan with the etcd members a bundle's state decided (see `bundle::membership`).
+pub fn plan_with(config: &Config, profile: &Profile, etcd_members: Vec<EtcdMember>) -> Plan {
     let pki = config.certificates_dir.trim_start_matches('/');
     let cas: Vec<CertSpec> = catalog::CERTS.iter().filter(|e| e.is_ca() && exists(e, config)).map(|e| cert_spec(e, config, None)).collect();
     let nodes = config
@@ -305,6 +329,8 @@ pub fn plan(config: &Config, profile: &Profile) -> Plan {
         certificates_dir: config.certificates_dir.clone(),
         etcd: if config.local_etcd() { "local" } else { "external" },
         discovery: config.discovery,
+        init_node: config.first_control_plane().name.clone(),
+        etcd_members,
         certificate_authorities: cas,
         nodes,
     }

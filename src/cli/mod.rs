@@ -36,7 +36,8 @@ enum Command {
     /// node (and its tree with --unpacked), join.txt, discovery.conf, plan.json and the bootstrap-token Secrets.
     #[command(after_help = "Exit codes: 0 written (--check: up to date); 1 refused or failed: lock held, a directory \
 kubebundle did not write or that holds another cluster, state refused, a write failed (--check: files would change); \
-2 usage, config or profile error (--check: any error, such as an unreadable state).")]
+2 usage, config or profile error, an Inventory that drops the recorded init node without naming the new one \
+(--check: any error, such as an unreadable state).")]
     Generate(GenerateArgs),
     /// Print every artifact per node with its subject and SANs (no secrets, writes nothing).
     #[command(after_help = "Exit codes: 0 printed; 1 the output could not be written; 2 usage, config or profile error.")]
@@ -226,6 +227,10 @@ struct ConfigArg {
     /// Where files go: a built-in profile (kubeadm, hardway, binary) or a profile file. Overrides Inventory.profile.
     #[arg(long, value_name = "NAME|FILE")]
     profile: Option<String>,
+    /// The control plane that runs `kubeadm init` and holds super-admin.conf. Overrides
+    /// Inventory.initNode; a bundle keeps the one it recorded unless told so (README "The init node").
+    #[arg(long, value_name = "NODE")]
+    init_node: Option<String>,
 }
 
 #[derive(Args)]
@@ -339,6 +344,8 @@ impl CliError {
             CliError::Generate(GenerateError::Profile(_) | GenerateError::Materialize(materialize::MaterializeError::Profile(_))) => true,
             // The config asks for something the run's clock makes impossible.
             CliError::Generate(GenerateError::State(StateError::Config(_))) => true,
+            // The Inventory drops the init node or every etcd member without saying what replaces it.
+            CliError::Generate(GenerateError::Membership(crate::bundle::membership::MembershipError::Refused(_))) => true,
             CliError::Verify(VerifyError::NotABundle { .. }) => true,
             CliError::Verify(VerifyError::Read { source, .. }) => source.kind() == std::io::ErrorKind::NotFound,
             // Every check-expiration error is about its --dir (its own codes are 0, 3 and 4).
@@ -435,6 +442,17 @@ fn load_config(arg: &ConfigArg) -> Result<Config, CliError> {
         // A file given on the command line is relative to the working directory.
         config.profile = p.clone();
         config.base_dir = None;
+    }
+    if let Some(name) = &arg.init_node {
+        if !config.set_init_node(name, "--init-node") {
+            let cps: Vec<&str> = config.control_planes().map(|n| n.name.as_str()).collect();
+            let what = if config.nodes.iter().any(|n| n.name == *name) { "is not a control-plane node" } else { "is not a node" };
+            return Err(CliError::Usage(format!(
+                "--init-node {name:?}: {what} of the Inventory in {}\n  hint: name one of its control planes: {}",
+                config.source,
+                cps.join(", ")
+            )));
+        }
     }
     Ok(config)
 }
@@ -630,7 +648,7 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
         }
         return Err(CliError::Drift { dir: cluster_dir.display().to_string(), count: changes.len() });
     }
-    let (state, bundle, notes) = pipeline::build(&config, &args.out, &clock, args.force, args.unpacked)?;
+    let (state, bundle, notes, steps) = pipeline::build(&config, &args.out, &clock, args.force, args.unpacked)?;
 
     let mut err = std::io::stderr().lock();
     for line in &state.report {
@@ -660,6 +678,10 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
     }
     if bundle.node_names.len() > LISTED {
         let _ = writeln!(err, "  ... and {} more in {}", bundle.node_names.len() - LISTED, cluster_dir.join("nodes").display());
+    }
+    // What to do on the running cluster (etcd members to add or remove, a new init node).
+    for line in &steps {
+        let _ = writeln!(err, "{line}");
     }
     drop(err);
     // The join commands hold a token and are printed by design (they are also in join.txt).

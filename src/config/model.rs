@@ -21,6 +21,9 @@ pub struct Config {
     /// True when `kubernetesVersion` was absent and the pinned default is used.
     pub version_defaulted: bool,
     pub control_plane_endpoint: Endpoint,
+    /// True when `controlPlaneEndpoint` is not set: the endpoint is then the init node's address
+    /// (as `kubeadm init` advertises it) and follows the init node.
+    pub endpoint_defaulted: bool,
     pub bind_port: u16,
     /// Absolute directory, e.g. /etc/kubernetes/pki.
     pub certificates_dir: String,
@@ -34,6 +37,14 @@ pub struct Config {
     pub ca_validity: Duration,
     pub tokens: Vec<TokenSpec>,
     pub nodes: Vec<Node>,
+    /// The control plane that runs `kubeadm init` and holds super-admin.conf, when named
+    /// (`Inventory.initNode`, `generate --init-node`, or the one the bundle's state recorded);
+    /// else the first control plane of the Inventory.
+    pub init_node: Option<String>,
+    /// What named `init_node` (`Inventory.initNode`, `--init-node`), for messages.
+    pub init_node_by: Option<String>,
+    /// file:line:col of the Inventory document (its `kind`), for messages about its nodes.
+    pub inventory_position: Option<(u64, u64)>,
     /// A built-in profile name, or a profile file (relative to `base_dir`).
     pub profile: String,
     /// The directory of the config file, for relative paths in it.
@@ -54,9 +65,34 @@ impl Config {
         self.nodes.iter().filter(|n| n.roles.control_plane)
     }
 
+    /// The init node: the control plane that runs `kubeadm init` and holds super-admin.conf (the
+    /// catalogue's FirstControlPlane scope). The one named (`init_node`), else the first control
+    /// plane of the Inventory.
     pub fn first_control_plane(&self) -> &Node {
+        let named = self.init_node.as_deref().and_then(|name| self.control_planes().find(|n| n.name == name));
         // validate() guarantees at least one control plane.
-        self.control_planes().next().unwrap_or(&self.nodes[0])
+        named.or_else(|| self.control_planes().next()).unwrap_or(&self.nodes[0])
+    }
+
+    /// Makes the control plane `name` the init node (`by` says who named it); without a
+    /// `controlPlaneEndpoint` the endpoint follows it. False when the Inventory has no control
+    /// plane of that name (nothing changes then).
+    pub fn set_init_node(&mut self, name: &str, by: &str) -> bool {
+        let Some(node) = self.control_planes().find(|n| n.name == name) else { return false };
+        if self.endpoint_defaulted {
+            self.control_plane_endpoint = Endpoint { host: Host::Ip(node.address), port: self.bind_port };
+        }
+        self.init_node = Some(name.to_string());
+        self.init_node_by = Some(by.to_string());
+        true
+    }
+
+    /// file:line:col of the Inventory (or the config file alone when it has none), for messages.
+    pub fn inventory_at(&self) -> String {
+        match self.inventory_position {
+            Some((line, col)) => format!("{}:{line}:{col}", self.source),
+            None => self.source.clone(),
+        }
     }
 
     /// The first address of the first service subnet: the `kubernetes` Service IP.

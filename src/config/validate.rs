@@ -900,9 +900,31 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         }
     }
 
+    // Inventory.initNode: a control plane of the Inventory.
+    let init_node = inv.init_node.as_ref().and_then(|s| {
+        let cps: Vec<&str> = nodes.iter().filter(|n| n.roles.control_plane).map(|n| n.name.as_str()).collect();
+        let hint = format!("name a control-plane node of the Inventory ({}), or remove initNode to use the first one", cps.join(", "));
+        match nodes.iter().find(|n| n.name == *s.value) {
+            Some(n) if n.roles.control_plane => Some(n.name.clone()),
+            Some(_) => {
+                p.error(Some(&s.referenced), "Inventory.initNode", format!("{:?} is not a control-plane node", s.value), Some(&hint));
+                None
+            }
+            None => {
+                p.error(Some(&s.referenced), "Inventory.initNode", format!("{:?} is not a node of the Inventory", s.value), Some(&hint));
+                None
+            }
+        }
+    });
+    let endpoint_defaulted = explicit_endpoint.is_none();
+    // Without controlPlaneEndpoint, the init node's address (as `kubeadm init` advertises it).
     let control_plane_endpoint = match explicit_endpoint {
         Some(e) => e,
-        None => nodes.iter().find(|n| n.roles.control_plane).map(|n| Endpoint { host: Host::Ip(n.address), port: defaults.bind_port }),
+        None => nodes
+            .iter()
+            .filter(|n| n.roles.control_plane)
+            .find(|n| init_node.as_ref().is_none_or(|i| *i == n.name))
+            .map(|n| Endpoint { host: Host::Ip(n.address), port: defaults.bind_port }),
     };
 
     let profile = match &inv.profile {
@@ -955,6 +977,7 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         kubernetes_version,
         version_defaulted,
         control_plane_endpoint: control_plane_endpoint?,
+        endpoint_defaulted,
         bind_port: defaults.bind_port,
         certificates_dir,
         api_server_cert_sans,
@@ -967,6 +990,9 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         ca_validity,
         tokens: defaults.tokens,
         nodes,
+        init_node_by: init_node.as_ref().map(|_| "Inventory.initNode".to_string()),
+        init_node,
+        inventory_position: inv_loc.and_then(|l| p.position(l)),
         profile,
         base_dir: None,
         worker_join,

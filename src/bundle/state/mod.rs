@@ -3,6 +3,7 @@
 //! and never replace anything without `--force`.
 
 pub mod check;
+pub mod cluster;
 pub mod files;
 pub mod manifest;
 pub mod restore;

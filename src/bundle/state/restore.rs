@@ -205,8 +205,22 @@ pub fn restore(args: &RestoreArgs) -> Result<RestoreReport, RestoreError> {
         }
     }
     if !state_dir.join(state::MARKER_FILE).is_file() {
-        writes.insert(state::MARKER_FILE.into(), Zeroizing::new(state::marker_text(&cluster).into_bytes()));
-        report.lines.push(format!("rewrote state/{} (cluster {cluster:?})", state::MARKER_FILE));
+        // With the init node and the etcd members plan.json holds, as generate recorded them.
+        let (text, what) = match read_json(&bundle.join("plan.json")) {
+            Some(plan) => {
+                let record = super::cluster::ClusterRecord::from_plan(&cluster, &plan);
+                let mut what = Vec::new();
+                what.extend(record.init_node.as_ref().map(|n| format!("init node {n}")));
+                if let Some(e) = &record.etcd {
+                    what.push(format!("etcd members {}", e.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")));
+                }
+                (record.text(), what)
+            }
+            None => (state::marker_text(&cluster), Vec::new()),
+        };
+        writes.insert(state::MARKER_FILE.into(), Zeroizing::new(text.into_bytes()));
+        let what = if what.is_empty() { String::new() } else { format!(", {} from plan.json", what.join(", ")) };
+        report.lines.push(format!("rewrote state/{} (cluster {cluster:?}{what})", state::MARKER_FILE));
     }
     if synthesized && !manifest.secrets.is_empty() {
         writes.insert(sm::MANIFEST_FILE.into(), Zeroizing::new(manifest.text().into_bytes()));
