@@ -13,7 +13,23 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use kubebundle::lifecycle::renew::{renew, RenewArgs, RenewError, RenewReport};
+use kubebundle::lifecycle::renew::{RenewArgs, RenewError, RenewReport};
+
+/// `renew` called in this test process. Other tests of this file spawn processes meanwhile, and a
+/// child holds a copy of every open file description between its fork and its exec: the lock of
+/// a tree renewed a moment ago can still be held by such a child for that instant. (A real
+/// command spawns nothing, so it never meets this.)
+fn renew(args: &RenewArgs) -> Result<RenewReport, RenewError> {
+    for _ in 0..100 {
+        match kubebundle::lifecycle::renew::renew(args) {
+            Err(RenewError::Output(kubebundle::bundle::output::OutputError::Locked { .. })) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            other => return other,
+        }
+    }
+    kubebundle::lifecycle::renew::renew(args)
+}
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
