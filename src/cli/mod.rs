@@ -557,6 +557,8 @@ fn state_restore(args: StateRestoreCli) -> Result<(), CliError> {
 
 fn renew(args: RenewCli) -> Result<(), CliError> {
     const CAS: [&str; 3] = ["ca", "front-proxy-ca", "etcd-ca"];
+    // Serials are random: start gathering the generator's entropy (~30 ms) while the nodes load.
+    std::thread::spawn(|| aws_lc_rs::rand::fill(&mut [0u8; 1]));
     let clock = Clock::from_sources(args.now.as_deref(), None)?;
     let cas = args.targets.iter().filter(|t| CAS.contains(&t.as_str())).count();
     let validity = match (&args.validity, cas) {

@@ -287,7 +287,7 @@ impl ExpiryReport {
             );
         }
         if !rotated.is_empty() {
-            out += &format!("kubelet-rotated (the kubelet renews them itself): {}\n", escape(&rotated.join(", ")));
+            out += &format!("kubelet-rotated (the kubelet renews them itself while it runs): {}\n", escape(&rotated.join(", ")));
         }
         out
     }

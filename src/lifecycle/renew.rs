@@ -1548,3 +1548,24 @@ impl RenewReport {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_blocks_are_replaced_in_place_and_the_rest_kept() {
+        let a = pem_encode("CERTIFICATE", b"old");
+        let b = pem_encode("CERTIFICATE", b"other");
+        let bundle = format!("# trust bundle\n{a}{b}");
+        let new = pem_encode("CERTIFICATE", b"new");
+        let out = edit_pem(bundle.as_bytes(), |tag, der| (tag == "CERTIFICATE" && der == b"old").then(|| new.clone())).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), format!("# trust bundle\n{new}{b}"));
+        assert!(edit_pem(b.as_bytes(), |_, der| (der == b"old").then(|| new.clone())).is_none());
+        // In a kubeconfig's certificate-authority-data, and nowhere else.
+        let conf = format!("clusters:\n- cluster:\n    certificate-authority-data: {}\n    server: x\n", B64.encode(&a));
+        let out = String::from_utf8(with_ca_replaced(conf.as_bytes(), b"old", &new).unwrap()).unwrap();
+        assert_eq!(out, format!("clusters:\n- cluster:\n    certificate-authority-data: {}\n    server: x\n", B64.encode(&new)));
+        assert!(with_ca_replaced(conf.as_bytes(), b"unrelated", &new).is_none());
+    }
+}
