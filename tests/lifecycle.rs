@@ -631,3 +631,38 @@ fn a_tree_that_matches_no_layout_is_refused_naming_what_was_found_and_expected()
     let left: Vec<String> = common::walk(&root).into_keys().collect();
     assert_eq!(left, ["etc", "etc/hostname", "etc/ssl"], "nothing was written");
 }
+
+// ---------------------------------------------------------------------------------------------
+// A link outside the tree that cannot be read
+
+#[test]
+fn a_link_outside_the_tree_that_cannot_be_read_is_reported_and_skipped() {
+    let tmp = temp_dir("outside");
+    let dir = tmp.path();
+    let root = dir.join("host");
+    let etc = root.join("etc/kubernetes");
+    copy_fixture(&fixture("v1.32"), &etc);
+    std::fs::remove_file(etc.join("pki/front-proxy-client.crt")).unwrap();
+    // Out of the root (../../../..), to a file that is not there.
+    std::os::unix::fs::symlink("../../../../elsewhere/front-proxy-client.crt", etc.join("pki/front-proxy-client.crt")).unwrap();
+    let now = "2027-11-01T00:00:00Z";
+    let run = kubebundle(dir, &["certs", "check-expiration", "--dir", "host", "--now", now, "-o", "json"], &[]);
+    assert_eq!(run.code, Some(4), "{}", run.describe());
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let fp = v["certificates"].as_array().unwrap().iter().find(|c| c["name"] == "front-proxy-client").expect("listed");
+    assert_eq!(fp["status"], "unreadable");
+    assert!(fp["detail"].as_str().unwrap().contains("outside the tree"), "{fp}");
+    let others: Vec<&serde_json::Value> =
+        v["certificates"].as_array().unwrap().iter().filter(|c| c["name"] != "front-proxy-client").collect();
+    assert!(others.iter().all(|c| c["status"] == "ok"), "{}", run.stdout);
+
+    let run = ok(kubebundle(dir, &["certs", "renew", "all", "--dir", "host", "--now", now], &[]));
+    assert!(run.stdout.contains("not renewed here (1):\n  front-proxy-client: a link to"), "{}", run.stdout);
+    assert!(run.stdout.contains("outside the tree"), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("renewed {} certificate(s)", others.len())), "{}", run.stdout);
+    assert!(std::fs::symlink_metadata(etc.join("pki/front-proxy-client.crt")).unwrap().file_type().is_symlink());
+    // Named, it is refused (exit 1), naming the link.
+    let run = kubebundle(dir, &["certs", "renew", "front-proxy-client", "--dir", "host", "--now", "2027-11-01T00:10:00Z"], &[]);
+    assert_eq!(run.code, Some(1), "{}", run.describe());
+    assert!(run.stderr.contains("outside the tree"), "{}", run.stderr);
+}

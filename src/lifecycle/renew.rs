@@ -563,6 +563,13 @@ impl<'t> TreeWork<'t> {
         let mut found = BTreeSet::new();
         for site in self.tree.certificates().into_iter().filter(|s| !s.is_ca && want.leaf(s)) {
             found.insert(site.name.clone());
+            // A link outside the tree that cannot be read: reported and skipped, never fatal.
+            if let Place::Broken { path, why } = &site.place {
+                if self.tree.outside.contains(path) && !want.explicit.contains(&site.name) {
+                    self.skipped.push(Skipped { name: format!("{}{}", self.prefix, site.name), why: why.clone() });
+                    continue;
+                }
+            }
             let Some(ca) = site.ca else {
                 // The kubelet's self-signed serving certificate: the kubelet makes a new one.
                 self.skipped.push(Skipped {
@@ -825,10 +832,9 @@ fn shell_word(w: &str) -> String {
 fn renew_bundle(args: &RenewArgs, want: &Wanted, bundle: &Path, only: Option<&str>) -> Result<RenewReport, RenewError> {
     // The lock every writer takes, before anything this run rewrites is read (none for a dry run).
     let lock = if args.dry_run { None } else { Some(crate::bundle::output::lock_dir(bundle)?) };
-    // A bundle's state is checked before any of it is used: a lost or changed CA refuses.
-    if bundle.join("state").is_dir() {
-        crate::bundle::state::check::check_bundle(bundle)?;
-    }
+    // A bundle's state is checked before any of it is used: a lost or changed CA refuses, and so
+    // does a bundle whose state is gone.
+    crate::bundle::state::check::check_bundle(bundle)?;
     let plan = crate::tree::bundle::read_plan(bundle);
     let mut nodes = crate::tree::bundle::read_nodes(bundle, plan.as_ref(), false)
         .map_err(|message| RenewError::Read { path: bundle.join("nodes").display().to_string(), message })?;

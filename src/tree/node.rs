@@ -110,6 +110,8 @@ pub struct NodeTree {
     pub files: BTreeMap<String, NodeFile>,
     /// What could not be read: (path, why). Links outside the tree that cannot be read land here.
     pub problems: Vec<(String, String)>,
+    /// The paths among `problems` that lead outside the tree (reported and skipped, never fatal).
+    pub outside: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +174,7 @@ impl NodeTree {
                 (p, NodeFile { bytes: f.bytes, mode: f.mode, uid: 0, gid: 0, real: None, link: None, why: w })
             })
             .collect();
-        let mut tree = NodeTree { name: layout.node.clone(), origin, layout, files, problems };
+        let mut tree = NodeTree { name: layout.node.clone(), origin, layout, files, problems, outside: Default::default() };
         tree.name = tree.name.clone().or_else(|| tree.kubelet_name());
         Ok(tree)
     }
@@ -226,6 +228,7 @@ impl NodeTree {
             layout,
             files: BTreeMap::new(),
             problems: Vec::new(),
+            outside: Default::default(),
         };
         let paths: Vec<String> = tree.layout.entries.iter().map(|e| e.path.clone()).collect();
         for rel in paths {
@@ -249,6 +252,7 @@ impl NodeTree {
             layout,
             files: BTreeMap::new(),
             problems: Vec::new(),
+            outside: Default::default(),
         };
         let paths: Vec<String> = tree.layout.entries.iter().map(|e| e.path.clone()).collect();
         for rel in &paths {
@@ -313,8 +317,16 @@ impl NodeTree {
                 Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && link.is_none() => return,
                 Err(e) => {
-                    let what = link.as_ref().map(|l| format!("a link to {l}, which ")).unwrap_or_default();
+                    let outside = link.is_some() && mount.rel_of(&path).is_none();
+                    let what = match (&link, outside) {
+                        (Some(l), true) => format!("a link to {l}, outside the tree, which "),
+                        (Some(l), false) => format!("a link to {l}, which "),
+                        (None, _) => String::new(),
+                    };
                     self.problems.push((rel.to_string(), format!("{what}cannot be read: {}", crate::util::io_words(&e))));
+                    if outside {
+                        self.outside.insert(rel.to_string());
+                    }
                     return;
                 }
             };
@@ -615,6 +627,8 @@ mod tests {
         )
         .unwrap();
         std::os::unix::fs::symlink("/nonexistent/elsewhere.crt", root.join("etc/kubernetes/pki/apiserver.crt")).unwrap();
+        // Out of the root: reported as outside (and skipped by the commands).
+        std::os::unix::fs::symlink("../../../../x/fp.crt", root.join("etc/kubernetes/pki/front-proxy-client.crt")).unwrap();
         let tree = NodeTree::read_host(Mount::root(root), None, &layout::builtin_profiles()).unwrap();
         assert_eq!(tree.layout.profile, "kubeadm");
         let ca = tree.get("etc/kubernetes/pki/ca.crt").unwrap();
@@ -628,6 +642,8 @@ mod tests {
             "{:?}",
             tree.problems
         );
+        assert!(!tree.outside.contains("etc/kubernetes/pki/apiserver.crt"), "an absolute link resolves under the root");
+        assert!(tree.outside.contains("etc/kubernetes/pki/front-proxy-client.crt"), "{:?}", tree.problems);
 
         struct Plain(std::fs::File, PathBuf);
         impl TempFile for Plain {
