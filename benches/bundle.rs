@@ -1,6 +1,7 @@
 //! `cargo bench --bench bundle`: the physical floor (one key, per algorithm), then whole bundles made
-//! by the release CLI as a child process (wall time and peak RSS), then one node added to a 1,000-node
-//! state. A plain binary (harness = false) so it needs no extra crates; it prints Markdown tables.
+//! by the release CLI as a child process (wall time and peak RSS); on the fresh 1,000-worker bundle,
+//! `certs check-expiration` and `certs renew all` side by side with the generate that made it; then
+//! a re-run and one node added to that state. A plain binary (harness = false) so it needs no extra crates; it prints Markdown tables.
 //!
 //! Environment:
 //! - `KUBEBUNDLE_BENCH_DIR`: where the out dirs go (a fresh subdirectory of it, all removed at the end);
@@ -164,16 +165,25 @@ struct Run {
 /// per process, and a posix_spawn/fork child starts on the parent's memory), so the bench's own
 /// peak is first reset to its current RSS (`clear_refs` 5); that RSS is the floor of the figure.
 fn run_generate(bin: &Path, config: &Path, out: &Path) -> Result<Run, String> {
-    let generate = || {
+    let args: Vec<std::ffi::OsString> =
+        vec!["generate".into(), "--config".into(), config.into(), "--out".into(), out.into(), "--now".into(), NOW.into()];
+    run_child(bin, &args, &[0])
+}
+
+/// One run of the release binary with `args` (stdout and stderr dropped), measured as
+/// `run_generate` describes; an exit code outside `ok` is a failure (the run is repeated with
+/// its stderr kept, for the message).
+fn run_child(bin: &Path, args: &[std::ffi::OsString], ok: &[i32]) -> Result<Run, String> {
+    let command = || {
         let mut c = Command::new(bin);
-        c.args(["generate", "--config"]).arg(config).arg("--out").arg(out).args(["--now", NOW]).stdin(Stdio::null()).stdout(Stdio::null());
+        c.args(args).stdin(Stdio::null()).stdout(Stdio::null());
         c
     };
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let spawn_rss_kib = own_rss_kib();
     let busy = machine_busy();
     let t = Instant::now();
-    let child = generate().stderr(Stdio::null()).spawn().expect("spawn kubebundle");
+    let child = command().stderr(Stdio::null()).spawn().expect("spawn kubebundle");
     let pid = child.id() as libc::pid_t;
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain old data; all zeros is a valid value.
@@ -192,8 +202,8 @@ fn run_generate(bin: &Path, config: &Path, out: &Path) -> Result<Run, String> {
     let others = (machine_busy().saturating_sub(busy).as_secs_f64() - child_cpu.as_secs_f64()).max(0.0) / wall.as_secs_f64();
     // Reaped by wait4 above: the handle must not wait again (dropping a Child does not).
     drop(child);
-    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        let again = generate().output().expect("spawn kubebundle");
+    if !(libc::WIFEXITED(status) && ok.contains(&libc::WEXITSTATUS(status))) {
+        let again = command().output().expect("spawn kubebundle");
         let stderr = String::from_utf8_lossy(&again.stderr);
         return Err(format!("wait status {status:#x}: {}", stderr.lines().next().unwrap_or("no message")));
     }
@@ -310,6 +320,7 @@ fn main() {
     // 2.–4. Whole bundles, each into a fresh out dir; the 1,000-worker one then gets a re-run and one more worker.
     let mut bundles = Vec::new();
     let mut grow = Vec::new();
+    let mut lifecycle = Vec::new();
     let mut all_runs = Vec::new();
     for &alg in &algs {
         for n in SIZES.into_iter().filter(|&n| n <= max_n && (n < BIG || alg == "ECDSA-P256")) {
@@ -325,6 +336,30 @@ fn main() {
                         runs.push(run);
                     }
                     Err(e) => failed = Some(e),
+                }
+                if n == GROW && failed.is_none() && r == 0 {
+                    // The lifecycle on the bundle just made: check-expiration, then renew all, an hour later.
+                    let at = "2026-01-01T01:00:00Z";
+                    let dir: std::ffi::OsString = out.join("bench").into();
+                    let check: Vec<std::ffi::OsString> =
+                        vec!["certs".into(), "check-expiration".into(), "--dir".into(), dir.clone(), "--now".into(), at.into()];
+                    let renew: Vec<std::ffi::OsString> =
+                        vec!["certs".into(), "renew".into(), "all".into(), "--dir".into(), dir, "--now".into(), at.into()];
+                    let generated = runs.last().map(|g: &Run| g.wall);
+                    let mut row = vec![alg.to_string(), format!("3 + {n}"), generated.map(dur).unwrap_or_default()];
+                    for (what, args, ok) in [("check-expiration", &check, &[0, 3][..]), ("renew all", &renew, &[0][..])] {
+                        match run_child(&bin, args, ok) {
+                            Ok(run) => {
+                                eprintln!("bench: {alg} 3 + {n}, {what}: {} {}", dur(run.wall), mib(run.peak_kib));
+                                let ratio =
+                                    generated.map(|g| format!("{:.2}", run.wall.as_secs_f64() / g.as_secs_f64())).unwrap_or_default();
+                                row.extend([dur(run.wall), ratio, mib(run.peak_kib), cores_used(run.others)]);
+                                all_runs.push(run);
+                            }
+                            Err(e) => row.extend([format!("failed: {e}"), "—".into(), "—".into(), "—".into()]),
+                        }
+                    }
+                    lifecycle.push(row);
                 }
                 if n == GROW && failed.is_none() {
                     for (what, cfg) in [("re-run, no change", cfg.clone()), ("add 1 worker", write_config(alg, n + 1))] {
@@ -400,6 +435,24 @@ fn main() {
         ],
         &bundles,
     );
+    if !lifecycle.is_empty() {
+        print_table(
+            &[
+                "algorithm",
+                "bundle (control planes + workers)",
+                "fresh generate",
+                "check-expiration",
+                "÷ generate",
+                "peak RSS",
+                others_col,
+                "renew all",
+                "÷ generate",
+                "peak RSS",
+                others_col,
+            ],
+            &lifecycle,
+        );
+    }
     if !grow.is_empty() {
         print_table(&["algorithm", "state (control planes + workers)", "run on the same out dir", "wall", "peak RSS", others_col], &grow);
     }

@@ -503,7 +503,9 @@ fn exit_codes_of_every_command() {
     run!("check-expiration: all fine", expiry(&bundle, &now), 0, "CERTIFICATE");
     run!("check-expiration: a warning", expiry(&bundle, &in_a_year), 3, "warning");
     run!("check-expiration: expired", expiry(&bundle, &in_two_years), 4, "expired");
-    run!("check-expiration: not a tree", expiry(&empty, &now), 2, "holds no Kubernetes certificates");
+    // A directory that matches no layout (issue 13: the message names what it found and what
+    // each layout expects).
+    run!("check-expiration: not a tree", expiry(&empty, &now), 2, "matches no layout: found nothing a layout names; kubeadm expects");
     // certs renew
     let renew = |extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = ["certs", "renew"].map(String::from).to_vec();
@@ -519,7 +521,7 @@ fn exit_codes_of_every_command() {
         "would outlive its CA"
     );
     run!("renew: unknown certificate", renew(&["apiserverr", "--dir", &copy]), 2, "unknown certificate \"apiserverr\"");
-    run!("renew: not a tree", renew(&["all", "--dir", &empty]), 2, "is not a kubeadm or kubebundle tree");
+    run!("renew: not a tree", renew(&["all", "--dir", &empty]), 2, "matches no layout: found nothing a layout names; kubeadm expects");
     run!("renew: --validity too long", renew(&["all", "--dir", &copy, "--validity", "999999999999h"]), 2, "is too long");
     // token
     let token = |extra: &[&str]| -> Vec<String> {

@@ -31,7 +31,7 @@ fn check(dir: &Path, now: &str) -> ExpiryReport {
 }
 
 fn try_check(dir: &Path, now: &str) -> Result<ExpiryReport, ExpiryError> {
-    expiry::check_expiration(&ExpiryArgs { dir: dir.to_path_buf(), now: at(now), warn_within: THIRTY_DAYS })
+    expiry::check_expiration(&ExpiryArgs { dir: dir.to_path_buf(), now: at(now), warn_within: THIRTY_DAYS, profile: None })
 }
 
 fn names(list: &[CertStatus]) -> Vec<&str> {
@@ -91,6 +91,9 @@ const KUBEADM_CERTS: &[&str] = &[
     "etcd-server",
     "front-proxy-client",
     "scheduler.conf",
+    // kubeadm's own list omits kubelet.conf; its embedded certificate expires like the others
+    // when the kubelet never rotated it (issue 13), so kubebundle lists it.
+    "kubelet.conf",
 ];
 const KUBEADM_CAS: &[&str] = &["ca", "etcd-ca", "front-proxy-ca"];
 
@@ -118,6 +121,7 @@ fn kubeadm_fixture_matches_kubeadm_and_openssl() {
         ("etcd-server", pki.join("etcd/server.crt")),
         ("front-proxy-client", pki.join("front-proxy-client.crt")),
         ("scheduler.conf", kubeconfig_cert(&fixture().join("scheduler.conf"), scratch.path())),
+        ("kubelet.conf", kubeconfig_cert(&fixture().join("kubelet.conf"), scratch.path())),
         ("ca", pki.join("ca.crt")),
         ("etcd-ca", pki.join("etcd/ca.crt")),
         ("front-proxy-ca", pki.join("front-proxy-ca.crt")),
@@ -130,9 +134,11 @@ fn kubeadm_fixture_matches_kubeadm_and_openssl() {
         assert_eq!(c.status, Status::Ok, "{name}: {}", c.detail);
         assert_eq!(c.detail, "", "{name}");
         assert!(!c.externally_managed, "{name}");
+        assert_eq!(c.ca_key, "node", "{name}");
+        assert!(!c.kubelet_rotated, "{name}: the fixture's kubelet.conf embeds its certificate");
     }
     let ca_of = |n: &str| find(&r, n).certificate_authority.clone();
-    for n in ["admin.conf", "apiserver", "apiserver-kubelet-client", "controller-manager.conf", "scheduler.conf"] {
+    for n in ["admin.conf", "apiserver", "apiserver-kubelet-client", "controller-manager.conf", "scheduler.conf", "kubelet.conf"] {
         assert_eq!(ca_of(n), "ca", "{n}");
     }
     for n in ["apiserver-etcd-client", "etcd-healthcheck-client", "etcd-peer", "etcd-server"] {
@@ -157,10 +163,11 @@ fn table_has_kubeadm_layout() {
     let lines: Vec<&str> = t.lines().collect();
     assert_eq!(lines[0], "CERTIFICATE                EXPIRES                  RESIDUAL TIME   CERTIFICATE AUTHORITY   EXTERNALLY MANAGED");
     assert_eq!(lines[1], "admin.conf                 Nov 22, 2027 09:40 UTC   356d            ca                      no");
-    assert_eq!(lines[11], "");
-    assert_eq!(lines[12], "CERTIFICATE AUTHORITY   EXPIRES                  RESIDUAL TIME   EXTERNALLY MANAGED");
-    assert_eq!(lines[13], "ca                      Nov 19, 2036 09:40 UTC   9y              no");
-    assert_eq!(lines.len(), 16, "{t}");
+    assert_eq!(lines[11], "kubelet.conf               Nov 22, 2027 09:40 UTC   356d            ca                      no");
+    assert_eq!(lines[12], "");
+    assert_eq!(lines[13], "CERTIFICATE AUTHORITY   EXPIRES                  RESIDUAL TIME   EXTERNALLY MANAGED");
+    assert_eq!(lines[14], "ca                      Nov 19, 2036 09:40 UTC   9y              no");
+    assert_eq!(lines.len(), 17, "{t}");
     assert!(!t.contains("STATUS"), "no status column when all is well:\n{t}");
 }
 
@@ -183,6 +190,7 @@ fn within_warn_window_exits_3() {
         dir: fixture(),
         now: at("2027-11-01T00:00:00Z"),
         warn_within: Duration::from_secs(7 * 86_400),
+        profile: None,
     })
     .unwrap();
     assert_eq!(quiet.exit_code(), 0);
@@ -295,12 +303,15 @@ fn json_and_yaml_follow_the_documented_schema() {
     assert_eq!(v["kind"], "CertificateExpirationReport");
     assert_eq!(v["now"], "2026-12-01T00:00:00Z");
     assert_eq!(v["warnWithinSeconds"], 30 * 86_400);
+    // Fields are only added: caKey and kubeletRotated came with issue 13.
     let cert_keys = [
+        "caKey",
         "certificateAuthority",
         "detail",
         "expires",
         "expiresUnix",
         "externallyManaged",
+        "kubeletRotated",
         "name",
         "path",
         "residual",
@@ -547,13 +558,16 @@ fn node_trees_and_state_dir() {
         assert!(!a.externally_managed, "{}", a.name);
     }
 
-    // A worker: the CA certificate without its key, the kubelet serving certificate.
+    // A worker: the CA certificate without its key, the kubelet serving certificate. The layout
+    // keeps the CA key off workers, and the bundle's state holds it: not externally managed
+    // (before issue 13 a missing key anywhere counted as "externally managed").
     let w1 = check(&b.cluster.join("nodes/w1"), CHECKED_AT);
     assert_eq!(w1.exit_code(), 0);
     assert_eq!(names(&w1.certificates), ["kubelet-serving"]);
     assert_eq!(names(&w1.certificate_authorities), ["ca"]);
-    assert!(find(&w1, "kubelet-serving").externally_managed);
-    assert!(find(&w1, "ca").externally_managed);
+    assert!(!find(&w1, "kubelet-serving").externally_managed);
+    assert!(!find(&w1, "ca").externally_managed);
+    assert_eq!(find(&w1, "ca").ca_key, "state");
 
     // The state directory: the CAs only.
     let state = check(&b.cluster.join("state"), CHECKED_AT);
@@ -565,16 +579,18 @@ fn node_trees_and_state_dir() {
 }
 
 #[test]
-fn a_kubeadm_tree_outside_a_bundle_skips_kubebundle_extras() {
-    // The same cp1 tree copied out of the bundle is read as kubeadm's: no kubelet rows.
+fn a_kubeadm_tree_outside_a_bundle_lists_the_kubelet_too() {
+    // The same cp1 tree copied out of the bundle is read with the kubeadm layout it matches:
+    // kubelet.conf and the kubelet's serving certificate are listed (they were left out before
+    // issue 13, although kubelet.conf's certificate expires like the others), its CA keys are
+    // on the node.
     let b = bundle();
     let dir = temp("plain");
     let root = dir.path().join("host");
     copy_dir(&b.cluster.join("nodes/cp1"), &root);
     let r = check(&root, CHECKED_AT);
-    let mut expected = node_leaves("", true, true);
-    expected.retain(|n| !n.starts_with("kubelet"));
-    assert_eq!(names(&r.certificates), expected);
+    assert_eq!(names(&r.certificates), node_leaves("", true, true));
+    assert!(r.certificates.iter().chain(&r.certificate_authorities).all(|c| c.ca_key == "node" && !c.externally_managed));
 }
 
 #[test]
@@ -582,9 +598,13 @@ fn wrong_directories_are_errors_that_say_what_to_pass() {
     let dir = temp("errors");
     let missing = try_check(&dir.path().join("nope"), CHECKED_AT).unwrap_err();
     assert!(matches!(missing, ExpiryError::Read { .. }));
+    // A directory that matches no layout says what it holds and what each layout expects.
+    std::fs::create_dir_all(dir.path().join("etc/ssl")).unwrap();
     let empty = try_check(dir.path(), CHECKED_AT).unwrap_err();
-    assert!(matches!(empty, ExpiryError::NoCertificates { .. }));
+    assert!(matches!(empty, ExpiryError::Unrecognised { .. }), "{empty}");
     let msg = empty.to_string();
+    assert!(msg.contains("matches no layout: found etc") && msg.contains("etc/ssl"), "{msg}");
+    assert!(msg.contains("kubeadm expects etc/kubernetes/pki/ca.crt") && msg.contains("hardway expects etc/k8s/shared/ca.crt"), "{msg}");
     assert!(msg.contains("/etc/kubernetes") && msg.contains("OUT/<cluster>"), "{msg}");
     let file = dir.path().join("f");
     std::fs::write(&file, "x").unwrap();

@@ -102,6 +102,7 @@ fn args(dir: &Path, targets: &[&str], now: &str) -> RenewArgs {
         validity: YEAR,
         dry_run: false,
         now: at(now),
+        profile: None,
     }
 }
 
@@ -291,6 +292,7 @@ fn renew_all_at(now_text: &str) {
         dir: etc.clone(),
         now,
         warn_within: Duration::from_secs(86400),
+        profile: None,
     })
     .unwrap();
     assert_eq!(exp.exit_code(), 0, "{}", exp.render(kubebundle::lifecycle::expiry::Format::Table));
@@ -476,9 +478,13 @@ fn refusals_name_the_fix_and_write_nothing() {
     // Unknown name.
     let e = renew(&args(&etc, &["apiserverr"], "2026-12-01T00:00:00Z")).unwrap_err();
     assert!(e.to_string().contains("unknown certificate \"apiserverr\""), "{e}");
-    // Not a tree.
+    // Not a tree: a directory that matches no layout (issue 13: it says what it holds and what
+    // each layout expects), and a path that is not a directory.
     let empty = temp("empty");
     let e = renew(&args(empty.path(), &["all"], "2026-12-01T00:00:00Z")).unwrap_err();
+    assert!(matches!(e, RenewError::Unrecognised { .. }), "{e}");
+    assert!(e.to_string().contains("hardway expects etc/k8s/shared/ca.crt"), "{e}");
+    let e = renew(&args(&empty.path().join("nope"), &["all"], "2026-12-01T00:00:00Z")).unwrap_err();
     assert!(matches!(e, RenewError::NotATree { .. }), "{e}");
     let mut a = args(&etc, &["apiserver"], "2026-12-01T00:00:00Z");
     a.validity = Duration::from_secs(u64::MAX / 2);
@@ -728,6 +734,7 @@ fn hardway_and_binary_bundles_are_checked_and_renewed_where_their_profile_puts_f
             dir: cluster.clone(),
             now: at("2026-06-01T00:00:00Z"),
             warn_within: Duration::from_secs(30 * 86400),
+            profile: None,
         })
         .unwrap();
         let listed: Vec<String> = exp.certificates.iter().map(|c| c.path.clone()).collect();

@@ -24,6 +24,8 @@ use super::facts::*;
 use super::references;
 use crate::pki::catalog::{self, CertEntry, CommonName, Credential, SanRule, Signer};
 use crate::pki::token;
+use crate::tree::layout::{builtin_profiles, Layout};
+use crate::tree::node::NodeTree;
 use crate::tree::profile::{self, Artifact, Profile};
 
 /// How long before expiry a certificate is reported as a warning by default.
@@ -31,7 +33,6 @@ pub const DEFAULT_WARN_WITHIN: std::time::Duration = std::time::Duration::from_s
 
 /// The certificatesDir used when there is no plan.
 const DEFAULT_PKI: &str = "etc/kubernetes/pki";
-use crate::tree::tarball::MAX_FILE;
 
 pub struct VerifyArgs {
     pub path: PathBuf,
@@ -199,14 +200,16 @@ pub fn verify(args: &VerifyArgs) -> Result<Report, VerifyError> {
         // <bundle>/nodes/<node>.tar.gz → <bundle>/plan.json
         let plan_path = path.parent().and_then(Path::parent).map(|b| b.join("plan.json"));
         let tarball = Tarball { mode: meta.permissions().mode() & 0o7777, packed: crate::tree::tarball::has_digest(&bytes) };
-        v.single_node(load_tarball(&bytes), &stem, &name, plan_path.as_deref(), Some(tarball));
+        let (loaded, layout) = load_tarball_as_node(path, &bytes);
+        v.single_node(loaded, layout, &stem, &name, plan_path.as_deref(), Some(tarball));
     } else if meta.is_dir() {
         if path.join("plan.json").is_file() && path.join("nodes").is_dir() {
             v.bundle(path);
         } else if path.join("etc/kubernetes").is_dir() || path.join("etc").is_dir() && looks_like_root(path) {
             let stem = file_name(path);
             let plan_path = path.parent().and_then(Path::parent).map(|b| b.join("plan.json"));
-            v.single_node(load_dir(path), &stem, &stem, plan_path.as_deref(), None);
+            let (loaded, layout) = load_dir_as_node(path);
+            v.single_node(loaded, layout, &stem, &stem, plan_path.as_deref(), None);
         } else {
             return Err(VerifyError::NotABundle { path: shown });
         }
@@ -237,54 +240,42 @@ type TreeFile = crate::tree::FileEntry;
 /// A node's files and what was refused while reading them.
 type Loaded = crate::tree::tarball::Unpacked;
 
+/// A node read through the node-tree model, with its layout: the plan's when given, else the
+/// built-in profile it matches (the kubeadm layout when it matches none, so every file is still
+/// judged by its content).
+fn from_tree(tree: Result<NodeTree, crate::tree::node::TreeError>, fallback: impl FnOnce() -> Loaded) -> (Loaded, Option<Layout>) {
+    match tree {
+        Ok(t) => {
+            let layout = t.layout.clone();
+            let (files, problems) = t.into_files();
+            (Loaded { files, problems }, Some(layout))
+        }
+        Err(_) => (fallback(), None),
+    }
+}
+
 fn load_tarball(bytes: &[u8]) -> Loaded {
     crate::tree::tarball::unpack(bytes)
 }
 
+/// A tarball, its layout recognised.
+fn load_tarball_as_node(path: &Path, bytes: &[u8]) -> (Loaded, Option<Layout>) {
+    from_tree(NodeTree::from_tarball(path, bytes, None, &builtin_profiles()), || load_tarball(bytes))
+}
+
+/// Every file under a node root (links and devices are findings, never followed), its layout
+/// recognised.
+fn load_dir_as_node(root: &Path) -> (Loaded, Option<Layout>) {
+    let tree = NodeTree::walk_dir(root, None, &builtin_profiles());
+    from_tree(tree, || {
+        let (files, problems) = NodeTree::walk_files(root);
+        Loaded { files, problems }
+    })
+}
+
 fn load_dir(root: &Path) -> Loaded {
-    fn go(root: &Path, dir: &Path, out: &mut Loaded, depth: usize) {
-        let rel = |p: &Path| p.strip_prefix(root).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
-        let rd = match std::fs::read_dir(dir) {
-            Ok(rd) => rd,
-            Err(e) => {
-                out.problems.push((rel(dir), format!("cannot list the directory: {e}")));
-                return;
-            }
-        };
-        let mut paths: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
-        paths.sort();
-        for p in paths {
-            let Ok(md) = std::fs::symlink_metadata(&p) else {
-                out.problems.push((rel(&p), "cannot stat".into()));
-                continue;
-            };
-            let ft = md.file_type();
-            if ft.is_symlink() {
-                let target = std::fs::read_link(&p).map(|t| t.display().to_string()).unwrap_or_default();
-                out.problems.push((rel(&p), format!("a symbolic link → {target}: not followed (a bundle holds regular files only)")));
-            } else if ft.is_dir() {
-                if depth < 32 {
-                    go(root, &p, out, depth + 1);
-                }
-            } else if ft.is_file() {
-                if md.len() > MAX_FILE {
-                    out.problems.push((rel(&p), format!("file of {} bytes is too large for a bundle file: not read", md.len())));
-                    continue;
-                }
-                match std::fs::read(&p) {
-                    Ok(bytes) => {
-                        out.files.insert(rel(&p), TreeFile { bytes: bytes.into(), mode: md.permissions().mode() & 0o7777 });
-                    }
-                    Err(e) => out.problems.push((rel(&p), format!("cannot read: {e}"))),
-                }
-            } else {
-                out.problems.push((rel(&p), "a device, FIFO or socket: not read (a bundle holds regular files only)".into()));
-            }
-        }
-    }
-    let mut out = Loaded::default();
-    go(root, root, &mut out, 0);
-    out
+    let (files, problems) = NodeTree::walk_files(root);
+    Loaded { files, problems }
 }
 
 // =============================================================================================
@@ -432,6 +423,8 @@ struct NodeInfo {
     endpoint_hosts: BTreeSet<String>,
     /// path → what belongs there.
     layout: BTreeMap<String, Expected>,
+    /// The profile the layout comes from (for messages).
+    profile: String,
     from_plan: bool,
     external_etcd: bool,
 }
@@ -493,18 +486,43 @@ fn from_plan(plan: &PlanDoc, node: &PlanNode) -> NodeInfo {
         roles: node.roles.iter().cloned().collect(),
         endpoint_hosts: [endpoint_host(&plan.control_plane_endpoint)].into_iter().filter(|h| !h.is_empty()).collect(),
         layout,
+        profile: "plan.json".into(),
         from_plan: true,
         external_etcd: plan.etcd == "external",
     }
 }
 
-/// The kubeadm profile's layout with certificatesDir at /etc/kubernetes/pki, every role's files.
-fn default_layout(node: &str) -> BTreeMap<String, Expected> {
-    let Ok(p) = Profile::builtin("kubeadm") else { return BTreeMap::new() };
-    p.files
+/// What a layout says about every path: each file's artifact, mode and roles (the kubeadm
+/// profile's, with certificatesDir at /etc/kubernetes/pki, when none is known).
+fn layout_expectations(layout: Option<&Layout>, node: &str) -> (String, BTreeMap<String, Expected>) {
+    let fallback;
+    let layout = match layout {
+        Some(l) => l,
+        None => match Profile::builtin("kubeadm") {
+            Ok(p) => {
+                fallback = Layout::of_profile(&p, DEFAULT_PKI, Some(node));
+                &fallback
+            }
+            Err(_) => return ("kubeadm".into(), BTreeMap::new()),
+        },
+    };
+    let entries = layout
+        .entries
         .iter()
-        .map(|f| (f.path.replace("{pki}", DEFAULT_PKI).replace("{node}", node), Expected::new(&f.artifact, &f.mode, f.roles.clone())))
-        .collect()
+        .map(|e| {
+            let exp = Expected {
+                artifact: profile::artifact(&e.artifact),
+                artifact_id: e.artifact.clone(),
+                mode: e.mode,
+                roles: e.roles.clone(),
+                server: None,
+                common_name: None,
+                sans: None,
+            };
+            (e.path.clone(), exp)
+        })
+        .collect();
+    (layout.profile.clone(), entries)
 }
 
 /// Each control plane's apiserver.crt in `<bundle>/nodes/<node>/` (the unpacked tree), else in
@@ -515,8 +533,8 @@ fn sibling_apiservers(bundle: &Path, plan: &PlanDoc) -> Vec<(String, CertInfo)> 
         let Some(f) = n.files.iter().find(|f| f.artifact == "apiserver.crt") else { continue };
         let nodes = bundle.join("nodes");
         let bytes = std::fs::read(nodes.join(&n.name).join(&f.path)).ok().or_else(|| {
-            let tree = crate::lifecycle::nodes::read_tarball(&nodes.join(format!("{}.tar.gz", n.name))).ok()?;
-            tree.get(&f.path).map(|e| e.bytes.to_vec())
+            let bytes = std::fs::read(nodes.join(format!("{}.tar.gz", n.name))).ok()?;
+            crate::tree::tarball::unpack(&bytes).files.get(&f.path).map(|e| e.bytes.to_vec())
         });
         if let Some(c) = bytes.and_then(|b| CertInfo::from_pem(&b).ok()) {
             out.push((format!("{}'s apiserver.crt", n.name), c));
@@ -525,22 +543,25 @@ fn sibling_apiservers(bundle: &Path, plan: &PlanDoc) -> Vec<(String, CertInfo)> 
     out
 }
 
-fn infer(files: &BTreeMap<String, TreeFile>, fallback_name: &str) -> NodeInfo {
-    let cert_at = |p: &str| files.get(p).and_then(|f| CertInfo::from_pem(&f.bytes).ok());
-    let kube_at = |p: &str| files.get(p).and_then(|f| parse_kubeconfig(&f.bytes).ok());
+fn infer(files: &BTreeMap<String, TreeFile>, fallback_name: &str, layout: Option<&Layout>) -> NodeInfo {
+    let (profile_name, expected) = layout_expectations(layout, fallback_name);
+    let path_of = |artifact: &str| expected.iter().find(|(_, e)| e.artifact_id == artifact).map(|(p, _)| p.clone());
+    let cert_at = |artifact: &str| path_of(artifact).and_then(|p| files.get(&p)).and_then(|f| CertInfo::from_pem(&f.bytes).ok());
+    let kube_at = |artifact: &str| path_of(artifact).and_then(|p| files.get(&p)).and_then(|f| parse_kubeconfig(&f.bytes).ok());
     let mut roles = BTreeSet::new();
-    if files.contains_key(&format!("{DEFAULT_PKI}/apiserver.crt")) {
+    if path_of("apiserver.crt").is_some_and(|p| files.contains_key(&p)) {
         roles.insert("control-plane".to_string());
     }
-    if files.contains_key(&format!("{DEFAULT_PKI}/etcd/server.crt")) {
+    if path_of("etcd-server.crt").is_some_and(|p| files.contains_key(&p)) {
         roles.insert("etcd".to_string());
     }
     if roles.is_empty() {
         roles.insert("worker".to_string());
     }
-    let serving = cert_at("var/lib/kubelet/pki/kubelet.crt");
-    let kubelet_client = kube_at("etc/kubernetes/kubelet.conf").and_then(|k| k.cert_pem).and_then(|p| CertInfo::from_pem(&p).ok());
-    let etcd_server = cert_at(&format!("{DEFAULT_PKI}/etcd/server.crt"));
+    let serving = cert_at("kubelet-serving.crt");
+    let kubelet_client =
+        kube_at("kubelet.conf").and_then(|k| k.cert_pem).and_then(|p| CertInfo::from_pem(&p).ok()).or_else(|| cert_at("kubelet.conf.crt"));
+    let etcd_server = cert_at("etcd-server.crt");
     let name = [&serving, &kubelet_client]
         .into_iter()
         .flatten()
@@ -562,13 +583,16 @@ fn infer(files: &BTreeMap<String, TreeFile>, fallback_name: &str) -> NodeInfo {
         (None, Some(e)) => e.ips.iter().filter(|i| !i.is_loopback()).copied().collect(),
         _ => Vec::new(),
     };
-    let endpoint_hosts = files
+    let endpoint_hosts = expected
         .iter()
-        .filter(|(p, _)| p.starts_with("etc/kubernetes/") && p.ends_with(".conf"))
-        .filter_map(|(_, f)| parse_kubeconfig(&f.bytes).ok())
+        .filter(|(_, e)| matches!(e.artifact, Some(Artifact::Kubeconfig(_))))
+        .filter_map(|(p, _)| files.get(p))
+        .filter_map(|f| parse_kubeconfig(&f.bytes).ok())
         .filter_map(|k| url_host(&k.server).map(|(_, h)| h))
         .collect();
-    NodeInfo { layout: default_layout(&name), name, addresses, roles, endpoint_hosts, from_plan: false, external_etcd: false }
+    // Without a recognised layout, the kubeadm one with the node's own name in `{node}` paths.
+    let expected = if layout.is_none() { layout_expectations(None, &name).1 } else { expected };
+    NodeInfo { layout: expected, profile: profile_name, name, addresses, roles, endpoint_hosts, from_plan: false, external_etcd: false }
 }
 
 // =============================================================================================
@@ -636,7 +660,15 @@ impl Verifier {
     }
 
     /// One tarball or node root. `plan_path` is where a bundle's plan.json would be.
-    fn single_node(&mut self, mut loaded: Loaded, stem: &str, label: &str, plan_path: Option<&Path>, tarball: Option<Tarball>) {
+    fn single_node(
+        &mut self,
+        mut loaded: Loaded,
+        layout: Option<Layout>,
+        stem: &str,
+        label: &str,
+        plan_path: Option<&Path>,
+        tarball: Option<Tarball>,
+    ) {
         for (p, _) in loaded.problems.iter_mut().filter(|(p, _)| p.is_empty()) {
             *p = label.to_string();
         }
@@ -657,7 +689,7 @@ impl Verifier {
                     from_plan(doc, n)
                 }
                 None => {
-                    let info = infer(&loaded.files, stem);
+                    let info = infer(&loaded.files, stem, layout.as_ref());
                     let s = Scope { node: &info.name, prefix: "" };
                     let msg = format!("plan.json beside the bundle has no node {stem:?}: node inferred from its certificates");
                     self.add(&s, Severity::Warning, "", CHECK_PLAN, msg);
@@ -665,12 +697,12 @@ impl Verifier {
                 }
             },
             Some(Err(e)) => {
-                let info = infer(&loaded.files, stem);
+                let info = infer(&loaded.files, stem, layout.as_ref());
                 let s = Scope { node: &info.name, prefix: "" };
                 self.add(&s, Severity::Error, "../../plan.json", CHECK_PLAN, format!("{e}; node inferred from its certificates"));
                 info
             }
-            None => infer(&loaded.files, stem),
+            None => infer(&loaded.files, stem, layout.as_ref()),
         };
         let mut strict = false;
         if let Some(t) = tarball {
@@ -710,7 +742,7 @@ impl Verifier {
         };
         // Every node named by the plan, by a tree or by a tarball.
         let mut names: BTreeSet<String> = plan.iter().flat_map(|p| p.nodes.iter().map(|n| n.name.clone())).collect();
-        names.extend(crate::lifecycle::nodes::node_names(&dir.join("nodes")));
+        names.extend(crate::tree::bundle::node_names(&dir.join("nodes")));
         let mut nodes = Vec::new();
         for name in &names {
             let tree_dir = dir.join("nodes").join(name);
@@ -729,7 +761,7 @@ impl Verifier {
             let info = match (planned, any) {
                 (Some((p, n)), _) => from_plan(p, n),
                 (None, Some(files)) => {
-                    let info = infer(files, name);
+                    let info = infer(files, name, None);
                     if plan.is_some() {
                         let s = Scope { node: name, prefix: "" };
                         self.add(&s, Severity::Error, &format!("nodes/{name}"), CHECK_PLAN, "not a node of plan.json: a stray node");
@@ -1097,12 +1129,12 @@ impl Verifier {
         for (path, f) in files {
             let Some(e) = info.layout.get(path) else {
                 if strict {
-                    let msg = "not a file of the kubeadm layout, in a tarball kubebundle did not pack: refused";
+                    let msg = format!("not a file of the {} layout, in a tarball kubebundle did not pack: refused", info.profile);
                     self.add(s, Severity::Error, path, CHECK_PRIVILEGE, msg);
                     continue;
                 }
                 let sev = if secret_kind(path, Some(f)).is_some() { Severity::Error } else { Severity::Warning };
-                self.add(s, sev, path, CHECK_PRIVILEGE, "not a file of the kubeadm layout; not checked");
+                self.add(s, sev, path, CHECK_PRIVILEGE, format!("not a file of the {} layout; not checked", info.profile));
                 continue;
             };
             let secret = e.artifact.is_none_or(|a| a.is_secret());

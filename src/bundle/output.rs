@@ -603,6 +603,18 @@ impl TempFile {
     }
 }
 
+/// The node-tree model replaces a host's files through these (removed on a signal like every
+/// private file of the process).
+impl crate::tree::node::TempFile for TempFile {
+    fn file(&mut self) -> &mut fs::File {
+        &mut self.file
+    }
+
+    fn persist(self: Box<Self>, to: &Path) -> std::io::Result<()> {
+        TempFile::persist(*self, to)
+    }
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         if !self.persisted {
@@ -630,14 +642,27 @@ pub fn stage(out: &Path, cluster: &str) -> Result<PrivateDir, OutputError> {
 /// one in a few files: those are then written anew (`write_file` never writes through a link),
 /// nothing is modified in place, so the old bundle stays intact until the swap.
 pub fn link_copy(from: &Path, to: &Path) -> Result<(), OutputError> {
+    link_copy_except(from, to, &std::collections::BTreeSet::new())
+}
+
+/// `link_copy` without the files at the paths in `skip` (relative to `from`), which the caller
+/// writes anew: no link is made only to be removed again.
+pub fn link_copy_except(from: &Path, to: &Path, skip: &std::collections::BTreeSet<PathBuf>) -> Result<(), OutputError> {
+    link_copy_in(from, to, Path::new(""), skip)
+}
+
+fn link_copy_in(from: &Path, to: &Path, rel: &Path, skip: &std::collections::BTreeSet<PathBuf>) -> Result<(), OutputError> {
     let meta = fs::symlink_metadata(from).map_err(werr(from))?;
     ensure_dir(to, meta.permissions().mode() & 0o7777)?;
     for entry in fs::read_dir(from).map_err(werr(from))? {
         let entry = entry.map_err(werr(from))?;
         let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let here = rel.join(entry.file_name());
         let ft = entry.file_type().map_err(werr(&src))?;
         if ft.is_dir() {
-            link_copy(&src, &dst)?;
+            link_copy_in(&src, &dst, &here, skip)?;
+        } else if ft.is_file() && skip.contains(&here) {
+            continue;
         } else if ft.is_file() {
             hard_link(&src, &dst).map_err(werr(&dst))?;
         } else if ft.is_symlink() {

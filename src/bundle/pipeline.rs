@@ -295,8 +295,7 @@ fn move_out_removed_nodes(
     clock: &Clock,
 ) -> Result<Vec<String>, GenerateError> {
     let nodes_dir = cluster_dir.join("nodes");
-    let gone: Vec<String> =
-        crate::lifecycle::nodes::node_names(&nodes_dir).into_iter().filter(|n| !bundle.node_names.contains(n)).collect();
+    let gone: Vec<String> = crate::tree::bundle::node_names(&nodes_dir).into_iter().filter(|n| !bundle.node_names.contains(n)).collect();
     let stamp = clock.now.format(&time::macros::format_description!("[year][month][day]T[hour][minute][second]Z")).unwrap_or_default();
     let mut lines = Vec::new();
     if gone.is_empty() {

@@ -169,9 +169,12 @@ struct RenewCli {
     /// `all`, certificate names, or a CA name.
     #[arg(required = true, value_name = "all|NAME")]
     targets: Vec<String>,
-    /// A kubeadm tree such as /etc/kubernetes, a kubebundle bundle (OUT/<clusterName>) or node tree.
+    /// A node's root (/ or an extracted tarball), /etc/kubernetes or /etc/k8s, a kubebundle bundle (OUT/<clusterName>) or node tree.
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
+    /// The layout of DIR: a built-in profile (kubeadm, hardway, binary) or a profile file [default: recognised].
+    #[arg(long, value_name = "NAME|FILE")]
+    profile: Option<PathBuf>,
     /// Replace the private keys too (same algorithm and size) instead of keeping them.
     #[arg(long)]
     new_key: bool,
@@ -188,9 +191,12 @@ struct RenewCli {
 
 #[derive(Args)]
 struct CheckExpirationCli {
-    /// A kubeadm tree such as /etc/kubernetes, a kubebundle bundle (OUT/<clusterName>), node tree or state.
+    /// A node's root (/ or an extracted tarball), /etc/kubernetes or /etc/k8s, a kubebundle bundle (OUT/<clusterName>), node tree or state.
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
+    /// The layout of DIR: a built-in profile (kubeadm, hardway, binary) or a profile file [default: recognised].
+    #[arg(long, value_name = "NAME|FILE")]
+    profile: Option<PathBuf>,
     /// Output format; prometheus writes node-exporter textfile lines (expiry as unix seconds).
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     output: crate::lifecycle::expiry::Format,
@@ -350,7 +356,15 @@ impl CliError {
             CliError::Verify(VerifyError::Read { source, .. }) => source.kind() == std::io::ErrorKind::NotFound,
             // Every check-expiration error is about its --dir (its own codes are 0, 3 and 4).
             CliError::Expiry(_) => true,
-            CliError::Renew(R::NotATree { .. } | R::NoTargets | R::UnknownTarget { .. } | R::Missing { .. } | R::Validity { .. }) => true,
+            CliError::Renew(
+                R::NotATree { .. }
+                | R::Unrecognised { .. }
+                | R::Profile(_)
+                | R::NoTargets
+                | R::UnknownTarget { .. }
+                | R::Missing { .. }
+                | R::Validity { .. },
+            ) => true,
             CliError::Token(TokenError::NotABundle { .. } | TokenError::Usage(_)) => true,
             CliError::Restore(crate::bundle::state::restore::RestoreError::NotABundle { .. }) => true,
             // A path that is not what the command takes: a link to nothing.
@@ -475,8 +489,12 @@ fn check_expiration(args: CheckExpirationCli) -> Result<i32, CliError> {
     let clock = Clock::from_sources(args.now.as_deref(), None)?;
     let warn_within = crate::util::duration::parse_warn_within(&args.warn_within).map_err(CliError::Usage)?;
     output::sweep_around(&args.dir);
-    let report =
-        crate::lifecycle::expiry::check_expiration(&crate::lifecycle::expiry::ExpiryArgs { dir: args.dir, now: clock.now, warn_within })?;
+    let report = crate::lifecycle::expiry::check_expiration(&crate::lifecycle::expiry::ExpiryArgs {
+        dir: args.dir,
+        now: clock.now,
+        warn_within,
+        profile: args.profile,
+    })?;
     say::out(&report.render(args.output))?;
     Ok(report.exit_code())
 }
@@ -557,6 +575,8 @@ fn state_restore(args: StateRestoreCli) -> Result<(), CliError> {
 
 fn renew(args: RenewCli) -> Result<(), CliError> {
     const CAS: [&str; 3] = ["ca", "front-proxy-ca", "etcd-ca"];
+    // Serials are random: start gathering the generator's entropy (~30 ms) while the nodes load.
+    std::thread::spawn(|| aws_lc_rs::rand::fill(&mut [0u8; 1]));
     let clock = Clock::from_sources(args.now.as_deref(), None)?;
     let cas = args.targets.iter().filter(|t| CAS.contains(&t.as_str())).count();
     let validity = match (&args.validity, cas) {
@@ -585,6 +605,7 @@ fn renew(args: RenewCli) -> Result<(), CliError> {
         validity,
         dry_run: args.dry_run,
         now: clock.now,
+        profile: args.profile,
     })?;
     say::out(&report.render())
 }

@@ -31,9 +31,11 @@
 //! | `residualSeconds` | integer | `expiresUnix − now`, negative once expired; `0` when unreadable |
 //! | `residual` | string | kubeadm's short form: `45s`, `12m`, `5h`, `364d`, `9y`; `<invalid>` once expired or when unreadable |
 //! | `certificateAuthority` | string | the signing CA's name (`ca`, `etcd-ca`, `front-proxy-ca`); `""` for a CA |
-//! | `externallyManaged` | boolean | kubeadm's rule: the signing CA's key (for a CA: its own key) is absent |
+//! | `externallyManaged` | boolean | kubeadm's rule: the signing CA's key (for a CA: its own key) is absent from where the tree's layout keeps it (`caKey` is `absent`) |
 //! | `status` | string | `ok`, `warning` (expires within `warnWithinSeconds`, or not valid yet), `expired`, `invalid-chain` (does not verify against its CA, or the CA is missing), `unreadable` (file or kubeconfig cannot be read or parsed) |
 //! | `detail` | string | why the status is not `ok`; `""` when it is |
+//! | `kubeletRotated` | boolean | the kubelet rotates it itself: its certificates in `/var/lib/kubelet/pki` (`kubelet-client-current.pem` and the dated file it links to, `kubelet-server-current.pem`, a self-signed `kubelet.crt`), and kubelet.conf when it names them |
+//! | `caKey` | string | where the signing CA's key (for a CA: its own) is: `node` (in the tree, where its layout keeps it), `state` (the bundle's state), `control-planes` (the layout keeps it on the control planes, not on this node), `bundle-only` (the layout keeps it on no node, only in the bundle's state, as hardway does with front-proxy-ca and etcd-ca), `absent` (not where the layout keeps it: externally managed). Only `absent` is externally managed |
 //!
 //! Exit code (`ExpiryReport::exit_code`): 0 all ok, 3 something is `warning`, 4 something is
 //! `expired`, `invalid-chain` or `unreadable`.
@@ -44,14 +46,15 @@
 //! (1, or 0 for `invalid-chain` and `unreadable`), `kind` being `certificate` or
 //! `certificate-authority`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::pki::catalog;
+use crate::tree::certs::{CaKey, Site, CAS};
+use crate::tree::node::{Mount, NodeTree, TreeError};
+use crate::tree::target::{locate, Target};
 use crate::util::text::escape;
 
 /// `apiVersion` of the JSON/YAML report.
@@ -61,20 +64,31 @@ pub const KIND: &str = "CertificateExpirationReport";
 /// No certificate or kubeconfig comes near this; larger files are refused unread.
 const MAX_FILE: u64 = 4 << 20;
 
-const WHAT_DIR_IS: &str = "pass a kubeadm directory such as /etc/kubernetes (pki/ and the *.conf kubeconfigs), \
-a certificatesDir (holding ca.crt), a kubebundle node root (OUT/<cluster>/nodes/<node>) or its etc/kubernetes, \
-a kubebundle state directory (OUT/<cluster>/state) or a whole kubebundle bundle (OUT/<cluster>)";
+const WHAT_DIR_IS: &str = "pass a node's root (/, or the directory a node tarball was extracted into), \
+/etc/kubernetes or /etc/k8s (the root is found above them), a kubeadm directory of kubeconfigs with pki/ inside, \
+a certificatesDir (holding ca.crt), a kubebundle node tree (OUT/<cluster>/nodes/<node>), \
+a kubebundle state directory (OUT/<cluster>/state) or a whole kubebundle bundle (OUT/<cluster>); \
+--profile FILE reads a layout of your own";
 
 pub struct ExpiryArgs {
     pub dir: PathBuf,
     pub now: OffsetDateTime,
     pub warn_within: Duration,
+    /// `--profile NAME|FILE`: read the tree with this layout only, instead of recognising it
+    /// among the built-in ones.
+    pub profile: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExpiryError {
     #[error("cannot read {path}: {source}\n  hint: {WHAT_DIR_IS}")]
     Read { path: String, source: std::io::Error },
+    #[error("{path} is not a node tree kubebundle knows: {why}\n  hint: {WHAT_DIR_IS}")]
+    Unrecognised { path: String, why: String },
+    #[error("cannot read {path}: {why}")]
+    Unreadable { path: String, why: String },
+    #[error("{0}")]
+    Profile(String),
     #[error("{path} is not a directory\n  hint: {WHAT_DIR_IS}")]
     NotADirectory { path: String },
     #[error("{path} holds no Kubernetes certificates{also}\n  hint: {WHAT_DIR_IS}")]
@@ -125,6 +139,14 @@ pub struct CertStatus {
     pub externally_managed: bool,
     pub status: Status,
     pub detail: String,
+    /// The kubelet rotates it itself (`/var/lib/kubelet/pki`: kubelet-client-current.pem, the
+    /// serving pair it makes); kubelet.conf naming kubelet-client-current.pem is one.
+    pub kubelet_rotated: bool,
+    /// Where the signing CA's key is (a CA's own key, for a CA): `node` (in the tree, where its
+    /// layout keeps it), `state` (the bundle's state), `control-planes` (its layout keeps it on
+    /// the control planes, not this node), `bundle-only` (on no node: only in the bundle's state)
+    /// or `absent` (not where its layout keeps it: externally managed).
+    pub ca_key: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -234,6 +256,38 @@ impl ExpiryReport {
                 out +=
                     &format!("{}: {}: {} ({})\n", escape(&c.name), c.status.label(), escape(&c.detail.replace('\n', " ")), escape(&c.path));
             }
+        }
+        // Keys the layout keeps elsewhere, and certificates the kubelet rotates: one line each.
+        let mut off: Vec<(&str, &str)> = self
+            .certificates
+            .iter()
+            .filter(|c| !c.certificate_authority.is_empty())
+            .map(|c| (c.certificate_authority.as_str(), c.ca_key))
+            .chain(self.certificate_authorities.iter().map(|c| (c.name.rsplit('/').next().unwrap_or(&c.name), c.ca_key)))
+            .filter(|(_, k)| *k == "control-planes" || *k == "bundle-only")
+            .collect();
+        off.sort();
+        off.dedup();
+        let rotated: Vec<&str> = self.certificates.iter().filter(|c| c.kubelet_rotated).map(|c| c.name.as_str()).collect();
+        if !off.is_empty() || !rotated.is_empty() {
+            out.push('\n');
+        }
+        for (ca, at) in off {
+            let (where_, renew) = if at == "control-planes" {
+                ("on the control planes, not on this node", "on a control plane or in the bundle")
+            } else {
+                (
+                    "on no node, only in the bundle's state",
+                    "in the bundle (`kubebundle certs renew ... --dir OUT/<cluster>`), then deploy the files",
+                )
+            };
+            out += &format!(
+                "{}: not externally managed: this node's layout keeps its key {where_}; renew what it signs {renew}\n",
+                escape(ca)
+            );
+        }
+        if !rotated.is_empty() {
+            out += &format!("kubelet-rotated (the kubelet renews them itself while it runs): {}\n", escape(&rotated.join(", ")));
         }
         out
     }
@@ -436,173 +490,107 @@ fn io_words(e: &std::io::Error) -> String {
     }
 }
 
-/// Something is at this path (a dangling symlink counts: reading it will say why it fails).
-fn present(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok()
-}
-
 // =============================================================================================
-// Kubeconfigs
+// The CAs a tree's leaves are checked against
 
-/// The client certificate of a kubeconfig's current user (else its only or first user): the
-/// bytes, and the file they came from when `client-certificate` names one.
-fn kubeconfig_client_cert(path: &Path, root: Option<&Path>) -> Result<(Vec<u8>, Option<PathBuf>), String> {
-    let doc = crate::tree::kubeconfig::Kubeconfig::parse(&read_file(path)?)?;
-    let user = doc.current_user().ok_or_else(|| "the kubeconfig has no user".to_string())?;
-    if let Some(pem) = crate::tree::kubeconfig::decode("client-certificate-data", user.client_certificate_data.as_deref())? {
-        return Ok((pem, None));
-    }
-    if let Some(file) = user.client_certificate.as_deref().filter(|f| !f.is_empty()) {
-        let p = Path::new(file);
-        let resolved = match (p.is_absolute(), root) {
-            (true, Some(root)) => root.join(p.strip_prefix("/").unwrap_or(p)),
-            (true, None) => p.to_path_buf(),
-            (false, _) => path.parent().unwrap_or(Path::new(".")).join(p),
-        };
-        let pem = read_file(&resolved).map_err(|e| format!("client-certificate {}: {e}", resolved.display()))?;
-        return Ok((pem, Some(resolved)));
-    }
-    Err("the kubeconfig's user has no client certificate (client-certificate-data or client-certificate)".into())
-}
-
-// =============================================================================================
-// The directories
-
-/// A CA as found in a pki directory.
+/// A CA as found: its certificate(s) and where its key is.
 struct Ca {
     id: &'static str,
-    crt: PathBuf,
-    key_present: bool,
+    /// The file shown.
+    shown: String,
     certs: Result<Vec<Cert>, String>,
+    key: KeyAt,
 }
 
-/// The CAs of one pki directory (only those whose certificate is there).
-struct CaSet {
-    dir: PathBuf,
-    cas: Vec<Ca>,
+/// Where a CA's key is (the `caKey` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyAt {
+    /// In the tree, where its layout keeps it.
+    Node,
+    /// In the bundle's state.
+    State,
+    /// The layout keeps it on nodes of other roles (the control planes), not this one.
+    OtherNodes,
+    /// The layout keeps it on no node: only in the bundle's state.
+    BundleOnly,
+    /// Absent from where the layout keeps it: the CA is externally managed.
+    Absent,
 }
 
-/// kubeadm's CAs in its order: id, certificate and key relative to certificatesDir.
-const CAS: &[(&str, &str, &str)] = &[
-    ("ca", "ca.crt", "ca.key"),
-    ("etcd-ca", "etcd/ca.crt", "etcd/ca.key"),
-    ("front-proxy-ca", "front-proxy-ca.crt", "front-proxy-ca.key"),
-];
-
-impl CaSet {
-    fn load(pki: &Path) -> CaSet {
-        let mut cas = Vec::new();
-        for (id, crt, key) in CAS {
-            let crt = pki.join(crt);
-            if !present(&crt) {
-                continue;
-            }
-            let certs = read_file(&crt).and_then(|b| Cert::all_from_bytes(&b));
-            cas.push(Ca { id, key_present: present(&pki.join(key)), crt, certs });
+impl KeyAt {
+    fn label(self) -> &'static str {
+        match self {
+            KeyAt::Node => "node",
+            KeyAt::State => "state",
+            KeyAt::OtherNodes => "control-planes",
+            KeyAt::BundleOnly => "bundle-only",
+            KeyAt::Absent => "absent",
         }
-        CaSet { dir: pki.to_path_buf(), cas }
-    }
-
-    fn get(&self, id: &str) -> Option<&Ca> {
-        self.cas.iter().find(|c| c.id == id)
     }
 }
 
-/// Where a leaf certificate lives in a tree.
-#[derive(Clone, Copy)]
-enum Source {
-    /// Relative to certificatesDir.
-    Pki(&'static str),
-    /// A kubeconfig in the directory of kubeconfigs.
-    Kubeconfig(&'static str),
-    /// Relative to the node root.
-    Root(&'static str),
-}
-
-/// kubeadm's `certs check-expiration` list, in its (alphabetical) order.
-const KUBEADM_LEAVES: &[(&str, Source)] = &[
-    ("admin.conf", Source::Kubeconfig("admin.conf")),
-    ("apiserver", Source::Pki("apiserver.crt")),
-    ("apiserver-etcd-client", Source::Pki("apiserver-etcd-client.crt")),
-    ("apiserver-kubelet-client", Source::Pki("apiserver-kubelet-client.crt")),
-    ("controller-manager.conf", Source::Kubeconfig("controller-manager.conf")),
-    ("etcd-healthcheck-client", Source::Pki("etcd/healthcheck-client.crt")),
-    ("etcd-peer", Source::Pki("etcd/peer.crt")),
-    ("etcd-server", Source::Pki("etcd/server.crt")),
-    ("front-proxy-client", Source::Pki("front-proxy-client.crt")),
-    ("scheduler.conf", Source::Kubeconfig("scheduler.conf")),
-    ("super-admin.conf", Source::Kubeconfig("super-admin.conf")),
-];
-
-/// What kubebundle adds on its nodes and kubeadm does not list (the kubelet rotates its own
-/// certificates on a kubeadm node; kubebundle pre-issues them, signed by the cluster CA; kube-proxy
-/// runs from a unit with its own certificate on hardway and binary nodes).
-const KUBEBUNDLE_LEAVES: &[(&str, Source)] = &[
-    ("kubelet.conf", Source::Kubeconfig("kubelet.conf")),
-    ("kubelet-serving", Source::Root("var/lib/kubelet/pki/kubelet.crt")),
-    ("kube-proxy.conf", Source::Kubeconfig("kube-proxy.conf")),
-];
-
-/// One tree to check: a kubeadm /etc/kubernetes, a node's, or a certificatesDir alone.
-struct Tree {
-    /// `""`, or `"<node>/"` inside a bundle.
-    prefix: String,
-    pki: PathBuf,
-    /// Where the kubeconfigs are (None for a bare certificatesDir).
-    confs: Option<PathBuf>,
-    /// The node root: the directory holding etc/kubernetes, when known.
-    root: Option<PathBuf>,
-    /// A kubebundle node: also list kubelet.conf and the kubelet serving certificate.
-    kubebundle: bool,
-    /// A bundle node's files by artifact id (from plan.json), for any profile's layout.
-    layout: Option<BTreeMap<String, PathBuf>>,
-}
-
-impl Tree {
-    /// `etc_kubernetes` is a kubeadm-style directory of kubeconfigs with pki/ inside.
-    fn kubeadm(etc_kubernetes: &Path, prefix: String) -> Tree {
-        let root = node_root_of(etc_kubernetes);
-        let kubebundle = root.as_deref().is_some_and(is_kubebundle_node);
-        Tree { prefix, pki: etc_kubernetes.join("pki"), confs: Some(etc_kubernetes.to_path_buf()), root, kubebundle, layout: None }
+/// A bundle's `state/pki` CAs (kubeadm's file names).
+fn state_cas(pki: &Path) -> Vec<Ca> {
+    let mut cas = Vec::new();
+    for (id, crt, key) in [
+        ("ca", "ca.crt", "ca.key"),
+        ("etcd-ca", "etcd/ca.crt", "etcd/ca.key"),
+        ("front-proxy-ca", "front-proxy-ca.crt", "front-proxy-ca.key"),
+    ] {
+        let crt = pki.join(crt);
+        if std::fs::symlink_metadata(&crt).is_err() {
+            continue;
+        }
+        let certs = read_file(&crt).and_then(|b| Cert::all_from_bytes(&b));
+        let key = if std::fs::symlink_metadata(pki.join(key)).is_ok() { KeyAt::State } else { KeyAt::Absent };
+        cas.push(Ca { id, shown: crt.display().to_string(), certs, key });
     }
+    cas
 }
 
-/// The node root of a directory that ends in etc/kubernetes.
-fn node_root_of(etc_kubernetes: &Path) -> Option<PathBuf> {
-    let canon = std::fs::canonicalize(etc_kubernetes).ok()?;
-    if canon.file_name()? == "kubernetes" && canon.parent()?.file_name()? == "etc" {
-        let shown = etc_kubernetes.join("..").join("..");
-        // Keep the path the way the user wrote it when it plainly ends in etc/kubernetes.
-        let plain = etc_kubernetes.ends_with("etc/kubernetes").then(|| etc_kubernetes.parent().and_then(Path::parent)).flatten();
-        return Some(plain.map(Path::to_path_buf).unwrap_or(shown));
+/// The CAs of a node tree, with where the layout keeps their keys; `state` (a bundle's) stands
+/// in for a key the layout keeps off the node.
+fn tree_cas(tree: &NodeTree, sites: &[Site], state: Option<&[Ca]>) -> Vec<Ca> {
+    sites
+        .iter()
+        .filter(|s| s.is_ca)
+        .filter_map(|s| {
+            let id = CAS.iter().copied().find(|c| *c == s.name)?;
+            let certs = tree.cert_pem(s).and_then(|b| Cert::all_from_bytes(&b));
+            let key = key_at(tree, id, state);
+            Some(Ca { id, shown: tree.show(s.place.path()), certs, key })
+        })
+        .collect()
+}
+
+fn key_at(tree: &NodeTree, ca: &str, state: Option<&[Ca]>) -> KeyAt {
+    match tree.ca_key(ca) {
+        CaKey::Here(_) => KeyAt::Node,
+        CaKey::Absent(_) => KeyAt::Absent,
+        CaKey::OffNode { .. } if state.is_some_and(|s| s.iter().any(|c| c.id == ca && c.key == KeyAt::State)) => KeyAt::State,
+        CaKey::OffNode { on_other_nodes: true } => KeyAt::OtherNodes,
+        CaKey::OffNode { on_other_nodes: false } => KeyAt::BundleOnly,
     }
-    None
-}
-
-/// A node root that kubebundle wrote: `<bundle>/nodes/<node>` beside the bundle's state,
-/// plan.json or the node's tarball.
-fn is_kubebundle_node(root: &Path) -> bool {
-    let Ok(canon) = std::fs::canonicalize(root) else { return false };
-    let (Some(name), Some(nodes)) = (canon.file_name(), canon.parent()) else { return false };
-    if nodes.file_name().is_none_or(|n| n != "nodes") {
-        return false;
-    }
-    let tarball = nodes.join(format!("{}.tar.gz", name.to_string_lossy()));
-    present(&tarball) || nodes.parent().is_some_and(is_bundle)
-}
-
-/// `OUT/<cluster>`: nodes/ beside state/ or plan.json.
-fn is_bundle(dir: &Path) -> bool {
-    dir.join("nodes").is_dir() && (dir.join("state").is_dir() || dir.join("plan.json").is_file())
-}
-
-fn looks_like_pki(dir: &Path) -> bool {
-    CAS.iter().any(|(_, crt, _)| present(&dir.join(crt)))
-        || KUBEADM_LEAVES.iter().any(|(_, s)| matches!(s, Source::Pki(p) if present(&dir.join(p))))
 }
 
 // =============================================================================================
 // Entry point
+
+/// A `--dir` that is not a node tree: a message naming what it holds and what each layout expects.
+fn unrecognised(e: TreeError) -> ExpiryError {
+    match e {
+        TreeError::Unrecognised { path, why } => ExpiryError::Unrecognised { path, why: why.to_string() },
+        TreeError::Read { path, why } => ExpiryError::Unreadable { path, why },
+    }
+}
+
+/// The profile `--profile` names (a built-in name or a file), as the only candidate layout.
+pub fn candidates(profile: Option<&Path>) -> Result<Vec<crate::tree::profile::Profile>, String> {
+    match profile {
+        None => Ok(crate::tree::layout::builtin_profiles()),
+        Some(p) => crate::tree::profile::Profile::load(&p.to_string_lossy(), None).map(|p| vec![p]).map_err(|e| e.to_string()),
+    }
+}
 
 pub fn check_expiration(args: &ExpiryArgs) -> Result<ExpiryReport, ExpiryError> {
     let dir = &args.dir;
@@ -613,32 +601,37 @@ pub fn check_expiration(args: &ExpiryArgs) -> Result<ExpiryReport, ExpiryError> 
     }
     // Listing it tells an unreadable directory from an empty one.
     std::fs::read_dir(dir).map_err(|source| ExpiryError::Read { path: shown.clone(), source })?;
+    let candidates = candidates(args.profile.as_deref()).map_err(ExpiryError::Profile)?;
 
-    let mut check = Checker {
-        now: args.now,
-        warn: i64::try_from(args.warn_within.as_secs()).unwrap_or(i64::MAX),
-        certificates: Vec::new(),
-        cas: Vec::new(),
+    let check = Checker { now: args.now, warn: i64::try_from(args.warn_within.as_secs()).unwrap_or(i64::MAX) };
+    let (certificates, cas) = match locate(dir) {
+        Target::Bundle(b) => check.bundle(&b)?,
+        Target::BundleNode { bundle, name, dir } => {
+            let plan = crate::tree::bundle::read_plan(&bundle);
+            let tree = match plan.as_ref().and_then(|p| p.layout(&name)) {
+                Some(l) => NodeTree::read_listed(&dir, l),
+                None => NodeTree::read_host(Mount::root(&dir), None, &candidates).map_err(unrecognised)?,
+            };
+            let state = state_cas(&bundle.join("state/pki"));
+            check.tree(&tree, "", None, Some(&state))
+        }
+        Target::Host(mount) => {
+            match NodeTree::read_host(mount, None, &candidates) {
+                Ok(tree) => check.tree(&tree, "", None, None),
+                // A directory that matches no layout: say so, unless it is OUT (name the bundles).
+                Err(e) => {
+                    let inner = bundles_in(dir);
+                    if inner.is_empty() {
+                        return Err(unrecognised(e));
+                    }
+                    (Vec::new(), Vec::new())
+                }
+            }
+        }
     };
 
-    if is_bundle(dir) {
-        check.bundle(dir);
-    } else if dir.join("etc/kubernetes").is_dir() {
-        let tree = Tree::kubeadm(&dir.join("etc/kubernetes"), String::new());
-        check.tree_with_own_cas(&tree);
-    } else if dir.join("pki").is_dir() {
-        check.tree_with_own_cas(&Tree::kubeadm(dir, String::new()));
-    } else if looks_like_pki(dir) {
-        let tree = Tree { prefix: String::new(), pki: dir.clone(), confs: None, root: None, kubebundle: false, layout: None };
-        check.tree_with_own_cas(&tree);
-    }
-
-    if check.certificates.is_empty() && check.cas.is_empty() {
-        // OUT rather than OUT/<cluster>: name the bundles inside.
-        let mut inner: Vec<String> = std::fs::read_dir(dir)
-            .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| is_bundle(p)).map(|p| p.display().to_string()).collect())
-            .unwrap_or_default();
-        inner.sort();
+    if certificates.is_empty() && cas.is_empty() {
+        let inner = bundles_in(dir);
         let also = if inner.is_empty() { String::new() } else { format!(" (did you mean {}?)", inner.join(" or ")) };
         return Err(ExpiryError::NoCertificates { path: shown, also });
     }
@@ -648,128 +641,112 @@ pub fn check_expiration(args: &ExpiryArgs) -> Result<ExpiryReport, ExpiryError> 
         kind: KIND,
         now: rfc3339(args.now),
         warn_within_seconds: args.warn_within.as_secs(),
-        certificates: check.certificates,
-        certificate_authorities: check.cas,
+        certificates,
+        certificate_authorities: cas,
     })
+}
+
+/// The bundles directly inside `dir` (OUT rather than OUT/<cluster>).
+fn bundles_in(dir: &Path) -> Vec<String> {
+    let mut inner: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| crate::tree::bundle::is_bundle(p)).map(|p| p.display().to_string()).collect())
+        .unwrap_or_default();
+    inner.sort();
+    inner
 }
 
 struct Checker {
     now: OffsetDateTime,
     warn: i64,
-    certificates: Vec<CertStatus>,
-    cas: Vec<CertStatus>,
 }
 
+type Rows = (Vec<CertStatus>, Vec<CertStatus>);
+
 impl Checker {
-    /// A whole bundle: the CAs of state/pki, then every node's leaves checked against them.
-    /// Without state/pki each node's own CAs are used (and listed, prefixed with the node).
-    fn bundle(&mut self, dir: &Path) {
+    /// A whole bundle: the CAs of state/pki, then every node's certificates checked against
+    /// them (every node read in memory, in parallel). Without state/pki each node's own CAs
+    /// are used (and listed, prefixed with the node).
+    fn bundle(&self, dir: &Path) -> Result<Rows, ExpiryError> {
+        use rayon::prelude::*;
         let state_pki = dir.join("state").join("pki");
-        let state = state_pki.is_dir().then(|| CaSet::load(&state_pki));
+        let state = state_pki.is_dir().then(|| state_cas(&state_pki));
+        let mut cas = Vec::new();
         if let Some(state) = &state {
-            self.list_cas(state, "");
+            cas.extend(state.iter().map(|ca| self.ca_row(ca, "")));
         }
-        // Nodes kept only as tarballs are read from an unpacked copy.
-        let names = crate::bundle::plan::bundle_node_names(dir);
-        let trees = match crate::lifecycle::nodes::NodeTrees::open(dir, |n| names.as_ref().is_none_or(|l| l.contains(n))) {
-            Ok(t) => t,
+        let plan = crate::tree::bundle::read_plan(dir);
+        let nodes = match crate::tree::bundle::read_nodes(dir, plan.as_ref(), true) {
+            Ok(n) => n,
             Err(e) => {
-                let row = self.status("nodes".into(), &dir.join("nodes"), Err::<&Cert, _>(e), "", false, None);
-                self.certificates.push(row);
-                return;
+                let row = self.status("nodes".into(), &dir.join("nodes").display().to_string(), Err::<&Cert, _>(e), "", false, None);
+                return Ok((vec![self.with_key(row, KeyAt::Absent, false)], cas));
             }
         };
-        // With plan.json, each node's files are where its profile put them.
-        let layouts = crate::bundle::plan::bundle_layouts(dir, |n| trees.roots.get(n).cloned());
-        let first = self.certificates.len();
-        for (name, root) in &trees.roots {
-            if layouts.is_none() && !root.join("etc/kubernetes").is_dir() {
-                continue;
-            }
-            let mut tree = Tree::kubeadm(&root.join("etc/kubernetes"), format!("{name}/"));
-            tree.root = Some(root.clone());
-            tree.kubebundle = true;
-            tree.layout = layouts.as_ref().and_then(|l| l.get(name).cloned());
-            match &state {
-                Some(state) => self.leaves(&tree, state),
-                None => self.tree_with_own_cas(&tree),
-            }
+        let per_node: Vec<Rows> = nodes.par_iter().map(|n| self.tree(&n.tree, &format!("{}/", n.name), state.as_deref(), None)).collect();
+        let mut certificates = Vec::new();
+        for (c, a) in per_node {
+            certificates.extend(c);
+            cas.extend(a);
         }
-        // Paths inside an unpacked copy are shown as <bundle>/nodes/<node>.tar.gz:<path>.
-        for c in self.certificates.iter_mut().skip(first) {
-            c.path = trees.display(Path::new(&c.path));
-        }
+        Ok((certificates, cas))
     }
 
-    fn tree_with_own_cas(&mut self, tree: &Tree) {
-        let cas = CaSet::load(&tree.pki);
-        self.list_cas(&cas, &tree.prefix);
-        self.leaves(tree, &cas);
+    /// One node tree: its leaves checked against `chain_cas` (a bundle's state) or its own CAs,
+    /// which are then listed too. `state` stands in for CA keys the layout keeps off the node.
+    fn tree(&self, tree: &NodeTree, prefix: &str, chain_cas: Option<&[Ca]>, state: Option<&[Ca]>) -> Rows {
+        let sites = tree.certificates();
+        let own = tree_cas(tree, &sites, chain_cas.or(state));
+        let cas: &[Ca] = chain_cas.unwrap_or(&own);
+        let mut certificates = Vec::new();
+        for site in sites.iter().filter(|s| !s.is_ca) {
+            let shown = tree.show(site.place.path());
+            let cert = tree
+                .cert_pem(site)
+                .and_then(|b| Cert::all_from_bytes(&b))
+                .and_then(|v| v.into_iter().next().ok_or_else(|| "no certificate".into()));
+            let (ca_id, chain, key) = match site.ca {
+                Some(ca_id) => {
+                    let ca = cas.iter().find(|c| c.id == ca_id);
+                    let chain = cert.as_ref().ok().and_then(|c| chain_problem(c, ca_id, ca, tree));
+                    let key = match (chain_cas, ca) {
+                        (Some(_), Some(ca)) => ca.key,
+                        (Some(_), None) => KeyAt::Absent,
+                        (None, _) => key_at(tree, ca_id, state),
+                    };
+                    (ca_id, chain, key)
+                }
+                // The kubelet's self-signed serving certificate: its own key signs it.
+                None => {
+                    let chain = cert.as_ref().ok().and_then(|c| c.signed_by(c).err().map(|e| format!("not self-signed: {e}")));
+                    ("", chain, KeyAt::Node)
+                }
+            };
+            let row = self.status(format!("{prefix}{}", site.name), &shown, cert.as_ref(), ca_id, key == KeyAt::Absent, chain);
+            certificates.push(self.with_key(row, key, site.rotated));
+        }
+        let ca_rows = if chain_cas.is_some() { Vec::new() } else { own.iter().map(|ca| self.ca_row(ca, prefix)).collect() };
+        (certificates, ca_rows)
     }
 
-    fn list_cas(&mut self, set: &CaSet, prefix: &str) {
-        for ca in &set.cas {
-            let first = match &ca.certs {
-                Ok(certs) => certs.first().ok_or_else(|| "no certificate".to_string()),
-                Err(e) => Err(e.clone()),
-            };
-            let status = self.status(format!("{prefix}{}", ca.id), &ca.crt, first, "", !ca.key_present, None);
-            self.cas.push(status);
-        }
+    fn ca_row(&self, ca: &Ca, prefix: &str) -> CertStatus {
+        let first = match &ca.certs {
+            Ok(certs) => certs.first().ok_or_else(|| "no certificate".to_string()),
+            Err(e) => Err(e.clone()),
+        };
+        let row = self.status(format!("{prefix}{}", ca.id), &ca.shown, first, "", ca.key == KeyAt::Absent, None);
+        self.with_key(row, ca.key, false)
     }
 
-    fn leaves(&mut self, tree: &Tree, cas: &CaSet) {
-        let extra: &[(&str, Source)] = if tree.kubebundle { KUBEBUNDLE_LEAVES } else { &[] };
-        for &(id, source) in KUBEADM_LEAVES.iter().chain(extra) {
-            let path = match (&tree.layout, source) {
-                // A profile's layout: the certificate file when the profile places one (also for
-                // a kubeconfig's client certificate), else the kubeconfig.
-                (Some(layout), _) => match layout.get(&format!("{id}.crt")).or_else(|| layout.get(id)) {
-                    Some(p) => p.clone(),
-                    None => continue,
-                },
-                (None, Source::Pki(rel)) => tree.pki.join(rel),
-                (None, Source::Kubeconfig(file)) => match &tree.confs {
-                    Some(confs) => confs.join(file),
-                    None => continue,
-                },
-                (None, Source::Root(rel)) => match &tree.root {
-                    Some(root) => root.join(rel),
-                    None => continue,
-                },
-            };
-            let source = if tree.layout.is_some() && !path.to_string_lossy().ends_with(".crt") && catalog::kubeconfig(id).is_some() {
-                Source::Kubeconfig(id)
-            } else if tree.layout.is_some() {
-                Source::Root("")
-            } else {
-                source
-            };
-            if !present(&path) {
-                continue;
-            }
-            let (bytes, shown_path) = match source {
-                Source::Kubeconfig(_) => match kubeconfig_client_cert(&path, tree.root.as_deref()) {
-                    Ok((bytes, file)) => (Ok(bytes), file.unwrap_or(path)),
-                    Err(e) => (Err(e), path),
-                },
-                _ => (read_file(&path), path),
-            };
-            let cert =
-                bytes.and_then(|b| Cert::all_from_bytes(&b)).and_then(|v| v.into_iter().next().ok_or_else(|| "no certificate".into()));
-            let ca_id = catalog::cert(id).and_then(|e| e.signer.ca_id()).unwrap_or("ca");
-            let ca = cas.get(ca_id);
-            let chain = cert.as_ref().ok().and_then(|c| chain_problem(c, ca_id, ca, &cas.dir));
-            let externally_managed = ca.is_none_or(|c| !c.key_present);
-            let status = self.status(format!("{}{id}", tree.prefix), &shown_path, cert.as_ref(), ca_id, externally_managed, chain);
-            self.certificates.push(status);
-        }
+    fn with_key(&self, mut row: CertStatus, key: KeyAt, rotated: bool) -> CertStatus {
+        row.ca_key = key.label();
+        row.kubelet_rotated = rotated;
+        row
     }
 
     fn status(
         &self,
         name: String,
-        path: &Path,
+        path: &str,
         cert: Result<&Cert, impl std::fmt::Display>,
         ca: &str,
         externally_managed: bool,
@@ -777,7 +754,7 @@ impl Checker {
     ) -> CertStatus {
         let mut s = CertStatus {
             name,
-            path: path.display().to_string(),
+            path: path.to_string(),
             expires: String::new(),
             expires_unix: 0,
             residual_seconds: 0,
@@ -786,6 +763,8 @@ impl Checker {
             externally_managed,
             status: Status::Unreadable,
             detail: String::new(),
+            kubelet_rotated: false,
+            ca_key: "",
         };
         let cert = match cert {
             Ok(c) => c,
@@ -823,14 +802,14 @@ impl Checker {
 }
 
 /// Why `cert` does not chain to the CA `ca_id`, if it does not.
-fn chain_problem(cert: &Cert, ca_id: &str, ca: Option<&Ca>, pki: &Path) -> Option<String> {
+fn chain_problem(cert: &Cert, ca_id: &str, ca: Option<&Ca>, tree: &NodeTree) -> Option<String> {
     let Some(ca) = ca else {
-        let rel = CAS.iter().find(|(id, _, _)| *id == ca_id).map(|(_, crt, _)| *crt).unwrap_or("ca.crt");
-        return Some(format!("its CA {ca_id} is missing ({} not found)", pki.join(rel).display()));
+        let at = tree.layout.path_of(&format!("{ca_id}.crt")).map(|p| tree.show(p)).unwrap_or_else(|| format!("{ca_id}.crt"));
+        return Some(format!("its CA {ca_id} is missing ({at} not found)"));
     };
     let certs = match &ca.certs {
         Ok(certs) => certs,
-        Err(e) => return Some(format!("its CA {ca_id} ({}) is unreadable: {e}", ca.crt.display())),
+        Err(e) => return Some(format!("its CA {ca_id} ({}) is unreadable: {e}", ca.shown)),
     };
     let mut last = String::new();
     for issuer in certs {
@@ -839,7 +818,7 @@ fn chain_problem(cert: &Cert, ca_id: &str, ca: Option<&Ca>, pki: &Path) -> Optio
             Err(e) => last = e,
         }
     }
-    Some(format!("not signed by {ca_id} ({}): {last}", ca.crt.display()))
+    Some(format!("not signed by {ca_id} ({}): {last}", ca.shown))
 }
 
 #[cfg(test)]

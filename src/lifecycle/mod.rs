@@ -1,8 +1,7 @@
 //! Day-2 commands on what generate made or on a live cluster's trees: certificate expiry
-//! (`expiry`), renewal (`renew`), bootstrap tokens (`tokens`), and a bundle's nodes as trees
-//! (`nodes`).
+//! (`expiry`), renewal (`renew`), bootstrap tokens (`tokens`). They read and write nodes
+//! through the node-tree model (`crate::tree`).
 
 pub mod expiry;
-pub mod nodes;
 pub mod renew;
 pub mod tokens;

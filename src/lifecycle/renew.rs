@@ -1,25 +1,38 @@
 //! `kubebundle certs renew`: re-issue certificates in place, keeping subjects, SANs and keys.
 //!
-//! What `kubeadm certs renew` does, offline, on a kubeadm `/etc/kubernetes`, a kubebundle node
-//! tree or a whole kubebundle bundle:
+//! What `kubeadm certs renew` does, offline, on any node tree kubebundle reads (kubeadm, hardway,
+//! binary or a profile of your own: a live host, an extracted root, `/etc/kubernetes`), a node
+//! tree inside a bundle, or a whole bundle. The tree is read through the node-tree model
+//! (`crate::tree`): its layout says where each certificate, key and kubeconfig is.
 //!
 //! - a leaf keeps its key (a fresh one of the same algorithm and size with `new_key`), its
 //!   subject, SANs, key usages and EKUs; it gets a new serial, notBefore = now − 5 min and
-//!   notAfter = now + validity, and is signed by the existing CA of the same tree;
+//!   notAfter = now + validity, and is signed by its CA: the tree's own where the layout keeps
+//!   its key there, else the bundle's state;
 //! - a kubeconfig's client certificate is renewed by rewriting only the base64 value of
 //!   `client-certificate-data` (and `client-key-data` with a new key), or the file its
-//!   `client-certificate` names;
+//!   `client-certificate` names (the kubelet's `kubelet-client-current.pem`: the dated file the
+//!   link points to is replaced, the link stays);
 //! - a CA is re-issued from its own key with the same subject and Subject Key Identifier, so
 //!   every existing leaf still verifies and the discovery hash stays the same; it replaces the
-//!   old certificate everywhere it was (pki files and kubeconfigs' certificate-authority-data).
+//!   old certificate in every file that holds it (CA files, trust bundles, every kubeconfig's
+//!   certificate-authority-data, discovery.conf), and in a bundle its state and cluster-info
+//!   (signed again by every signing token). On a live host the report says what must follow
+//!   on the other nodes and in the cluster.
+//!
+//! A certificate whose CA key the layout keeps off the node (hardway's front-proxy-ca and
+//! etcd-ca, any CA key on a worker) is not renewed there: `all` lists it with where to renew it,
+//! naming it is refused. A CA key missing from where the layout keeps it is an externally
+//! managed CA: refused, as kubeadm does.
 //!
 //! Everything is computed in memory first, under the lock every writer takes (a bundle's, also
 //! for a node tree inside it; else a lock on the tree's directory). Every file about to change
-//! is copied into a private directory, renamed whole to `kubebundle-backup-<now>/` beside the
-//! bundle or tree. A bundle (or a node tree inside one) is then a transaction like `generate`:
-//! the new bundle is staged beside it (hard links for the files that do not change, the changed
-//! files and re-packed tarballs written anew) and swapped in atomically. A tree that is not in a
-//! bundle (`/etc/kubernetes`) has each file replaced atomically, keeping its mode and owner.
+//! is backed up into a private directory renamed whole to `kubebundle-backup-<now>/` beside the
+//! bundle or tree (a bundle's backup hard-links the files it replaces: they are never modified in
+//! place). A bundle (or a node tree inside one) is then a transaction like `generate`: the new
+//! bundle is staged beside it (hard links for the files that do not change, the changed files
+//! and re-packed tarballs written anew) and swapped in atomically. A tree that is not in a bundle
+//! has each file replaced atomically through the model, keeping its mode and owner.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -30,6 +43,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use rayon::prelude::*;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod,
     KeyUsagePurpose, SanType, SerialNumber,
@@ -42,19 +56,26 @@ use x509_parser::public_key::PublicKey;
 
 use crate::config::KeyAlgorithm;
 use crate::pki::catalog;
+use crate::pki::derive::{DeterministicSigner, Rfc6979Signer};
 use crate::pki::issue::random_serial;
 use crate::pki::keys::{pem_encode, Key};
+use crate::tree::certs::{CaKey, Place, Site, CAS};
+use crate::tree::kubeconfig::{decode, edit_data, replace_data, Kubeconfig};
+use crate::tree::node::{NodeTree, Origin, TreeError};
+use crate::tree::target::{locate, Target};
 
 /// What to renew, where, and how.
 #[derive(Debug, Clone)]
 pub struct RenewArgs {
     pub dir: PathBuf,
-    /// `all`, kubeadm leaf names, or CA names (`ca`, `front-proxy-ca`, `etcd-ca`).
+    /// `all`, the catalogue's leaf names (kubeadm's), or CA names (`ca`, `front-proxy-ca`, `etcd-ca`).
     pub targets: Vec<String>,
     pub new_key: bool,
     pub validity: Duration,
     pub dry_run: bool,
     pub now: OffsetDateTime,
+    /// `--profile NAME|FILE`: the tree's layout, instead of recognising it.
+    pub profile: Option<PathBuf>,
 }
 
 /// One renewed certificate.
@@ -62,11 +83,19 @@ pub struct RenewArgs {
 pub struct Renewed {
     /// kubeadm's name; `<node>/<name>` inside a bundle, `state/<ca>` for a bundle's CA.
     pub name: String,
-    /// The file that holds it (the `.crt`, or the kubeconfig).
+    /// The file that holds it (the `.crt`, the kubeconfig, or the file a link points to;
+    /// `<tarball>:<path>` inside a bundle).
     pub path: PathBuf,
     pub old_not_after: OffsetDateTime,
     pub new_not_after: OffsetDateTime,
     pub new_key: bool,
+}
+
+/// A certificate `all` did not renew here, and why (its CA key is kept off the node).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub name: String,
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -84,12 +113,20 @@ pub struct RenewReport {
     pub dry_run: bool,
     /// The components run as systemd units (a hardway or binary profile), not static pods.
     pub systemd: bool,
+    /// What `all` left alone: certificates whose CA key the layout keeps off this node.
+    pub skipped: Vec<Skipped>,
+    /// After a CA renewed on a live host: what must follow on the other nodes and in the cluster.
+    pub follow_up: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenewError {
-    #[error("{path} is not a kubeadm or kubebundle tree: it has neither pki/ and *.conf, etc/kubernetes, nor nodes/ with state/\n  hint: pass /etc/kubernetes, a node tree OUT/<cluster>/nodes/<node>, or a bundle OUT/<cluster>")]
+    #[error("{path} is not a directory kubebundle can renew in\n  hint: pass a node's root (/ or an extracted tarball), /etc/kubernetes or /etc/k8s, a node tree OUT/<cluster>/nodes/<node>, or a bundle OUT/<cluster>")]
     NotATree { path: String },
+    #[error("{path} is not a node tree kubebundle knows: {why}\n  hint: pass a node's root (/ or the directory a node tarball was extracted into), /etc/kubernetes or /etc/k8s, a bundle OUT/<cluster>, or --profile FILE for a layout of your own")]
+    Unrecognised { path: String, why: String },
+    #[error("{0}")]
+    Profile(String),
     #[error("nothing to renew: name `all`, certificates (apiserver, admin.conf, …) or a CA (ca, front-proxy-ca, etcd-ca)")]
     NoTargets,
     #[error("unknown certificate {name:?}\n  hint: use `all` or one of: {known}")]
@@ -102,6 +139,10 @@ pub enum RenewError {
     Cert { name: String, path: String, message: String },
     #[error("{name}: its CA {ca} has no private key ({key}): the CA is externally managed: kubebundle cannot renew it\n  hint: have the owner of the CA sign a new certificate")]
     ExternallyManaged { name: String, ca: String, key: String },
+    #[error("{name}: {why}\n  hint: {hint}")]
+    OffNode { name: String, why: String, hint: String },
+    #[error("nothing in {dir} can be renewed there:\n{list}\n  hint: renew them where their CA keys are: in the bundle (`kubebundle certs renew all --dir OUT/<cluster>`, then deploy the node's tarball again) or on a control plane holding the keys")]
+    NothingHere { dir: String, list: String },
     #[error("{name}: renewed until {leaf} it would outlive its CA {ca}, which expires at {ca_end}\n  hint: renew the CA first (`kubebundle certs renew {ca}`), or pass a shorter --validity")]
     OutlivesCa { name: String, ca: String, leaf: String, ca_end: String },
     #[error("--validity {hours}h from {now} is past the year 9999\n  hint: pass a shorter --validity")]
@@ -119,7 +160,7 @@ pub enum RenewError {
 }
 
 // =============================================================================================
-// The catalogue
+// What each certificate makes restart
 
 const COMPONENTS: [&str; 6] = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"];
 const ETCD: u8 = 1;
@@ -129,287 +170,1022 @@ const SCHEDULER: u8 = 8;
 const KUBELET: u8 = 16;
 const KUBE_PROXY: u8 = 32;
 
-#[derive(Clone, Copy)]
-enum Place {
-    /// certificate and key, relative to the pki directory.
-    Pki(&'static str, &'static str),
-    /// a kubeconfig in the directory of kubeconfigs.
-    Kubeconfig(&'static str),
-    /// certificate and key, relative to the node root (kubebundle nodes only).
-    Root(&'static str, &'static str),
+/// The components that read a leaf of the catalogue.
+fn leaf_restart(id: &str) -> u8 {
+    match id {
+        "apiserver" | "apiserver-kubelet-client" | "front-proxy-client" | "apiserver-etcd-client" => APISERVER,
+        "etcd-server" | "etcd-peer" | "etcd-healthcheck-client" => ETCD,
+        "controller-manager.conf" => CONTROLLER_MANAGER,
+        "scheduler.conf" => SCHEDULER,
+        "kubelet.conf" | "kubelet-serving" => KUBELET,
+        "kube-proxy.conf" => KUBE_PROXY,
+        _ => 0,
+    }
 }
 
-struct Leaf {
-    name: &'static str,
-    place: Place,
-    ca: &'static str,
-    restart: u8,
+/// The components that trust a CA (kube-proxy when the tree runs it from a unit with a kubeconfig).
+fn ca_restart(ca: &str, kube_proxy: bool) -> u8 {
+    match ca {
+        "ca" => APISERVER | CONTROLLER_MANAGER | SCHEDULER | KUBELET | if kube_proxy { KUBE_PROXY } else { 0 },
+        "front-proxy-ca" => APISERVER | CONTROLLER_MANAGER,
+        "etcd-ca" => ETCD | APISERVER,
+        _ => 0,
+    }
 }
 
-const LEAVES: &[Leaf] = &[
-    Leaf { name: "apiserver", place: Place::Pki("apiserver.crt", "apiserver.key"), ca: "ca", restart: APISERVER },
-    Leaf {
-        name: "apiserver-kubelet-client",
-        place: Place::Pki("apiserver-kubelet-client.crt", "apiserver-kubelet-client.key"),
-        ca: "ca",
-        restart: APISERVER,
-    },
-    Leaf {
-        name: "front-proxy-client",
-        place: Place::Pki("front-proxy-client.crt", "front-proxy-client.key"),
-        ca: "front-proxy-ca",
-        restart: APISERVER,
-    },
-    Leaf {
-        name: "apiserver-etcd-client",
-        place: Place::Pki("apiserver-etcd-client.crt", "apiserver-etcd-client.key"),
-        ca: "etcd-ca",
-        restart: APISERVER,
-    },
-    Leaf { name: "etcd-server", place: Place::Pki("etcd/server.crt", "etcd/server.key"), ca: "etcd-ca", restart: ETCD },
-    Leaf { name: "etcd-peer", place: Place::Pki("etcd/peer.crt", "etcd/peer.key"), ca: "etcd-ca", restart: ETCD },
-    Leaf {
-        name: "etcd-healthcheck-client",
-        place: Place::Pki("etcd/healthcheck-client.crt", "etcd/healthcheck-client.key"),
-        ca: "etcd-ca",
-        restart: ETCD,
-    },
-    Leaf { name: "admin.conf", place: Place::Kubeconfig("admin.conf"), ca: "ca", restart: 0 },
-    Leaf { name: "super-admin.conf", place: Place::Kubeconfig("super-admin.conf"), ca: "ca", restart: 0 },
-    Leaf { name: "controller-manager.conf", place: Place::Kubeconfig("controller-manager.conf"), ca: "ca", restart: CONTROLLER_MANAGER },
-    Leaf { name: "scheduler.conf", place: Place::Kubeconfig("scheduler.conf"), ca: "ca", restart: SCHEDULER },
-    Leaf { name: "kubelet.conf", place: Place::Kubeconfig("kubelet.conf"), ca: "ca", restart: KUBELET },
-    Leaf {
-        name: "kubelet-serving",
-        place: Place::Root("var/lib/kubelet/pki/kubelet.crt", "var/lib/kubelet/pki/kubelet.key"),
-        ca: "ca",
-        restart: KUBELET,
-    },
-    // kube-proxy run by a unit (hardway, binary); absent from kubeadm trees.
-    Leaf { name: "kube-proxy.conf", place: Place::Kubeconfig("kube-proxy.conf"), ca: "ca", restart: KUBE_PROXY },
-];
-
-struct CaEntry {
-    name: &'static str,
-    crt: &'static str,
-    key: &'static str,
-    restart: u8,
+/// The names `renew` takes: the catalogue's leaves (kubeadm's names) and the CAs.
+fn known() -> String {
+    let mut v = crate::tree::certs::leaf_order();
+    v.extend(["ca", "front-proxy-ca", "etcd-ca"]);
+    v.join(", ")
 }
 
-const CAS: &[CaEntry] = &[
-    CaEntry { name: "ca", crt: "ca.crt", key: "ca.key", restart: APISERVER | CONTROLLER_MANAGER | SCHEDULER | KUBELET },
-    CaEntry { name: "front-proxy-ca", crt: "front-proxy-ca.crt", key: "front-proxy-ca.key", restart: APISERVER | CONTROLLER_MANAGER },
-    CaEntry { name: "etcd-ca", crt: "etcd/ca.crt", key: "etcd/ca.key", restart: ETCD | APISERVER },
-];
+struct Wanted {
+    /// Leaf names, `all` giving every one.
+    leaves: BTreeSet<String>,
+    all: bool,
+    /// Named explicitly (a missing one is an error).
+    explicit: BTreeSet<String>,
+    /// In the order kubeadm renews them.
+    cas: Vec<&'static str>,
+}
 
-fn ca_entry(name: &str) -> Option<&'static CaEntry> {
-    CAS.iter().find(|c| c.name == name)
+fn wanted(targets: &[String]) -> Result<Wanted, RenewError> {
+    if targets.is_empty() {
+        return Err(RenewError::NoTargets);
+    }
+    let leaves_known = crate::tree::certs::leaf_order();
+    let mut w = Wanted { leaves: BTreeSet::new(), all: false, explicit: BTreeSet::new(), cas: Vec::new() };
+    for t in targets {
+        if t == "all" {
+            w.all = true;
+        } else if let Some(ca) = ["ca", "front-proxy-ca", "etcd-ca"].into_iter().find(|c| c == t) {
+            if !w.cas.contains(&ca) {
+                w.cas.push(ca);
+            }
+        } else if leaves_known.contains(&t.as_str()) {
+            w.leaves.insert(t.clone());
+            w.explicit.insert(t.clone());
+        } else {
+            return Err(RenewError::UnknownTarget { name: t.clone(), known: known() });
+        }
+    }
+    w.cas.sort_by_key(|c| ["ca", "front-proxy-ca", "etcd-ca"].iter().position(|x| x == c));
+    Ok(w)
+}
+
+impl Wanted {
+    fn leaf(&self, site: &Site) -> bool {
+        // `all` leaves alone what the kubelet rotates and no kubeconfig names (it renews those itself).
+        let standalone_rotated = site.rotated && !matches!(site.place, Place::Referenced { .. });
+        (self.all && !standalone_rotated) || self.leaves.contains(&site.name)
+    }
 }
 
 // =============================================================================================
-// The trees
-
-/// One tree of kubeconfigs and pki/.
-struct Tree {
-    /// `""`, or `"<node>/"` inside a bundle.
-    prefix: String,
-    /// The node root (holding etc/kubernetes), when known.
-    root: Option<PathBuf>,
-    /// The directory of kubeconfigs (etc/kubernetes).
-    confs: PathBuf,
-    pki: PathBuf,
-    /// The node's name and tarball, inside a bundle.
-    tarball: Option<PathBuf>,
-    /// A bundle node's files by artifact id (from plan.json), for any profile's layout.
-    layout: Option<BTreeMap<String, PathBuf>>,
-}
-
-impl Tree {
-    /// Where the tree keeps `artifact`: per its profile when known, else at kubeadm's `default`.
-    fn file(&self, artifact: &str, default: impl FnOnce() -> Option<PathBuf>) -> Option<PathBuf> {
-        match &self.layout {
-            Some(l) => l.get(artifact).cloned(),
-            None => default(),
-        }
-    }
-
-    /// Every kubeconfig of the tree.
-    fn kubeconfigs(&self) -> Vec<PathBuf> {
-        let mut here: Vec<PathBuf> = match &self.layout {
-            Some(l) => l
-                .iter()
-                .filter(|(a, _)| catalog::kubeconfig(a).is_some() || a.as_str() == "discovery.conf")
-                .map(|(_, p)| p.clone())
-                .collect(),
-            None => std::fs::read_dir(&self.confs)
-                .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "conf") && p.is_file()).collect())
-                .unwrap_or_default(),
-        };
-        here.sort();
-        here
-    }
-}
-
-struct Layout {
-    trees: Vec<Tree>,
-    /// A bundle's nodes (unpacked copies of those kept only as tarballs).
-    nodes: Option<crate::lifecycle::nodes::NodeTrees>,
-    /// A bundle's state/pki.
-    state_pki: Option<PathBuf>,
-    /// Kubeconfigs outside the trees that may hold a CA (a bundle's discovery.conf).
-    extra_confs: Vec<PathBuf>,
-}
-
-fn is_bundle(dir: &Path) -> bool {
-    dir.join("nodes").is_dir() && (dir.join("state").is_dir() || dir.join("plan.json").is_file())
-}
-
-fn layout(dir: &Path) -> Result<Layout, RenewError> {
-    let not_a_tree = || RenewError::NotATree { path: dir.display().to_string() };
-    if !dir.is_dir() {
-        return Err(not_a_tree());
-    }
-    if is_bundle(dir) {
-        let names = crate::bundle::plan::bundle_node_names(dir);
-        let nodes = crate::lifecycle::nodes::NodeTrees::open(dir, |n| names.as_ref().is_none_or(|l| l.contains(n)))
-            .map_err(|message| RenewError::Read { path: dir.join("nodes").display().to_string(), message })?;
-        // With plan.json, each node's files are where its profile put them.
-        let layouts = crate::bundle::plan::bundle_layouts(dir, |n| nodes.roots.get(n).cloned());
-        let trees = nodes
-            .roots
-            .iter()
-            .filter(|(name, root)| layouts.as_ref().map_or(root.join("etc/kubernetes").is_dir(), |l| l.contains_key(*name)))
-            .map(|(name, root)| {
-                let tarball = dir.join("nodes").join(format!("{name}.tar.gz"));
-                Tree {
-                    prefix: format!("{name}/"),
-                    confs: root.join("etc/kubernetes"),
-                    pki: root.join("etc/kubernetes/pki"),
-                    tarball: tarball.is_file().then_some(tarball),
-                    root: Some(root.clone()),
-                    layout: layouts.as_ref().and_then(|l| l.get(name).cloned()),
-                }
-            })
-            .collect();
-        let state_pki = Some(dir.join("state/pki")).filter(|p| p.is_dir());
-        let extra_confs = Some(dir.join("discovery.conf")).into_iter().filter(|p| p.is_file()).collect();
-        return Ok(Layout { trees, nodes: Some(nodes), state_pki, extra_confs });
-    }
-    let (root, etc) = if dir.join("etc/kubernetes").is_dir() {
-        (Some(dir.to_path_buf()), dir.join("etc/kubernetes"))
-    } else if dir.join("pki").is_dir() {
-        let root = dir.ends_with("etc/kubernetes").then(|| dir.parent().and_then(Path::parent).map(Path::to_path_buf)).flatten();
-        (root, dir.to_path_buf())
-    } else {
-        return Err(not_a_tree());
-    };
-    // A kubebundle node: its tarball beside it, re-packed too.
-    let tarball = root.as_ref().and_then(|r| {
-        let name = r.file_name()?.to_string_lossy().into_owned();
-        let t = r.parent()?.join(format!("{name}.tar.gz"));
-        (r.parent()?.file_name()? == "nodes" && t.is_file()).then_some(t)
-    });
-    let tree = Tree { prefix: String::new(), pki: etc.join("pki"), confs: etc, root, tarball, layout: None };
-    Ok(Layout { trees: vec![tree], nodes: None, state_pki: None, extra_confs: Vec::new() })
-}
-
-// =============================================================================================
-// Files, read through the changes already computed
-
-struct Work<'a> {
-    args: &'a RenewArgs,
-    /// New content of every file to replace.
-    changes: BTreeMap<PathBuf, Vec<u8>>,
-    renewed: Vec<Renewed>,
-    restart: u8,
-}
-
-fn present(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok()
-}
-
-impl Work<'_> {
-    fn read(&self, path: &Path) -> Result<Vec<u8>, RenewError> {
-        if let Some(b) = self.changes.get(path) {
-            return Ok(b.clone());
-        }
-        std::fs::read(path).map_err(|e| RenewError::Read { path: path.display().to_string(), message: crate::util::io_words(&e) })
-    }
-
-    fn read_text(&self, path: &Path) -> Result<String, RenewError> {
-        String::from_utf8(self.read(path)?)
-            .map_err(|_| RenewError::Read { path: path.display().to_string(), message: "not UTF-8 text".into() })
-    }
-}
+// Signers
 
 /// A CA ready to sign.
 struct Signer {
     name: String,
+    /// The CA certificate (DER) and its PEM text as the tree holds it.
     der: Vec<u8>,
     key: Key,
+    /// The RFC 6979 signer of an ECDSA key, made once (None for RSA).
+    ec: Option<Rfc6979Signer>,
     not_after: OffsetDateTime,
 }
 
-fn first_cert_der(name: &str, path: &Path, text: &str) -> Result<Vec<u8>, RenewError> {
-    let err = |message: String| RenewError::Cert { name: name.to_string(), path: path.display().to_string(), message };
+impl Signer {
+    fn load(name: &str, crt_shown: &str, crt: &[u8], key_shown: &str, key: &[u8]) -> Result<Signer, RenewError> {
+        let text = |what: &str, b: &[u8]| {
+            String::from_utf8(b.to_vec()).map_err(|_| RenewError::Read { path: what.to_string(), message: "not PEM text".into() })
+        };
+        let der = first_cert_der(name, crt_shown, &text(crt_shown, crt)?)?;
+        let key = load_key(name, key_shown, &text(key_shown, key)?)?;
+        let x = parse_cert(name, crt_shown, &der)?;
+        if x.public_key().raw != key.spki_der().as_slice() {
+            return Err(RenewError::Cert {
+                name: name.to_string(),
+                path: crt_shown.to_string(),
+                message: "the CA key does not match the CA certificate".into(),
+            });
+        }
+        let not_after = x.validity().not_after.to_datetime();
+        let ec = Rfc6979Signer::try_from_key(&key).map_err(|e| RenewError::Cert {
+            name: name.to_string(),
+            path: key_shown.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Signer { name: name.to_string(), der, key, ec, not_after })
+    }
+}
+
+fn first_cert_der(name: &str, path: &str, text: &str) -> Result<Vec<u8>, RenewError> {
+    let err = |message: String| RenewError::Cert { name: name.to_string(), path: path.to_string(), message };
     let blocks = pem::parse_many(text).map_err(|e| err(format!("not PEM: {e}")))?;
     let mut certs = blocks.into_iter().filter(|b| b.tag() == "CERTIFICATE");
     let first = certs.next().ok_or_else(|| err("holds no CERTIFICATE block".into()))?;
     Ok(first.contents().to_vec())
 }
 
-fn parse_cert<'d>(name: &str, path: &Path, der: &'d [u8]) -> Result<X509Certificate<'d>, RenewError> {
+fn parse_cert<'d>(name: &str, path: &str, der: &'d [u8]) -> Result<X509Certificate<'d>, RenewError> {
     x509_parser::parse_x509_certificate(der).map(|(_, c)| c).map_err(|e| RenewError::Cert {
         name: name.to_string(),
-        path: path.display().to_string(),
+        path: path.to_string(),
         message: format!("unreadable certificate: {e}"),
     })
 }
 
-fn load_key(name: &str, path: &Path, text: &str) -> Result<Key, RenewError> {
-    Key::from_pem(text).map_err(|e| RenewError::Cert { name: name.to_string(), path: path.display().to_string(), message: e.to_string() })
+fn load_key(name: &str, path: &str, text: &str) -> Result<Key, RenewError> {
+    Key::from_pem(text).map_err(|e| RenewError::Cert { name: name.to_string(), path: path.to_string(), message: e.to_string() })
 }
 
-impl Work<'_> {
-    /// The CA `ca` that signs `name` in `tree`: the tree's own (cert + key), else the bundle's
-    /// state/pki when the tree holds the same certificate (or none).
-    fn signer(&self, name: &str, tree: &Tree, state_pki: Option<&Path>, ca: &str) -> Result<Signer, RenewError> {
-        let entry = ca_entry(ca).ok_or_else(|| RenewError::Missing { name: ca.to_string(), dir: tree.pki.display().to_string() })?;
-        let own_crt = tree.file(&format!("{ca}.crt"), || Some(tree.pki.join(entry.crt))).unwrap_or_else(|| tree.pki.join(entry.crt));
-        let own_key = tree.file(&format!("{ca}.key"), || Some(tree.pki.join(entry.key))).unwrap_or_else(|| tree.pki.join(entry.key));
-        let mut dir = None;
-        if present(&own_crt) && present(&own_key) {
-            dir = Some((own_crt.clone(), own_key.clone()));
-        } else if let Some(state) = state_pki {
-            let (s_crt, s_key) = (state.join(entry.crt), state.join(entry.key));
-            let same = !present(&own_crt) || self.read(&own_crt)? == self.read(&s_crt).unwrap_or_default();
-            if present(&s_crt) && present(&s_key) && same {
-                dir = Some((s_crt, s_key));
+/// A bundle's CAs, from its state (`state/pki`), each renewed in memory when asked.
+struct StateCas {
+    pki: PathBuf,
+    signers: BTreeMap<&'static str, Signer>,
+    /// The CA certificates as the state holds them (old PEM, DER), for finding their copies.
+    old: BTreeMap<&'static str, Vec<u8>>,
+}
+
+fn state_files(ca: &str) -> (&'static str, &'static str) {
+    match ca {
+        "ca" => ("ca.crt", "ca.key"),
+        "front-proxy-ca" => ("front-proxy-ca.crt", "front-proxy-ca.key"),
+        _ => ("etcd/ca.crt", "etcd/ca.key"),
+    }
+}
+
+impl StateCas {
+    fn load(pki: &Path) -> Result<StateCas, RenewError> {
+        let mut signers = BTreeMap::new();
+        let mut old = BTreeMap::new();
+        for ca in CAS {
+            let (crt, key) = state_files(ca);
+            let (crt, key) = (pki.join(crt), pki.join(key));
+            let Ok(crt_bytes) = std::fs::read(&crt) else { continue };
+            let Ok(key_bytes) = std::fs::read(&key).map(zeroize::Zeroizing::new) else { continue };
+            let s = Signer::load(ca, &crt.display().to_string(), &crt_bytes, &key.display().to_string(), &key_bytes)?;
+            old.insert(ca, s.der.clone());
+            signers.insert(ca, s);
+        }
+        Ok(StateCas { pki: pki.to_path_buf(), signers, old })
+    }
+}
+
+// =============================================================================================
+// One node tree: what changes in it
+
+struct TreeWork<'t> {
+    tree: &'t NodeTree,
+    /// `""`, or `"<node>/"` inside a bundle.
+    prefix: String,
+    /// Path in the tree → new content.
+    changes: BTreeMap<String, Vec<u8>>,
+    renewed: Vec<Renewed>,
+    skipped: Vec<Skipped>,
+    restart: u8,
+    /// The tree's own CAs (cert + key in the tree), loaded when first needed.
+    own: BTreeMap<&'static str, Signer>,
+    /// (catalogue id, new certificate PEM, new key PEM) of each renewed leaf, for the state's records.
+    records: Vec<(String, String, Option<String>)>,
+}
+
+impl<'t> TreeWork<'t> {
+    fn new(tree: &'t NodeTree, prefix: String) -> TreeWork<'t> {
+        TreeWork {
+            tree,
+            prefix,
+            changes: BTreeMap::new(),
+            renewed: Vec::new(),
+            skipped: Vec::new(),
+            restart: 0,
+            own: BTreeMap::new(),
+            records: Vec::new(),
+        }
+    }
+
+    /// A file's content as this run leaves it.
+    fn read(&self, rel: &str) -> Result<Vec<u8>, RenewError> {
+        if let Some(b) = self.changes.get(rel) {
+            return Ok(b.clone());
+        }
+        match self.tree.files.get(rel) {
+            Some(f) => Ok(f.bytes.to_vec()),
+            None => Err(RenewError::Read {
+                path: self.tree.show(rel),
+                message: self.tree.problems.iter().find(|(p, _)| p == rel).map(|(_, w)| w.clone()).unwrap_or_else(|| "missing".into()),
+            }),
+        }
+    }
+
+    fn text(&self, rel: &str) -> Result<String, RenewError> {
+        String::from_utf8(self.read(rel)?).map_err(|_| RenewError::Read { path: self.tree.show(rel), message: "not UTF-8 text".into() })
+    }
+
+    /// Where a file is shown in the report: the file on disk a link points to, else the tree's path.
+    fn shown(&self, rel: &str) -> PathBuf {
+        match (&self.tree.origin, self.tree.files.get(rel).and_then(|f| f.real.as_ref())) {
+            (Origin::Host(_), Some(real)) => real.clone(),
+            _ => PathBuf::from(self.tree.show(rel)),
+        }
+    }
+
+    /// The tree's own CA `ca`, when its layout keeps the key here (the certificate as this run leaves it).
+    fn own_signer(&mut self, ca: &'static str) -> Result<Option<&Signer>, RenewError> {
+        if !self.own.contains_key(ca) {
+            let CaKey::Here(key) = self.tree.ca_key(ca) else { return Ok(None) };
+            let Some((crt, _)) = self.tree.artifact(&format!("{ca}.crt")) else { return Ok(None) };
+            let crt = crt.to_string();
+            let s = Signer::load(ca, &self.tree.show(&crt), &self.read(&crt)?, &self.tree.show(&key), &self.read(&key)?)?;
+            self.own.insert(ca, s);
+        }
+        Ok(self.own.get(ca))
+    }
+
+    /// Why a leaf signed by `ca` cannot be renewed in this tree (None: it can).
+    fn unsignable(&self, site: &Site, ca: &str, state: Option<&StateCas>) -> Option<RenewError> {
+        match self.tree.ca_key(ca) {
+            CaKey::Here(_) => None,
+            _ if state.is_some_and(|s| s.signers.contains_key(ca)) => None,
+            CaKey::Absent(key) => Some(RenewError::ExternallyManaged {
+                name: format!("{}{}", self.prefix, site.name),
+                ca: ca.to_string(),
+                key: self.tree.show(&key),
+            }),
+            CaKey::OffNode { on_other_nodes } => Some(RenewError::OffNode {
+                name: format!("{}{}", self.prefix, site.name),
+                why: format!("signed by {ca}, whose key the {} layout keeps {}", self.tree.layout.profile, off_node(on_other_nodes)),
+                hint: format!("renew it where the key is: `kubebundle certs renew {} --dir OUT/<cluster>`, then deploy this node's tarball again (or copy the renewed file here)", site.name),
+            }),
+        }
+    }
+
+    /// Re-issues one leaf with `signer`.
+    fn renew_site(&mut self, site: &Site, signer: &Signer, args: &RenewArgs) -> Result<(), RenewError> {
+        let name = format!("{}{}", self.prefix, site.name);
+        let shown_rel = site.place.path().to_string();
+        let shown = self.tree.show(&shown_rel);
+        let err = |message: String| RenewError::Cert { name: name.clone(), path: shown.clone(), message };
+        match site.place.clone() {
+            Place::Broken { why, .. } => return Err(err(why)),
+            Place::Embedded { conf } => {
+                let text = self.text(&conf)?;
+                let doc = Kubeconfig::parse(text.as_bytes()).map_err(err)?;
+                let user = doc.current_user().ok_or_else(|| err("the kubeconfig has no user".into()))?;
+                let cert_pem = decode("client-certificate-data", user.client_certificate_data.as_deref())
+                    .map_err(err)?
+                    .ok_or_else(|| err("no client-certificate-data".into()))?;
+                let key_pem = decode("client-key-data", user.client_key_data.as_deref())
+                    .map_err(err)?
+                    .ok_or_else(|| err("the user has client-certificate-data but no client-key-data".into()))?;
+                let cert_text = String::from_utf8(cert_pem.clone()).map_err(|_| err("client-certificate-data is not PEM".into()))?;
+                let key_text =
+                    zeroize::Zeroizing::new(String::from_utf8(key_pem.clone()).map_err(|_| err("client-key-data is not PEM".into()))?);
+                let der = first_cert_der(&name, &shown, &cert_text)?;
+                let new = renew_leaf(&name, &shown, &der, &key_text, signer, args)?;
+                let one_line = "kubebundle edits only a client-certificate-data value written on one line";
+                let mut out =
+                    replace_data(&text, "client-certificate-data", &cert_pem, new.pem.as_bytes()).ok_or_else(|| err(one_line.into()))?;
+                if let Some(k) = &new.key_pem {
+                    out = replace_data(&out, "client-key-data", &key_pem, k.as_bytes())
+                        .ok_or_else(|| err("kubebundle edits only a client-key-data value written on one line".into()))?;
+                }
+                self.changes.insert(conf.clone(), out.into_bytes());
+                self.note(site, &conf, &new);
+            }
+            Place::File { crt, key } | Place::Referenced { crt, key, .. } => {
+                // The kubelet's pair is one file: certificate and key.
+                let key = match (&site.place, key) {
+                    (_, Some(k)) => k,
+                    (Place::Referenced { .. }, None) => crt.clone(),
+                    (_, None) => return Err(err("its private key is not in the tree (the layout places none beside it)".into())),
+                };
+                let crt_text = self.text(&crt)?;
+                let der = first_cert_der(&name, &shown, &crt_text)?;
+                let key_text = zeroize::Zeroizing::new(self.text(&key)?);
+                let key_block = pem::parse_many(key_text.as_bytes())
+                    .map_err(|e| err(format!("{}: not PEM: {e}", self.tree.show(&key))))?
+                    .into_iter()
+                    .find(|b| b.tag().ends_with("PRIVATE KEY"))
+                    .ok_or_else(|| err(format!("{} holds no private key", self.tree.show(&key))))?;
+                let key_pem = zeroize::Zeroizing::new(pem_encode(key_block.tag(), key_block.contents()));
+                let new = renew_leaf(&name, &shown, &der, &key_pem, signer, args)?;
+                let old_der = der.clone();
+                let replaced =
+                    edit_pem(crt_text.as_bytes(), |tag, d| (tag == "CERTIFICATE" && d == old_der.as_slice()).then(|| new.pem.clone()))
+                        .ok_or_else(|| err("the certificate block could not be replaced".into()))?;
+                if key == crt {
+                    let both = match &new.key_pem {
+                        Some(k) => edit_pem(&replaced, |tag, _| tag.ends_with("PRIVATE KEY").then(|| k.clone())).unwrap_or(replaced),
+                        None => replaced,
+                    };
+                    self.changes.insert(crt.clone(), both);
+                } else {
+                    self.changes.insert(crt.clone(), replaced);
+                    if let Some(k) = &new.key_pem {
+                        self.changes.insert(key.clone(), k.clone().into_bytes());
+                    }
+                }
+                self.note(site, &crt, &new);
             }
         }
-        let Some((crt, key)) = dir else {
-            if present(&own_crt) {
+        self.restart |= leaf_restart(site.entry.map(|e| e.id).unwrap_or(&site.name));
+        Ok(())
+    }
+
+    fn note(&mut self, site: &Site, rel: &str, new: &NewCert) {
+        self.renewed.push(Renewed {
+            name: format!("{}{}", self.prefix, site.name),
+            path: self.shown(rel),
+            old_not_after: new.old_not_after,
+            new_not_after: new.new_not_after,
+            new_key: new.key_pem.is_some(),
+        });
+        if let Some(e) = site.entry {
+            self.records.push((e.id.to_string(), new.pem.clone(), new.key_pem.clone()));
+        }
+    }
+
+    /// Puts `new_pem` wherever the tree holds the CA certificate `old_der`: PEM files (a trust
+    /// bundle keeps its other certificates) and kubeconfigs' certificate-authority-data.
+    fn replace_ca(&mut self, old_der: &[u8], new_pem: &str) {
+        let paths: Vec<String> = self.tree.files.keys().cloned().collect();
+        for rel in paths {
+            let Ok(bytes) = self.read(&rel) else { continue };
+            if let Some(new) = with_ca_replaced(&bytes, old_der, new_pem) {
+                self.changes.insert(rel, new);
+            }
+        }
+    }
+
+    /// Renews the tree's own CA `ca` from the key the tree holds.
+    fn renew_own_ca(&mut self, ca: &'static str, args: &RenewArgs) -> Result<(), RenewError> {
+        let name = format!("{}{ca}", self.prefix);
+        let Some((crt, _)) = self.tree.artifact(&format!("{ca}.crt")) else {
+            return Err(RenewError::Missing { name, dir: self.tree.show("") });
+        };
+        let crt = crt.to_string();
+        let key = match self.tree.ca_key(ca) {
+            CaKey::Here(k) => k,
+            CaKey::Absent(k) => return Err(RenewError::ExternallyManaged { name: name.clone(), ca: ca.to_string(), key: self.tree.show(&k) }),
+            CaKey::OffNode { on_other_nodes } => {
+                return Err(RenewError::OffNode {
+                    name,
+                    why: format!("the {} layout keeps {ca}'s key {}", self.tree.layout.profile, off_node(on_other_nodes)),
+                    hint: format!("renew it where the key is (`kubebundle certs renew {ca} --dir OUT/<cluster>`, or on a control plane holding it), then copy {} here", self.tree.show(&crt)),
+                })
+            }
+        };
+        let shown = self.tree.show(&crt);
+        let text = self.text(&crt)?;
+        let der = first_cert_der(ca, &shown, &text)?;
+        let key_text = zeroize::Zeroizing::new(self.text(&key)?);
+        let k = load_key(ca, &self.tree.show(&key), &key_text)?;
+        let new = renew_ca_cert(ca, &shown, &der, &k, args)?;
+        self.replace_ca(&der, &new.pem);
+        self.own.remove(ca);
+        self.renewed.push(Renewed {
+            name,
+            path: self.shown(&crt),
+            old_not_after: new.old_not_after,
+            new_not_after: new.new_not_after,
+            new_key: false,
+        });
+        let kube_proxy = self.tree.artifact("kube-proxy.conf").is_some();
+        self.restart |= ca_restart(ca, kube_proxy);
+        Ok(())
+    }
+
+    /// Renews the leaves `want` names, each with its tree's CA or the bundle's state.
+    fn renew_leaves(&mut self, want: &Wanted, state: Option<&StateCas>, args: &RenewArgs) -> Result<BTreeSet<String>, RenewError> {
+        let mut found = BTreeSet::new();
+        for site in self.tree.certificates().into_iter().filter(|s| !s.is_ca && want.leaf(s)) {
+            found.insert(site.name.clone());
+            // A link outside the tree that cannot be read: reported and skipped, never fatal.
+            if let Place::Broken { path, why } = &site.place {
+                if self.tree.outside.contains(path) && !want.explicit.contains(&site.name) {
+                    self.skipped.push(Skipped { name: format!("{}{}", self.prefix, site.name), why: why.clone() });
+                    continue;
+                }
+            }
+            let Some(ca) = site.ca else {
+                // The kubelet's self-signed serving certificate: the kubelet makes a new one.
+                self.skipped.push(Skipped {
+                    name: format!("{}{}", self.prefix, site.name),
+                    why: "the kubelet's own self-signed serving certificate: remove it and restart the kubelet for a new one".into(),
+                });
+                continue;
+            };
+            if let Some(e) = self.unsignable(&site, ca, state) {
+                match e {
+                    RenewError::OffNode { name, why, .. } if !want.explicit.contains(&site.name) => {
+                        self.skipped.push(Skipped { name, why });
+                        continue;
+                    }
+                    e => return Err(e),
+                }
+            }
+            // The bundle's CA (its state), else the tree's own where its layout keeps the key here.
+            if let Some(signer) = state.and_then(|s| s.signers.get(ca)) {
+                self.renew_site(&site, signer, args)?;
+            } else if self.own_signer(ca)?.is_some() {
+                let signer = self.own.remove(ca).ok_or_else(|| RenewError::Missing { name: ca.to_string(), dir: self.tree.show("") })?;
+                let r = self.renew_site(&site, &signer, args);
+                self.own.insert(ca, signer);
+                r?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+fn off_node(on_other_nodes: bool) -> &'static str {
+    if on_other_nodes {
+        "on the control planes, not on this node"
+    } else {
+        "on no node, only in the bundle's state"
+    }
+}
+
+/// `bytes` with the CA certificate `old_der` replaced by `new_pem` in its PEM blocks and in any
+/// `certificate-authority-data` it holds; None when it holds no copy.
+fn with_ca_replaced(bytes: &[u8], old_der: &[u8], new_pem: &str) -> Option<Vec<u8>> {
+    let swap = |b: &[u8]| edit_pem(b, |tag, d| (tag == "CERTIFICATE" && d == old_der).then(|| new_pem.to_string()));
+    let mut out: Option<Vec<u8>> = None;
+    if contains(bytes, b"-----BEGIN CERTIFICATE-----") {
+        out = swap(bytes);
+    }
+    if contains(out.as_deref().unwrap_or(bytes), b"certificate-authority-data:") {
+        let text = String::from_utf8(out.clone().unwrap_or_else(|| bytes.to_vec())).ok()?;
+        if let Some(t) = edit_data(&text, "certificate-authority-data", |decoded| swap(decoded)) {
+            out = Some(t.into_bytes());
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Replaces each PEM block of `text` for which `f(tag, der)` gives new PEM text (the rest of the
+/// file stays byte for byte); None when none was replaced.
+fn edit_pem(text: &[u8], f: impl Fn(&str, &[u8]) -> Option<String>) -> Option<Vec<u8>> {
+    const BEGIN: &[u8] = b"-----BEGIN ";
+    let mut out = Vec::with_capacity(text.len() + 64);
+    let mut at = 0;
+    let mut changed = false;
+    while let Some(i) = text[at..].windows(BEGIN.len()).position(|w| w == BEGIN).map(|i| at + i) {
+        let Some(tag_end) = text[i + BEGIN.len()..].windows(5).position(|w| w == b"-----").map(|p| i + BEGIN.len() + p) else { break };
+        let tag = String::from_utf8_lossy(&text[i + BEGIN.len()..tag_end]).into_owned();
+        let end_marker = format!("-----END {tag}-----");
+        let Some(e) =
+            text[tag_end..].windows(end_marker.len()).position(|w| w == end_marker.as_bytes()).map(|p| tag_end + p + end_marker.len())
+        else {
+            break;
+        };
+        let replacement = pem::parse(&text[i..e]).ok().and_then(|block| f(&tag, block.contents()));
+        out.extend_from_slice(&text[at..i]);
+        match replacement {
+            Some(new) => {
+                out.extend_from_slice(new.trim_end_matches('\n').as_bytes());
+                changed = true;
+            }
+            None => out.extend_from_slice(&text[i..e]),
+        }
+        at = e;
+    }
+    out.extend_from_slice(&text[at..]);
+    changed.then_some(out)
+}
+
+// =============================================================================================
+// Entry point
+
+pub fn renew(args: &RenewArgs) -> Result<RenewReport, RenewError> {
+    let want = wanted(&args.targets)?;
+    // The window is checked before anything is read.
+    window(args)?;
+    let candidates = crate::lifecycle::expiry::candidates(args.profile.as_deref()).map_err(RenewError::Profile)?;
+    let dir = args.dir.clone();
+    // A link is followed (a dangling one is an error).
+    if crate::bundle::output::resolve(&dir)?.is_none_or(|real| !real.is_dir()) {
+        return Err(RenewError::NotATree { path: dir.display().to_string() });
+    }
+    match locate(&dir) {
+        Target::Bundle(bundle) => renew_bundle(args, &want, &bundle, None),
+        Target::BundleNode { bundle, name, .. } => renew_bundle(args, &want, &bundle, Some(&name)),
+        Target::Host(mount) => {
+            // The lock before anything this run rewrites is read. A dry run takes none.
+            let lock = if args.dry_run {
+                None
+            } else {
+                let etc = dir.join("etc/kubernetes");
+                Some(crate::bundle::output::lock_dir(if etc.is_dir() { &etc } else { &dir })?)
+            };
+            let tree = NodeTree::read_host(mount, None, &candidates).map_err(|e| match e {
+                TreeError::Unrecognised { path, why } => RenewError::Unrecognised { path, why: why.to_string() },
+                TreeError::Read { path, why } => RenewError::Read { path, message: why },
+            })?;
+            let report = renew_host(args, &want, &tree)?;
+            drop(lock);
+            Ok(report)
+        }
+    }
+}
+
+fn restart_list(bits: u8) -> Vec<&'static str> {
+    COMPONENTS.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, c)| *c).collect()
+}
+
+fn nothing_here(dir: &Path, skipped: &[Skipped]) -> RenewError {
+    let list: Vec<String> = skipped.iter().map(|s| format!("  - {}: {}", s.name, s.why)).collect();
+    RenewError::NothingHere { dir: dir.display().to_string(), list: list.join("\n") }
+}
+
+/// A live host, an extracted root or a kubeadm directory: each changed file replaced atomically.
+fn renew_host(args: &RenewArgs, want: &Wanted, tree: &NodeTree) -> Result<RenewReport, RenewError> {
+    let dir = &args.dir;
+    let mut work = TreeWork::new(tree, String::new());
+    for ca in &want.cas {
+        work.renew_own_ca(ca, args)?;
+    }
+    let found = work.renew_leaves(want, None, args)?;
+    for name in &want.explicit {
+        if !found.contains(name) {
+            return Err(RenewError::Missing { name: name.clone(), dir: dir.display().to_string() });
+        }
+    }
+    if work.renewed.is_empty() {
+        if !work.skipped.is_empty() {
+            return Err(nothing_here(dir, &work.skipped));
+        }
+        return Err(RenewError::Missing { name: args.targets.join(" "), dir: dir.display().to_string() });
+    }
+    let writes = tree.writes(&work.changes).map_err(|m| RenewError::Read { path: dir.display().to_string(), message: m })?;
+    let changed: Vec<PathBuf> = writes.iter().map(|w| w.real.clone()).collect();
+    let mut report = RenewReport {
+        renewed: std::mem::take(&mut work.renewed),
+        restart: restart_list(work.restart),
+        changed_files: changed.clone(),
+        dry_run: args.dry_run,
+        systemd: tree.layout.systemd(),
+        skipped: std::mem::take(&mut work.skipped),
+        follow_up: want.cas.iter().flat_map(|ca| follow_up(tree, ca)).collect(),
+        ..RenewReport::default()
+    };
+    if args.dry_run {
+        return Ok(report);
+    }
+    let parent = std::fs::canonicalize(dir).ok().and_then(|d| d.parent().map(Path::to_path_buf)).unwrap_or_else(|| dir.join(".."));
+    let backup_dir = parent.join(backup_name(args.now));
+    let root = match &tree.origin {
+        Origin::Host(m) if m.is_root() => Some(m.dir.clone()),
+        _ => None,
+    };
+    backup(dir, root.as_deref(), &backup_dir, &changed)?;
+    report.backup_dir = Some(backup_dir.clone());
+    // What a killed run left beside the files this one replaces.
+    let mut dirs: Vec<&Path> = changed.iter().filter_map(|p| p.parent()).collect();
+    dirs.sort();
+    dirs.dedup();
+    for d in dirs {
+        crate::bundle::output::sweep(d);
+    }
+    let temp = |p: &Path| -> std::io::Result<Box<dyn crate::tree::node::TempFile>> {
+        crate::bundle::output::TempFile::beside(p).map(|t| Box::new(t) as Box<dyn crate::tree::node::TempFile>)
+    };
+    for w in &writes {
+        crate::tree::node::replace(w, &temp).map_err(|message| RenewError::Write {
+            path: w.real.display().to_string(),
+            message,
+            backup: backup_dir.display().to_string(),
+        })?;
+    }
+    Ok(report)
+}
+
+/// After `ca` was renewed on one host: the other nodes' files and the cluster object that hold
+/// it, with the commands that bring them in step.
+fn follow_up(tree: &NodeTree, ca: &str) -> Vec<String> {
+    let Some((ca_rel, _)) = tree.artifact(&format!("{ca}.crt")) else { return Vec::new() };
+    let ca_path = format!("/{ca_rel}");
+    let mut lines = vec![format!(
+        "{ca} was renewed on this node only: every other node of the cluster still holds the old certificate (same key: it keeps working until it expires)"
+    )];
+    lines.push(format!("  on each other node: copy this node's {ca_path} to {ca_path} (e.g. `scp {ca_path} NODE:{ca_path}`)"));
+    if ca == "ca" {
+        // Every kubeconfig the layout places, on any node, may embed it.
+        let mut confs: Vec<String> = tree
+            .layout
+            .entries
+            .iter()
+            .filter(|e| catalog::kubeconfig(&e.artifact).is_some() || e.artifact == "discovery.conf")
+            .map(|e| format!("/{}", e.path))
+            .collect();
+        confs.sort();
+        confs.dedup();
+        let cluster = tree
+            .files
+            .iter()
+            .filter(|(p, _)| confs.contains(&format!("/{p}")))
+            .find_map(|(_, f)| Kubeconfig::parse(&f.bytes).ok()?.clusters.first().map(|c| c.name.clone()))
+            .unwrap_or_else(|| "kubernetes".to_string());
+        lines.push(format!(
+            "  then, there, put it into each kubeconfig that embeds it: for f in {}; do [ -f \"$f\" ] && kubectl config set-cluster {} --kubeconfig=\"$f\" --certificate-authority={ca_path} --embed-certs; done",
+            confs.join(" "),
+            shell_word(&cluster)
+        ));
+        let admin = tree.artifact("admin.conf").or_else(|| tree.artifact("super-admin.conf")).map(|(p, _)| format!("/{p}"));
+        let admin = admin.unwrap_or_else(|| "/etc/kubernetes/admin.conf".into());
+        lines.push("  the cluster's kube-public/cluster-info ConfigMap (token discovery for kubeadm join) holds it too; update its kubeconfig, once, from this node:".into());
+        lines.push(format!(
+            "    kubectl --kubeconfig {admin} -n kube-public get configmap cluster-info -o yaml | sed \"s|certificate-authority-data: .*|certificate-authority-data: $(base64 -w0 {ca_path})|\" | kubectl --kubeconfig {admin} replace -f -"
+        ));
+        lines.push(
+            "    kube-controller-manager's bootstrapsigner then signs it again for every bootstrap token (its jws-kubeconfig-<id> keys)"
+                .into(),
+        );
+    } else {
+        lines.push(format!("  the components that trust it there read it from {ca_path} when they restart"));
+    }
+    lines.push(format!(
+        "  from the bundle instead: `kubebundle certs renew {ca} --dir OUT/<cluster>` renews it in the state, every node's tarball{} at once",
+        if ca == "ca" { ", discovery.conf and cluster-info" } else { "" }
+    ));
+    lines
+}
+
+/// A word as the shell reads it (quoted when it needs to be).
+fn shell_word(w: &str) -> String {
+    if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/@".contains(c)) {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
+/// A bundle, or one node tree in it (`only`): the state's CAs sign, every node changed is
+/// re-packed, the state's records follow, and the whole is one transaction.
+fn renew_bundle(args: &RenewArgs, want: &Wanted, bundle: &Path, only: Option<&str>) -> Result<RenewReport, RenewError> {
+    // The lock every writer takes, before anything this run rewrites is read (none for a dry run).
+    let lock = if args.dry_run { None } else { Some(crate::bundle::output::lock_dir(bundle)?) };
+    // A bundle's state is checked before any of it is used: a lost or changed CA refuses, and so
+    // does a bundle whose state is gone.
+    crate::bundle::state::check::check_bundle(bundle)?;
+    let plan = crate::tree::bundle::read_plan(bundle);
+    let mut nodes = crate::tree::bundle::read_nodes(bundle, plan.as_ref(), false)
+        .map_err(|message| RenewError::Read { path: bundle.join("nodes").display().to_string(), message })?;
+    if let Some(name) = only {
+        nodes.retain(|n| n.name == name);
+    }
+    let state_pki = bundle.join("state/pki");
+    let mut state = if state_pki.is_dir() { Some(StateCas::load(&state_pki)?) } else { None };
+
+    // CAs first (the state's, for the whole bundle), so leaves renewed in the same run are
+    // signed by the new certificate.
+    let mut renewed = Vec::new();
+    let mut bundle_changes: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
+    let mut ca_swaps: Vec<(Vec<u8>, String)> = Vec::new();
+    let mut restart = 0u8;
+    for ca in &want.cas {
+        let Some(st) = state.as_mut() else {
+            return Err(RenewError::Missing { name: format!("{ca} (the bundle has no state/pki)"), dir: bundle.display().to_string() });
+        };
+        let (crt, key) = state_files(ca);
+        let (crt, key) = (st.pki.join(crt), st.pki.join(key));
+        let Some(old) = st.signers.get(*ca) else {
+            if crt.is_file() {
                 return Err(RenewError::ExternallyManaged {
-                    name: name.to_string(),
+                    name: format!("state/{ca}"),
                     ca: ca.to_string(),
-                    key: own_key.display().to_string(),
+                    key: key.display().to_string(),
                 });
             }
-            return Err(RenewError::Missing { name: format!("{ca} (the CA of {name})"), dir: tree.pki.display().to_string() });
+            return Err(RenewError::Missing { name: ca.to_string(), dir: st.pki.display().to_string() });
         };
-        let der = first_cert_der(ca, &crt, &self.read_text(&crt)?)?;
-        let key = load_key(ca, &key, &self.read_text(&key)?)?;
-        let x = parse_cert(ca, &crt, &der)?;
-        if x.public_key().raw != key.spki_der().as_slice() {
-            return Err(RenewError::Cert {
-                name: ca.to_string(),
-                path: crt.display().to_string(),
-                message: "the CA key does not match the CA certificate".into(),
-            });
+        let shown = crt.display().to_string();
+        let new = renew_ca_cert(ca, &shown, &old.der, &old.key, args)?;
+        let new_der = pem::parse(&new.pem).map(|p| p.contents().to_vec()).unwrap_or_default();
+        ca_swaps.push((st.old.get(*ca).cloned().unwrap_or_default(), new.pem.clone()));
+        bundle_changes.insert(crt.clone(), new.pem.clone().into_bytes());
+        renewed.push(Renewed {
+            name: format!("state/{ca}"),
+            path: crt,
+            old_not_after: new.old_not_after,
+            new_not_after: new.new_not_after,
+            new_key: false,
+        });
+        let kube_proxy = nodes.iter().any(|n| n.tree.artifact("kube-proxy.conf").is_some());
+        restart |= ca_restart(ca, kube_proxy);
+        if let Some(s) = st.signers.get_mut(*ca) {
+            s.der = new_der;
+            s.not_after = new.new_not_after;
         }
-        let not_after = x.validity().not_after.to_datetime();
-        Ok(Signer { name: ca.to_string(), der, key, not_after })
     }
+    // Every node, in parallel: its copies of renewed CAs, then its leaves.
+    let results: Vec<Result<(TreeWork<'_>, BTreeSet<String>), RenewError>> = nodes
+        .par_iter()
+        .map(|n| {
+            let mut w = TreeWork::new(&n.tree, format!("{}/", n.name));
+            for (old, new) in &ca_swaps {
+                w.replace_ca(old, new);
+            }
+            let found = w.renew_leaves(want, state.as_ref(), args)?;
+            Ok((w, found))
+        })
+        .collect();
+    let mut works = Vec::new();
+    let mut found = BTreeSet::new();
+    for r in results {
+        let (w, f) = r?;
+        found.extend(f);
+        works.push(w);
+    }
+    for name in &want.explicit {
+        if !found.contains(name) {
+            return Err(RenewError::Missing { name: name.clone(), dir: args.dir.display().to_string() });
+        }
+    }
+    let mut skipped = Vec::new();
+    for w in &mut works {
+        renewed.append(&mut w.renewed);
+        skipped.append(&mut w.skipped);
+        restart |= w.restart;
+    }
+    if renewed.is_empty() {
+        if !skipped.is_empty() {
+            return Err(nothing_here(&args.dir, &skipped));
+        }
+        return Err(RenewError::Missing { name: args.targets.join(" "), dir: args.dir.display().to_string() });
+    }
+    // The bundle's own copies of the cluster CA: discovery.conf and cluster-info (its JWS signed
+    // again by every signing token).
+    if let Some((old, new)) = want.cas.iter().position(|c| *c == "ca").map(|i| &ca_swaps[i]) {
+        let discovery = bundle.join("discovery.conf");
+        if let Ok(bytes) = std::fs::read(&discovery) {
+            if let Some(b) = with_ca_replaced(&bytes, old, new) {
+                bundle_changes.insert(discovery, b);
+            }
+        }
+        if let Some((path, bytes)) = cluster_info(bundle, plan.as_ref(), new)? {
+            bundle_changes.insert(path, bytes);
+        }
+    }
+    // The state records each leaf's certificate and key: keep them in step.
+    let leaves_file = state_pki.with_file_name(crate::bundle::state::LEAVES_FILE);
+    if let Some(bytes) = updated_leaf_records(&leaves_file, &works)? {
+        bundle_changes.insert(leaves_file, bytes);
+    }
+    let mtime = u64::try_from(args.now.unix_timestamp()).unwrap_or(0);
+    // Each changed node: its tarball packed again from the model, its unpacked tree's files.
+    let node_of: BTreeMap<&str, &crate::tree::bundle::BundleNode> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    type Packed = Option<(PathBuf, Vec<u8>, Vec<(PathBuf, Vec<u8>)>)>;
+    let packed: Vec<Result<Packed, RenewError>> = works
+        .par_iter()
+        .map(|w| {
+            if w.changes.is_empty() {
+                return Ok(None);
+            }
+            let name = w.prefix.trim_end_matches('/');
+            let Some(node) = node_of.get(name) else { return Ok(None) };
+            let mut tree = node.tree.file_tree();
+            for (rel, bytes) in &w.changes {
+                let mode = tree.get(rel).map(|f| f.mode).unwrap_or(0o600);
+                tree.insert(rel, bytes.clone(), mode);
+            }
+            let tgz = crate::tree::tarball::tar_gz(&tree, mtime)
+                .map_err(|e| RenewError::Read { path: node.tarball.display().to_string(), message: e.to_string() })?;
+            let files = node.dir.iter().flat_map(|d| w.changes.iter().map(move |(rel, b)| (d.join(rel), b.clone()))).collect();
+            Ok(Some((node.tarball.clone(), tgz, files)))
+        })
+        .collect();
+    let mut tarballs = Vec::new();
+    for p in packed {
+        if let Some((tb, bytes, files)) = p? {
+            bundle_changes.extend(files);
+            tarballs.push((tb, bytes));
+        }
+    }
+    let mut changed: Vec<PathBuf> = bundle_changes.keys().cloned().collect();
+    changed.extend(tarballs.iter().map(|(t, _)| t.clone()));
+    changed.sort();
+    let systemd = nodes.iter().any(|n| n.tree.layout.systemd());
+    let mut report = RenewReport {
+        renewed,
+        restart: restart_list(restart),
+        changed_files: changed,
+        dry_run: args.dry_run,
+        systemd,
+        skipped,
+        repacked: tarballs.iter().map(|(t, _)| t.clone()).collect(),
+        ..RenewReport::default()
+    };
+    if args.dry_run {
+        return Ok(report);
+    }
+    let real = lock.as_ref().map(|l| l.dir().to_path_buf()).unwrap_or_else(|| bundle.to_path_buf());
+    // Beside the bundle, never inside it.
+    let backup_dir = real.parent().unwrap_or(Path::new("/")).join(backup_name(args.now));
+    let mut writes: Vec<(PathBuf, Vec<u8>)> = bundle_changes.into_iter().collect();
+    writes.extend(tarballs);
+    commit_bundle(bundle, &real, writes, &backup_dir)?;
+    report.backup_dir = Some(backup_dir);
+    drop(lock);
+    Ok(report)
+}
+
+/// `manifests/cluster-info.yaml` of bundle `dir` rendered again with the CA `ca_pem` (its JWS
+/// signed again by every signing token), as generate and `token create` write it.
+fn cluster_info(dir: &Path, plan: Option<&crate::tree::bundle::PlanDoc>, ca_pem: &str) -> Result<Option<(PathBuf, Vec<u8>)>, RenewError> {
+    let target = dir.join("manifests/cluster-info.yaml");
+    if !target.is_file() {
+        return Ok(None);
+    }
+    let bad = |path: &Path, message: String| RenewError::Read { path: path.display().to_string(), message };
+    let plan_path = dir.join("plan.json");
+    let plan = plan.ok_or_else(|| bad(&plan_path, "not a kubebundle plan".into()))?;
+    let version = crate::util::version::KubeVersion::parse(&plan.kubernetes_version).map_err(|m| bad(&plan_path, m))?;
+    let server = format!("https://{}", plan.control_plane_endpoint);
+    let state_dir = dir.join("state");
+    let tokens = crate::bundle::state::read_tokens(&state_dir)
+        .map_err(|e| bad(&state_dir.join(crate::bundle::state::TOKENS_FILE), e.to_string()))?;
+    let renderer = crate::bundle::render::Renderer::new();
+    let manifests = crate::bundle::materialize::token_manifests(&renderer, &server, &B64.encode(ca_pem), version.minor, &tokens)
+        .map_err(|e| bad(&target, e.to_string()))?;
+    Ok(manifests.into_iter().find(|(p, _)| p == "manifests/cluster-info.yaml").map(|(_, text)| (target, text.into_bytes())))
+}
+
+/// state/leaves.json with the records of the leaves renewed (their certificate, and key with
+/// --new-key), so the next `generate` keeps the renewals. None when the state has no records or
+/// none changed.
+fn updated_leaf_records(file: &Path, works: &[TreeWork<'_>]) -> Result<Option<Vec<u8>>, RenewError> {
+    if std::fs::symlink_metadata(file).is_err() || works.iter().all(|w| w.records.is_empty()) {
+        return Ok(None);
+    }
+    let state_dir = file.parent().unwrap_or(Path::new("."));
+    let mut records = crate::bundle::state::read_leaves(state_dir)
+        .map_err(|e| RenewError::Read { path: file.display().to_string(), message: e.to_string() })?;
+    let mut touched = false;
+    for w in works {
+        let node = w.prefix.trim_end_matches('/');
+        for (id, cert, key) in &w.records {
+            let Some(record) = records.get_mut(&(node.to_string(), id.clone())) else { continue };
+            record.cert_pem = Some(cert.clone());
+            if let Some(k) = key {
+                record.key_pem = zeroize::Zeroizing::new(k.clone());
+            }
+            touched = true;
+        }
+    }
+    Ok(touched.then(|| crate::bundle::state::leaves_json(&records)))
+}
+
+// =============================================================================================
+// Writing
+
+fn backup_name(now: OffsetDateTime) -> String {
+    let t = now.to_offset(time::UtcOffset::UTC);
+    format!("kubebundle-backup-{:04}{:02}{:02}T{:02}{:02}{:02}Z", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second())
+}
+
+/// Where `path` goes inside the backup: its path relative to DIR, else relative to the node's
+/// root (`root/...`), else its absolute path under `outside/`.
+fn relative_to(dir: &Path, root: Option<&Path>, path: &Path) -> PathBuf {
+    let canon_dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let canon = path.parent().and_then(|p| std::fs::canonicalize(p).ok()).map(|p| p.join(path.file_name().unwrap_or_default()));
+    for d in [dir, canon_dir.as_path()] {
+        for p in [Some(path), canon.as_deref()].into_iter().flatten() {
+            if let Ok(rel) = p.strip_prefix(d) {
+                return rel.to_path_buf();
+            }
+        }
+    }
+    if let Some(rel) = root.and_then(|r| path.strip_prefix(r).ok()) {
+        return Path::new("root").join(rel);
+    }
+    Path::new("outside").join(path.strip_prefix("/").unwrap_or(path))
+}
+
+/// Copies `files` (as they are now) into a private directory beside `backup_dir`, each at its
+/// path relative to `dir`, then renames it to `backup_dir` whole: a killed run never leaves a
+/// half backup, and an existing backup is never overwritten.
+fn backup(dir: &Path, root: Option<&Path>, backup_dir: &Path, files: &[PathBuf]) -> Result<(), RenewError> {
+    let fail = |path: &Path, e: std::io::Error| RenewError::Backup { path: path.display().to_string(), message: e.to_string() };
+    if std::fs::symlink_metadata(backup_dir).is_ok() {
+        return Err(RenewError::BackupExists { path: backup_dir.display().to_string() });
+    }
+    let parent = backup_dir.parent().unwrap_or(Path::new("."));
+    let staged = crate::bundle::output::PrivateDir::new(parent, ".kubebundle-backup-")
+        .map_err(|e| RenewError::Backup { path: backup_dir.display().to_string(), message: e.to_string() })?;
+    for f in files {
+        let target = staged.path().join(relative_to(dir, root, f));
+        if let Some(parent) = target.parent() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(|e| fail(parent, e))?;
+        }
+        let bytes = zeroize::Zeroizing::new(std::fs::read(f).map_err(|e| fail(f, e))?);
+        let mode = std::fs::metadata(f).map_err(|e| fail(f, e))?.permissions().mode() & 0o777;
+        let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&target).map_err(|e| fail(&target, e))?;
+        out.write_all(&bytes).map_err(|e| fail(&target, e))?;
+    }
+    publish_backup(staged, backup_dir)
+}
+
+fn publish_backup(staged: crate::bundle::output::PrivateDir, backup_dir: &Path) -> Result<(), RenewError> {
+    staged.publish(backup_dir).map_err(|e| match &e {
+        crate::bundle::output::OutputError::Write { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            RenewError::BackupExists { path: backup_dir.display().to_string() }
+        }
+        _ => RenewError::Backup { path: backup_dir.display().to_string(), message: e.to_string() },
+    })
+}
+
+/// `path` (under the bundle as given, `given`) relative to the bundle.
+fn rel_in(given: &Path, real: &Path, path: &Path) -> Result<PathBuf, RenewError> {
+    let outside = || RenewError::Read { path: path.display().to_string(), message: format!("not inside {}", given.display()) };
+    if let Ok(rel) = path.strip_prefix(given) {
+        return Ok(rel.to_path_buf());
+    }
+    if let Ok(rel) = path.strip_prefix(real) {
+        return Ok(rel.to_path_buf());
+    }
+    let (parent, name) = (path.parent().ok_or_else(outside)?, path.file_name().ok_or_else(outside)?);
+    let parent =
+        std::fs::canonicalize(parent).map_err(|e| RenewError::Read { path: path.display().to_string(), message: e.to_string() })?;
+    parent.join(name).strip_prefix(real).map(Path::to_path_buf).map_err(|_| outside())
+}
+
+/// A file to write in the staged bundle: its new bytes, with the mode and owner of the file it
+/// replaces.
+struct Staged {
+    bytes: zeroize::Zeroizing<Vec<u8>>,
+    mode: u32,
+    owner: (u32, u32),
+}
+
+/// Renews a bundle as one transaction: the new bundle is staged beside it (hard links to every
+/// file that does not change; the changed files written anew, with the mode and owner of the file
+/// each replaces; nothing is modified in place), the backup (hard links to the replaced files,
+/// which the old bundle never changes) is renamed into place, then the staged bundle is swapped in.
+fn commit_bundle(given: &Path, real: &Path, writes: Vec<(PathBuf, Vec<u8>)>, backup_dir: &Path) -> Result<(), RenewError> {
+    let read_err =
+        |path: &Path, e: std::io::Error| RenewError::Read { path: path.display().to_string(), message: crate::util::io_words(&e) };
+    let werr = |path: &Path, e: std::io::Error| RenewError::Output(crate::bundle::output::werr(path)(e));
+    if std::fs::symlink_metadata(backup_dir).is_ok() {
+        return Err(RenewError::BackupExists { path: backup_dir.display().to_string() });
+    }
+    let mut staged_files: BTreeMap<PathBuf, Staged> = BTreeMap::new();
+    for (path, bytes) in writes {
+        let rel = rel_in(given, real, &path)?;
+        let m = std::fs::metadata(real.join(&rel)).map_err(|e| read_err(&path, e))?;
+        staged_files.insert(
+            rel,
+            Staged { bytes: zeroize::Zeroizing::new(bytes), mode: m.permissions().mode() & 0o7777, owner: (m.uid(), m.gid()) },
+        );
+    }
+    let (parent, name) = match (real.parent(), real.file_name()) {
+        (Some(p), Some(n)) => (p, n.to_string_lossy()),
+        _ => return Err(werr(real, std::io::ErrorKind::InvalidInput.into())),
+    };
+    let staging = crate::bundle::output::stage(parent, &name)?;
+    let skip: BTreeSet<PathBuf> = staged_files.keys().cloned().collect();
+    crate::bundle::output::link_copy_except(real, staging.path(), &skip)?;
+    for (rel, Staged { bytes, mode, owner }) in &staged_files {
+        let path = staging.path().join(rel);
+        crate::bundle::output::write_file(&path, bytes, *mode)?;
+        let m = std::fs::metadata(&path).map_err(|e| werr(&path, e))?;
+        if (m.uid(), m.gid()) != *owner {
+            std::os::unix::fs::chown(&path, Some(owner.0), Some(owner.1))
+                .map_err(|e| werr(&path, std::io::Error::new(e.kind(), format!("cannot keep its owner {}:{}: {e}", owner.0, owner.1))))?;
+        }
+    }
+    // The backup: the replaced files themselves, hard-linked (the old bundle never changes them).
+    let bparent = backup_dir.parent().unwrap_or(Path::new("."));
+    let bstaged = crate::bundle::output::PrivateDir::new(bparent, ".kubebundle-backup-")
+        .map_err(|e| RenewError::Backup { path: backup_dir.display().to_string(), message: e.to_string() })?;
+    let fail = |path: &Path, e: std::io::Error| RenewError::Backup { path: path.display().to_string(), message: e.to_string() };
+    let mut made: BTreeSet<PathBuf> = BTreeSet::new();
+    for rel in staged_files.keys() {
+        let target = bstaged.path().join(rel);
+        if let Some(p) = target.parent() {
+            if made.insert(p.to_path_buf()) {
+                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(p).map_err(|e| fail(p, e))?;
+            }
+        }
+        let old = real.join(rel);
+        if std::fs::hard_link(&old, &target).is_err() {
+            let bytes = zeroize::Zeroizing::new(std::fs::read(&old).map_err(|e| fail(&old, e))?);
+            let mode = std::fs::metadata(&old).map_err(|e| fail(&old, e))?.permissions().mode() & 0o777;
+            let mut out =
+                std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&target).map_err(|e| fail(&target, e))?;
+            out.write_all(&bytes).map_err(|e| fail(&target, e))?;
+        }
+    }
+    publish_backup(bstaged, backup_dir)?;
+    crate::bundle::output::commit(staging, real)?;
+    Ok(())
 }
 
 // =============================================================================================
@@ -417,6 +1193,45 @@ impl Work<'_> {
 
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+/// A certificate's own public key, for signing a renewal of it without loading its private key.
+struct CertKey {
+    raw: Vec<u8>,
+    alg: &'static rcgen::SignatureAlgorithm,
+}
+
+impl CertKey {
+    fn of(x: &X509Certificate<'_>) -> Result<CertKey, String> {
+        let alg = match key_algorithm(x)? {
+            KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => &rcgen::PKCS_RSA_SHA256,
+            KeyAlgorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyAlgorithm::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+        };
+        Ok(CertKey { raw: x.public_key().subject_public_key.data.to_vec(), alg })
+    }
+}
+
+/// The public key a renewed leaf is issued for: its own (kept), or a fresh key's.
+enum SubjectKey {
+    Cert(CertKey),
+    Pair(rcgen::KeyPair),
+}
+
+impl rcgen::PublicKeyData for SubjectKey {
+    fn der_bytes(&self) -> &[u8] {
+        match self {
+            SubjectKey::Cert(k) => &k.raw,
+            SubjectKey::Pair(p) => p.der_bytes(),
+        }
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            SubjectKey::Cert(k) => k.alg,
+            SubjectKey::Pair(p) => rcgen::PublicKeyData::algorithm(p),
+        }
+    }
 }
 
 /// The subject as rcgen's DistinguishedName, attribute types and string types kept, in order.
@@ -591,21 +1406,33 @@ struct NewCert {
 }
 
 /// Re-issues the leaf `old_der` (whose key is `key_pem`) signed by `ca`.
-fn renew_leaf(name: &str, path: &Path, old_der: &[u8], key_pem: &str, ca: &Signer, args: &RenewArgs) -> Result<NewCert, RenewError> {
-    let err = |message: String| RenewError::Cert { name: name.to_string(), path: path.display().to_string(), message };
+fn renew_leaf(name: &str, path: &str, old_der: &[u8], key_pem: &str, ca: &Signer, args: &RenewArgs) -> Result<NewCert, RenewError> {
+    let err = |message: String| RenewError::Cert { name: name.to_string(), path: path.to_string(), message };
     let x = parse_cert(name, path, old_der)?;
     if x.is_ca() {
         return Err(err("this is a CA certificate; renew it by its CA name (ca, front-proxy-ca, etcd-ca)".into()));
     }
-    let old_key = load_key(name, path, key_pem)?;
-    if x.public_key().raw != old_key.spki_der().as_slice() {
-        return Err(err("the private key does not match the certificate\n  hint: pass --new-key to make a new key for it".into()));
+    // The key is checked against the certificate from its own fields (no key is loaded to keep
+    // it): the certificate's public key is the new certificate's.
+    let mismatch = || err("the private key does not match the certificate\n  hint: pass --new-key to make a new key for it".into());
+    match crate::pki::keys::public_half(key_pem) {
+        Ok(Some(half)) if crate::pki::keys::half_matches(&half, x.public_key()) => {}
+        Ok(Some(_)) => return Err(mismatch()),
+        Ok(None) => {
+            if x.public_key().raw != load_key(name, path, key_pem)?.spki_der().as_slice() {
+                return Err(mismatch());
+            }
+        }
+        Err(e) => return Err(err(format!("the key is unreadable: {e}"))),
     }
-    let (key, new_key_pem) = if args.new_key {
+    let (subject_key, new_key_pem) = if args.new_key {
         let (k, pem) = fresh_key(&x, key_pem).map_err(err)?;
-        (k, Some(pem))
+        (SubjectKey::Pair(k.pair), Some(pem))
     } else {
-        (old_key, None)
+        match CertKey::of(&x) {
+            Ok(k) => (SubjectKey::Cert(k), None),
+            Err(_) => (SubjectKey::Pair(load_key(name, path, key_pem)?.pair), None),
+        }
     };
     let (not_before, not_after) = window(args)?;
     if not_after > ca.not_after {
@@ -629,9 +1456,13 @@ fn renew_leaf(name: &str, path: &Path, old_der: &[u8], key_pem: &str, ca: &Signe
     params.not_before = not_before;
     params.not_after = not_after;
     params.use_authority_key_identifier_extension = true;
-    let issuer = Issuer::from_ca_cert_der(&ca.der.as_slice().into(), &ca.key.pair)
-        .map_err(|e| err(format!("the CA {} cannot sign: {e}", ca.name)))?;
-    let cert = params.signed_by(&key.pair, &issuer).map_err(|e| err(format!("cannot sign: {e}")))?;
+    let signer = match &ca.ec {
+        Some(ec) => DeterministicSigner::Ecdsa(ec.clone()),
+        None => DeterministicSigner::KeyPair(&ca.key.pair),
+    };
+    let issuer =
+        Issuer::from_ca_cert_der(&ca.der.as_slice().into(), signer).map_err(|e| err(format!("the CA {} cannot sign: {e}", ca.name)))?;
+    let cert = params.signed_by(&subject_key, &issuer).map_err(|e| err(format!("cannot sign: {e}")))?;
     Ok(NewCert {
         pem: pem_encode("CERTIFICATE", cert.der()),
         old_not_after: x.validity().not_after.to_datetime(),
@@ -641,8 +1472,8 @@ fn renew_leaf(name: &str, path: &Path, old_der: &[u8], key_pem: &str, ca: &Signe
 }
 
 /// Re-issues the CA `old_der` from its own key: same subject, SANs and SKI.
-fn renew_ca_cert(name: &str, path: &Path, old_der: &[u8], key: &Key, args: &RenewArgs) -> Result<NewCert, RenewError> {
-    let err = |message: String| RenewError::Cert { name: name.to_string(), path: path.display().to_string(), message };
+fn renew_ca_cert(name: &str, path: &str, old_der: &[u8], key: &Key, args: &RenewArgs) -> Result<NewCert, RenewError> {
+    let err = |message: String| RenewError::Cert { name: name.to_string(), path: path.to_string(), message };
     let x = parse_cert(name, path, old_der)?;
     if !x.is_ca() {
         return Err(err("not a CA certificate (BasicConstraints CA:FALSE)".into()));
@@ -674,611 +1505,6 @@ fn renew_ca_cert(name: &str, path: &Path, old_der: &[u8], key: &Key, args: &Rene
     })
 }
 
-// =============================================================================================
-// Kubeconfigs: edit one value in place
-
-/// Byte ranges of the values of `key:` lines (`  key: value`), with the value as written.
-fn yaml_values<'t>(text: &'t str, key: &str) -> Vec<(std::ops::Range<usize>, &'t str)> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        let body = line.trim_end_matches(['\n', '\r']);
-        let trimmed = body.trim_start();
-        let trimmed = trimmed.strip_prefix("- ").unwrap_or(trimmed);
-        let start_of_key = body.len() - trimmed.len();
-        if let Some(rest) = trimmed.strip_prefix(key).and_then(|r| r.strip_prefix(':')) {
-            let value = rest.trim();
-            if !value.is_empty() {
-                let lead = rest.len() - rest.trim_start().len();
-                let start = offset + start_of_key + key.len() + 1 + lead;
-                out.push((start..start + value.len(), value));
-            }
-        }
-        offset += line.len();
-    }
-    out
-}
-
-fn unquote(v: &str) -> &str {
-    v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\''))).unwrap_or(v)
-}
-
-/// Replaces the value of the `key:` line whose value decodes to `old` with base64(`new`).
-fn replace_data(text: &str, key: &str, old: &[u8], new: &[u8]) -> Option<String> {
-    let (range, _) = yaml_values(text, key).into_iter().find(|(_, v)| B64.decode(unquote(v)).is_ok_and(|d| d == old))?;
-    let mut out = String::with_capacity(text.len() + 64);
-    out.push_str(&text[..range.start]);
-    out.push_str(&B64.encode(new));
-    out.push_str(&text[range.end..]);
-    Some(out)
-}
-
-/// Resolves a path named in a kubeconfig: relative to the kubeconfig, absolute ones under the
-/// node root when the tree is not at /.
-fn resolve(conf: &Path, root: Option<&Path>, file: &str) -> PathBuf {
-    let p = Path::new(file);
-    match (p.is_absolute(), root) {
-        (true, Some(root)) => root.join(p.strip_prefix("/").unwrap_or(p)),
-        (true, None) => p.to_path_buf(),
-        (false, _) => conf.parent().unwrap_or(Path::new(".")).join(p),
-    }
-}
-
-/// Follows symlinks (absolute targets under `root`) so the file, not the link, is replaced.
-fn follow(path: &Path, root: Option<&Path>) -> PathBuf {
-    let mut p = path.to_path_buf();
-    for _ in 0..8 {
-        match std::fs::read_link(&p) {
-            Ok(target) => {
-                p = if target.is_absolute() {
-                    match root {
-                        Some(r) => r.join(target.strip_prefix("/").unwrap_or(&target)),
-                        None => target,
-                    }
-                } else {
-                    p.parent().unwrap_or(Path::new(".")).join(target)
-                };
-            }
-            Err(_) => break,
-        }
-    }
-    p
-}
-
-// =============================================================================================
-// Renewing
-
-impl Work<'_> {
-    fn note(&mut self, name: String, path: PathBuf, new: &NewCert) {
-        self.renewed.push(Renewed {
-            name,
-            path,
-            old_not_after: new.old_not_after,
-            new_not_after: new.new_not_after,
-            new_key: new.key_pem.is_some(),
-        });
-    }
-
-    fn renew_leaf_in(&mut self, leaf: &Leaf, tree: &Tree, state_pki: Option<&Path>) -> Result<bool, RenewError> {
-        let shown = format!("{}{}", tree.prefix, leaf.name);
-        // A certificate file and its key (a kubeconfig's client certificate too, when the
-        // profile places it as files), else the kubeconfig that embeds or references it.
-        let files = match leaf.place {
-            Place::Pki(crt, key) => tree
-                .file(&format!("{}.crt", leaf.name), || Some(tree.pki.join(crt)))
-                .zip(tree.file(&format!("{}.key", leaf.name), || Some(tree.pki.join(key)))),
-            Place::Root(crt, key) => tree
-                .file(&format!("{}.crt", leaf.name), || tree.root.as_ref().map(|r| r.join(crt)))
-                .zip(tree.file(&format!("{}.key", leaf.name), || tree.root.as_ref().map(|r| r.join(key)))),
-            Place::Kubeconfig(_) => tree
-                .layout
-                .as_ref()
-                .and_then(|l| l.get(&format!("{}.crt", leaf.name)).cloned().zip(l.get(&format!("{}.key", leaf.name)).cloned())),
-        };
-        if let Some((crt, key)) = files {
-            let (crt, key) = (follow(&crt, tree.root.as_deref()), follow(&key, tree.root.as_deref()));
-            if !present(&crt) {
-                return Ok(false);
-            }
-            let ca = self.signer(&shown, tree, state_pki, leaf.ca)?;
-            let der = first_cert_der(&shown, &crt, &self.read_text(&crt)?)?;
-            let key_text = self.read_text(&key)?;
-            let new = renew_leaf(&shown, &crt, &der, &key_text, &ca, self.args)?;
-            self.changes.insert(crt.clone(), new.pem.clone().into_bytes());
-            if let Some(k) = &new.key_pem {
-                self.changes.insert(key, k.clone().into_bytes());
-            }
-            self.note(shown, crt, &new);
-        } else if let Place::Kubeconfig(file) = leaf.place {
-            let Some(conf) = tree.file(leaf.name, || Some(tree.confs.join(file))).filter(|c| present(c)) else {
-                return Ok(false);
-            };
-            self.renew_kubeconfig(&shown, &conf, tree, state_pki, leaf.ca)?;
-        } else {
-            return Ok(false);
-        }
-        self.restart |= leaf.restart;
-        Ok(true)
-    }
-
-    fn renew_kubeconfig(&mut self, shown: &str, conf: &Path, tree: &Tree, state_pki: Option<&Path>, ca: &str) -> Result<(), RenewError> {
-        let err = |message: String| RenewError::Cert { name: shown.to_string(), path: conf.display().to_string(), message };
-        let text = self.read_text(conf)?;
-        let doc = crate::tree::kubeconfig::Kubeconfig::parse(text.as_bytes()).map_err(err)?;
-        let user = doc.current_user().ok_or_else(|| err("the kubeconfig has no user".into()))?;
-        let signer = self.signer(shown, tree, state_pki, ca)?;
-        if let Some(cert_pem) =
-            crate::tree::kubeconfig::decode("client-certificate-data", user.client_certificate_data.as_deref()).map_err(err)?
-        {
-            let key_pem = crate::tree::kubeconfig::decode("client-key-data", user.client_key_data.as_deref())
-                .map_err(err)?
-                .ok_or_else(|| err("the user has client-certificate-data but no client-key-data".into()))?;
-            let cert_text = String::from_utf8(cert_pem.clone()).map_err(|_| err("client-certificate-data is not PEM".into()))?;
-            let key_text = String::from_utf8(key_pem.clone()).map_err(|_| err("client-key-data is not PEM".into()))?;
-            let der = first_cert_der(shown, conf, &cert_text)?;
-            let new = renew_leaf(shown, conf, &der, &key_text, &signer, self.args)?;
-            let one_line = "kubebundle edits only a client-certificate-data value written on one line";
-            let mut out =
-                replace_data(&text, "client-certificate-data", &cert_pem, new.pem.as_bytes()).ok_or_else(|| err(one_line.into()))?;
-            if let Some(k) = &new.key_pem {
-                out = replace_data(&out, "client-key-data", &key_pem, k.as_bytes())
-                    .ok_or_else(|| err("kubebundle edits only a client-key-data value written on one line".into()))?;
-            }
-            self.changes.insert(conf.to_path_buf(), out.into_bytes());
-            self.note(shown.to_string(), conf.to_path_buf(), &new);
-            return Ok(());
-        }
-        let Some(file) = user.client_certificate.as_deref().filter(|f| !f.is_empty()) else {
-            return Err(err("the kubeconfig's user has no client certificate (client-certificate-data or client-certificate)".into()));
-        };
-        let root = tree.root.as_deref();
-        let crt = follow(&resolve(conf, root, file), root);
-        let key_file = yaml_values(&text, "client-key").into_iter().map(|(_, v)| unquote(v).to_string()).next();
-        let key = key_file.map(|k| follow(&resolve(conf, root, &k), root)).unwrap_or_else(|| crt.clone());
-        let crt_text = self.read_text(&crt)?;
-        let der = first_cert_der(shown, &crt, &crt_text)?;
-        let key_text = self.read_text(&key)?;
-        let key_block = pem::parse_many(&key_text)
-            .map_err(|e| err(format!("{}: not PEM: {e}", key.display())))?
-            .into_iter()
-            .find(|b| b.tag().ends_with("PRIVATE KEY"))
-            .ok_or_else(|| err(format!("{} holds no private key", key.display())))?;
-        let key_pem = pem_encode(key_block.tag(), key_block.contents());
-        let new = renew_leaf(shown, &crt, &der, &key_pem, &signer, self.args)?;
-        let new_key_pem = new.key_pem.clone().unwrap_or(key_pem);
-        if crt == key {
-            // kubelet-client-current.pem: certificate and key in one file.
-            self.changes.insert(crt.clone(), format!("{}{}", new.pem, new_key_pem).into_bytes());
-        } else {
-            self.changes.insert(crt.clone(), new.pem.clone().into_bytes());
-            if new.key_pem.is_some() {
-                self.changes.insert(key, new_key_pem.into_bytes());
-            }
-        }
-        self.note(shown.to_string(), crt, &new);
-        Ok(())
-    }
-
-    /// Re-issues CA `entry` in `pki` and replaces the old certificate in every place of
-    /// `trees` (and `extra_confs`) that held it.
-    fn renew_ca(&mut self, entry: &CaEntry, shown: String, pki: &Path, trees: &[Tree], extra_confs: &[PathBuf]) -> Result<(), RenewError> {
-        let (crt, key) = (pki.join(entry.crt), pki.join(entry.key));
-        if !present(&crt) {
-            return Err(RenewError::Missing { name: entry.name.to_string(), dir: pki.display().to_string() });
-        }
-        if !present(&key) {
-            return Err(RenewError::ExternallyManaged {
-                name: entry.name.to_string(),
-                ca: entry.name.to_string(),
-                key: key.display().to_string(),
-            });
-        }
-        let old = self.read(&crt)?;
-        let old_text = String::from_utf8(old.clone())
-            .map_err(|_| RenewError::Read { path: crt.display().to_string(), message: "not PEM text".into() })?;
-        let der = first_cert_der(entry.name, &crt, &old_text)?;
-        let k = load_key(entry.name, &key, &self.read_text(&key)?)?;
-        let new = renew_ca_cert(entry.name, &crt, &der, &k, self.args)?;
-        let new_bytes = new.pem.clone().into_bytes();
-        self.changes.insert(crt.clone(), new_bytes.clone());
-        for tree in trees {
-            let Some(copy) = tree.file(&format!("{}.crt", entry.name), || Some(tree.pki.join(entry.crt))) else { continue };
-            if copy != crt && present(&copy) && self.read(&copy)? == old {
-                self.changes.insert(copy, new_bytes.clone());
-            }
-        }
-        let mut confs: Vec<PathBuf> = extra_confs.to_vec();
-        for tree in trees {
-            confs.extend(tree.kubeconfigs());
-        }
-        for conf in confs {
-            let Ok(text) = self.read_text(&conf) else { continue };
-            let mut current = text.clone();
-            while let Some(next) = replace_data(&current, "certificate-authority-data", &old, &new_bytes) {
-                current = next;
-            }
-            if current != text {
-                self.changes.insert(conf, current.into_bytes());
-            }
-        }
-        self.note(shown, crt, &new);
-        self.restart |= entry.restart;
-        Ok(())
-    }
-}
-
-/// `manifests/cluster-info.yaml` of bundle `dir` rendered again with the renewed CA in `changes`
-/// (and its JWS signed again by every signing token), as generate and `token create` write it.
-fn cluster_info(dir: &Path, changes: &BTreeMap<PathBuf, Vec<u8>>, state_pki: &Path) -> Result<Option<(PathBuf, Vec<u8>)>, RenewError> {
-    let target = dir.join("manifests/cluster-info.yaml");
-    let Some(ca) = changes.get(&state_pki.join("ca.crt")).filter(|_| target.is_file()) else { return Ok(None) };
-    let bad = |path: &Path, message: String| RenewError::Read { path: path.display().to_string(), message };
-    let plan_path = dir.join("plan.json");
-    let plan: serde_json::Value = std::fs::read(&plan_path)
-        .map_err(|e| bad(&plan_path, e.to_string()))
-        .and_then(|b| serde_json::from_slice(&b).map_err(|_| bad(&plan_path, "not a kubebundle plan".into())))?;
-    let field = |k: &str| plan[k].as_str().map(str::to_string).ok_or_else(|| bad(&plan_path, format!("no {k}")));
-    let version = crate::util::version::KubeVersion::parse(&field("kubernetesVersion")?).map_err(|m| bad(&plan_path, m))?;
-    let server = format!("https://{}", field("controlPlaneEndpoint")?);
-    let state_dir = state_pki.parent().unwrap_or(dir);
-    let tokens =
-        crate::bundle::state::read_tokens(state_dir).map_err(|e| bad(&state_dir.join(crate::bundle::state::TOKENS_FILE), e.to_string()))?;
-    let renderer = crate::bundle::render::Renderer::new();
-    let manifests = crate::bundle::materialize::token_manifests(&renderer, &server, &B64.encode(ca), version.minor, &tokens)
-        .map_err(|e| bad(&target, e.to_string()))?;
-    Ok(manifests.into_iter().find(|(p, _)| p == "manifests/cluster-info.yaml").map(|(_, text)| (target, text.into_bytes())))
-}
-
-// =============================================================================================
-// Writing
-
-fn backup_name(now: OffsetDateTime) -> String {
-    let t = now.to_offset(time::UtcOffset::UTC);
-    format!("kubebundle-backup-{:04}{:02}{:02}T{:02}{:02}{:02}Z", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second())
-}
-
-/// Where `path` goes inside the backup: its path relative to DIR.
-fn relative_to(dir: &Path, path: &Path) -> PathBuf {
-    match path.strip_prefix(dir) {
-        Ok(rel) => rel.to_path_buf(),
-        Err(_) => Path::new("outside").join(path.strip_prefix("/").unwrap_or(path)),
-    }
-}
-
-/// Replaces `path` atomically with `bytes`, keeping its mode and owner.
-fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    let mode = meta.permissions().mode() & 0o7777;
-    // Locked while it lives and removed on a signal; a killed run's is swept by the next.
-    let mut tmp = crate::bundle::output::TempFile::beside(path).map_err(|e| e.to_string())?;
-    tmp.file.write_all(bytes).map_err(|e| e.to_string())?;
-    let f = &tmp.file;
-    let (uid, gid) = (meta.uid(), meta.gid());
-    let tmeta = f.metadata().map_err(|e| e.to_string())?;
-    if tmeta.uid() != uid || tmeta.gid() != gid {
-        std::os::unix::fs::fchown(f, Some(uid), Some(gid)).map_err(|e| format!("cannot keep its owner {uid}:{gid}: {e}"))?;
-    }
-    f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())?;
-    f.sync_all().map_err(|e| e.to_string())?;
-    tmp.persist(path).map_err(|e| e.to_string())?;
-    Ok(())
-}
-
-/// Copies `files` (as they are now) into a private directory beside `backup_dir`, each at its
-/// path relative to `dir`, then renames it to `backup_dir` whole: a killed run never leaves a
-/// half backup, and an existing backup is never overwritten.
-fn backup(dir: &Path, backup_dir: &Path, files: &[PathBuf]) -> Result<(), RenewError> {
-    let fail = |path: &Path, e: std::io::Error| RenewError::Backup { path: path.display().to_string(), message: e.to_string() };
-    if present(backup_dir) {
-        return Err(RenewError::BackupExists { path: backup_dir.display().to_string() });
-    }
-    let parent = backup_dir.parent().unwrap_or(Path::new("."));
-    let staged = crate::bundle::output::PrivateDir::new(parent, ".kubebundle-backup-")
-        .map_err(|e| RenewError::Backup { path: backup_dir.display().to_string(), message: e.to_string() })?;
-    for f in files {
-        let target = staged.path().join(relative_to(dir, f));
-        if let Some(parent) = target.parent() {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(|e| fail(parent, e))?;
-        }
-        let bytes = zeroize::Zeroizing::new(std::fs::read(f).map_err(|e| fail(f, e))?);
-        let mode = std::fs::metadata(f).map_err(|e| fail(f, e))?.permissions().mode() & 0o777;
-        let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&target).map_err(|e| fail(&target, e))?;
-        out.write_all(&bytes).map_err(|e| fail(&target, e))?;
-    }
-    staged.publish(backup_dir).map_err(|e| match &e {
-        crate::bundle::output::OutputError::Write { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
-            RenewError::BackupExists { path: backup_dir.display().to_string() }
-        }
-        _ => RenewError::Backup { path: backup_dir.display().to_string(), message: e.to_string() },
-    })
-}
-
-/// `path` relative to the real directory `root` (its parent's links resolved, not the file's).
-fn rel_in(root: &Path, path: &Path) -> Result<PathBuf, RenewError> {
-    let outside = || RenewError::Read { path: path.display().to_string(), message: format!("not inside {}", root.display()) };
-    let (parent, name) = (path.parent().ok_or_else(outside)?, path.file_name().ok_or_else(outside)?);
-    let parent =
-        std::fs::canonicalize(parent).map_err(|e| RenewError::Read { path: path.display().to_string(), message: e.to_string() })?;
-    parent.join(name).strip_prefix(root).map(Path::to_path_buf).map_err(|_| outside())
-}
-
-/// A file to write in the staged bundle: its new bytes, with the mode and owner of the file it
-/// replaces.
-struct Staged {
-    bytes: zeroize::Zeroizing<Vec<u8>>,
-    mode: u32,
-    owner: (u32, u32),
-}
-
-/// Renews a bundle as one transaction: the new bundle is staged beside `bundle` (hard links to
-/// every file that does not change; the changed files and re-packed tarballs written anew; no
-/// file is modified in place), the backup is renamed into place, then the staged bundle is
-/// swapped in.
-#[allow(clippy::too_many_arguments)]
-fn commit_bundle(
-    bundle: &Path,
-    changes: &BTreeMap<PathBuf, Vec<u8>>,
-    in_copy: &dyn Fn(&Path) -> bool,
-    tarballs: &[(PathBuf, PathBuf)],
-    changed: &[PathBuf],
-    backup_dir: &Path,
-    mtime: u64,
-) -> Result<(), RenewError> {
-    let read_err = |path: &Path, e: String| RenewError::Read { path: path.display().to_string(), message: e };
-    let stat = |path: &Path| -> Result<((u32, u32), u32), RenewError> {
-        let m = std::fs::metadata(path).map_err(|e| read_err(path, e.to_string()))?;
-        Ok(((m.uid(), m.gid()), m.permissions().mode() & 0o7777))
-    };
-    let mut writes: BTreeMap<PathBuf, Staged> = BTreeMap::new();
-    for (path, bytes) in changes.iter().filter(|(p, _)| !in_copy(p)) {
-        let (owner, mode) = stat(path)?;
-        writes.insert(rel_in(bundle, path)?, Staged { bytes: zeroize::Zeroizing::new(bytes.clone()), mode, owner });
-    }
-    for (root, tb) in tarballs {
-        let mut tree = crate::bundle::output::read_tree(root).map_err(|e| read_err(root, e.to_string()))?;
-        for (path, bytes) in changes.iter().filter(|(p, _)| p.starts_with(root)) {
-            let Ok(rel) = path.strip_prefix(root) else { continue };
-            let rel = rel.to_string_lossy();
-            let mode = tree.get(&rel).map(|f| f.mode).unwrap_or(0o600);
-            tree.insert(&rel, bytes.clone(), mode);
-        }
-        let packed = crate::tree::tarball::tar_gz(&tree, mtime).map_err(|e| read_err(tb, e.to_string()))?;
-        let (owner, mode) = stat(tb)?;
-        writes.insert(rel_in(bundle, tb)?, Staged { bytes: zeroize::Zeroizing::new(packed), mode, owner });
-    }
-    let werr = |path: &Path, e: std::io::Error| RenewError::Output(crate::bundle::output::werr(path)(e));
-    let (parent, name) = match (bundle.parent(), bundle.file_name()) {
-        (Some(p), Some(n)) => (p, n.to_string_lossy()),
-        _ => return Err(werr(bundle, std::io::ErrorKind::InvalidInput.into())),
-    };
-    let staging = crate::bundle::output::stage(parent, &name)?;
-    crate::bundle::output::link_copy(bundle, staging.path())?;
-    for (rel, f) in &writes {
-        let path = staging.path().join(rel);
-        crate::bundle::output::write_file(&path, &f.bytes, f.mode)?;
-        let m = std::fs::metadata(&path).map_err(|e| werr(&path, e))?;
-        if (m.uid(), m.gid()) != f.owner {
-            std::os::unix::fs::chown(&path, Some(f.owner.0), Some(f.owner.1)).map_err(|e| {
-                werr(&path, std::io::Error::new(e.kind(), format!("cannot keep its owner {}:{}: {e}", f.owner.0, f.owner.1)))
-            })?;
-        }
-    }
-    backup(bundle, backup_dir, &changed.iter().map(|p| rel_in(bundle, p).map(|r| bundle.join(r))).collect::<Result<Vec<_>, _>>()?)?;
-    crate::bundle::output::commit(staging, bundle)?;
-    Ok(())
-}
-
-/// state/leaves.json with the records of the leaves renewed in the bundle's node trees (their
-/// certificate, and key with --new-key), so the next `generate` keeps the renewals. None when the
-/// state has no records or none changed.
-fn updated_leaf_records(file: &Path, trees: &[Tree], changes: &BTreeMap<PathBuf, Vec<u8>>) -> Result<Option<Vec<u8>>, RenewError> {
-    if !present(file) {
-        return Ok(None);
-    }
-    let state_dir = file.parent().unwrap_or(Path::new("."));
-    let mut records = crate::bundle::state::read_leaves(state_dir)
-        .map_err(|e| RenewError::Read { path: file.display().to_string(), message: e.to_string() })?;
-    let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
-    let mut touched = false;
-    for tree in trees {
-        let (Some(layout), Some(node)) = (&tree.layout, tree.prefix.strip_suffix('/')) else { continue };
-        for (artifact, path) in layout {
-            let Some(bytes) = changes.get(path) else { continue };
-            let (id, cert, key) = if let Some(id) = artifact.strip_suffix(".crt") {
-                (id, text(bytes), None)
-            } else if let Some(id) = artifact.strip_suffix(".key") {
-                (id, None, text(bytes))
-            } else if catalog::kubeconfig(artifact).is_some() {
-                let Ok(kc) = crate::tree::kubeconfig::Kubeconfig::parse(bytes) else { continue };
-                let Some(user) = kc.current_user() else { continue };
-                let data = |v: Option<&str>| crate::tree::kubeconfig::decode("", v).ok().flatten().and_then(|b| String::from_utf8(b).ok());
-                (artifact.as_str(), data(user.client_certificate_data.as_deref()), data(user.client_key_data.as_deref()))
-            } else {
-                continue;
-            };
-            let Some(record) = records.get_mut(&(node.to_string(), id.to_string())) else { continue };
-            if let Some(c) = cert {
-                record.cert_pem = Some(c);
-                touched = true;
-            }
-            if let Some(k) = key {
-                record.key_pem = zeroize::Zeroizing::new(k);
-                touched = true;
-            }
-        }
-    }
-    Ok(touched.then(|| crate::bundle::state::leaves_json(&records)))
-}
-
-// =============================================================================================
-// Entry point
-
-pub fn renew(args: &RenewArgs) -> Result<RenewReport, RenewError> {
-    if args.targets.is_empty() {
-        return Err(RenewError::NoTargets);
-    }
-    let known = || {
-        let mut v: Vec<&str> = LEAVES.iter().map(|l| l.name).collect();
-        v.extend(CAS.iter().map(|c| c.name));
-        v.join(", ")
-    };
-    let mut cas: Vec<&CaEntry> = Vec::new();
-    let mut leaves: Vec<&Leaf> = Vec::new();
-    let mut explicit = BTreeSet::new();
-    for t in &args.targets {
-        if t == "all" {
-            for l in LEAVES {
-                if !leaves.iter().any(|x| x.name == l.name) {
-                    leaves.push(l);
-                }
-            }
-        } else if let Some(c) = ca_entry(t) {
-            if !cas.iter().any(|x| x.name == c.name) {
-                cas.push(c);
-            }
-        } else if let Some(l) = LEAVES.iter().find(|l| l.name == t) {
-            explicit.insert(l.name);
-            if !leaves.iter().any(|x| x.name == l.name) {
-                leaves.push(l);
-            }
-        } else {
-            return Err(RenewError::UnknownTarget { name: t.clone(), known: known() });
-        }
-    }
-    // kubeadm's order for leaves.
-    leaves.sort_by_key(|l| LEAVES.iter().position(|x| x.name == l.name));
-
-    let dir = args.dir.clone();
-    // A link is followed (a dangling one is an error); the lock every writer takes is held
-    // before anything this run rewrites is read. A dry run writes nothing and takes none.
-    if crate::bundle::output::resolve(&dir)?.is_none_or(|real| !real.is_dir()) {
-        return Err(RenewError::NotATree { path: dir.display().to_string() });
-    }
-    let lock = if args.dry_run {
-        None
-    } else {
-        let etc = dir.join("etc/kubernetes");
-        Some(crate::bundle::output::lock_dir(if etc.is_dir() { &etc } else { &dir })?)
-    };
-    // A bundle's state is checked before any of it is used: a lost or changed CA refuses.
-    if is_bundle(&dir) {
-        crate::bundle::state::check::check_bundle(&dir)?;
-    }
-    let lay = layout(&dir)?;
-    let mut work = Work { args, changes: BTreeMap::new(), renewed: Vec::new(), restart: 0 };
-
-    // CAs first, so leaves renewed in the same run are signed by the new certificate.
-    for entry in &cas {
-        match &lay.state_pki {
-            Some(state) => work.renew_ca(entry, format!("state/{}", entry.name), state, &lay.trees, &lay.extra_confs)?,
-            None => {
-                for tree in &lay.trees {
-                    let shown = format!("{}{}", tree.prefix, entry.name);
-                    work.renew_ca(entry, shown, &tree.pki, &lay.trees, &lay.extra_confs)?;
-                }
-            }
-        }
-    }
-    // A bundle's cluster-info carries the cluster CA, signed per token: it follows a renewed CA.
-    if let (Some(state_pki), true) = (&lay.state_pki, cas.iter().any(|c| c.name == "ca")) {
-        if let Some((path, bytes)) = cluster_info(&dir, &work.changes, state_pki)? {
-            work.changes.insert(path, bytes);
-        }
-    }
-    for leaf in &leaves {
-        let mut found = false;
-        for tree in &lay.trees {
-            found |= work.renew_leaf_in(leaf, tree, lay.state_pki.as_deref())?;
-        }
-        if !found && explicit.contains(leaf.name) {
-            return Err(RenewError::Missing { name: leaf.name.to_string(), dir: dir.display().to_string() });
-        }
-    }
-    if work.renewed.is_empty() {
-        return Err(RenewError::Missing { name: args.targets.join(" "), dir: dir.display().to_string() });
-    }
-
-    // Tarballs of the node trees that change.
-    let mut tarballs: Vec<(PathBuf, PathBuf)> = Vec::new();
-    for tree in &lay.trees {
-        if let (Some(root), Some(tb)) = (&tree.root, &tree.tarball) {
-            if work.changes.keys().any(|p| p.starts_with(root)) {
-                tarballs.push((root.clone(), tb.clone()));
-            }
-        }
-    }
-
-    // A bundle's state records each leaf's certificate and key: keep them in step.
-    if let Some(state_pki) = &lay.state_pki {
-        let leaves_file = state_pki.with_file_name(crate::bundle::state::LEAVES_FILE);
-        if let Some(bytes) = updated_leaf_records(&leaves_file, &lay.trees, &work.changes)? {
-            work.changes.insert(leaves_file, bytes);
-        }
-    }
-    // Files of unpacked copies are not the bundle's: their tarballs are.
-    let in_copy = |p: &Path| lay.nodes.as_ref().is_some_and(|n| n.in_copy(p));
-    let mut changed: Vec<PathBuf> = work.changes.keys().filter(|p| !in_copy(p)).cloned().collect();
-    changed.extend(tarballs.iter().map(|(_, t)| t.clone()));
-    if let Some(nodes) = &lay.nodes {
-        for r in &mut work.renewed {
-            r.path = PathBuf::from(nodes.display(&r.path));
-        }
-    }
-    let restart = COMPONENTS.iter().enumerate().filter(|(i, _)| work.restart & (1 << i) != 0).map(|(_, c)| *c).collect();
-    let mut report = RenewReport {
-        renewed: std::mem::take(&mut work.renewed),
-        backup_dir: None,
-        restart,
-        repacked: Vec::new(),
-        changed_files: changed.clone(),
-        dry_run: args.dry_run,
-        systemd: lay.trees.iter().any(|t| t.layout.as_ref().is_some_and(|l| l.keys().any(|a| a.ends_with(".service")))),
-    };
-    if args.dry_run {
-        report.repacked = tarballs.into_iter().map(|(_, t)| t).collect();
-        return Ok(report);
-    }
-
-    let mtime = u64::try_from(args.now.unix_timestamp()).unwrap_or(0);
-    if let Some(bundle) = lock.as_ref().filter(|l| l.is_bundle()).map(|l| l.dir().to_path_buf()) {
-        // Beside the bundle, never inside it.
-        let backup_dir = bundle.parent().unwrap_or(Path::new("/")).join(backup_name(args.now));
-        commit_bundle(&bundle, &work.changes, &in_copy, &tarballs, &changed, &backup_dir, mtime)?;
-        report.backup_dir = Some(backup_dir);
-        report.repacked = tarballs.into_iter().map(|(_, t)| t).collect();
-        return Ok(report);
-    }
-
-    let parent = std::fs::canonicalize(&dir).ok().and_then(|d| d.parent().map(Path::to_path_buf)).unwrap_or_else(|| dir.join(".."));
-    let backup_dir = parent.join(backup_name(args.now));
-    backup(&dir, &backup_dir, &changed)?;
-    report.backup_dir = Some(backup_dir.clone());
-    let werr = |path: &Path, message: String| RenewError::Write {
-        path: path.display().to_string(),
-        message,
-        backup: backup_dir.display().to_string(),
-    };
-    // What a killed run left beside the files this one replaces.
-    let mut dirs: Vec<&Path> = work.changes.keys().chain(tarballs.iter().map(|(_, t)| t)).filter_map(|p| p.parent()).collect();
-    dirs.sort();
-    dirs.dedup();
-    for d in dirs {
-        crate::bundle::output::sweep(d);
-    }
-    for (path, bytes) in &work.changes {
-        replace_file(path, bytes).map_err(|m| werr(path, m))?;
-    }
-    for (root, tb) in tarballs {
-        let tree = crate::bundle::output::read_tree(&root)
-            .map_err(|e| RenewError::Read { path: root.display().to_string(), message: e.to_string() })?;
-        let bytes = crate::tree::tarball::tar_gz(&tree, mtime).map_err(|e| werr(&tb, e.to_string()))?;
-        replace_file(&tb, &bytes).map_err(|m| werr(&tb, m))?;
-        report.repacked.push(tb);
-    }
-    drop(lock);
-    Ok(report)
-}
-
 impl RenewReport {
     /// What was renewed, where the backup is, what to restart. Names and paths are escaped: a
     /// control character or an escape sequence in them is shown, never sent to the terminal.
@@ -1293,6 +1519,12 @@ impl RenewReport {
         for (r, name) in self.renewed.iter().zip(&names) {
             let key = if r.new_key { "  (new key)" } else { "" };
             s.push_str(&format!("  {name:width$}  {} → {}  {}{key}\n", rfc3339(r.old_not_after), rfc3339(r.new_not_after), shown(&r.path)));
+        }
+        if !self.skipped.is_empty() {
+            s.push_str(&format!("not renewed here ({}):\n", self.skipped.len()));
+            for k in &self.skipped {
+                s.push_str(&format!("  {}: {}\n", escape(&k.name), escape(&k.why)));
+            }
         }
         if self.dry_run {
             s.push_str(&format!("dry run: nothing written ({} file(s) would change)\n", self.changed_files.len()));
@@ -1315,6 +1547,31 @@ impl RenewReport {
                 );
             }
         }
+        for line in &self.follow_up {
+            s.push_str(&escape(line));
+            s.push('\n');
+        }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_blocks_are_replaced_in_place_and_the_rest_kept() {
+        let a = pem_encode("CERTIFICATE", b"old");
+        let b = pem_encode("CERTIFICATE", b"other");
+        let bundle = format!("# trust bundle\n{a}{b}");
+        let new = pem_encode("CERTIFICATE", b"new");
+        let out = edit_pem(bundle.as_bytes(), |tag, der| (tag == "CERTIFICATE" && der == b"old").then(|| new.clone())).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), format!("# trust bundle\n{new}{b}"));
+        assert!(edit_pem(b.as_bytes(), |_, der| (der == b"old").then(|| new.clone())).is_none());
+        // In a kubeconfig's certificate-authority-data, and nowhere else.
+        let conf = format!("clusters:\n- cluster:\n    certificate-authority-data: {}\n    server: x\n", B64.encode(&a));
+        let out = String::from_utf8(with_ca_replaced(conf.as_bytes(), b"old", &new).unwrap()).unwrap();
+        assert_eq!(out, format!("clusters:\n- cluster:\n    certificate-authority-data: {}\n    server: x\n", B64.encode(&new)));
+        assert!(with_ca_replaced(conf.as_bytes(), b"unrelated", &new).is_none());
     }
 }

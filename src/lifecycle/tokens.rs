@@ -4,6 +4,7 @@
 //! directory and atomic swap as `generate`: the staged bundle is made of hard links to the old
 //! one, and only the files that change are written anew.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -274,13 +275,44 @@ fn change(
             if rewrites.is_empty() {
                 continue;
             }
-            let files: Vec<(String, Vec<u8>, u32)> = rewrites.into_iter().map(|(p, text)| (p, text.into_bytes(), 0o600)).collect();
-            crate::lifecycle::nodes::rewrite_node(&root.join("nodes"), name, &files, clock.unix())?;
+            let files: BTreeMap<String, Vec<u8>> = rewrites.into_iter().map(|(p, text)| (p, text.into_bytes())).collect();
+            rewrite_node(&root.join("nodes"), name, &files, clock.unix())?;
         }
     }
     output::commit(staging, &real)?;
     lock.keep();
     Ok((b.join, dropped))
+}
+
+/// Replaces files of one node of a staged bundle (`nodes_dir/<name>.tar.gz`, and its unpacked
+/// tree when there is one) through the node-tree model: the tarball is read in memory, the
+/// files changed in the view (keeping their modes; a file the node lacks is added 0600, it
+/// holds the join token) and packed again with `mtime`.
+fn rewrite_node(nodes_dir: &Path, name: &str, files: &BTreeMap<String, Vec<u8>>, mtime: u64) -> Result<(), OutputError> {
+    let tarball = nodes_dir.join(format!("{name}.tar.gz"));
+    let bad = |m: String| output::werr(&tarball)(std::io::Error::new(std::io::ErrorKind::InvalidData, m));
+    let bytes = std::fs::read(&tarball).map_err(output::werr(&tarball))?;
+    let node = crate::tree::node::NodeTree::from_tarball(&tarball, &bytes, None, &crate::tree::layout::builtin_profiles())
+        .map_err(|e| bad(e.to_string()))?;
+    if let Some((entry, why)) = node.problems.first() {
+        return Err(bad(format!("{entry}: {why}")));
+    }
+    let mut tree = node.file_tree();
+    let dir = nodes_dir.join(name);
+    for (path, bytes) in files {
+        let mode = tree.get(path).map(|f| f.mode).unwrap_or(0o600);
+        tree.insert(path, bytes.clone(), mode);
+        if dir.is_dir() {
+            let target = dir.join(path);
+            if let Some(parent) = target.parent() {
+                output::make_dirs(parent, 0o755)?;
+            }
+            // A new file (write_file never writes through a hard link to the previous bundle).
+            output::write_file(&target, bytes, mode)?;
+        }
+    }
+    let packed = crate::tree::tarball::tar_gz(&tree, mtime).map_err(output::werr(&tarball))?;
+    output::write_file(&tarball, &packed, 0o600)
 }
 
 /// The token join.txt's join commands use (`--token <id>.<secret>`), if any.

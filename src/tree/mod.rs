@@ -1,10 +1,18 @@
 //! A node's files: `FileTree` (path → bytes and mode, in memory), the profiles that say where
-//! each artifact goes (`profile`), the reproducible tarball format (`tarball`) and kubeconfigs
+//! each artifact goes (`profile`), a profile resolved for one node and recognised from what a
+//! tree holds (`layout`), the node-tree model every command reads and writes nodes through
+//! (`node`: tarball, directory or live host; `bundle`: a bundle's nodes), the certificates a
+//! node holds (`certs`), the reproducible tarball format (`tarball`) and kubeconfigs
 //! (`kubeconfig`).
 
+pub mod bundle;
+pub mod certs;
 pub mod kubeconfig;
+pub mod layout;
+pub mod node;
 pub mod profile;
 pub mod tarball;
+pub mod target;
 
 use std::collections::BTreeMap;
 

@@ -282,7 +282,7 @@ impl Verifier {
         if dir.join("state").exists() {
             walk(self, &s, dir, "state", 0);
         }
-        for name in crate::lifecycle::nodes::node_names(&dir.join("nodes")) {
+        for name in crate::tree::bundle::node_names(&dir.join("nodes")) {
             let rel = format!("nodes/{name}.tar.gz");
             if let Some((mode, _)) = mode_of(&dir.join(&rel)) {
                 self.tarball_mode(&s, &rel, mode);
