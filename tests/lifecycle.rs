@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use base64::Engine;
+use common::checks::{cert_blocks, certs_in, data_values, distinct_certs, files, holders};
 use common::{extract, kubebundle, openssl, temp_dir, yaml_file_to_json, Run};
 
 const MADE: &str = "2026-01-01T00:00:00Z";
@@ -61,70 +62,6 @@ fn verify_clean(dir: &Path, path: &Path, now: &str) {
     let errors: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("ERROR")).collect();
     assert!(run.ok() && errors.is_empty(), "verify {}: {}\n{}", path.display(), errors.join("\n"), run.stderr);
     assert!(run.stdout.contains("0 errors"), "{}", run.stdout);
-}
-
-// ---------------------------------------------------------------------------------------------
-// What a tree holds, found independently of kubebundle
-
-/// The DER of every CERTIFICATE block of `bytes`.
-fn cert_blocks(bytes: &[u8]) -> Vec<Vec<u8>> {
-    pem::parse_many(bytes)
-        .map(|v| v.into_iter().filter(|b| b.tag() == "CERTIFICATE").map(|b| b.contents().to_vec()).collect())
-        .unwrap_or_default()
-}
-
-/// The decoded values of `key:` lines (a kubeconfig's `*-data`, also inside cluster-info).
-fn data_values(text: &str, key: &str) -> Vec<Vec<u8>> {
-    text.lines()
-        .filter_map(|l| l.trim_start().strip_prefix(&format!("{key}:")))
-        .filter_map(|v| B64.decode(v.trim().trim_matches('"')).ok())
-        .collect()
-}
-
-/// Every certificate a file holds: its PEM blocks, and those of the kubeconfig data it carries.
-fn certs_in(bytes: &[u8]) -> Vec<Vec<u8>> {
-    let mut v = cert_blocks(bytes);
-    if let Ok(text) = std::str::from_utf8(bytes) {
-        // A kubeconfig inside a manifest is a quoted string: its lines are `\n` escapes.
-        for text in [text.to_string(), text.replace("\\n", "\n")] {
-            for key in ["client-certificate-data", "certificate-authority-data"] {
-                for decoded in data_values(&text, key) {
-                    v.extend(cert_blocks(&decoded));
-                }
-            }
-        }
-    }
-    v.sort();
-    v.dedup();
-    v
-}
-
-/// Every regular file under `root` (links followed): path → bytes.
-fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            let m = std::fs::metadata(&p).unwrap();
-            if m.is_dir() {
-                stack.push(p);
-            } else if m.is_file() {
-                out.insert(p.clone(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
-
-/// Every distinct certificate under `root`.
-fn distinct_certs(root: &Path) -> BTreeSet<Vec<u8>> {
-    files(root).values().flat_map(|b| certs_in(b)).collect()
-}
-
-/// The files under `root` that hold the certificate `der` (as PEM or in kubeconfig data).
-fn holders(root: &Path, der: &[u8]) -> BTreeSet<PathBuf> {
-    files(root).into_iter().filter(|(_, b)| certs_in(b).iter().any(|c| c == der)).map(|(p, _)| p).collect()
 }
 
 // ---------------------------------------------------------------------------------------------

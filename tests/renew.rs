@@ -510,10 +510,13 @@ fn refusals_name_the_fix_and_write_nothing() {
     std::fs::copy(etc.join("pki/apiserver-kubelet-client.key"), etc.join("pki/apiserver.key")).unwrap();
     let e = renew(&args(&etc, &["apiserver"], "2026-12-01T00:00:00Z")).unwrap_err();
     assert!(e.to_string().contains("does not match"), "{e}");
-    // A second run at the same time would overwrite the backup: refused.
-    run(&args(&etc, &["front-proxy-client"], "2026-12-01T00:00:00Z"));
-    let e = renew(&args(&etc, &["front-proxy-client"], "2026-12-01T00:00:00Z")).unwrap_err();
-    assert!(matches!(e, RenewError::BackupExists { .. }), "{e}");
+    // A second run in the same second never overwrites the first one's backup: it takes `-2`.
+    let first = run(&args(&etc, &["front-proxy-client"], "2026-12-01T00:00:00Z")).backup_dir.unwrap();
+    let held = std::fs::read(first.join("pki/front-proxy-client.crt")).unwrap();
+    let second = run(&args(&etc, &["front-proxy-client"], "2026-12-01T00:00:00Z")).backup_dir.unwrap();
+    assert_eq!(second.file_name().unwrap().to_string_lossy(), format!("{}-2", first.file_name().unwrap().to_string_lossy()));
+    assert_eq!(std::fs::read(first.join("pki/front-proxy-client.crt")).unwrap(), held, "the first backup is untouched");
+    assert_ne!(std::fs::read(second.join("pki/front-proxy-client.crt")).unwrap(), held, "the second holds what the first run wrote");
 }
 
 #[test]

@@ -147,8 +147,6 @@ pub enum RenewError {
     OutlivesCa { name: String, ca: String, leaf: String, ca_end: String },
     #[error("--validity {hours}h from {now} is past the year 9999\n  hint: pass a shorter --validity")]
     Validity { hours: u64, now: String },
-    #[error("the backup directory {path} already exists\n  hint: move it away, or run again with another --now")]
-    BackupExists { path: String },
     #[error("cannot write {path}: {message}\n  hint: check that the directory is writable (run as the files' owner or root); files written before this one are backed up in {backup}")]
     Write { path: String, message: String, backup: String },
     #[error("cannot back up {path} before changing it: {message}\n  hint: check that the parent of the directory is writable; nothing was changed")]
@@ -740,12 +738,11 @@ fn renew_host(args: &RenewArgs, want: &Wanted, tree: &NodeTree) -> Result<RenewR
         return Ok(report);
     }
     let parent = std::fs::canonicalize(dir).ok().and_then(|d| d.parent().map(Path::to_path_buf)).unwrap_or_else(|| dir.join(".."));
-    let backup_dir = parent.join(backup_name(args.now));
     let root = match &tree.origin {
         Origin::Host(m) if m.is_root() => Some(m.dir.clone()),
         _ => None,
     };
-    backup(dir, root.as_deref(), &backup_dir, &changed)?;
+    let backup_dir = backup(dir, root.as_deref(), &parent, args.now, &changed)?;
     report.backup_dir = Some(backup_dir.clone());
     // What a killed run left beside the files this one replaces.
     let mut dirs: Vec<&Path> = changed.iter().filter_map(|p| p.parent()).collect();
@@ -988,10 +985,9 @@ fn renew_bundle(args: &RenewArgs, want: &Wanted, bundle: &Path, only: Option<&st
     }
     let real = lock.as_ref().map(|l| l.dir().to_path_buf()).unwrap_or_else(|| bundle.to_path_buf());
     // Beside the bundle, never inside it.
-    let backup_dir = real.parent().unwrap_or(Path::new("/")).join(backup_name(args.now));
     let mut writes: Vec<(PathBuf, Vec<u8>)> = bundle_changes.into_iter().collect();
     writes.extend(tarballs);
-    commit_bundle(bundle, &real, writes, &backup_dir)?;
+    let backup_dir = commit_bundle(bundle, &real, writes, args.now)?;
     report.backup_dir = Some(backup_dir);
     drop(lock);
     Ok(report)
@@ -1046,11 +1042,6 @@ fn updated_leaf_records(file: &Path, works: &[TreeWork<'_>]) -> Result<Option<Ve
 // =============================================================================================
 // Writing
 
-fn backup_name(now: OffsetDateTime) -> String {
-    let t = now.to_offset(time::UtcOffset::UTC);
-    format!("kubebundle-backup-{:04}{:02}{:02}T{:02}{:02}{:02}Z", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second())
-}
-
 /// Where `path` goes inside the backup: its path relative to DIR, else relative to the node's
 /// root (`root/...`), else its absolute path under `outside/`.
 fn relative_to(dir: &Path, root: Option<&Path>, path: &Path) -> PathBuf {
@@ -1069,17 +1060,14 @@ fn relative_to(dir: &Path, root: Option<&Path>, path: &Path) -> PathBuf {
     Path::new("outside").join(path.strip_prefix("/").unwrap_or(path))
 }
 
-/// Copies `files` (as they are now) into a private directory beside `backup_dir`, each at its
-/// path relative to `dir`, then renames it to `backup_dir` whole: a killed run never leaves a
-/// half backup, and an existing backup is never overwritten.
-fn backup(dir: &Path, root: Option<&Path>, backup_dir: &Path, files: &[PathBuf]) -> Result<(), RenewError> {
+/// Copies `files` (as they are now) into a private directory in `parent`, each at its path
+/// relative to `dir`, then renames it whole to `kubebundle-backup-<now>` there (`-2`, `-3`, …
+/// when that name is taken: an existing backup is never overwritten); a killed run never leaves
+/// a half backup. Returns where the backup is.
+fn backup(dir: &Path, root: Option<&Path>, parent: &Path, now: OffsetDateTime, files: &[PathBuf]) -> Result<PathBuf, RenewError> {
     let fail = |path: &Path, e: std::io::Error| RenewError::Backup { path: path.display().to_string(), message: e.to_string() };
-    if std::fs::symlink_metadata(backup_dir).is_ok() {
-        return Err(RenewError::BackupExists { path: backup_dir.display().to_string() });
-    }
-    let parent = backup_dir.parent().unwrap_or(Path::new("."));
     let staged = crate::bundle::output::PrivateDir::new(parent, ".kubebundle-backup-")
-        .map_err(|e| RenewError::Backup { path: backup_dir.display().to_string(), message: e.to_string() })?;
+        .map_err(|e| RenewError::Backup { path: parent.display().to_string(), message: e.to_string() })?;
     for f in files {
         let target = staged.path().join(relative_to(dir, root, f));
         if let Some(parent) = target.parent() {
@@ -1090,15 +1078,13 @@ fn backup(dir: &Path, root: Option<&Path>, backup_dir: &Path, files: &[PathBuf])
         let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&target).map_err(|e| fail(&target, e))?;
         out.write_all(&bytes).map_err(|e| fail(&target, e))?;
     }
-    publish_backup(staged, backup_dir)
+    publish_backup(staged, parent, now)
 }
 
-fn publish_backup(staged: crate::bundle::output::PrivateDir, backup_dir: &Path) -> Result<(), RenewError> {
-    staged.publish(backup_dir).map_err(|e| match &e {
-        crate::bundle::output::OutputError::Write { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
-            RenewError::BackupExists { path: backup_dir.display().to_string() }
-        }
-        _ => RenewError::Backup { path: backup_dir.display().to_string(), message: e.to_string() },
+fn publish_backup(staged: crate::bundle::output::PrivateDir, parent: &Path, now: OffsetDateTime) -> Result<PathBuf, RenewError> {
+    staged.publish_backup(parent, now).map_err(|e| RenewError::Backup {
+        path: parent.join(crate::bundle::output::backup_name(now)).display().to_string(),
+        message: e.to_string(),
     })
 }
 
@@ -1128,14 +1114,12 @@ struct Staged {
 /// Renews a bundle as one transaction: the new bundle is staged beside it (hard links to every
 /// file that does not change; the changed files written anew, with the mode and owner of the file
 /// each replaces; nothing is modified in place), the backup (hard links to the replaced files,
-/// which the old bundle never changes) is renamed into place, then the staged bundle is swapped in.
-fn commit_bundle(given: &Path, real: &Path, writes: Vec<(PathBuf, Vec<u8>)>, backup_dir: &Path) -> Result<(), RenewError> {
+/// which the old bundle never changes) is renamed into place beside the bundle, then the staged
+/// bundle is swapped in. Returns where the backup is.
+fn commit_bundle(given: &Path, real: &Path, writes: Vec<(PathBuf, Vec<u8>)>, now: OffsetDateTime) -> Result<PathBuf, RenewError> {
     let read_err =
         |path: &Path, e: std::io::Error| RenewError::Read { path: path.display().to_string(), message: crate::util::io_words(&e) };
     let werr = |path: &Path, e: std::io::Error| RenewError::Output(crate::bundle::output::werr(path)(e));
-    if std::fs::symlink_metadata(backup_dir).is_ok() {
-        return Err(RenewError::BackupExists { path: backup_dir.display().to_string() });
-    }
     let mut staged_files: BTreeMap<PathBuf, Staged> = BTreeMap::new();
     for (path, bytes) in writes {
         let rel = rel_in(given, real, &path)?;
@@ -1162,9 +1146,9 @@ fn commit_bundle(given: &Path, real: &Path, writes: Vec<(PathBuf, Vec<u8>)>, bac
         }
     }
     // The backup: the replaced files themselves, hard-linked (the old bundle never changes them).
-    let bparent = backup_dir.parent().unwrap_or(Path::new("."));
+    let bparent = real.parent().unwrap_or(Path::new("/"));
     let bstaged = crate::bundle::output::PrivateDir::new(bparent, ".kubebundle-backup-")
-        .map_err(|e| RenewError::Backup { path: backup_dir.display().to_string(), message: e.to_string() })?;
+        .map_err(|e| RenewError::Backup { path: bparent.display().to_string(), message: e.to_string() })?;
     let fail = |path: &Path, e: std::io::Error| RenewError::Backup { path: path.display().to_string(), message: e.to_string() };
     let mut made: BTreeSet<PathBuf> = BTreeSet::new();
     for rel in staged_files.keys() {
@@ -1183,9 +1167,9 @@ fn commit_bundle(given: &Path, real: &Path, writes: Vec<(PathBuf, Vec<u8>)>, bac
             out.write_all(&bytes).map_err(|e| fail(&target, e))?;
         }
     }
-    publish_backup(bstaged, backup_dir)?;
+    let backup_dir = publish_backup(bstaged, bparent, now)?;
     crate::bundle::output::commit(staging, real)?;
-    Ok(())
+    Ok(backup_dir)
 }
 
 // =============================================================================================

@@ -1,4 +1,4 @@
-//! The live boot shared by tests/live_hardway.rs and tests/live_binary.rs: the real Kubernetes
+//! The live boot shared by tests/live_hardway.rs and tests/live_binary.rs (`layout`): the real Kubernetes
 //! v1.32 binaries of ../shared/k8s (see its README) started from the units of node trees that
 //! kubebundle generated, extracted into temporary roots as an installer would.
 //!
@@ -322,6 +322,74 @@ impl Bundle {
         std::fs::create_dir_all(&scratch).unwrap();
         Some(Bundle { tools, tmp, cluster, cp: cp_plan, worker: worker_plan, cp_root, worker_root, scratch })
     }
+}
+
+/// What the boot runs on: the bundle renewed as an operator would a year on, so the control plane
+/// and the worker start from re-issued certificates only. In the bundle: every CA re-issued
+/// from its own key (`certs renew ca|front-proxy-ca|etcd-ca`), then every certificate (`certs
+/// renew all`); the nodes' tarballs extracted again; on the control plane's root, as on a live
+/// host, `certs renew ca` and `certs renew all` once more (what its layout keeps the CA keys
+/// for). Each renewed bundle and root passes `kubebundle verify`, and no certificate in either
+/// root is one that generate issued.
+impl Bundle {
+    pub fn renew(&mut self, f: &mut Failures) {
+        let generated: std::collections::BTreeSet<Vec<u8>> =
+            [&self.cp_root, &self.worker_root].iter().flat_map(|r| crate::common::checks::distinct_certs(r)).collect();
+        let dir = self.tmp.path().to_path_buf();
+        let run = |what: &str, target: &Path| {
+            let r = kubebundle(&dir, &["certs", "renew", what, "--dir", target.to_str().unwrap()], &[]);
+            assert!(r.ok(), "certs renew {what} --dir {}: {}", target.display(), r.describe());
+            r
+        };
+        for what in ["ca", "front-proxy-ca", "etcd-ca", "all"] {
+            run(what, &self.cluster);
+        }
+        verify_bundle(&self.cluster, None).unwrap_or_else(|e| panic!("the renewed bundle: {e}"));
+        for (root, node) in [(&self.cp_root, &self.cp.name), (&self.worker_root, &self.worker.name)] {
+            std::fs::remove_dir_all(root).unwrap();
+            extract(&self.cluster.join("nodes").join(format!("{node}.tar.gz")), root);
+        }
+        for what in ["ca", "all"] {
+            let r = run(what, &self.cp_root);
+            f.note(format!("certs renew {what} on {}'s root: {}", self.cp.name, r.stdout.lines().next().unwrap_or("")));
+        }
+        for root in [&self.cp_root, &self.worker_root] {
+            let r = kubebundle(&dir, &["verify", root.to_str().unwrap()], &[]);
+            f.check(r.ok() && r.stdout.contains("0 errors"), || format!("verify {} after renewal: {}", root.display(), r.describe()));
+        }
+        for root in [&self.cp_root, &self.worker_root] {
+            let certs = crate::common::checks::distinct_certs(root);
+            let kept = certs.iter().filter(|c| generated.contains(*c)).count();
+            f.check(!certs.is_empty() && kept == 0, || {
+                format!("{}: {kept} of {} certificates are still the ones generate issued", root.display(), certs.len())
+            });
+            f.note(format!("{}: {} certificates, every one re-issued", root.display(), certs.len()));
+        }
+    }
+}
+
+/// One layout, live: generate a bundle of a control plane (+ etcd) and a worker, renew it
+/// (`Bundle::renew`), boot the control plane from its own units and check it, then the
+/// worker's kubelet (TLS bootstrap) and kube-proxy from theirs.
+pub fn layout(profile: &str, cluster: &str, cp: (&str, &str), worker: (&str, &str), test: &str) {
+    let started = Instant::now();
+    let Some(mut b) = Bundle::generate(profile, cluster, cp, worker) else { return };
+    let mut f = Failures::new();
+    b.renew(&mut f);
+    f.note(format!("{profile}: generated and renewed in {:.1?}", started.elapsed()));
+    let cp = ControlPlane::boot(&b.cp_root, &b.tools, &b.cp.rel("super-admin.conf"), &b.cp.rel("ca.crt"), &b.scratch);
+    f.note(format!("{profile}: control plane ready in {:.1?}", cp.boot_time));
+    check_control_plane(&b, &cp, &mut f);
+    // The worker's files name each other by absolute path too.
+    rebase_references(&b.worker_root);
+    check_kubeconfigs(&cp, &b.worker, &b.worker_root, &mut f);
+    f.note(format!("{profile}: control-plane checks done at {:.1?}", started.elapsed()));
+    // The kubelet first: it registers the worker's Node, which kube-proxy reads its address from.
+    check_kubelet_bootstrap(&b, &cp, &mut f);
+    f.note(format!("{profile}: kubelet TLS bootstrap done at {:.1?}", started.elapsed()));
+    drop(check_kube_proxy(&b, &cp, &mut f));
+    f.note(format!("{profile}: {:.1?} in all", started.elapsed()));
+    f.finish(test);
 }
 
 // =============================================================================================
