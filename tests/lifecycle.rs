@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use base64::Engine;
 use common::checks::{cert_blocks, certs_in, data_values, distinct_certs, files, holders};
-use common::{extract, kubebundle, openssl, temp_dir, yaml_file_to_json, Run};
+use common::{extract, kubebundle, openssl, openssl_hs256, temp_dir, yaml_file_to_json, Run};
 
 const MADE: &str = "2026-01-01T00:00:00Z";
 /// Two months before the leaves end: renewing gives them until 2027-11-01.
@@ -312,23 +312,7 @@ fn check_cluster_info(dir: &Path, cluster: &Path, ca: &[u8]) {
         }
         let (id, token_secret) = (dec("token-id"), dec("token-secret"));
         let header = B64URL.encode(format!("{{\"alg\":\"HS256\",\"kid\":\"{id}\"}}"));
-        let input = dir.join("jws-input");
-        std::fs::write(&input, format!("{header}.{}", B64URL.encode(kubeconfig))).unwrap();
-        let mac = dir.join("jws-mac");
-        let r = openssl(&[
-            "dgst",
-            "-sha256",
-            "-mac",
-            "HMAC",
-            "-macopt",
-            &format!("key:{token_secret}"),
-            "-binary",
-            "-out",
-            mac.to_str().unwrap(),
-            input.to_str().unwrap(),
-        ]);
-        assert!(r.ok(), "{}", r.describe());
-        let want = format!("{header}..{}", B64URL.encode(std::fs::read(&mac).unwrap()));
+        let want = format!("{header}..{}", openssl_hs256(&token_secret, &format!("{header}.{}", B64URL.encode(kubeconfig)), dir));
         assert_eq!(ci["data"][format!("jws-kubeconfig-{id}")].as_str(), Some(want.as_str()), "the JWS of token {id}");
         signed += 1;
     }

@@ -47,26 +47,6 @@ fn generate(dir: &Path, version: &str) -> std::path::PathBuf {
     dir.join("out/mf/manifests")
 }
 
-/// HMAC-SHA256 by openssl, base64url without padding.
-fn openssl_hs256(secret: &str, input: &str, scratch: &Path) -> String {
-    let f = scratch.join("jws-input");
-    std::fs::write(&f, input).unwrap();
-    let r = openssl(&[
-        "dgst",
-        "-sha256",
-        "-mac",
-        "HMAC",
-        "-macopt",
-        &format!("key:{secret}"),
-        "-binary",
-        "-out",
-        scratch.join("mac").to_str().unwrap(),
-        f.to_str().unwrap(),
-    ]);
-    assert!(r.ok(), "{}", r.describe());
-    B64URL.encode(std::fs::read(scratch.join("mac")).unwrap())
-}
-
 #[test]
 fn manifests_match_the_reference() {
     let tmp = temp_dir("manifests");

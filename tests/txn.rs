@@ -288,9 +288,9 @@ fn what_killed_commands_left_is_swept_by_the_next_command_of_any_kind_and_what_i
 // =============================================================================================
 // Signals
 
-/// SIGINT, SIGTERM and SIGHUP sent while `certs renew` holds private directories (the scratch
-/// copies of tarball-only nodes, the staging bundle): the handler removes them and the run exits
-/// with 128 + the signal, leaving the old bundle or the new one.
+/// SIGINT, SIGTERM and SIGHUP sent while `certs renew` holds private directories (the staging
+/// bundle, the backup in the making): the handler removes them and the run exits with 128 + the
+/// signal, leaving the old bundle or the new one.
 #[test]
 fn sigint_sigterm_and_sighup_remove_every_private_directory() {
     let tmp = temp_dir("txn-signals");
@@ -314,7 +314,7 @@ fn sigint_sigterm_and_sighup_remove_every_private_directory() {
                 if std::fs::read_dir(dir.join("out"))
                     .unwrap()
                     .flatten()
-                    .any(|e| e.file_name().to_string_lossy().starts_with(".kubebundle-nodes-"))
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".kubebundle") && e.path().is_dir())
                 {
                     break true;
                 }

@@ -363,6 +363,26 @@ pub fn openssl(args: &[&str]) -> Run {
     run_cmd(c)
 }
 
+/// HMAC-SHA256 by openssl, base64url without padding (a JWS signature).
+pub fn openssl_hs256(secret: &str, input: &str, scratch: &Path) -> String {
+    let f = scratch.join("jws-input");
+    std::fs::write(&f, input).unwrap();
+    let r = openssl(&[
+        "dgst",
+        "-sha256",
+        "-mac",
+        "HMAC",
+        "-macopt",
+        &format!("key:{secret}"),
+        "-binary",
+        "-out",
+        scratch.join("mac").to_str().unwrap(),
+        f.to_str().unwrap(),
+    ]);
+    assert!(r.ok(), "{}", r.describe());
+    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, std::fs::read(scratch.join("mac")).unwrap())
+}
+
 /// `kubectl ARGS` with HOME and KUBECONFIG pointing into `scratch`.
 pub fn kubectl(scratch: &Path, args: &[&str]) -> Run {
     let mut c = hermetic("kubectl", scratch);
