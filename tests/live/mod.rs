@@ -1,17 +1,22 @@
-//! The live boot shared by tests/live_hardway.rs and tests/live_binary.rs (`layout`): the real Kubernetes
-//! v1.32 binaries of ../shared/k8s (see its README) started from the units of node trees that
-//! kubebundle generated, extracted into temporary roots as an installer would.
+//! The live boot shared by tests/live_hardway.rs, tests/live_binary.rs (`layout`) and
+//! tests/live_kubeadm.rs: the real Kubernetes v1.32 binaries of ../shared/k8s (see its README)
+//! started from the units (hardway, binary) or the static pod manifests that the real kubeadm
+//! writes (kubeadm) of node trees that kubebundle generated, extracted into temporary roots as an
+//! installer would.
 //!
-//! What a test changes, and why (nothing else of the units is touched):
-//! - every absolute path is rebased into the root: the units' flags, the paths of the files those
-//!   flags name (a kubeconfig's client-certificate/client-key, a KubeProxyConfiguration's
-//!   kubeconfig: on a host these are the same absolute paths, here they must lead into the root
-//!   too), and the kubelet's default --root-dir/--cert-dir (absolute defaults, not in the unit);
+//! What a test changes, and why (nothing else of the units or static pods' commands is touched):
+//! - every absolute path is rebased into the root: the units' and commands' flags, the paths of
+//!   the files those flags name (a kubeconfig's client-certificate/client-key, a
+//!   KubeProxyConfiguration's kubeconfig: on a host these are the same absolute paths, here they
+//!   must lead into the root too), and the kubelet's default --root-dir/--cert-dir (absolute
+//!   defaults, not in the unit); a static pod's hostPath volumes mount each host path at the
+//!   same path, so the same rebasing holds for its command;
 //! - argv[0] is the installed binary (`K8S_BIN`, Debian's etcd);
 //! - every process runs in a private network namespace (`nsenter` into one that `unshare --net`
 //!   holds): there the units' fixed ports (2379, 2380, 2381, 6443, 10257, 10259, 10250) and the
-//!   node's 127.0.x.y address are free whatever else runs on the machine, so no port and no
-//!   kubeconfig server is rewritten, and kube-proxy's iptables rules stay out of the host's;
+//!   node's 127.0.x.y address (or a TEST-NET address added to its lo, `Netns::add_address`) are
+//!   free whatever else runs on the machine, so no port and no kubeconfig server is rewritten,
+//!   and kube-proxy's iptables rules stay out of the host's;
 //! - the worker's kubelet gets, in a copy of its KubeletConfiguration, exactly what a kubelet
 //!   without a container runtime needs to finish TLS bootstrap (../shared/k8s/README.md); it
 //!   exits before it registers its Node, so the test registers it with the kubelet's new
@@ -70,9 +75,14 @@ impl Tools {
     /// K8S_BIN (default: target/k8s of this repository, where .ci/run installs them), etcd,
     /// root (network namespaces), unshare, nsenter and ip.
     pub fn find() -> Option<Tools> {
+        Tools::find_with(&[])
+    }
+
+    /// `find`, and `extra` binaries of K8S_BIN too (`kubeadm`).
+    pub fn find_with(extra: &[&str]) -> Option<Tools> {
         let dir =
             std::env::var_os("K8S_BIN").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/k8s"));
-        let absent: Vec<&str> = K8S_BINARIES.iter().copied().filter(|b| !dir.join(b).is_file()).collect();
+        let absent: Vec<&str> = K8S_BINARIES.iter().chain(extra).copied().filter(|b| !dir.join(b).is_file()).collect();
         if !absent.is_empty() {
             return missing(format!("the Kubernetes binaries {} are not in K8S_BIN={}: {INSTALL}", absent.join(", "), dir.display()));
         }
@@ -133,6 +143,14 @@ impl Netns {
         let up = ns.run("ip", &["link", "set", "lo", "up"]);
         assert!(up.ok(), "cannot bring lo up in the test's network namespace: {}", up.describe());
         ns
+    }
+
+    /// Adds `address` to the namespace's lo (a node address outside 127.0.0.0/8, which lo
+    /// does not answer for by itself).
+    pub fn add_address(&self, address: &str) {
+        let prefix = if address.contains(':') { 128 } else { 32 };
+        let r = self.run("ip", &["addr", "add", &format!("{address}/{prefix}"), "dev", "lo"]);
+        assert!(r.ok(), "cannot add {address} to lo in the test's network namespace: {}", r.describe());
     }
 
     /// `program` run inside the namespace.
@@ -289,11 +307,25 @@ impl Bundle {
     /// and a worker, ECDSA-P256, at the real time (the binaries check validity against it);
     /// both tarballs extracted. None when the binaries are missing outside CI.
     pub fn generate(profile: &str, cluster_name: &str, cp: (&str, &str), worker: (&str, &str)) -> Option<Bundle> {
-        let tools = Tools::find()?;
+        Bundle::generate_with(Tools::find()?, profile, cluster_name, cp, worker, |config| config)
+    }
+
+    /// `generate` with `tools` found by the caller and the config text edited by `edit` (e.g.
+    /// another `kubernetesVersion`).
+    pub fn generate_with(
+        tools: Tools,
+        profile: &str,
+        cluster_name: &str,
+        cp: (&str, &str),
+        worker: (&str, &str),
+        edit: impl FnOnce(String) -> String,
+    ) -> Option<Bundle> {
         let tmp = temp_dir(&format!("live-{profile}"));
         let dir = tmp.path().to_path_buf();
-        let config = live_config(cluster_name, &[(cp.0, cp.1, "control-plane, etcd"), (worker.0, worker.1, "worker")])
-            .replace("kind: Inventory\n", &format!("kind: Inventory\nprofile: {profile}\n"));
+        let config = edit(
+            live_config(cluster_name, &[(cp.0, cp.1, "control-plane, etcd"), (worker.0, worker.1, "worker")])
+                .replace("kind: Inventory\n", &format!("kind: Inventory\nprofile: {profile}\n")),
+        );
         let config_path = dir.join("cluster.yaml");
         std::fs::write(&config_path, &config).unwrap();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
@@ -385,7 +417,7 @@ pub fn layout(profile: &str, cluster: &str, cp: (&str, &str), worker: (&str, &st
     check_kubeconfigs(&cp, &b.worker, &b.worker_root, &mut f);
     f.note(format!("{profile}: control-plane checks done at {:.1?}", started.elapsed()));
     // The kubelet first: it registers the worker's Node, which kube-proxy reads its address from.
-    check_kubelet_bootstrap(&b, &cp, &mut f);
+    check_kubelet_bootstrap(&b, &cp, &unit_argv(&b.worker_root, "kubelet"), &mut f);
     f.note(format!("{profile}: kubelet TLS bootstrap done at {:.1?}", started.elapsed()));
     drop(check_kube_proxy(&b, &cp, &mut f));
     f.note(format!("{profile}: {:.1?} in all", started.elapsed()));
@@ -395,7 +427,10 @@ pub fn layout(profile: &str, cluster: &str, cp: (&str, &str), worker: (&str, &st
 // =============================================================================================
 // Booting
 
-/// A control plane booted from a root's units, in its own network namespace.
+/// The control-plane components, in the order they are started.
+pub const CONTROL_PLANE: [&str; 4] = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"];
+
+/// A control plane booted from a root's units or static pods, in its own network namespace.
 pub struct ControlPlane {
     /// Dropped (killed) before the namespace's holder.
     pub procs: Vec<Proc>,
@@ -412,11 +447,26 @@ pub struct ControlPlane {
 }
 
 /// Starts a unit of `root` inside `ns`: its ExecStart, paths rebased, argv[0] the installed
-/// binary, `extra` appended; output to `<scratch>/<unit>.log`.
+/// binary, then `edit`ed; output to `<scratch>/<unit>-<root>.log`.
 pub fn start_unit(ns: &Netns, tools: &Tools, root: &Path, unit: &str, scratch: &Path, edit: impl FnOnce(&mut Vec<String>)) -> Proc {
     let argv = unit_argv(root, unit);
     assert_eq!(argv[0], format!("/usr/local/bin/{unit}"), "{unit}.service runs /usr/local/bin/{unit}");
-    let mut run = rebase(&argv, root);
+    start_argv(ns, tools, root, unit, &argv, scratch, edit)
+}
+
+/// Starts a command line of `root`'s host (a unit's ExecStart, a static pod's command) inside
+/// `ns`: paths rebased, argv[0] the installed binary, then `edit`ed; output to
+/// `<scratch>/<name>-<root>.log`.
+pub fn start_argv(
+    ns: &Netns,
+    tools: &Tools,
+    root: &Path,
+    name: &str,
+    argv: &[String],
+    scratch: &Path,
+    edit: impl FnOnce(&mut Vec<String>),
+) -> Proc {
+    let mut run = rebase(argv, root);
     run[0] = tools.binary(&argv[0]).display().to_string();
     edit(&mut run);
     let mut cmd = ns.command(&run[0]);
@@ -426,9 +476,9 @@ pub fn start_unit(ns: &Netns, tools: &Tools, root: &Path, unit: &str, scratch: &
             cmd.env_remove(k);
         }
     }
-    let log = scratch.join(format!("{unit}-{}.log", root.file_name().unwrap().to_string_lossy()));
-    std::fs::write(scratch.join(format!("{unit}.argv")), run.join("\n")).ok();
-    Proc::spawn(unit, cmd, log)
+    let log = scratch.join(format!("{name}-{}.log", root.file_name().unwrap().to_string_lossy()));
+    std::fs::write(scratch.join(format!("{name}.argv")), run.join("\n")).ok();
+    Proc::spawn(name, cmd, log)
 }
 
 impl ControlPlane {
@@ -437,11 +487,29 @@ impl ControlPlane {
     /// cluster CA at `ca`, relative to the root), and waits for /readyz.
     pub fn boot(root: &Path, tools: &Tools, super_admin: &str, ca: &str, scratch: &Path) -> ControlPlane {
         let started = Instant::now();
-        rebase_references(root);
         let ns = Netns::new(scratch);
-        let api = unit_argv(root, "kube-apiserver");
-        let address = flag(&api, "advertise-address").expect("--advertise-address").to_string();
-        let port = flag(&api, "secure-port").unwrap_or("6443").to_string();
+        let commands = CONTROL_PLANE.iter().map(|unit| (unit.to_string(), unit_argv(root, unit))).collect();
+        ControlPlane::boot_from(ns, started, root, tools, commands, super_admin, ca, scratch)
+    }
+
+    /// Boots the control plane from `commands` (component name, its host's argv: a unit's
+    /// ExecStart, a static pod's command) in `ns`, paths rebased into `root`, and waits for
+    /// /readyz; `boot_time` counts from `started`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn boot_from(
+        ns: Netns,
+        started: Instant,
+        root: &Path,
+        tools: &Tools,
+        commands: Vec<(String, Vec<String>)>,
+        super_admin: &str,
+        ca: &str,
+        scratch: &Path,
+    ) -> ControlPlane {
+        rebase_references(root);
+        let api = &commands.iter().find(|(name, _)| name == "kube-apiserver").expect("a kube-apiserver command").1;
+        let address = flag(api, "advertise-address").expect("--advertise-address").to_string();
+        let port = flag(api, "secure-port").unwrap_or("6443").to_string();
         let host = if address.contains(':') { format!("[{address}]") } else { address.clone() };
         let mut cp = ControlPlane {
             procs: Vec::new(),
@@ -454,8 +522,8 @@ impl ControlPlane {
             boot_time: Duration::ZERO,
         };
         // All at once: each retries its server until it answers.
-        for unit in ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
-            let p = start_unit(&cp.ns, tools, root, unit, scratch, |_| {});
+        for (name, argv) in &commands {
+            let p = start_argv(&cp.ns, tools, root, name, argv, scratch, |_| {});
             cp.procs.push(p);
         }
         let ready = wait_for(Duration::from_secs(60), || {
@@ -754,16 +822,16 @@ fn runtime_less_kubelet_config(original: &str, root: &Path, scratch: &Path, port
     text
 }
 
-/// The worker's kubelet from its own unit against the control plane: TLS bootstrap completes
-/// (CSR approved and issued, a system:node:<node> certificate of the cluster CA written as
+/// The worker's kubelet started with `argv` (its host's command line: its own unit's ExecStart,
+/// kubeadm's drop-in) against the control plane: TLS bootstrap completes (CSR approved and
+/// issued, a system:node:<node> certificate of the cluster CA written as
 /// kubelet-client-current.pem, the kubeconfig written there authenticates).
-pub fn check_kubelet_bootstrap(b: &Bundle, cp: &ControlPlane, f: &mut Failures) {
+pub fn check_kubelet_bootstrap(b: &Bundle, cp: &ControlPlane, argv: &[String], f: &mut Failures) {
     let root = &b.worker_root;
     let node = &b.worker.name;
-    let argv = unit_argv(root, "kubelet");
-    let config = flag(&argv, "config").expect("kubelet --config");
-    let bootstrap = flag(&argv, "bootstrap-kubeconfig").expect("the worker's kubelet unit has --bootstrap-kubeconfig").to_string();
-    let kubeconfig = flag(&argv, "kubeconfig").expect("kubelet --kubeconfig").to_string();
+    let config = flag(argv, "config").expect("kubelet --config");
+    let bootstrap = flag(argv, "bootstrap-kubeconfig").expect("the worker's kubelet command has --bootstrap-kubeconfig").to_string();
+    let kubeconfig = flag(argv, "kubeconfig").expect("kubelet --kubeconfig").to_string();
     f.eq(
         "kubelet --bootstrap-kubeconfig is the planned one",
         format!("/{}", b.worker.rel("bootstrap-kubelet.conf")).as_str(),
@@ -783,7 +851,7 @@ pub fn check_kubelet_bootstrap(b: &Bundle, cp: &ControlPlane, f: &mut Failures) 
     let root_dir = under(root, "/var/lib/kubelet");
     let cert_dir = under(root, "/var/lib/kubelet/pki");
     let copy_path = copy.display().to_string();
-    let mut kubelet = start_unit(&cp.ns, &b.tools, root, "kubelet", &cp.scratch, |run| {
+    let mut kubelet = start_argv(&cp.ns, &b.tools, root, "kubelet", argv, &cp.scratch, |run| {
         for a in run.iter_mut() {
             if a.starts_with("--config=") {
                 *a = format!("--config={copy_path}");
@@ -836,7 +904,7 @@ pub fn check_kubelet_bootstrap(b: &Bundle, cp: &ControlPlane, f: &mut Failures) 
     let ca = root.join(b.worker.rel("ca.crt"));
     let v = openssl(&["verify", "-CAfile", ca.to_str().unwrap(), current.to_str().unwrap()]);
     f.check(v.ok(), || format!("the kubelet's certificate does not verify against the tree's CA: {}", v.describe()));
-    // The kubeconfig the kubelet wrote (at the unit's --kubeconfig) authenticates.
+    // The kubeconfig the kubelet wrote (at its --kubeconfig) authenticates.
     match cp.whoami(&["--kubeconfig", written.to_str().unwrap()]) {
         Ok((u, groups)) => {
             f.eq("the kubelet's written kubeconfig user", format!("system:node:{node}").as_str(), u.as_str());
