@@ -81,7 +81,7 @@ pub struct ExpiryArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExpiryError {
-    #[error("cannot read {path}: {source}\n  hint: {WHAT_DIR_IS}")]
+    #[error("cannot read {path}: {}\n  hint: {WHAT_DIR_IS}", crate::util::io_words(source))]
     Read { path: String, source: std::io::Error },
     #[error("{path} is not a node tree kubebundle knows: {why}\n  hint: {WHAT_DIR_IS}")]
     Unrecognised { path: String, why: String },
@@ -454,7 +454,7 @@ impl Cert {
             }
             Ok(_) if bytes.first() == Some(&0x30) => Cert::from_der(bytes).map(|c| vec![c]),
             Ok(_) => Err("no CERTIFICATE PEM block".into()),
-            Err(e) => Err(format!("not PEM: {e}")),
+            Err(_) => Err("not PEM: a BEGIN/END block is broken or its base64 does not decode".into()),
         }
     }
 

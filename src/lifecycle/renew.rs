@@ -135,7 +135,7 @@ pub enum RenewError {
     Missing { name: String, dir: String },
     #[error("cannot read {path}: {message}")]
     Read { path: String, message: String },
-    #[error("{name} ({path}): {message}")]
+    #[error("{name} ({path}): {message}\n  hint: put back the file from a backup (kubebundle-backup-*) or from the node's tarball, then run again")]
     Cert { name: String, path: String, message: String },
     #[error("{name}: its CA {ca} has no private key ({key}): the CA is externally managed: kubebundle cannot renew it\n  hint: have the owner of the CA sign a new certificate")]
     ExternallyManaged { name: String, ca: String, key: String },
@@ -281,17 +281,17 @@ impl Signer {
 
 fn first_cert_der(name: &str, path: &str, text: &str) -> Result<Vec<u8>, RenewError> {
     let err = |message: String| RenewError::Cert { name: name.to_string(), path: path.to_string(), message };
-    let blocks = pem::parse_many(text).map_err(|e| err(format!("not PEM: {e}")))?;
+    let blocks = pem::parse_many(text).map_err(|_| err("not PEM: a BEGIN/END block is broken or its base64 does not decode".into()))?;
     let mut certs = blocks.into_iter().filter(|b| b.tag() == "CERTIFICATE");
     let first = certs.next().ok_or_else(|| err("holds no CERTIFICATE block".into()))?;
     Ok(first.contents().to_vec())
 }
 
 fn parse_cert<'d>(name: &str, path: &str, der: &'d [u8]) -> Result<X509Certificate<'d>, RenewError> {
-    x509_parser::parse_x509_certificate(der).map(|(_, c)| c).map_err(|e| RenewError::Cert {
+    x509_parser::parse_x509_certificate(der).map(|(_, c)| c).map_err(|_| RenewError::Cert {
         name: name.to_string(),
         path: path.to_string(),
-        message: format!("unreadable certificate: {e}"),
+        message: "not a readable X.509 certificate: the DER inside its PEM block does not parse".into(),
     })
 }
 
@@ -464,7 +464,9 @@ impl<'t> TreeWork<'t> {
                 let der = first_cert_der(&name, &shown, &crt_text)?;
                 let key_text = zeroize::Zeroizing::new(self.text(&key)?);
                 let key_block = pem::parse_many(key_text.as_bytes())
-                    .map_err(|e| err(format!("{}: not PEM: {e}", self.tree.show(&key))))?
+                    .map_err(|_| {
+                        err(format!("{}: not PEM: a BEGIN/END block is broken or its base64 does not decode", self.tree.show(&key)))
+                    })?
                     .into_iter()
                     .find(|b| b.tag().ends_with("PRIVATE KEY"))
                     .ok_or_else(|| err(format!("{} holds no private key", self.tree.show(&key))))?;

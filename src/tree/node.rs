@@ -459,7 +459,7 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, FileEntry>, problems
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) => {
-            problems.push((rel(dir), format!("cannot list the directory: {e}")));
+            problems.push((rel(dir), format!("cannot list the directory: {}", crate::util::io_words(&e))));
             return;
         }
     };
@@ -487,7 +487,7 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, FileEntry>, problems
                 Ok(bytes) => {
                     out.insert(rel(&p), FileEntry { bytes: bytes.into(), mode: md.permissions().mode() & 0o7777 });
                 }
-                Err(e) => problems.push((rel(&p), format!("cannot read: {e}"))),
+                Err(e) => problems.push((rel(&p), format!("cannot read: {}", crate::util::io_words(&e)))),
             }
         } else {
             problems.push((rel(&p), "a device, FIFO or socket: not read (a bundle holds regular files only)".into()));
