@@ -517,6 +517,10 @@ fn refusals_name_the_fix_and_write_nothing() {
     assert_eq!(second.file_name().unwrap().to_string_lossy(), format!("{}-2", first.file_name().unwrap().to_string_lossy()));
     assert_eq!(std::fs::read(first.join("pki/front-proxy-client.crt")).unwrap(), held, "the first backup is untouched");
     assert_ne!(std::fs::read(second.join("pki/front-proxy-client.crt")).unwrap(), held, "the second holds what the first run wrote");
+    // A certificate whose DER does not parse: said in plain words, with how to put it back.
+    std::fs::write(etc.join("pki/front-proxy-client.crt"), "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+    let e = renew(&args(&etc, &["front-proxy-client"], "2026-12-01T00:05:00Z")).unwrap_err().to_string();
+    assert!(e.contains("not a readable X.509 certificate") && e.contains("hint: put back the file") && !e.contains("Parsing Error"), "{e}");
 }
 
 #[test]
