@@ -7,7 +7,8 @@
 //! - `lifecycle`: day-2 commands on bundles and node trees (expiry, renew, tokens);
 //! - `audit`: `verify` and its rule table, and the references check;
 //! - `bundle`: the generate pipeline (plan, state, materialize, reuse, output);
-//! - `tree`: a node's files: profiles (where each artifact goes), the tarball format, kubeconfigs;
+//! - `tree`: the node-tree model every command reads and writes nodes through (a tarball in
+//!   memory, a directory, a live host), the layouts (profiles), the tarball format, kubeconfigs;
 //! - `config`: load and validate the kubeadm config and Inventory;
 //! - `pki`: the certificate catalogue, keys, issuance and signatures;
 //! - `clock`, `util`: the run's clock, durations, versions, text.
