@@ -221,18 +221,22 @@ impl NodeTree {
     /// Only the files the layout names, where `files` says (a bundle node's tree, read as its
     /// plan lists it).
     pub fn read_listed(dir: &Path, layout: Layout) -> NodeTree {
-        let mount = Mount::root(dir);
+        NodeTree::read_layout(Origin::Dir(dir.to_path_buf()), layout, &Mount::root(dir))
+    }
+
+    /// Every path `layout` names, read under `mount`.
+    fn read_layout(origin: Origin, layout: Layout, mount: &Mount) -> NodeTree {
         let mut tree = NodeTree {
             name: layout.node.clone(),
-            origin: Origin::Dir(dir.to_path_buf()),
+            origin,
             layout,
             files: BTreeMap::new(),
             problems: Vec::new(),
             outside: Default::default(),
         };
         let paths: Vec<String> = tree.layout.entries.iter().map(|e| e.path.clone()).collect();
-        for rel in paths {
-            tree.read_one(&mount, &rel, Why::Layout);
+        for rel in &paths {
+            tree.read_one(mount, rel, Why::Layout);
         }
         tree
     }
@@ -246,18 +250,7 @@ impl NodeTree {
             Some(l) => l,
             None => layout::recognise(&OnDisk(&mount), candidates).map_err(|why| TreeError::Unrecognised { path: shown, why })?,
         };
-        let mut tree = NodeTree {
-            name: layout.node.clone(),
-            origin: Origin::Host(mount.clone()),
-            layout,
-            files: BTreeMap::new(),
-            problems: Vec::new(),
-            outside: Default::default(),
-        };
-        let paths: Vec<String> = tree.layout.entries.iter().map(|e| e.path.clone()).collect();
-        for rel in &paths {
-            tree.read_one(&mount, rel, Why::Layout);
-        }
+        let mut tree = NodeTree::read_layout(Origin::Host(mount.clone()), layout, &mount);
         // The files kubeconfigs name (a client certificate as a file, the kubelet's rotated pair).
         let kubeconfigs: Vec<String> = tree
             .files
