@@ -1436,10 +1436,13 @@ impl Verifier {
             }
         }
         // Subject: the catalogue's (or plan's) CN; a certificate naming another node is a leak.
-        // An imported CA keeps the name its signer gave it: it is checked as the state's CA.
-        let imported = c.entry.is_ca() && facts.state_chains.contains_key(c.entry.id);
-        if imported && facts.state_cas.get(c.entry.id).is_some_and(|ca| ca.der == c.cert.der) {
-            self.add(s, Severity::Ok, path, CHECK_SUBJECT, format!("CN {:?}: the state's imported {}", c.cert.cn, c.entry.id));
+        // An imported CA keeps the name its signer gave it: a CA that is the state's is its own.
+        let kubeadm_cn = match c.entry.common_name {
+            CommonName::Fixed(cn) => cn,
+            _ => "",
+        };
+        if c.entry.is_ca() && c.cert.cn != kubeadm_cn && facts.state_cas.get(c.entry.id).is_some_and(|ca| ca.der == c.cert.der) {
+            self.add(s, Severity::Ok, path, CHECK_SUBJECT, format!("CN {:?}: the state's {} (imported)", c.cert.cn, c.entry.id));
         } else {
             self.check_subject(s, info, c, &what);
         }

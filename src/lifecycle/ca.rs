@@ -182,6 +182,17 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
     output::write_file(&sroot.join(sm::MANIFEST_FILE), m.text().as_bytes(), 0o600)?;
 
     let mut lines = Vec::new();
+    // The leaf records the replaced CA signed are dropped: the next generate issues them anew.
+    let mut dropped = 0;
+    if signed {
+        let mut records = state::read_leaves(&state_dir)?;
+        let before = records.len();
+        records.retain(|(_, leaf), _| crate::pki::catalog::cert(leaf).and_then(|e| e.signer.ca_id()) != Some(id));
+        dropped = before - records.len();
+        if dropped > 0 {
+            output::write_file(&sroot.join(state::LEAVES_FILE), &state::leaves_json(&records), 0o600)?;
+        }
+    }
     if signed {
         // --force: the old state is kept whole beside the bundle, as `generate --force` keeps it.
         let staged = output::PrivateDir::new(&parent, ".kubebundle-backup-")?;
@@ -189,7 +200,7 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
         let backup = staged.publish_backup(&parent, clock.now)?;
         let shown = cluster_dir.parent().unwrap_or(&args.out).join(backup.file_name().unwrap_or_default());
         lines.push(format!(
-            "replaced {id} (--force): the previous state was kept in {}; the next generate issues every certificate of {id} again, so every node must be redeployed",
+            "replaced {id} (--force): the previous state was kept in {}; the next generate issues every certificate of {id} again ({dropped} leaf record(s) dropped), so every node must be redeployed",
             shown.join("state").display()
         ));
     } else if replacing {

@@ -236,10 +236,12 @@ pub fn read_ca(
         let p = parse(k)?;
         match (p.key, &key_found) {
             (Some(found), None) => key_found = Some((k.name.to_string(), found)),
-            (Some(_), Some((from, _))) => return Err(input(format!(
+            (Some(_), Some((from, _))) => {
+                return Err(input(format!(
                 "{}: a private key, but {from} holds one too\n  hint: give the CA's key once: leave out --key, or give a --cert without it",
                 k.name
-            ))),
+            )))
+            }
             (None, _) => {
                 return Err(input(format!("{}: holds no private key\n  hint: --key takes the CA's private key (PEM)", k.name)));
             }
