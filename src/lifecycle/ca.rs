@@ -140,7 +140,13 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
         return Ok(Imported { lines: vec![format!("{id} ({who}) is already in {}: nothing to do", shown_state.join(&crt).display())] });
     }
     let replacing = old_crt.is_some() || read(&keyp).is_some();
-    let signed = replacing && signed_a_bundle(&real)?;
+    // The same CA re-issued by its issuer (same key and subject, a new validity): every
+    // certificate it signed stays valid, so it is no replacement.
+    let old_subject =
+        old_der.as_deref().and_then(|d| x509_parser::parse_x509_certificate(d).ok().map(|(_, c)| c.subject().as_raw().to_vec()));
+    let new_subject = x509_parser::parse_x509_certificate(&ca.cert_der).ok().map(|(_, c)| c.subject().as_raw().to_vec());
+    let reissued = old_key_spki.as_deref() == Some(new_key.spki_der().as_slice()) && old_subject.is_some() && old_subject == new_subject;
+    let signed = replacing && !reissued && signed_a_bundle(&real)?;
     if signed && !args.force {
         return Err(CaError::Refused(format!(
             "{}: the state already holds another {id} ({}), which signed this bundle's certificates; nothing was written\n  hint: replacing a CA that signed a bundle is CA rotation, a later command; to start the bundle over with the imported CA, give --force (the old state is kept in {}/kubebundle-backup-<time>/state/, and every node must then be redeployed)",
@@ -202,6 +208,10 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
         lines.push(format!(
             "replaced {id} (--force): the previous state was kept in {}; the next generate issues every certificate of {id} again ({dropped} leaf record(s) dropped), so every node must be redeployed",
             shown.join("state").display()
+        ));
+    } else if reissued {
+        lines.push(format!(
+            "{id} was re-issued for the same key and subject: every certificate it signed stays valid, and join's discovery hash stays"
         ));
     } else if replacing {
         lines.push(format!("replaced {id} in the state (it had signed nothing yet)"));
