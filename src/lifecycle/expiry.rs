@@ -617,11 +617,17 @@ pub fn check_expiration(args: &ExpiryArgs) -> Result<ExpiryReport, ExpiryError> 
     let mut notes = Vec::new();
     let (certificates, cas) = match locate(dir) {
         Target::Bundle(b) => {
-            let (certificates, mut cas) = check.bundle(&b)?;
+            let (certificates, cas) = check.bundle(&b)?;
             let (rows, n) = check.chain_rows(&b.join("state"), &cas);
-            cas.extend(rows);
             notes = n;
-            (certificates, cas)
+            // Each CA's issuers right below it.
+            let mut merged = Vec::with_capacity(cas.len() + rows.len());
+            for ca in cas {
+                let above: Vec<CertStatus> = rows.iter().filter(|r| r.name.split(':').next() == Some(ca.name.as_str())).cloned().collect();
+                merged.push(ca);
+                merged.extend(above);
+            }
+            (certificates, merged)
         }
         Target::BundleNode { bundle, name, dir } => {
             let plan = crate::tree::bundle::read_plan(&bundle);
