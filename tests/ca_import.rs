@@ -552,7 +552,9 @@ fn every_refusal_names_the_file_and_the_fix_and_writes_nothing() {
     let ca = w.corp.path("ca.crt");
     let short = w.corp.path("short.crt");
     let root_key = w.corp.path("root.key");
-    let cases: Vec<(&str, Vec<(&str, &str)>, i32, Vec<String>)> = vec![
+    /// (what, the files given, the exit code, what the message says).
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, i32, Vec<String>);
+    let cases: Vec<Case> = vec![
         (
             "a leaf given as CA",
             vec![("--cert", "leaf.crt"), ("--key", "leaf.key"), ("--chain", "ca.crt")],
