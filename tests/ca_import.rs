@@ -7,6 +7,7 @@
 //! Every refusal names the file and the fix, exits non-zero and writes nothing.
 
 mod common;
+mod live;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -207,6 +208,8 @@ struct Work {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
     corp: Corp,
+    /// The clock of every import and generate.
+    now: String,
 }
 
 impl Work {
@@ -215,7 +218,7 @@ impl Work {
         let dir = tmp.path().to_path_buf();
         std::fs::write(dir.join("c.yaml"), config(profile)).unwrap();
         let corp = Corp::new(&dir);
-        Work { _tmp: tmp, dir, corp }
+        Work { _tmp: tmp, dir, corp, now: NOW.to_string() }
     }
     fn out(&self) -> PathBuf {
         self.dir.join("out")
@@ -254,7 +257,7 @@ impl Work {
         }
     }
     fn generate(&self) -> Run {
-        self.run(&["generate", "--config", "c.yaml", "--now", NOW, "--out", self.out().to_str().unwrap()])
+        self.run(&["generate", "--config", "c.yaml", "--now", &self.now, "--out", self.out().to_str().unwrap()])
     }
 }
 
@@ -628,4 +631,76 @@ fn every_refusal_names_the_file_and_the_fix_and_writes_nothing() {
     assert!(g.ok(), "{}", g.describe());
     let v = w.run(&["verify", w.bundle().to_str().unwrap(), "--now", NOW]);
     assert!(v.ok(), "{}", v.describe());
+}
+
+/// The real kubeadm (K8S_BIN, v1.32.13, `--rootfs` in a private network namespace) takes every
+/// certificate, the sa key and every kubeconfig of a control-plane tarball made under the
+/// imported intermediates as existing, and writes nothing.
+#[test]
+fn kubeadm_uses_every_file_of_a_control_plane_made_under_imported_intermediates() {
+    let Some(tools) = live::Tools::find_with(&["kubeadm"]) else { return };
+    let mut w = Work::new("ca-import-kubeadm", "kubeadm");
+    let (cp, worker) = (("cp1", "198.51.100.31"), ("worker1", "198.51.100.32"));
+    let config = live_config(CLUSTER, &[(cp.0, cp.1, "control-plane, etcd"), (worker.0, worker.1, "worker")])
+        .replace("kubernetesVersion: v1.34.1\n", "kubernetesVersion: v1.32.13\n");
+    std::fs::write(w.dir.join("c.yaml"), config).unwrap();
+    // The binaries check validity against the real clock.
+    let now = rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64);
+    w.now = now.clone();
+    w.import_all();
+    let r = w.generate();
+    assert!(r.ok(), "{}", r.describe());
+    verify_bundle(&w.bundle(), Some(&now)).unwrap_or_else(|e| panic!("{e}"));
+    let root = w.dir.join("root-cp");
+    extract(&w.bundle().join("nodes/cp1.tar.gz"), &root);
+    let scratch = w.dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let ns = live::Netns::new(&scratch);
+    ns.add_address(cp.1);
+    let before = file_bytes(&root);
+    let kubeadm = |args: &[&str]| {
+        let mut c = ns.command(tools.k8s.join("kubeadm"));
+        c.args(args).arg("--rootfs").arg(&root).env("LC_ALL", "C").env_remove("KUBECONFIG");
+        run_cmd(c)
+    };
+    let said = |r: &Run, phase: &str| -> Vec<String> {
+        let tag = format!("[{phase}] ");
+        r.stdout.lines().chain(r.stderr.lines()).filter_map(|l| l.strip_prefix(tag.as_str())).map(str::to_string).collect()
+    };
+    let mut f = Failures::new();
+    let r = kubeadm(&["init", "phase", "certs", "all", "--config", "/etc/kubernetes/kubeadm-init.yaml"]);
+    assert!(r.ok(), "kubeadm init phase certs all: {}", r.describe());
+    let mut expected: Vec<String> =
+        ["ca", "front-proxy-ca", "etcd/ca"].iter().map(|c| format!("Using existing {c} certificate authority")).collect();
+    expected.extend(
+        [
+            "apiserver",
+            "apiserver-kubelet-client",
+            "front-proxy-client",
+            "etcd/server",
+            "etcd/peer",
+            "etcd/healthcheck-client",
+            "apiserver-etcd-client",
+        ]
+        .iter()
+        .map(|c| format!("Using existing {c} certificate and key on disk")),
+    );
+    expected.push("Using the existing \"sa\" key".into());
+    let lines = said(&r, "certs");
+    for e in &expected {
+        f.check(lines.contains(e), || format!("kubeadm init phase certs all did not say {e:?}:\n{}\n{}", r.stdout, r.stderr));
+    }
+    let other: Vec<&String> = lines.iter().filter(|l| !expected.contains(l) && !l.starts_with("Using certificateDir folder")).collect();
+    f.check(other.is_empty(), || format!("kubeadm init phase certs all did more than use the existing files: {other:?}"));
+    let r = kubeadm(&["init", "phase", "kubeconfig", "all", "--config", "/etc/kubernetes/kubeadm-init.yaml"]);
+    assert!(r.ok(), "kubeadm init phase kubeconfig all: {}", r.describe());
+    let lines = said(&r, "kubeconfig");
+    for k in ["admin", "super-admin", "kubelet", "controller-manager", "scheduler"] {
+        let e = format!("Using existing kubeconfig file: \"/etc/kubernetes/{k}.conf\"");
+        f.check(lines.contains(&e), || format!("kubeadm init phase kubeconfig all did not say {e:?}:\n{}\n{}", r.stdout, r.stderr));
+    }
+    let after = file_bytes(&root);
+    f.check(before == after, || "kubeadm changed or added files in the control plane's tree".into());
+    f.note("kubeadm v1.32.13: every certificate, the sa key and the 5 kubeconfigs under imported intermediates \"Using existing\", the tree byte-identical");
+    f.finish("kubeadm_uses_every_file_of_a_control_plane_made_under_imported_intermediates");
 }
