@@ -446,6 +446,18 @@ fn imported_bundle(profile: &str) {
     let again = w.generate();
     assert!(again.ok(), "{}", again.describe());
     assert_eq!(digests(&w.bundle()).unwrap(), before, "a re-run changed files");
+    // A lost chain file is refused (the serving certificates would lose their intermediate);
+    // importing the same CA again puts it back, and nothing else changes.
+    let chain = w.bundle().join("state/pki/ca-chain.crt");
+    std::fs::remove_file(&chain).unwrap();
+    let lost = digests(&w.bundle()).unwrap();
+    let r = w.generate();
+    assert_eq!(r.code, Some(1), "{}", r.describe());
+    assert!(r.stderr.contains("state/pki/ca-chain.crt: is missing, and ca is an intermediate CA"), "{}", r.stderr);
+    assert_eq!(digests(&w.bundle()).unwrap(), lost, "a refused generate changed files");
+    let r = w.import("ca", &[("--cert", "ca.crt"), ("--key", "ca.key"), ("--chain", "root.crt")], &[]);
+    assert!(r.ok() && r.stdout.contains("re-issued for the same key and subject"), "{}", r.describe());
+    assert_eq!(digests(&w.bundle()).unwrap(), before, "the import did not put back exactly the chain file");
 }
 
 #[test]

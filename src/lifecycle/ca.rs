@@ -183,8 +183,12 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
         output::write_file(&sroot.join(state::MARKER_FILE), state::marker_text(&config.cluster_name).as_bytes(), 0o600)?;
     }
     let mut m = manifest.unwrap_or_default();
-    m.secrets.retain(|e| e.id != id);
-    m.record(sm::key_entry(id, &keyp, ca.key_pem.as_bytes(), &new_key.spki_der(), &now));
+    // The same key keeps its record (and when it was first recorded).
+    let entry = sm::key_entry(id, &keyp, ca.key_pem.as_bytes(), &new_key.spki_der(), &now);
+    if m.get(id).is_some_and(|e| e.sha256 != entry.sha256 || e.public_key_sha256 != entry.public_key_sha256 || e.file != entry.file) {
+        m.secrets.retain(|e| e.id != id);
+    }
+    m.record(entry);
     output::write_file(&sroot.join(sm::MANIFEST_FILE), m.text().as_bytes(), 0o600)?;
 
     let mut lines = Vec::new();

@@ -124,8 +124,16 @@ pub fn ca_chain_path(id: &str) -> String {
 /// is `auth`'s: each certificate signed by the next, ending at a self-signed root.
 pub fn load_chain(dir: &Path, id: &str, auth: &mut crate::pki::issue::Authority) -> Result<Option<String>, StateError> {
     let rel = ca_chain_path(id);
-    let Some(text) = read_opt(dir, &rel)? else { return Ok(None) };
     let hint = "put back the chain file `kubebundle ca import` wrote (a backup, or import the CA again with --chain)";
+    let Some(text) = read_opt(dir, &rel)? else {
+        // Only an imported intermediate has issuers; without them its serving certificates
+        // would silently lose their chain.
+        let self_signed = x509_parser::parse_x509_certificate(&auth.cert.der).is_ok_and(|(_, c)| crate::pki::import::signed_by(&c, &c));
+        if !self_signed {
+            return Err(bad(dir, &rel, format!("is missing, and {id} is an intermediate CA: its chain up to the root is needed"), hint));
+        }
+        return Ok(None);
+    };
     let ders = crate::pki::import::chain_ders(&text).map_err(|e| bad(dir, &rel, e, hint))?;
     let mut child = auth.cert.der.clone();
     for der in &ders {
