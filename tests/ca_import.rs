@@ -716,3 +716,99 @@ fn kubeadm_uses_every_file_of_a_control_plane_made_under_imported_intermediates(
     f.note("kubeadm v1.32.13: every certificate, the sa key and the 5 kubeconfigs under imported intermediates \"Using existing\", the tree byte-identical");
     f.finish("kubeadm_uses_every_file_of_a_control_plane_made_under_imported_intermediates");
 }
+
+/// Keys in every format kubeadm reads (SEC1 after an EC PARAMETERS block, PKCS#1 RSA, PKCS#8)
+/// are imported as they are; an Ed25519 CA is refused with what to use instead.
+#[test]
+fn keys_in_sec1_pkcs1_and_pkcs8_import_and_an_ed25519_ca_is_refused() {
+    let w = Work::new("ca-import-keys", "kubeadm");
+    let corp = &w.corp;
+    // SEC1, after the curve's parameters, as `openssl ecparam -genkey` writes a key.
+    let params = ossl(&corp.dir, &["ecparam", "-name", "prime256v1"]).stdout;
+    let sec1 = ossl(&corp.dir, &["ec", "-in", "ca.key"]).stdout;
+    assert!(sec1.starts_with("-----BEGIN EC PRIVATE KEY-----"), "{sec1}");
+    std::fs::write(corp.dir.join("ca-sec1.key"), format!("{params}{sec1}")).unwrap();
+    let sec1_out = w.dir.join("sec1-out");
+    let r = w.import_to(&sec1_out, "ca", &[("--cert", "ca.crt"), ("--key", "ca-sec1.key"), ("--chain", "root.crt")], &[]);
+    assert!(r.ok(), "{}", r.describe());
+    assert_eq!(std::fs::read_to_string(sec1_out.join(CLUSTER).join("state/pki/ca.key")).unwrap(), sec1);
+
+    // An RSA intermediate with a PKCS#1 key signs an ECDSA bundle.
+    ossl(&corp.dir, &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "rsa-ca.key"]);
+    corp.csr("rsa-ca", "/O=Example Corp/CN=kubernetes rsa ca");
+    ossl(
+        &corp.dir,
+        &[
+            "ca",
+            "-batch",
+            "-config",
+            "ca.cnf",
+            "-cert",
+            "root.crt",
+            "-keyfile",
+            "root.key",
+            "-in",
+            "rsa-ca.csr",
+            "-out",
+            "rsa-ca.crt",
+            "-startdate",
+            "250101000000Z",
+            "-enddate",
+            "350101000000Z",
+            "-extensions",
+            "v3_int",
+            "-notext",
+        ],
+    );
+    let pkcs1 = ossl(&corp.dir, &["rsa", "-in", "rsa-ca.key", "-traditional"]).stdout;
+    assert!(pkcs1.starts_with("-----BEGIN RSA PRIVATE KEY-----"), "{pkcs1}");
+    std::fs::write(corp.dir.join("rsa-ca-pkcs1.key"), &pkcs1).unwrap();
+    let r = w.import("ca", &[("--cert", "rsa-ca.crt"), ("--key", "rsa-ca-pkcs1.key"), ("--chain", "root.crt")], &[]);
+    assert!(r.ok(), "{}", r.describe());
+    assert_eq!(std::fs::read_to_string(w.bundle().join("state/pki/ca.key")).unwrap(), pkcs1);
+    let g = w.generate();
+    assert!(g.ok(), "{}", g.describe());
+    let v = w.run(&["verify", w.bundle().to_str().unwrap(), "--now", NOW]);
+    assert!(v.ok() && v.stdout.contains("0 errors"), "{}", v.describe());
+    let cp1 = tarball_files(&w.bundle().join("nodes/cp1.tar.gz"));
+    let apiserver = &cp1["etc/kubernetes/pki/apiserver.crt"];
+    assert_eq!(pem_certs(apiserver)[1], corp.der("rsa-ca.crt"), "apiserver.crt carries the RSA intermediate");
+    let scratch = w.dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    openssl_verify(&scratch, corp, "apiserver.crt", apiserver, &corp.path("rsa-ca.crt")).unwrap();
+
+    // Ed25519: kubeadm cannot load it.
+    ossl(&corp.dir, &["genpkey", "-algorithm", "ed25519", "-out", "ed-ca.key"]);
+    corp.csr("ed-ca", "/CN=ed25519 ca");
+    ossl(
+        &corp.dir,
+        &[
+            "ca",
+            "-batch",
+            "-config",
+            "ca.cnf",
+            "-cert",
+            "root.crt",
+            "-keyfile",
+            "root.key",
+            "-in",
+            "ed-ca.csr",
+            "-out",
+            "ed-ca.crt",
+            "-startdate",
+            "250101000000Z",
+            "-enddate",
+            "350101000000Z",
+            "-extensions",
+            "v3_int",
+            "-notext",
+        ],
+    );
+    let fresh = w.dir.join("ed-out");
+    let r = w.import_to(&fresh, "ca", &[("--cert", "ed-ca.crt"), ("--key", "ed-ca.key"), ("--chain", "root.crt")], &[]);
+    assert_eq!(r.code, Some(2), "{}", r.describe());
+    let ed = corp.path("ed-ca.crt");
+    assert!(r.stderr.contains(&format!("{ed}: CN=ed25519 ca has an Ed25519 key, which kubeadm cannot load")), "{}", r.stderr);
+    assert!(r.stderr.contains("hint: use a CA with an RSA (2048, 3072 or 4096 bits) or ECDSA (P-256, P-384) key"), "{}", r.stderr);
+    assert!(!fresh.exists());
+}
