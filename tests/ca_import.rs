@@ -114,6 +114,10 @@ impl Corp {
             corp.issue(name, &format!("/O=Example Corp/CN=kubernetes {name}"), "root", end, "v3_int");
         }
         corp.issue("leaf", "/CN=not-a-ca.example.com", "ca", "350101000000Z", "v3_leaf");
+        // Under the cluster intermediate, whose pathlen:0 allows no CA below it.
+        corp.issue("sub", "/O=Example Corp/CN=kubernetes sub", "ca", "350101000000Z", "v3_int");
+        let sub_chain = format!("{}{}", corp.text("ca.crt"), corp.text("root.crt"));
+        std::fs::write(corp.dir.join("sub-chain.pem"), sub_chain).unwrap();
         corp.key("other-root");
         corp.csr("other-root", "/CN=Another Root");
         ossl(
@@ -599,6 +603,15 @@ fn every_refusal_names_the_file_and_the_fix_and_writes_nothing() {
             vec![
                 format!("{short}: O=Example Corp, CN=kubernetes short expires at 2026-06-01T00:00:00Z, before the certificates generate would issue from it end (certificateValidityPeriod 8760h0m0s from now: 2027-01-01T00:00:00Z)"),
                 "hint: import a CA valid until at least 2027-01-01T00:00:00Z, or shorten certificateValidityPeriod".into(),
+            ],
+        ),
+        (
+            "a chain whose pathlen forbids the CA",
+            vec![("--cert", "sub.crt"), ("--key", "sub.key"), ("--chain", "sub-chain.pem")],
+            2,
+            vec![
+                "sub-chain.pem: O=Example Corp, CN=kubernetes ca allows 0 CA(s) below it (pathlen), but 1 are: the chain does not verify".into(),
+                "hint: have the CA issued under a CA whose pathlen allows it".into(),
             ],
         ),
         (

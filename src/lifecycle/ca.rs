@@ -229,6 +229,12 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
         shown_state.join(&crt).display(),
         shown_state.join(&keyp).display()
     ));
+    if ca.not_before > clock.now {
+        lines.push(format!(
+            "warning: {id} is not valid before {}: certificates it signs verify only from then on",
+            crate::clock::rfc3339(ca.not_before)
+        ));
+    }
     if let Some(root) = ca.chain.last() {
         let root_end = not_after(root);
         lines.push(format!(

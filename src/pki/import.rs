@@ -33,7 +33,8 @@ pub struct CaImport {
     /// The issuers above it, the signing CA's issuer first, up to the self-signed root (empty when
     /// the CA is a root itself).
     pub chain: Vec<Vec<u8>>,
-    /// RFC 3339 of the CA's notAfter, and of each chain certificate's.
+    /// The CA's notBefore and notAfter.
+    pub not_before: time::OffsetDateTime,
     pub not_after: time::OffsetDateTime,
 }
 
@@ -155,6 +156,15 @@ fn parse_vault(file: &Input<'_>) -> Result<Parsed, ImportError> {
         }
         Ok(())
     };
+    let first_pem = |v: &serde_json::Value| v.as_str().and_then(|t| pem::parse(t).ok()).map(|p| p.into_contents());
+    if let (Some(issuing), Some(first)) = (field("issuing_ca"), field("ca_chain").and_then(|c| c.as_array()).and_then(|a| a.first())) {
+        if first_pem(issuing).is_some() && first_pem(issuing) != first_pem(first) {
+            return Err(input(format!(
+                "{}: issuing_ca is not ca_chain[0]: the response is inconsistent\n  hint: give Vault's -format=json output unchanged",
+                file.name
+            )));
+        }
+    }
     for name in ["certificate", "issuing_ca"] {
         if let Some(v) = field(name) {
             take(name, v)?;
@@ -335,12 +345,23 @@ pub fn read_ca(
                 current.issuer()
             )));
         };
-        if !is_ca(c) {
+        if !is_ca(c) || !can_sign_certs(c) {
             return Err(input(format!(
-                "{chain_files}: {} signed {} but is not a CA (basicConstraints)\n  hint: give the CA certificates of the chain",
+                "{chain_files}: {} signed {} but is not a CA that may sign certificates (basicConstraints CA:TRUE, keyUsage keyCertSign)\n  hint: give the CA certificates of the chain",
                 name_of(c),
                 name_of(&current)
             )));
+        }
+        // Its pathLenConstraint must allow the CAs below it: the signing CA and those between.
+        let below = path.len() as u32 + 1;
+        if let Ok(Some(bc)) = c.basic_constraints() {
+            if bc.value.path_len_constraint.is_some_and(|n| n < below) {
+                return Err(input(format!(
+                    "{chain_files}: {} allows {} CA(s) below it (pathlen), but {below} are: the chain does not verify\n  hint: have the CA issued under a CA whose pathlen allows it, or directly under the root",
+                    name_of(c),
+                    bc.value.path_len_constraint.unwrap_or_default()
+                )));
+            }
         }
         path.push(d.clone());
         current = c.clone();
@@ -361,7 +382,8 @@ pub fn read_ca(
             crate::clock::rfc3339(leaves_end)
         )));
     }
-    Ok(CaImport { cert_pem: pem_encode("CERTIFICATE", &ca_der), cert_der: ca_der, key_pem, chain: path, not_after })
+    let not_before = ca.validity().not_before.to_datetime();
+    Ok(CaImport { cert_pem: pem_encode("CERTIFICATE", &ca_der), cert_der: ca_der, key_pem, chain: path, not_before, not_after })
 }
 
 /// The algorithm OID of a PKCS#8 PrivateKeyInfo.
