@@ -462,6 +462,24 @@ fn imported_bundle(profile: &str) {
     let r = w.import("ca", &[("--cert", "ca.crt"), ("--key", "ca.key"), ("--chain", "root.crt")], &[]);
     assert!(r.ok() && r.stdout.contains("re-issued for the same key and subject"), "{}", r.describe());
     assert_eq!(digests(&w.bundle()).unwrap(), before, "the import did not put back exactly the chain file");
+    // certs renew: every leaf again, each serving certificate keeping its intermediate; the
+    // intermediate itself is its issuer's to renew.
+    let r = w.run(&["certs", "renew", "all", "--dir", w.bundle().to_str().unwrap(), "--now", NOW]);
+    assert!(r.ok(), "{}", r.describe());
+    check_bundle(&w);
+    let renewed = digests(&w.bundle()).unwrap();
+    assert_ne!(renewed, before, "renew all changed nothing");
+    let r = w.run(&["certs", "renew", "ca", "--dir", w.bundle().to_str().unwrap(), "--now", NOW]);
+    assert_eq!(r.code, Some(1), "{}", r.describe());
+    assert!(
+        r.stderr.contains(
+            "is an intermediate CA issued by O=Example Corp, CN=Example Corp Root CA: kubebundle renews only the CAs it signs itself"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("then put it into the bundle's state with `kubebundle ca import`"), "{}", r.stderr);
+    assert_eq!(digests(&w.bundle()).unwrap(), renewed, "a refused renew changed files");
 }
 
 #[test]
