@@ -50,6 +50,11 @@ basicConstraints = critical,CA:TRUE,pathlen:0
 keyUsage = critical,digitalSignature,keyCertSign,cRLSign
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
+[v3_int1]
+basicConstraints = critical,CA:TRUE,pathlen:1
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
 [v3_leaf]
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature
@@ -445,7 +450,9 @@ fn imported_bundle(profile: &str) {
             x.stdout
         );
     }
-    // A re-run keeps every file.
+    // generate --check finds nothing to do; a re-run keeps every file.
+    let c = w.run(&["generate", "--check", "--config", "c.yaml", "--now", NOW, "--out", w.out().to_str().unwrap()]);
+    assert!(c.ok() && c.stdout.contains("up to date"), "{}", c.describe());
     let before = digests(&w.bundle()).unwrap();
     let again = w.generate();
     assert!(again.ok(), "{}", again.describe());
@@ -535,6 +542,16 @@ fn a_vault_json_response_imports_to_the_same_state_as_the_pem_files() {
         assert!(b[name] == *bytes, "state/{name} differs between the PEM and the Vault JSON import");
     }
     assert!(a.contains_key("pki/ca-chain.crt") && a.contains_key("pki/front-proxy-ca-chain.crt"), "{:?}", a.keys());
+    // sign-intermediate's response holds no key: --key gives it.
+    let signed = serde_json::json!({"data": {"certificate": ca, "issuing_ca": root, "ca_chain": [root], "expiration": 2051222400i64}});
+    std::fs::write(w.dir.join("signed.json"), signed.to_string()).unwrap();
+    let signed_path = w.dir.join("signed.json").display().to_string();
+    let key_out = w.dir.join("key-out");
+    let r = w.import_to(&key_out, "ca", &[("--cert", &signed_path), ("--key", "ca.key")], &[]);
+    assert!(r.ok(), "{}", r.describe());
+    for f in ["pki/ca.crt", "pki/ca.key", "pki/ca-chain.crt"] {
+        assert!(std::fs::read(key_out.join(CLUSTER).join("state").join(f)).unwrap() == a[f], "state/{f} differs");
+    }
     // The same CA again is a no-op that says so.
     let before = digests(&json_out).unwrap();
     let r = w.import_to(&json_out, "ca", &[("--cert", &vault)], &[]);
@@ -842,4 +859,52 @@ fn keys_in_sec1_pkcs1_and_pkcs8_import_and_an_ed25519_ca_is_refused() {
     assert!(r.stderr.contains(&format!("{ed}: CN=ed25519 ca has an Ed25519 key, which kubeadm cannot load")), "{}", r.stderr);
     assert!(r.stderr.contains("hint: use a CA with an RSA (2048, 3072 or 4096 bits) or ECDSA (P-256, P-384) key"), "{}", r.stderr);
     assert!(!fresh.exists());
+}
+
+/// Two CAs above the cluster's (root → issuing CA → cluster CA): serving certificates carry the
+/// cluster CA and the issuing CA (never the root), the chain file holds both in order whatever
+/// order --chain gave them, and check-expiration lists `ca:intermediate-1` and `ca:root`.
+#[test]
+fn a_two_level_chain_is_carried_up_to_the_root() {
+    let w = Work::new("ca-import-two-levels", "kubeadm");
+    let corp = &w.corp;
+    corp.issue("issuing", "/O=Example Corp/CN=Example Corp Issuing CA", "root", "340101000000Z", "v3_int1");
+    corp.issue("deep", "/O=Example Corp/CN=kubernetes deep", "issuing", "340101000000Z", "v3_int");
+    // The root first: the order of --chain does not matter.
+    std::fs::write(corp.dir.join("deep-chain.pem"), format!("{}{}", corp.text("root.crt"), corp.text("issuing.crt"))).unwrap();
+    let r = w.import("ca", &[("--cert", "deep.crt"), ("--key", "deep.key"), ("--chain", "deep-chain.pem")], &[]);
+    assert!(r.ok(), "{}", r.describe());
+    assert!(r.stdout.contains("its chain (2 certificate(s) up to the root O=Example Corp, CN=Example Corp Root CA"), "{}", r.stdout);
+    let chain = std::fs::read_to_string(w.bundle().join("state/pki/ca-chain.crt")).unwrap();
+    assert_eq!(chain, format!("{}{}", corp.text("issuing.crt"), corp.text("root.crt")));
+    let g = w.generate();
+    assert!(g.ok(), "{}", g.describe());
+    let cp1 = tarball_files(&w.bundle().join("nodes/cp1.tar.gz"));
+    let apiserver = &cp1["etc/kubernetes/pki/apiserver.crt"];
+    assert_eq!(pem_certs(apiserver)[1..].to_vec(), vec![corp.der("deep.crt"), corp.der("issuing.crt")]);
+    let scratch = w.dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let own = scratch.join("apiserver-chain.pem");
+    std::fs::write(&own, apiserver).unwrap();
+    openssl_verify(&scratch, corp, "apiserver.crt", apiserver, own.to_str().unwrap()).unwrap();
+    let client = &cp1["etc/kubernetes/pki/apiserver-kubelet-client.crt"];
+    let untrusted = scratch.join("deep-untrusted.pem");
+    std::fs::write(&untrusted, format!("{}{}", corp.text("deep.crt"), corp.text("issuing.crt"))).unwrap();
+    openssl_verify(&scratch, corp, "apiserver-kubelet-client.crt", client, untrusted.to_str().unwrap()).unwrap();
+    assert_eq!(pem_certs(&cp1["etc/kubernetes/pki/ca.crt"]), vec![corp.der("deep.crt")]);
+    let v = w.run(&["verify", w.bundle().to_str().unwrap(), "--now", NOW]);
+    assert!(v.ok() && v.stdout.contains("0 errors"), "{}", v.describe());
+    let x = w.run(&["certs", "check-expiration", "--dir", w.bundle().to_str().unwrap(), "--now", NOW]);
+    assert_eq!(x.code, Some(0), "{}", x.describe());
+    let names: Vec<&str> = x
+        .stdout
+        .lines()
+        .filter(|l| l.contains(" UTC "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("ca"))
+        .collect();
+    assert_eq!(names, ["ca", "ca:intermediate-1", "ca:root"], "{}", x.stdout);
+    // The issuing CA ends with the cluster CA, not before it: no note for it.
+    assert!(!x.stdout.contains("ca:intermediate-1 expires at"), "{}", x.stdout);
+    assert!(x.stdout.contains("ca:root expires at 2033-01-01T00:00:00Z, before ca itself (2034-01-01T00:00:00Z)"), "{}", x.stdout);
 }
