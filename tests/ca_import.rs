@@ -675,6 +675,23 @@ fn every_refusal_names_the_file_and_the_fix_and_writes_nothing() {
         }
         assert_eq!(digests(&w.out()).unwrap(), before, "{what}: files changed");
     }
+    // Another writer holds the bundle's lock: refused at once, nothing written.
+    let lock = w.out().join(format!(".kubebundle-{CLUSTER}.lock"));
+    let mut c = Command::new("flock");
+    // -o: flock itself holds the lock (not the sleep it runs), so killing it releases the lock.
+    c.arg("-o").arg(&lock).args(["sleep", "10"]);
+    let holder = Proc::spawn("flock", c, w.dir.join("flock.log"));
+    let held = wait_for(std::time::Duration::from_secs(5), || {
+        let mut probe = Command::new("flock");
+        probe.arg("-n").arg(&lock).arg("true");
+        (!run_cmd(probe).ok()).then_some(())
+    });
+    assert!(held.is_some(), "flock did not take {}", lock.display());
+    let r = w.import("ca", &[("--cert", "other-root.crt"), ("--key", "other-root.key")], &["--force"]);
+    assert_eq!(r.code, Some(1), "{}", r.describe());
+    assert!(r.stderr.contains("another kubebundle command is writing") && r.stderr.contains(".kubebundle-imp.lock"), "{}", r.stderr);
+    assert_eq!(digests(&w.out()).unwrap(), before, "a refused import changed files");
+    drop(holder);
     // --force replaces it, keeping the old state in a backup.
     let r = w.import("ca", &[("--cert", "other-root.crt"), ("--key", "other-root.key")], &["--force"]);
     assert!(r.ok(), "{}", r.describe());
