@@ -925,3 +925,43 @@ fn a_two_level_chain_is_carried_up_to_the_root() {
     assert!(!x.stdout.contains("ca:intermediate-1 expires at"), "{}", x.stdout);
     assert!(x.stdout.contains("ca:root expires at 2033-01-01T00:00:00Z, before ca itself (2034-01-01T00:00:00Z)"), "{}", x.stdout);
 }
+
+/// verify checks what a leaf's file carries after it: a wrong intermediate is an error naming
+/// the file, a serving certificate without its intermediate a warning.
+#[test]
+fn verify_checks_the_chain_a_serving_certificate_carries() {
+    let w = Work::new("ca-import-verify", "kubeadm");
+    w.import_all();
+    let g = w.run(&["generate", "--unpacked", "--config", "c.yaml", "--now", NOW, "--out", w.out().to_str().unwrap()]);
+    assert!(g.ok(), "{}", g.describe());
+    let v = w.run(&["verify", w.bundle().to_str().unwrap(), "--now", NOW]);
+    assert!(v.ok(), "{}", v.describe());
+    assert!(
+        v.stdout.contains("apiserver carries its chain: 1 intermediate(s), up to \"O=Example Corp, CN=kubernetes ca\""),
+        "{}",
+        v.stdout
+    );
+    let file = w.bundle().join("nodes/cp1/etc/kubernetes/pki/apiserver.crt");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let leaf = pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", pem_certs(original.as_bytes())[0].clone()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    );
+    let row = |out: &str, severity: &str, needle: &str| {
+        out.lines().any(|l| l.starts_with(severity) && l.contains("nodes/cp1/etc/kubernetes/pki/apiserver.crt ") && l.contains(needle))
+    };
+    std::fs::write(&file, format!("{leaf}{}", w.corp.text("front-proxy-ca.crt"))).unwrap();
+    let v = w.run(&["verify", w.bundle().to_str().unwrap(), "--now", NOW]);
+    assert_eq!(v.code, Some(1), "{}", v.describe());
+    assert!(
+        row(&v.stdout, "ERROR", "\"O=Example Corp, CN=kubernetes front-proxy-ca\" after \"CN=kube-apiserver\" did not sign it"),
+        "{}",
+        v.stdout
+    );
+    std::fs::write(&file, &leaf).unwrap();
+    let v = w.run(&["verify", w.bundle().to_str().unwrap(), "--now", NOW]);
+    assert!(row(&v.stdout, "WARNING", "apiserver does not carry its intermediate ca"), "{}", v.stdout);
+    std::fs::write(&file, format!("{original}{}", w.corp.text("root.crt"))).unwrap();
+    let v = w.run(&["verify", w.bundle().to_str().unwrap(), "--now", NOW]);
+    assert!(row(&v.stdout, "WARNING", "apiserver carries the root \"O=Example Corp, CN=Example Corp Root CA\""), "{}", v.stdout);
+}

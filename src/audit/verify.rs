@@ -948,6 +948,43 @@ impl Verifier {
         facts.state_chains.insert(id, chain);
     }
 
+    /// The certificates a leaf's file carries after it: each must sign the one before (an
+    /// imported CA's intermediates, for clients that trust its root). A serving certificate of an
+    /// imported intermediate without them is a warning.
+    fn check_carried_chain(&mut self, s: &Scope, path: &str, entry: &CertEntry, bytes: &[u8], facts: &BundleFacts) {
+        let Ok(all) = CertInfo::all_from_pem(bytes) else { return };
+        let imported = entry.signer.ca_id().is_some_and(|ca| facts.state_chains.contains_key(ca));
+        if all.len() < 2 {
+            if imported && entry.usages.contains(&catalog::Eku::ServerAuth) {
+                let ca = entry.signer.ca_id().unwrap_or_default();
+                self.add(
+                    s,
+                    Severity::Warning,
+                    path,
+                    CHECK_CHAIN,
+                    format!("{} does not carry its intermediate {ca}: a client that trusts only the root cannot build the chain", entry.id),
+                );
+            }
+            return;
+        }
+        let mut problems = Vec::new();
+        for pair in all.windows(2) {
+            if pair[0].issuer_raw != pair[1].subject_raw || signature_ok(&pair[0], &pair[1]).is_err() {
+                problems.push(format!("{:?} after {:?} did not sign it", pair[1].subject, pair[0].subject));
+            }
+        }
+        if let Some(root) = all[1..].iter().find(|c| c.issuer_raw == c.subject_raw) {
+            let message = format!(
+                "{} carries the root {:?}, which a client must already trust: it only lengthens every handshake",
+                entry.id, root.subject
+            );
+            self.add(s, Severity::Warning, path, CHECK_CHAIN, message);
+        }
+        let n = all.len() - 1;
+        let top = all.last().map(|c| c.subject.clone()).unwrap_or_default();
+        self.result(s, path, CHECK_CHAIN, problems, || format!("{} carries its chain: {n} intermediate(s), up to {top:?}", entry.id));
+    }
+
     fn check_join(&mut self, dir: &Path, facts: &mut BundleFacts, plan: Option<&PlanDoc>) {
         let s = Scope { node: "-", prefix: "" };
         match std::fs::read_to_string(dir.join("join.txt")) {
@@ -1061,6 +1098,9 @@ impl Verifier {
             match exp.artifact {
                 Some(Artifact::CertPem(entry)) => match CertInfo::from_pem(&f.bytes) {
                     Ok(cert) => {
+                        if !entry.is_ca() {
+                            self.check_carried_chain(&s, path, entry, &f.bytes, facts);
+                        }
                         let key_path = info.path_of(&format!("{}.key", entry.id));
                         let key = key_path.and_then(|kp| files.get(kp).map(|k| (kp.to_string(), k.bytes.to_vec())));
                         found.push(FoundCert {
