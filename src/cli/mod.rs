@@ -431,7 +431,8 @@ impl CliError {
             CliError::Output(DanglingLink { .. })
             | CliError::Generate(GenerateError::Output(DanglingLink { .. }))
             | CliError::Renew(R::Output(DanglingLink { .. }))
-            | CliError::Token(TokenError::Output(DanglingLink { .. })) => true,
+            | CliError::Token(TokenError::Output(DanglingLink { .. }))
+            | CliError::Ca(crate::lifecycle::ca::CaError::Output(DanglingLink { .. })) => true,
             _ => false,
         }
     }
