@@ -620,6 +620,9 @@ struct BundleFacts {
     apiservers: Vec<(String, CertInfo)>,
     /// CA id → the state's certificate.
     state_cas: BTreeMap<&'static str, CertInfo>,
+    /// CA id → the issuers above an imported CA (its issuer first, up to the root), from the
+    /// state's chain file; absent for a self-signed CA.
+    state_chains: BTreeMap<&'static str, Vec<CertInfo>>,
     /// The hashes join.txt gives.
     join_hashes: Option<BTreeSet<String>>,
 }
@@ -868,12 +871,118 @@ impl Verifier {
                     if let Some(entry) = catalog::cert(id) {
                         self.expiry(&s, rel, entry, &c);
                     }
+                    self.check_state_chain(dir, id, &c, facts);
                     facts.state_cas.insert(id, c);
                 }
                 Err(e) => self.add(&s, Severity::Error, rel, CHECK_FORMAT, e),
             }
         }
         facts.state_sa = std::fs::read(dir.join("state/pki/sa.pub")).ok().and_then(|b| pem_public_key(&b).ok());
+    }
+
+    /// An imported CA's chain (state/pki/<ca>-chain.crt): each certificate signed by the next up
+    /// to a self-signed root, each one's expiry, and a warning when one above the CA ends first.
+    fn check_state_chain(&mut self, dir: &Path, id: &'static str, ca: &CertInfo, facts: &mut BundleFacts) {
+        let s = Scope { node: "-", prefix: "" };
+        let rel = format!("state/{}", crate::bundle::state::ca_chain_path(id));
+        let Ok(bytes) = std::fs::read(dir.join(&rel)) else {
+            if ca.issuer_raw != ca.subject_raw {
+                self.add(
+                    &s,
+                    Severity::Error,
+                    &rel,
+                    CHECK_CHAIN,
+                    format!("CA {id} ({:?}) is not self-signed (issuer {:?}) and its chain file is missing", ca.cn, ca.issuer),
+                );
+            }
+            return;
+        };
+        let chain = match CertInfo::all_from_pem(&bytes) {
+            Ok(c) => c,
+            Err(e) => return self.add(&s, Severity::Error, &rel, CHECK_FORMAT, e),
+        };
+        let mut problems = Vec::new();
+        let mut below = ca;
+        for c in &chain {
+            if c.subject_raw != below.issuer_raw || signature_ok(below, c).is_err() {
+                problems.push(format!("{:?} did not sign {:?}", c.subject, below.subject));
+            }
+            if !c.is_ca {
+                problems.push(format!("{:?} is not a CA", c.subject));
+            }
+            below = c;
+        }
+        if below.issuer_raw != below.subject_raw || signature_ok(below, below).is_err() {
+            problems.push(format!("it ends at {:?}, which is not a self-signed root", below.subject));
+        }
+        let root = chain.last().map(|c| c.subject.clone()).unwrap_or_default();
+        self.result(&s, &rel, CHECK_CHAIN, problems, || format!("CA {id} ({:?}) chains up to the root {root:?}", ca.cn));
+        let fmt = |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string());
+        let warn = time::Duration::try_from(self.warn_within).unwrap_or(time::Duration::MAX);
+        for (i, c) in chain.iter().enumerate() {
+            let who = if i + 1 == chain.len() {
+                format!("the root {:?} of {id}", c.subject)
+            } else {
+                format!("the intermediate {:?} above {id}", c.subject)
+            };
+            if c.not_after <= self.now {
+                self.add(&s, Severity::Error, &rel, CHECK_EXPIRY, format!("{who} expired at {}", fmt(c.not_after)));
+            } else if c.not_after - self.now <= warn {
+                self.add(&s, Severity::Warning, &rel, CHECK_EXPIRY, format!("{who} expires at {}", fmt(c.not_after)));
+            } else if c.not_after < ca.not_after {
+                self.add(
+                    &s,
+                    Severity::Warning,
+                    &rel,
+                    CHECK_EXPIRY,
+                    format!(
+                        "{who} expires at {}, before {id} itself ({}): clients that trust it stop trusting the cluster's certificates then",
+                        fmt(c.not_after),
+                        fmt(ca.not_after)
+                    ),
+                );
+            } else {
+                self.add(&s, Severity::Ok, &rel, CHECK_EXPIRY, format!("{who} valid until {}", fmt(c.not_after)));
+            }
+        }
+        facts.state_chains.insert(id, chain);
+    }
+
+    /// The certificates a leaf's file carries after it: each must sign the one before (an
+    /// imported CA's intermediates, for clients that trust its root). A serving certificate of an
+    /// imported intermediate without them is a warning.
+    fn check_carried_chain(&mut self, s: &Scope, path: &str, entry: &CertEntry, bytes: &[u8], facts: &BundleFacts) {
+        let Ok(all) = CertInfo::all_from_pem(bytes) else { return };
+        let imported = entry.signer.ca_id().is_some_and(|ca| facts.state_chains.contains_key(ca));
+        if all.len() < 2 {
+            if imported && entry.usages.contains(&catalog::Eku::ServerAuth) {
+                let ca = entry.signer.ca_id().unwrap_or_default();
+                self.add(
+                    s,
+                    Severity::Warning,
+                    path,
+                    CHECK_CHAIN,
+                    format!("{} does not carry its intermediate {ca}: a client that trusts only the root cannot build the chain", entry.id),
+                );
+            }
+            return;
+        }
+        let mut problems = Vec::new();
+        for pair in all.windows(2) {
+            if pair[0].issuer_raw != pair[1].subject_raw || signature_ok(&pair[0], &pair[1]).is_err() {
+                problems.push(format!("{:?} after {:?} did not sign it", pair[1].subject, pair[0].subject));
+            }
+        }
+        if let Some(root) = all[1..].iter().find(|c| c.issuer_raw == c.subject_raw) {
+            let message = format!(
+                "{} carries the root {:?}, which a client must already trust: it only lengthens every handshake",
+                entry.id, root.subject
+            );
+            self.add(s, Severity::Warning, path, CHECK_CHAIN, message);
+        }
+        let n = all.len() - 1;
+        let top = all.last().map(|c| c.subject.clone()).unwrap_or_default();
+        self.result(s, path, CHECK_CHAIN, problems, || format!("{} carries its chain: {n} intermediate(s), up to {top:?}", entry.id));
     }
 
     fn check_join(&mut self, dir: &Path, facts: &mut BundleFacts, plan: Option<&PlanDoc>) {
@@ -989,6 +1098,9 @@ impl Verifier {
             match exp.artifact {
                 Some(Artifact::CertPem(entry)) => match CertInfo::from_pem(&f.bytes) {
                     Ok(cert) => {
+                        if !entry.is_ca() {
+                            self.check_carried_chain(&s, path, entry, &f.bytes, facts);
+                        }
                         let key_path = info.path_of(&format!("{}.key", entry.id));
                         let key = key_path.and_then(|kp| files.get(kp).map(|k| (kp.to_string(), k.bytes.to_vec())));
                         found.push(FoundCert {
@@ -1208,12 +1320,35 @@ impl Verifier {
         match c.entry.signer {
             Signer::SelfSigned => {
                 let mut problems = Vec::new();
+                let mut said = None;
+                // An imported intermediate: signed by the first certificate of the state's chain.
+                let issuer = facts.state_chains.get(c.entry.id).and_then(|chain| chain.first());
                 if c.cert.issuer_raw != c.cert.subject_raw {
-                    problems.push(format!("a CA must be self-signed, but its issuer is {:?}", c.cert.issuer));
+                    match issuer {
+                        Some(i) if i.subject_raw == c.cert.issuer_raw && signature_ok(&c.cert, i).is_ok() => {
+                            let rel = crate::bundle::state::ca_chain_path(c.entry.id);
+                            said = Some((Severity::Ok, format!("intermediate CA {:?} signed by {:?} (state/{rel})", c.cert.cn, i.subject)));
+                        }
+                        Some(_) => problems
+                            .push(format!("a CA whose issuer {:?} is not the one of the state's chain for {}", c.cert.issuer, c.entry.id)),
+                        None if facts.tokens.is_none() => {
+                            said = Some((
+                                Severity::Warning,
+                                format!(
+                                    "intermediate CA {:?} (issuer {:?}): its chain is not in this tree; verify the bundle to check it up to its root",
+                                    c.cert.cn, c.cert.issuer
+                                ),
+                            ));
+                        }
+                        None => problems.push(format!("a CA must be self-signed, but its issuer is {:?}", c.cert.issuer)),
+                    }
                 } else if let Err(e) = signature_ok(&c.cert, &c.cert) {
                     problems.push(format!("self-signature: {e}"));
                 }
-                self.result(s, path, CHECK_CHAIN, problems, || format!("self-signed CA {:?}", c.cert.cn));
+                match said {
+                    Some((severity, message)) => self.add(s, severity, path, CHECK_CHAIN, message),
+                    None => self.result(s, path, CHECK_CHAIN, problems, || format!("self-signed CA {:?}", c.cert.cn)),
+                }
             }
             signer => {
                 let ca_id = signer.ca_id().unwrap_or("ca");
@@ -1341,7 +1476,16 @@ impl Verifier {
             }
         }
         // Subject: the catalogue's (or plan's) CN; a certificate naming another node is a leak.
-        self.check_subject(s, info, c, &what);
+        // An imported CA keeps the name its signer gave it: a CA that is the state's is its own.
+        let kubeadm_cn = match c.entry.common_name {
+            CommonName::Fixed(cn) => cn,
+            _ => "",
+        };
+        if c.entry.is_ca() && c.cert.cn != kubeadm_cn && facts.state_cas.get(c.entry.id).is_some_and(|ca| ca.der == c.cert.der) {
+            self.add(s, Severity::Ok, path, CHECK_SUBJECT, format!("CN {:?}: the state's {} (imported)", c.cert.cn, c.entry.id));
+        } else {
+            self.check_subject(s, info, c, &what);
+        }
         // 4. expiry
         self.expiry(s, path, c.entry, &c.cert);
         // 5. SANs

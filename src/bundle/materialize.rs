@@ -338,7 +338,17 @@ impl Ctx<'_> {
         Ok(match art {
             Artifact::CertPem(e) if e.is_ca() => self.authority(e.id)?.cert.pem.clone().into_bytes(),
             Artifact::KeyPem(e) if e.is_ca() => self.authority(e.id)?.key.private_pem().as_bytes().to_vec(),
-            Artifact::CertPem(e) => self.leaf(node, e.id)?.0.as_bytes().to_vec(),
+            Artifact::CertPem(e) => {
+                let mut pem = self.leaf(node, e.id)?.0.to_string();
+                // A serving certificate of an imported intermediate carries the intermediates, so
+                // a client that trusts the root builds the chain; under a root CA nothing changes.
+                if e.usages.contains(&catalog::Eku::ServerAuth) {
+                    if let Some(ca) = e.signer.ca_id() {
+                        pem.push_str(&self.authority(ca)?.intermediates_pem());
+                    }
+                }
+                pem.into_bytes()
+            }
             Artifact::KeyPem(e) => self.leaf(node, e.id)?.1.as_bytes().to_vec(),
             Artifact::SaKey => self.state.sa.private_pem().as_bytes().to_vec(),
             Artifact::SaPub => self.state.sa.public_pem().into_bytes(),

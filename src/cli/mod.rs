@@ -56,6 +56,9 @@ kubebundle did not write or that holds another cluster, state refused, a write f
     /// keys, which state/manifest.yaml records and every run checks.
     #[command(subcommand)]
     State(StateCommand),
+    /// The cluster's CAs: bring your own (a corporate root, or an intermediate under one).
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Audit a bundle directory, a node tarball or a node root: chains, keys, SANs, EKUs,
     /// expiry (CAs too), file modes, least privilege, kubeconfig servers and the discovery hash.
     /// Prints a table of findings; exits 1 on any error.
@@ -110,6 +113,59 @@ enum StateCommand {
     /// leaf records and tokens. Files it replaces are kept in a new kubebundle-backup-<time>/.
     /// A later generate with the same config writes the same tarballs.
     Restore(StateRestoreCli),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Put a CA made elsewhere, with its key, into the state of the cluster the config names
+    /// (OUT/<clusterName>/state, made when there is none yet), so the next generate signs every
+    /// certificate of that CA with it. --cert takes the CA's PEM (followed by its chain or key if
+    /// you like) or Vault's -format=json response (certificate, issuing_ca, ca_chain, private_key);
+    /// --key and --chain may then be left out. Refused, writing nothing: a certificate that is not a
+    /// CA with keyCertSign, a key that is not its own or that kubeadm cannot load (Ed25519), a chain
+    /// that does not verify up to a self-signed root, a CA that ends before the certificates
+    /// generate would issue (certificateValidityPeriod), a state whose CA already signed a bundle
+    /// (--force replaces it, keeping the old state in OUT/kubebundle-backup-<time>/state/). A CA
+    /// without its key (external-CA mode) is not supported yet.
+    #[command(after_help = "Exit codes: 0 imported (or already in the state); 1 refused or failed: the state's CA \
+already signed a bundle (without --force), no key (external-CA mode is not supported yet), lock held, state refused, a \
+write failed; 2 usage or config error, or an input file that cannot be read or is not a usable CA (not a CA, not its key, \
+a broken chain, an Ed25519 key, base64 DER, a CA that ends before the certificates it would sign).")]
+    Import(CaImportCli),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CaName {
+    Ca,
+    FrontProxyCa,
+    EtcdCa,
+}
+
+#[derive(Args)]
+struct CaImportCli {
+    /// Which CA: the cluster CA, the front-proxy CA or the etcd CA.
+    #[arg(value_enum)]
+    which: CaName,
+    /// The CA certificate: PEM (the CA first; its chain and key may follow) or Vault's -format=json response.
+    #[arg(long, value_name = "FILE")]
+    cert: PathBuf,
+    /// The CA's private key (PEM: PKCS#1, SEC1 or PKCS#8), unless --cert holds it.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// The certificates above the CA, up to its self-signed root (PEM), unless --cert holds them.
+    #[arg(long, value_name = "FILE")]
+    chain: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Output directory; the state is DIR/<clusterName>/state/.
+    #[arg(long, value_name = "DIR", default_value = "out")]
+    out: PathBuf,
+    /// Replace a CA that already signed the bundle (the old state is kept in a backup; every node must be redeployed).
+    #[arg(long)]
+    force: bool,
+    /// The clock (RFC 3339) instead of now: the CA must outlive certificates issued then. SOURCE_DATE_EPOCH also sets it.
+    #[arg(long, value_name = "RFC3339")]
+    now: Option<String>,
 }
 
 #[derive(Args)]
@@ -317,6 +373,8 @@ pub enum CliError {
     Token(#[from] crate::lifecycle::tokens::TokenError),
     #[error(transparent)]
     Restore(#[from] crate::bundle::state::restore::RestoreError),
+    #[error(transparent)]
+    Ca(#[from] crate::lifecycle::ca::CaError),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -367,11 +425,14 @@ impl CliError {
             ) => true,
             CliError::Token(TokenError::NotABundle { .. } | TokenError::Usage(_)) => true,
             CliError::Restore(crate::bundle::state::restore::RestoreError::NotABundle { .. }) => true,
+            CliError::Ca(crate::lifecycle::ca::CaError::Input(_)) => true,
+            CliError::Ca(crate::lifecycle::ca::CaError::State(StateError::Config(_))) => true,
             // A path that is not what the command takes: a link to nothing.
             CliError::Output(DanglingLink { .. })
             | CliError::Generate(GenerateError::Output(DanglingLink { .. }))
             | CliError::Renew(R::Output(DanglingLink { .. }))
-            | CliError::Token(TokenError::Output(DanglingLink { .. })) => true,
+            | CliError::Token(TokenError::Output(DanglingLink { .. }))
+            | CliError::Ca(crate::lifecycle::ca::CaError::Output(DanglingLink { .. })) => true,
             _ => false,
         }
     }
@@ -429,6 +490,7 @@ pub fn main() -> i32 {
         Command::Certs(CertsCommand::Renew(a)) => renew(a).map(|()| 0),
         Command::Token(t) => token(t).map(|()| 0),
         Command::State(StateCommand::Restore(a)) => state_restore(a).map(|()| 0),
+        Command::Ca(CaCommand::Import(a)) => ca_import(a).map(|()| 0),
         Command::Config(ConfigCommand::PrintDefaults) => say::out(config::DEFAULT_CONFIG).map(|()| 0),
     };
     match result {
@@ -556,6 +618,30 @@ fn say_dropped(dropped: &[crate::bundle::state::Token]) {
         let at = t.expires.as_deref().unwrap_or_default();
         say::err(&format!("dropped bootstrap token {} and its Secret manifest: it expired at {at}", t.id()));
     }
+}
+
+fn ca_import(args: CaImportCli) -> Result<(), CliError> {
+    let config = load_config(&args.config)?;
+    let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
+    let clock = Clock::from_sources(args.now.as_deref(), source_date_epoch.as_deref())?;
+    let which = match args.which {
+        CaName::Ca => "ca",
+        CaName::FrontProxyCa => "front-proxy-ca",
+        CaName::EtcdCa => "etcd-ca",
+    };
+    let done = crate::lifecycle::ca::import(
+        &config,
+        &crate::lifecycle::ca::ImportArgs {
+            which: which.to_string(),
+            cert: args.cert,
+            key: args.key,
+            chain: args.chain,
+            out: args.out,
+            force: args.force,
+        },
+        &clock,
+    )?;
+    say::out(&done.lines.iter().map(|l| format!("{l}\n")).collect::<String>())
 }
 
 fn state_restore(args: StateRestoreCli) -> Result<(), CliError> {

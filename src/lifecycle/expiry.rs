@@ -158,6 +158,10 @@ pub struct ExpiryReport {
     pub warn_within_seconds: u64,
     pub certificates: Vec<CertStatus>,
     pub certificate_authorities: Vec<CertStatus>,
+    /// What the rows do not say: an imported CA's root (or an intermediate above it) that
+    /// expires before the CA itself.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -288,6 +292,12 @@ impl ExpiryReport {
         }
         if !rotated.is_empty() {
             out += &format!("kubelet-rotated (the kubelet renews them itself while it runs): {}\n", escape(&rotated.join(", ")));
+        }
+        if !self.notes.is_empty() {
+            out.push('\n');
+            for n in &self.notes {
+                out += &format!("{}\n", escape(n));
+            }
         }
         out
     }
@@ -604,8 +614,21 @@ pub fn check_expiration(args: &ExpiryArgs) -> Result<ExpiryReport, ExpiryError> 
     let candidates = candidates(args.profile.as_deref()).map_err(ExpiryError::Profile)?;
 
     let check = Checker { now: args.now, warn: i64::try_from(args.warn_within.as_secs()).unwrap_or(i64::MAX) };
+    let mut notes = Vec::new();
     let (certificates, cas) = match locate(dir) {
-        Target::Bundle(b) => check.bundle(&b)?,
+        Target::Bundle(b) => {
+            let (certificates, cas) = check.bundle(&b)?;
+            let (rows, n) = check.chain_rows(&b.join("state"), &cas);
+            notes = n;
+            // Each CA's issuers right below it.
+            let mut merged = Vec::with_capacity(cas.len() + rows.len());
+            for ca in cas {
+                let above: Vec<CertStatus> = rows.iter().filter(|r| r.name.split(':').next() == Some(ca.name.as_str())).cloned().collect();
+                merged.push(ca);
+                merged.extend(above);
+            }
+            (certificates, merged)
+        }
         Target::BundleNode { bundle, name, dir } => {
             let plan = crate::tree::bundle::read_plan(&bundle);
             let tree = match plan.as_ref().and_then(|p| p.layout(&name)) {
@@ -643,6 +666,7 @@ pub fn check_expiration(args: &ExpiryArgs) -> Result<ExpiryReport, ExpiryError> 
         warn_within_seconds: args.warn_within.as_secs(),
         certificates,
         certificate_authorities: cas,
+        notes,
     })
 }
 
@@ -726,6 +750,51 @@ impl Checker {
         }
         let ca_rows = if chain_cas.is_some() { Vec::new() } else { own.iter().map(|ca| self.ca_row(ca, prefix)).collect() };
         (certificates, ca_rows)
+    }
+
+    /// The certificates above each imported CA of a bundle's state (its chain file), as CA rows
+    /// `<ca>:intermediate-<n>` and `<ca>:root`, each checked against the one below; and a note
+    /// for each that ends before the CA itself (`ca_rows` are the state's CA rows).
+    fn chain_rows(&self, state: &Path, ca_rows: &[CertStatus]) -> (Vec<CertStatus>, Vec<String>) {
+        let mut rows = Vec::new();
+        let mut notes = Vec::new();
+        for id in CAS {
+            let (crt, _) = crate::bundle::state::ca_paths(id);
+            let path = state.join(crate::bundle::state::ca_chain_path(id));
+            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let shown = path.display().to_string();
+            let chain = match Cert::all_from_bytes(&bytes) {
+                Ok(c) => c,
+                Err(e) => {
+                    rows.push(self.status(format!("{id}:chain"), &shown, Err::<&Cert, _>(e), "", true, None));
+                    continue;
+                }
+            };
+            let Ok(ca) = read_file(&state.join(&crt)).and_then(|b| Cert::all_from_bytes(&b)) else { continue };
+            let Some(ca) = ca.into_iter().next() else { continue };
+            let ca_end = ca_rows.iter().find(|r| r.name == id).map(|r| r.expires.clone()).unwrap_or_default();
+            let mut below = &ca;
+            for (i, c) in chain.iter().enumerate() {
+                let root = i + 1 == chain.len();
+                let name = if root { format!("{id}:root") } else { format!("{id}:intermediate-{}", i + 1) };
+                let mut problem = below.signed_by(c).err().map(|e| format!("it did not sign the certificate below it: {e}"));
+                if root && problem.is_none() {
+                    problem = c.signed_by(c).err().map(|e| format!("the last certificate of the chain is not a self-signed root: {e}"));
+                }
+                let mut row = self.status(name.clone(), &shown, Ok::<&Cert, String>(c), "", true, problem);
+                row.ca_key = KeyAt::Absent.label();
+                if c.not_after < ca.not_after {
+                    notes.push(format!(
+                        "{name} expires at {}, before {id} itself ({ca_end}): clients that trust {} stop trusting the cluster's certificates then; have {id} re-issued under a root that outlives it",
+                        rfc3339(c.not_after),
+                        if root { "the root" } else { "it" }
+                    ));
+                }
+                rows.push(row);
+                below = c;
+            }
+        }
+        (rows, notes)
     }
 
     fn ca_row(&self, ca: &Ca, prefix: &str) -> CertStatus {

@@ -2,6 +2,7 @@
 //! (`expiry`), renewal (`renew`), bootstrap tokens (`tokens`). They read and write nodes
 //! through the node-tree model (`crate::tree`).
 
+pub mod ca;
 pub mod expiry;
 pub mod renew;
 pub mod tokens;

@@ -1467,6 +1467,15 @@ fn renew_ca_cert(name: &str, path: &str, old_der: &[u8], key: &Key, args: &Renew
     if x.public_key().raw != key.spki_der().as_slice() {
         return Err(err("the CA key does not match the CA certificate".into()));
     }
+    // An intermediate (an imported CA) is its issuer's to re-issue: renewing it from its own key
+    // would make it a root that nothing above trusts.
+    if x.issuer().as_raw() != x.subject().as_raw() {
+        return Err(RenewError::OffNode {
+            name: name.to_string(),
+            why: format!("{path} is an intermediate CA issued by {}: kubebundle renews only the CAs it signs itself", x.issuer()),
+            hint: "have its issuer re-issue it for the same key (openssl ca, Vault pki/root/sign-intermediate), then put it into the bundle's state with `kubebundle ca import`".into(),
+        });
+    }
     let mut params = CertificateParams::default();
     params.distinguished_name = copy_dn(&x).map_err(err)?;
     params.subject_alt_names = copy_sans(&x).map_err(err)?;

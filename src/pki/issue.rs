@@ -96,6 +96,9 @@ pub struct Authority {
     pub not_after: OffsetDateTime,
     /// The certificate's subject (DER), which every certificate it signs names as issuer.
     pub subject_der: Vec<u8>,
+    /// An imported CA's issuers (DER), its own issuer first, up to the self-signed root; empty
+    /// for a root (every CA kubebundle makes is one).
+    pub chain: Vec<Vec<u8>>,
     /// The RFC 6979 signer of an ECDSA CA key, made once (reading the key costs more than a
     /// signature); None for RSA, whose PKCS#1 v1.5 signatures are deterministic already.
     signer: Option<Rfc6979Signer>,
@@ -127,7 +130,7 @@ impl Authority {
         let signer = Rfc6979Signer::try_from_key(&key).map_err(|e| e.to_string())?;
         let (_, x509) = x509_parser::parse_x509_certificate(&cert.der).map_err(|e| format!("unreadable certificate: {e}"))?;
         let subject_der = x509.subject().as_raw().to_vec();
-        Ok(Authority { id: id.to_string(), cert, key, not_before, not_after, subject_der, signer })
+        Ok(Authority { id: id.to_string(), cert, key, not_before, not_after, subject_der, chain: Vec::new(), signer })
     }
 
     pub fn from_pem(id: &str, cert_pem: &str, key: Key) -> Result<Authority, String> {
@@ -140,12 +143,36 @@ impl Authority {
         if !x509.is_ca() {
             return Err("the certificate is not a CA (BasicConstraints CA:FALSE)".into());
         }
+        if pem::parse_many(cert_pem).map(|b| b.len()).unwrap_or(0) > 1 {
+            return Err(format!(
+                "holds more than one certificate: the state keeps the signing CA alone in it, and its issuers in {}",
+                CHAIN_FILE_HINT
+            ));
+        }
         if x509.public_key().raw != key.spki_der().as_slice() {
             return Err("the CA key does not match the CA certificate".into());
         }
         let not_before = x509.validity().not_before.to_datetime();
         let not_after = x509.validity().not_after.to_datetime();
         Authority::new(id, Issued { der, pem: cert_pem.to_string() }, key, not_before, not_after)
+    }
+}
+
+const CHAIN_FILE_HINT: &str = "the chain file beside it (ca-chain.crt, front-proxy-ca-chain.crt, etcd/ca-chain.crt)";
+
+impl Authority {
+    /// What a serving certificate carries after itself so that a client trusting the root can
+    /// build the chain: the signing CA and every intermediate above it, the root left out. Empty
+    /// for a CA that is a root.
+    pub fn intermediates_pem(&self) -> String {
+        if self.chain.is_empty() {
+            return String::new();
+        }
+        let mut out = pem_encode("CERTIFICATE", &self.cert.der);
+        for der in &self.chain[..self.chain.len() - 1] {
+            out.push_str(&pem_encode("CERTIFICATE", der));
+        }
+        out
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod derive;
+pub mod import;
 pub mod issue;
 pub mod jws;
 pub mod keys;

@@ -110,6 +110,50 @@ pub fn ca_paths(id: &str) -> (String, String) {
     }
 }
 
+/// Where an imported CA's issuers are kept (its issuer first, up to the root): beside the CA, so
+/// `pki/ca.crt` stays the signing CA alone (kubeadm takes the first certificate of ca.crt as the
+/// CA, and the controller-manager's signing file must hold exactly one).
+pub fn ca_chain_path(id: &str) -> String {
+    match id {
+        "etcd-ca" => "pki/etcd/ca-chain.crt".into(),
+        other => format!("pki/{other}-chain.crt"),
+    }
+}
+
+/// Reads the chain file of CA `id` into `auth` (nothing when there is none) and checks that it
+/// is `auth`'s: each certificate signed by the next, ending at a self-signed root.
+pub fn load_chain(dir: &Path, id: &str, auth: &mut crate::pki::issue::Authority) -> Result<Option<String>, StateError> {
+    let rel = ca_chain_path(id);
+    let hint = "put back the chain file `kubebundle ca import` wrote (a backup, or import the CA again with --chain)";
+    let Some(text) = read_opt(dir, &rel)? else {
+        // Only an imported intermediate has issuers; without them its serving certificates
+        // would silently lose their chain.
+        let self_signed = x509_parser::parse_x509_certificate(&auth.cert.der).is_ok_and(|(_, c)| crate::pki::import::signed_by(&c, &c));
+        if !self_signed {
+            return Err(bad(dir, &rel, format!("is missing, and {id} is an intermediate CA: its chain up to the root is needed"), hint));
+        }
+        return Ok(None);
+    };
+    let ders = crate::pki::import::chain_ders(&text).map_err(|e| bad(dir, &rel, e, hint))?;
+    let mut child = auth.cert.der.clone();
+    for der in &ders {
+        let ok = match (x509_parser::parse_x509_certificate(&child), x509_parser::parse_x509_certificate(der)) {
+            (Ok((_, c)), Ok((_, p))) => crate::pki::import::signed_by(&c, &p),
+            _ => false,
+        };
+        if !ok {
+            return Err(bad(dir, &rel, format!("it is not the chain of {id}: a certificate in it did not sign the one below"), hint));
+        }
+        child = der.clone();
+    }
+    let root_ok = x509_parser::parse_x509_certificate(&child).is_ok_and(|(_, c)| crate::pki::import::signed_by(&c, &c));
+    if !ders.is_empty() && !root_ok {
+        return Err(bad(dir, &rel, "it does not end at a self-signed root", hint));
+    }
+    auth.chain = ders;
+    Ok(Some(text))
+}
+
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Token {

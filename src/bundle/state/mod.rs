@@ -97,7 +97,10 @@ impl State {
             let slot = match (force, read_opt(dir, &crt)?, read_opt(dir, &key)?) {
                 (false, Some(c), Some(k)) => {
                     let key_obj = Key::from_pem(&k).map_err(|e| bad(dir, &key, e.to_string(), TORN))?;
-                    let auth = Authority::from_pem(&spec.id, &c, key_obj).map_err(|e| bad(dir, &crt, e, TORN))?;
+                    let mut auth = Authority::from_pem(&spec.id, &c, key_obj).map_err(|e| bad(dir, &crt, e, TORN))?;
+                    if let Some(chain) = load_chain(dir, &spec.id, &mut auth)? {
+                        files.insert(&ca_chain_path(&spec.id), chain.into_bytes(), 0o600);
+                    }
                     adopt(&mut manifest, sm::key_entry(&spec.id, &key, k.as_bytes(), &auth.key.spki_der(), &now), &mut report);
                     files.insert(&crt, c.into_bytes(), 0o600);
                     files.insert(&key, k.into_bytes(), 0o600);
