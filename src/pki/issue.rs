@@ -294,3 +294,20 @@ pub fn issue(spec: &CertSpec, key: &Key, issuer: Option<&Authority>, validity: &
     let der = cert.der().to_vec();
     Ok(Issued { pem: pem_encode("CERTIFICATE", &der), der })
 }
+
+/// A certificate signing request (PKCS#10, DER) for an intermediate CA named `common_name` with
+/// `key`: it asks for basicConstraints CA:TRUE and keyUsage keyCertSign, cRLSign and
+/// digitalSignature (both critical), so a signer that copies a request's extensions keeps them.
+/// Its signature is deterministic (RFC 6979 for ECDSA): the same key gives the same bytes.
+pub fn ca_request(common_name: &str, key: &Key) -> Result<Vec<u8>, IssueError> {
+    let build = |message: String| IssueError::Build { id: common_name.to_string(), message };
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let signer = DeterministicSigner::for_key(key).map_err(|e| build(e.to_string()))?;
+    let csr = params.serialize_request(&signer).map_err(|e| build(e.to_string()))?;
+    Ok(csr.der().to_vec())
+}
