@@ -329,6 +329,12 @@ pub fn csr(config: &Config, args: &CsrArgs, clock: &Clock) -> Result<Imported, C
     if !CA_IDS.contains(&id) {
         return Err(CaError::Input(format!("unknown CA {id:?}\n  hint: name one of ca, front-proxy-ca, etcd-ca")));
     }
+    if id == "etcd-ca" && !config.local_etcd() {
+        return Err(CaError::Input(
+            "etcd-ca: the config's etcd is external (ClusterConfiguration.etcd.external), so the bundle has no etcd CA\n  hint: the external etcd's own CA signs its certificates; ca csr makes ca and front-proxy-ca"
+                .to_string(),
+        ));
+    }
     let cluster_dir = args.out.join(&config.cluster_name);
     state::check::refuse_lost(&cluster_dir, Some(&config.cluster_name))?;
     output::check_owner(&cluster_dir, &config.cluster_name)?;
@@ -346,7 +352,7 @@ pub fn csr(config: &Config, args: &CsrArgs, clock: &Clock) -> Result<Imported, C
         }
     }
     let (crt, keyp) = state::ca_paths(id);
-    if let Some(bytes) = std::fs::read(state_dir.join(&crt)).ok() {
+    if let Ok(bytes) = std::fs::read(state_dir.join(&crt)) {
         let der = pem::parse(&bytes).ok().map(|p| p.into_contents()).unwrap_or_default();
         let end = not_after(&der).map(crate::clock::rfc3339).unwrap_or_else(|| "unreadable".into());
         return Err(CaError::Refused(format!(
