@@ -498,6 +498,12 @@ fn csr_signed_by_openssl_ca_imports_and_signs_a_kubeadm_bundle() {
 #[test]
 fn csr_refusals_name_the_files_and_write_nothing() {
     let w = Work::new("ca-csr-refusals");
+    let h = w.run(&["ca", "csr", "--help"]);
+    assert!(
+        h.ok() && h.stdout.contains("Exit codes: 0 written (or already there: the same CSR for the same key); 1 refused"),
+        "{}",
+        h.describe()
+    );
     let r = w.ca_csr("ca");
     assert!(r.ok(), "{}", r.describe());
     let state_key = w.bundle().join("state/pki/ca.key");

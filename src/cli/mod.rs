@@ -35,7 +35,8 @@ enum Command {
     /// Generate the whole bundle: state (CAs, sa, encryption key, tokens, leaf keys), one .tar.gz per
     /// node (and its tree with --unpacked), join.txt, discovery.conf, plan.json and the bootstrap-token Secrets.
     #[command(after_help = "Exit codes: 0 written (--check: up to date); 1 refused or failed: lock held, a directory \
-kubebundle did not write or that holds another cluster, state refused, a write failed (--check: files would change); \
+kubebundle did not write or that holds another cluster, state refused, a CA key `ca csr` made that still waits for \
+its signed certificate (`ca import` it), a write failed (--check: files would change); \
 2 usage, config or profile error, an Inventory that drops the recorded init node without naming the new one \
 (--check: any error, such as an unreadable state).")]
     Generate(GenerateArgs),
@@ -125,12 +126,15 @@ enum CaCommand {
     /// CA with keyCertSign, a key that is not its own or that kubeadm cannot load (Ed25519), a chain
     /// that does not verify up to a self-signed root, a CA that ends before the certificates
     /// generate would issue (certificateValidityPeriod), a state whose CA already signed a bundle
-    /// (--force replaces it, keeping the old state in OUT/kubebundle-backup-<time>/state/). A CA
-    /// without its key (external-CA mode) is not supported yet.
+    /// (--force replaces it, keeping the old state in OUT/kubebundle-backup-<time>/state/). Without
+    /// --key (and no key in --cert), the key the state holds is used: the one `ca csr` made, whose
+    /// CSR was signed into --cert; a certificate for another key is refused. With no key there
+    /// either, a CA without its key (external-CA mode) is not supported yet.
     #[command(after_help = "Exit codes: 0 imported (or already in the state); 1 refused or failed: the state's CA \
-already signed a bundle (without --force), no key (external-CA mode is not supported yet), lock held, state refused, a \
+already signed a bundle (without --force), no key given and none in the state (external-CA mode is not supported yet), lock held, state refused, a \
 write failed; 2 usage or config error, or an input file that cannot be read or is not a usable CA (not a CA, not its key, \
-a broken chain, an Ed25519 key, base64 DER, a CA that ends before the certificates it would sign).")]
+a broken chain, an Ed25519 key, base64 DER, a CA that ends before the certificates it would sign, a certificate for \
+another key than the one waiting in the state).")]
     Import(CaImportCli),
     /// Make the CA's key in the state of the cluster the config names (OUT/<clusterName>/state,
     /// made when there is none yet; the key of the config's encryptionAlgorithm, 0600, recorded in
@@ -143,7 +147,7 @@ a broken chain, an Ed25519 key, base64 DER, a CA that ends before the certificat
     /// refuses (remove the waiting key to let it make a CA of its own).
     #[command(after_help = "Exit codes: 0 written (or already there: the same CSR for the same key); 1 refused or \
 failed: the state already holds that CA's certificate (replacing a CA is rotation or generate --force), lock held, state \
-refused, a write failed; 2 usage or config error.")]
+refused, a write failed; 2 usage or config error, etcd-ca when the config's etcd is external.")]
     Csr(CaCsrCli),
 }
 
