@@ -634,3 +634,44 @@ fn csr_signed_by_cfssl_imports_and_signs_a_kubeadm_bundle() {
     assert_eq!(checked, 2);
     verify_bundle(&w.bundle(), Some(&w.now)).unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// Vault's `pki/root/sign-intermediate -format=json` response (certificate, issuing_ca,
+/// ca_chain; no key) imports for the key waiting in the state, its chain taken from the response.
+#[test]
+fn a_vault_sign_intermediate_response_imports_for_the_waiting_key() {
+    let w = Work::new("ca-csr-vault");
+    let r = w.ca_csr("front-proxy-ca");
+    assert!(r.ok(), "{}", r.describe());
+    w.corp.sign(&w.csr_file("front-proxy-ca"), "fp.crt", true, None);
+    let root = w.corp.text("root.crt");
+    let response = serde_json::json!({
+        "request_id": "0b5c7a1e-0000-0000-0000-000000000000", "lease_id": "", "renewable": false, "lease_duration": 0,
+        "data": {
+            "certificate": w.corp.text("fp.crt"), "issuing_ca": root, "ca_chain": [root],
+            "serial_number": "10:00", "expiration": 1956528000i64,
+        },
+        "warnings": null, "auth": null,
+    });
+    let file = w.dir.join("signed.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&response).unwrap()).unwrap();
+    let r = w.run(&[
+        "ca",
+        "import",
+        "front-proxy-ca",
+        "--cert",
+        file.to_str().unwrap(),
+        "--config",
+        "c.yaml",
+        "--now",
+        NOW,
+        "--out",
+        w.out().to_str().unwrap(),
+    ]);
+    assert!(r.ok(), "{}", r.describe());
+    assert!(r.stdout.contains("front-proxy-ca: the certificate is for the key that waited in"), "{}", r.stdout);
+    assert_eq!(std::fs::read_to_string(w.bundle().join("state/pki/front-proxy-ca-chain.crt")).unwrap(), root);
+    assert_eq!(std::fs::read_to_string(w.bundle().join("state/pki/front-proxy-ca.crt")).unwrap(), w.corp.text("fp.crt"));
+    let g = w.generate();
+    assert!(g.ok(), "{}", g.describe());
+    verify_bundle(&w.bundle(), Some(NOW)).unwrap_or_else(|e| panic!("{e}"));
+}

@@ -311,3 +311,29 @@ pub fn ca_request(common_name: &str, key: &Key) -> Result<Vec<u8>, IssueError> {
     let csr = params.serialize_request(&signer).map_err(|e| build(e.to_string()))?;
     Ok(csr.der().to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::keys::KeyAlgorithm;
+    use x509_parser::extensions::ParsedExtension;
+    use x509_parser::prelude::FromDer;
+
+    #[test]
+    fn a_ca_request_asks_for_a_ca_and_is_the_same_bytes_for_the_same_key() {
+        for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Rsa2048] {
+            let key = Key::generate(alg).unwrap();
+            let der = ca_request("front-proxy-ca", &key).unwrap();
+            assert_eq!(ca_request("front-proxy-ca", &key).unwrap(), der, "{alg:?}: not deterministic");
+            let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&der).unwrap();
+            csr.verify_signature().unwrap();
+            let info = &csr.certification_request_info;
+            assert_eq!(info.subject.to_string(), "CN=front-proxy-ca");
+            assert_eq!(info.subject_pki.raw, key.spki_der().as_slice());
+            let exts: Vec<&ParsedExtension<'_>> = csr.requested_extensions().unwrap().collect();
+            assert!(exts.iter().any(|e| matches!(e, ParsedExtension::BasicConstraints(b) if b.ca && b.path_len_constraint.is_none())));
+            assert!(exts.iter().any(|e| matches!(e, ParsedExtension::KeyUsage(k)
+                if k.key_cert_sign() && k.crl_sign() && k.digital_signature() && !k.key_encipherment())));
+        }
+    }
+}
