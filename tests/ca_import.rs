@@ -650,12 +650,6 @@ fn every_refusal_names_the_file_and_the_fix_and_writes_nothing() {
             ],
         ),
         (
-            "no key: external-CA mode",
-            vec![("--cert", "ca.crt"), ("--chain", "root.crt")],
-            1,
-            vec![format!("{ca}: a CA certificate without its private key"), "external-CA mode, which kubebundle does not support yet".into()],
-        ),
-        (
             "replacing a CA that signed the bundle",
             vec![("--cert", "other-root.crt"), ("--key", "other-root.key")],
             1,
@@ -675,6 +669,17 @@ fn every_refusal_names_the_file_and_the_fix_and_writes_nothing() {
         }
         assert_eq!(digests(&w.out()).unwrap(), before, "{what}: files changed");
     }
+    // No key given: the state's key is the certificate's, so it is the same CA again.
+    let r = w.import("ca", &[("--cert", "ca.crt"), ("--chain", "root.crt")], &[]);
+    assert!(r.ok() && r.stdout.contains("is already in") && r.stdout.contains("nothing to do"), "{}", r.describe());
+    assert_eq!(digests(&w.out()).unwrap(), before, "the same CA again changed files");
+    // No key given and none in the state: external-CA mode, not supported yet.
+    let fresh = w.dir.join("no-key-out");
+    let r = w.import_to(&fresh, "ca", &[("--cert", "ca.crt"), ("--chain", "root.crt")], &[]);
+    assert_eq!(r.code, Some(1), "{}", r.describe());
+    assert!(r.stderr.contains(&format!("{ca}: a CA certificate without its private key")), "{}", r.stderr);
+    assert!(r.stderr.contains("external-CA mode, which kubebundle does not support yet"), "{}", r.stderr);
+    assert!(!fresh.exists(), "a refused import wrote {}", fresh.display());
     // Another writer holds the bundle's lock: refused at once, nothing written.
     let lock = w.out().join(format!(".kubebundle-{CLUSTER}.lock"));
     let mut c = Command::new("flock");

@@ -35,7 +35,8 @@ enum Command {
     /// Generate the whole bundle: state (CAs, sa, encryption key, tokens, leaf keys), one .tar.gz per
     /// node (and its tree with --unpacked), join.txt, discovery.conf, plan.json and the bootstrap-token Secrets.
     #[command(after_help = "Exit codes: 0 written (--check: up to date); 1 refused or failed: lock held, a directory \
-kubebundle did not write or that holds another cluster, state refused, a write failed (--check: files would change); \
+kubebundle did not write or that holds another cluster, state refused, a CA key `ca csr` made that still waits for \
+its signed certificate (`ca import` it), a write failed (--check: files would change); \
 2 usage, config or profile error, an Inventory that drops the recorded init node without naming the new one \
 (--check: any error, such as an unreadable state).")]
     Generate(GenerateArgs),
@@ -125,13 +126,44 @@ enum CaCommand {
     /// CA with keyCertSign, a key that is not its own or that kubeadm cannot load (Ed25519), a chain
     /// that does not verify up to a self-signed root, a CA that ends before the certificates
     /// generate would issue (certificateValidityPeriod), a state whose CA already signed a bundle
-    /// (--force replaces it, keeping the old state in OUT/kubebundle-backup-<time>/state/). A CA
-    /// without its key (external-CA mode) is not supported yet.
+    /// (--force replaces it, keeping the old state in OUT/kubebundle-backup-<time>/state/). Without
+    /// --key (and no key in --cert), the key the state holds is used: the one `ca csr` made, whose
+    /// CSR was signed into --cert; a certificate for another key is refused. With no key there
+    /// either, a CA without its key (external-CA mode) is not supported yet.
     #[command(after_help = "Exit codes: 0 imported (or already in the state); 1 refused or failed: the state's CA \
-already signed a bundle (without --force), no key (external-CA mode is not supported yet), lock held, state refused, a \
+already signed a bundle (without --force), no key given and none in the state (external-CA mode is not supported yet), lock held, state refused, a \
 write failed; 2 usage or config error, or an input file that cannot be read or is not a usable CA (not a CA, not its key, \
-a broken chain, an Ed25519 key, base64 DER, a CA that ends before the certificates it would sign).")]
+a broken chain, an Ed25519 key, base64 DER, a CA that ends before the certificates it would sign, a certificate for \
+another key than the one waiting in the state).")]
     Import(CaImportCli),
+    /// Make the CA's key in the state of the cluster the config names (OUT/<clusterName>/state,
+    /// made when there is none yet; the key of the config's encryptionAlgorithm, 0600, recorded in
+    /// state/manifest.yaml) and write a CSR for an intermediate CA to OUT/<clusterName>/csr/<CA>.csr
+    /// (CN as kubeadm names the CA: kubernetes, front-proxy-ca, etcd-ca; it requests basicConstraints
+    /// CA:TRUE and keyUsage keyCertSign, cRLSign, digitalSignature, both critical). Have it signed by
+    /// your root (openssl ca, Vault pki/root/sign-intermediate, cfssl sign), then `ca import <CA>
+    /// --cert signed.crt --chain root.crt` takes the certificate for the key waiting in the state.
+    /// Run again before that, it writes the same CSR for the same key. Until the import, generate
+    /// refuses (remove the waiting key to let it make a CA of its own).
+    #[command(after_help = "Exit codes: 0 written (or already there: the same CSR for the same key); 1 refused or \
+failed: the state already holds that CA's certificate (replacing a CA is rotation or generate --force), lock held, state \
+refused, a write failed; 2 usage or config error, etcd-ca when the config's etcd is external.")]
+    Csr(CaCsrCli),
+}
+
+#[derive(Args)]
+struct CaCsrCli {
+    /// Which CA: the cluster CA, the front-proxy CA or the etcd CA.
+    #[arg(value_enum)]
+    which: CaName,
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Output directory; the state is DIR/<clusterName>/state/, the CSR DIR/<clusterName>/csr/<CA>.csr.
+    #[arg(long, value_name = "DIR", default_value = "out")]
+    out: PathBuf,
+    /// The clock (RFC 3339) instead of now: when the key is recorded in the manifest. SOURCE_DATE_EPOCH also sets it.
+    #[arg(long, value_name = "RFC3339")]
+    now: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -491,6 +523,7 @@ pub fn main() -> i32 {
         Command::Token(t) => token(t).map(|()| 0),
         Command::State(StateCommand::Restore(a)) => state_restore(a).map(|()| 0),
         Command::Ca(CaCommand::Import(a)) => ca_import(a).map(|()| 0),
+        Command::Ca(CaCommand::Csr(a)) => ca_csr(a).map(|()| 0),
         Command::Config(ConfigCommand::PrintDefaults) => say::out(config::DEFAULT_CONFIG).map(|()| 0),
     };
     match result {
@@ -642,6 +675,31 @@ fn ca_import(args: CaImportCli) -> Result<(), CliError> {
         &clock,
     )?;
     say::out(&done.lines.iter().map(|l| format!("{l}\n")).collect::<String>())
+}
+
+fn ca_csr(args: CaCsrCli) -> Result<(), CliError> {
+    let config = load_config(&args.config)?;
+    let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
+    let clock = Clock::from_sources(args.now.as_deref(), source_date_epoch.as_deref())?;
+    let which = ca_name(args.which);
+    let mut flags = String::new();
+    if let Some(c) = &args.config.config {
+        flags += &format!(" --config {}", c.display());
+    }
+    if args.out != std::path::Path::new("out") {
+        flags += &format!(" --out {}", args.out.display());
+    }
+    let done =
+        crate::lifecycle::ca::csr(&config, &crate::lifecycle::ca::CsrArgs { which: which.to_string(), out: args.out, flags }, &clock)?;
+    say::out(&done.lines.iter().map(|l| format!("{l}\n")).collect::<String>())
+}
+
+fn ca_name(which: CaName) -> &'static str {
+    match which {
+        CaName::Ca => "ca",
+        CaName::FrontProxyCa => "front-proxy-ca",
+        CaName::EtcdCa => "etcd-ca",
+    }
 }
 
 fn state_restore(args: StateRestoreCli) -> Result<(), CliError> {

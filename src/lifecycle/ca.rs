@@ -91,10 +91,35 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
     );
     let leaves_end = clock.now + config.cert_validity;
     let words = format!("certificateValidityPeriod {} from now", crate::util::duration::format_go(config.cert_validity));
+    // Without --key, the key the state holds (`ca csr` made it): read again under the lock.
+    let cluster_dir = args.out.join(&config.cluster_name);
+    let (crt, keyp) = state::ca_paths(id);
+    let state_key_name = cluster_dir.join("state").join(&keyp).display().to_string();
+    let state_key_text = match args.key {
+        None => std::fs::read(cluster_dir.join("state").join(&keyp)).ok().and_then(|b| String::from_utf8(b).ok()),
+        Some(_) => None,
+    };
+    let was_pending =
+        sm::read(&cluster_dir.join("state")).ok().flatten().and_then(|m| m.get(id).map(|e| e.awaiting_certificate)) == Some(true);
+    let csr_path = cluster_dir.join(state::CSR_DIR).join(format!("{id}.csr"));
+    let (about, hint) = if was_pending {
+        (
+            "key `kubebundle ca csr` made, waiting in".to_string(),
+            format!("import the certificate your signer issued from the CSR of that key ({}); a CA made for another key is imported with its key (--key)", csr_path.display()),
+        )
+    } else {
+        (
+            format!("{id} key the state holds in"),
+            "give that key's CA certificate, or a CA made for another key with its key (--key)".to_string(),
+        )
+    };
+    let state_key =
+        state_key_text.as_deref().map(|text| input::StateKey { input: Input { name: &state_key_name, text }, about: &about, hint: &hint });
     let ca = input::read_ca(
         &Input { name: &cert_name, text: &cert_text },
         key_text.as_deref().map(|text| Input { name: &key_name, text }).as_ref(),
         chain_text.as_deref().map(|text| Input { name: &chain_name, text }).as_ref(),
+        state_key.as_ref(),
         leaves_end,
         &words,
     )
@@ -104,7 +129,6 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
     })?;
 
     // The bundle: checked before the lock file is made (a refusal writes nothing), and under it.
-    let cluster_dir = args.out.join(&config.cluster_name);
     state::check::refuse_lost(&cluster_dir, Some(&config.cluster_name))?;
     output::check_owner(&cluster_dir, &config.cluster_name)?;
     let lock = output::lock(&args.out, &config.cluster_name)?;
@@ -121,9 +145,15 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
         }
     }
 
-    let (crt, keyp) = state::ca_paths(id);
     let chain_rel = state::ca_chain_path(id);
     let read = |rel: &str| std::fs::read(state_dir.join(rel)).ok();
+    if ca.key_from_state && read(&keyp).as_deref() != state_key_text.as_deref().map(str::as_bytes) {
+        return Err(CaError::Refused(format!(
+            "{}: changed while this command ran; nothing was written\n  hint: run it again once the other change is done",
+            shown_state.join(&keyp).display()
+        )));
+    }
+    let pending = manifest.as_ref().and_then(|m| m.get(id)).is_some_and(|e| e.awaiting_certificate);
     let old_crt = read(&crt);
     let old_der = old_crt.as_deref().and_then(|b| pem::parse(b).ok()).map(|p| p.into_contents());
     let old_key_spki =
@@ -139,7 +169,8 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
     {
         return Ok(Imported { lines: vec![format!("{id} ({who}) is already in {}: nothing to do", shown_state.join(&crt).display())] });
     }
-    let replacing = old_crt.is_some() || read(&keyp).is_some();
+    // A key of the state's own, waiting for this certificate (`ca csr`), is no replacement.
+    let replacing = old_crt.is_some() || old_key_spki.as_deref().is_some_and(|s| s != new_key.spki_der().as_slice());
     // The same CA re-issued by its issuer (same key and subject, a new validity): every
     // certificate it signed stays valid, so it is no replacement.
     let old_subject =
@@ -189,6 +220,9 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
         m.secrets.retain(|e| e.id != id);
     }
     m.record(entry);
+    if let Some(e) = m.secrets.iter_mut().find(|e| e.id == id) {
+        e.awaiting_certificate = false;
+    }
     output::write_file(&sroot.join(sm::MANIFEST_FILE), m.text().as_bytes(), 0o600)?;
 
     let mut lines = Vec::new();
@@ -217,8 +251,15 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
         lines.push(format!(
             "{id} was re-issued for the same key and subject: every certificate it signed stays valid, and join's discovery hash stays"
         ));
+    } else if replacing && pending {
+        lines.push(format!(
+            "replaced the key `kubebundle ca csr` made for {id} with the imported CA's key: a certificate signed from {} will not import any more",
+            csr_path.display()
+        ));
     } else if replacing {
         lines.push(format!("replaced {id} in the state (it had signed nothing yet)"));
+    } else if pending {
+        lines.push(format!("{id}: the certificate is for the key that waited in {}: it waits no more", shown_state.join(&keyp).display()));
     }
     output::commit(staging, &real)?;
     lock.keep();
@@ -259,5 +300,171 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
         lines.push(format!("{id} is a self-signed root: no chain"));
     }
     lines.push(format!("next: `kubebundle generate` with this config signs every certificate of {id} with it"));
+    Ok(Imported { lines })
+}
+
+pub struct CsrArgs {
+    /// `ca`, `front-proxy-ca` or `etcd-ca`.
+    pub which: String,
+    /// OUT: the state is OUT/<clusterName>/state, the CSR OUT/<clusterName>/csr/<which>.csr.
+    pub out: PathBuf,
+    /// The flags to repeat in the `ca import` command the output suggests (`--config c.yaml --out out`).
+    pub flags: String,
+}
+
+/// kubeadm's common name of each CA (the subject of the CSR).
+fn common_name(id: &str) -> &'static str {
+    match id {
+        "ca" => "kubernetes",
+        "front-proxy-ca" => "front-proxy-ca",
+        _ => "etcd-ca",
+    }
+}
+
+/// `kubebundle ca csr`: makes the CA's key in the state (or keeps the one waiting there) and
+/// writes a CSR for an intermediate CA to `OUT/<clusterName>/csr/<which>.csr`, as one transaction
+/// under the bundle's lock. The signed certificate comes back with `ca import --cert`.
+pub fn csr(config: &Config, args: &CsrArgs, clock: &Clock) -> Result<Imported, CaError> {
+    let id = args.which.as_str();
+    if !CA_IDS.contains(&id) {
+        return Err(CaError::Input(format!("unknown CA {id:?}\n  hint: name one of ca, front-proxy-ca, etcd-ca")));
+    }
+    if id == "etcd-ca" && !config.local_etcd() {
+        return Err(CaError::Input(
+            "etcd-ca: the config's etcd is external (ClusterConfiguration.etcd.external), so the bundle has no etcd CA\n  hint: the external etcd's own CA signs its certificates; ca csr makes ca and front-proxy-ca"
+                .to_string(),
+        ));
+    }
+    let cluster_dir = args.out.join(&config.cluster_name);
+    state::check::refuse_lost(&cluster_dir, Some(&config.cluster_name))?;
+    output::check_owner(&cluster_dir, &config.cluster_name)?;
+    let lock = output::lock(&args.out, &config.cluster_name)?;
+    let real = lock.dir().to_path_buf();
+    output::check_owner(&real, &config.cluster_name)?;
+    output::sweep_around(&cluster_dir);
+    let state_dir = real.join("state");
+    let shown_state = cluster_dir.join("state");
+    let manifest = sm::read(&state_dir)?;
+    if let Some(m) = &manifest {
+        let checked = sm::check(&state_dir, m);
+        if !checked.problems.is_empty() {
+            return Err(state::check::refusal(&state_dir, m, &checked.problems).into());
+        }
+    }
+    let (crt, keyp) = state::ca_paths(id);
+    if let Ok(bytes) = std::fs::read(state_dir.join(&crt)) {
+        let der = pem::parse(&bytes).ok().map(|p| p.into_contents()).unwrap_or_default();
+        let end = not_after(&der).map(crate::clock::rfc3339).unwrap_or_else(|| "unreadable".into());
+        return Err(CaError::Refused(format!(
+            "{}: the state already holds the {id} certificate ({}, expires {end}); a CSR is for a CA key that has none yet; nothing was written\n  hint: replacing a CA is CA rotation (a later command) or `kubebundle generate --force` (a new state: every node must be redeployed); to keep this CA, there is nothing to do",
+            shown_state.join(&crt).display(),
+            subject(&der)
+        )));
+    }
+
+    // The key: the one waiting in the state, or a new one of the config's encryptionAlgorithm.
+    let old_key = std::fs::read(state_dir.join(&keyp)).ok();
+    let mut lines = Vec::new();
+    let key = match &old_key {
+        Some(bytes) => {
+            let text = std::str::from_utf8(bytes).map_err(|_| {
+                CaError::Refused(format!(
+                    "{}: not a PEM key\n  hint: remove it, and ca csr makes a new key",
+                    shown_state.join(&keyp).display()
+                ))
+            })?;
+            crate::pki::keys::Key::from_pem(text).map_err(|_| {
+                CaError::Refused(format!(
+                    "{}: the key waiting for its certificate cannot be read as an RSA or ECDSA key\n  hint: remove it, and ca csr makes a new key (a CSR signed for the old one will not import)",
+                    shown_state.join(&keyp).display()
+                ))
+            })?
+        }
+        None => crate::pki::source::new_key(config.seed.as_deref(), config.algorithm, &format!("ca/{id}")).map_err(StateError::from)?,
+    };
+    let der = crate::pki::issue::ca_request(common_name(id), &key).map_err(StateError::from)?;
+    let csr_pem = crate::pki::keys::pem_encode("CERTIFICATE REQUEST", &der);
+    let csr_rel = format!("{}/{id}.csr", state::CSR_DIR);
+    let shown_csr = cluster_dir.join(&csr_rel);
+    let algorithm = key.algorithm().map(|a| a.name()).unwrap_or("?");
+    let old_csr = std::fs::read(real.join(&csr_rel)).ok();
+    let recorded = manifest.as_ref().and_then(|m| m.get(id)).is_some_and(|e| e.awaiting_certificate);
+    if old_key.is_some() && recorded && old_csr.as_deref() == Some(csr_pem.as_bytes()) {
+        lines.push(format!(
+            "{} is already the CSR of the {id} key waiting in {}: nothing to do",
+            shown_csr.display(),
+            shown_state.join(&keyp).display()
+        ));
+    } else {
+        let (parent, name) =
+            (real.parent().unwrap_or(&args.out).to_path_buf(), real.file_name().unwrap_or_default().to_string_lossy().into_owned());
+        let staging = output::stage(&parent, &name)?;
+        let root = staging.path().to_path_buf();
+        if real.is_dir() {
+            output::link_copy(&real, &root)?;
+        }
+        let sroot = root.join("state");
+        output::ensure_dir(&sroot, 0o700)?;
+        output::ensure_dir(&sroot.join("pki"), 0o700)?;
+        if id == "etcd-ca" {
+            output::ensure_dir(&sroot.join("pki/etcd"), 0o700)?;
+        }
+        if old_key.is_none() {
+            output::write_file(&sroot.join(&keyp), key.private_pem().as_bytes(), 0o600)?;
+        }
+        if !sroot.join(state::MARKER_FILE).exists() {
+            output::write_file(&sroot.join(state::MARKER_FILE), state::marker_text(&config.cluster_name).as_bytes(), 0o600)?;
+        }
+        let mut m = manifest.unwrap_or_default();
+        let mut entry = sm::key_entry(id, &keyp, key.private_pem().as_bytes(), &key.spki_der(), &crate::clock::rfc3339(clock.now));
+        entry.awaiting_certificate = true;
+        if m.get(id).is_some_and(|e| e.sha256 != entry.sha256 || e.public_key_sha256 != entry.public_key_sha256 || !e.awaiting_certificate)
+        {
+            m.secrets.retain(|e| e.id != id);
+        }
+        m.record(entry);
+        output::write_file(&sroot.join(sm::MANIFEST_FILE), m.text().as_bytes(), 0o600)?;
+        // The CSR holds no secret (a name and a public key): readable, to be handed to the signer.
+        output::ensure_dir(&root.join(state::CSR_DIR), 0o755)?;
+        output::write_file(&root.join(&csr_rel), csr_pem.as_bytes(), 0o644)?;
+        output::commit(staging, &real)?;
+        lock.keep();
+        if old_key.is_some() {
+            lines.push(format!(
+                "wrote {} again for the {id} key already waiting in {} (the same key, the same CSR)",
+                shown_csr.display(),
+                shown_state.join(&keyp).display()
+            ));
+        } else {
+            lines.push(format!(
+                "made the {id} key ({algorithm}) in {} (0600, recorded in state/manifest.yaml), and its CSR in {}",
+                shown_state.join(&keyp).display(),
+                shown_csr.display()
+            ));
+        }
+    }
+    if old_key.is_some() && key.algorithm() != Some(config.algorithm) {
+        lines.push(format!(
+            "note: the waiting key is {algorithm}, the config's encryptionAlgorithm {}: remove {} and run ca csr again for a key of that algorithm",
+            config.algorithm.name(),
+            shown_state.join(&keyp).display()
+        ));
+    }
+    let cn = common_name(id);
+    let days = config.ca_validity.as_secs().div_ceil(86400);
+    let ttl = crate::util::duration::format_go(config.ca_validity);
+    let csr = shown_csr.display();
+    lines.push(format!(
+        "CSR: {csr} (CN={cn}; requests basicConstraints critical CA:TRUE, keyUsage critical keyCertSign, cRLSign, digitalSignature)"
+    ));
+    lines.push("sign it as an intermediate CA with your root, for example:".into());
+    lines.push(format!(
+        "  openssl ca -config root.cnf -extensions v3_intermediate_ca -days {days} -in {csr} -out signed.crt   (an extensions section with CA:TRUE and keyCertSign, or copy_extensions = copy)"
+    ));
+    lines.push(format!("  vault write -format=json pki/root/sign-intermediate csr=@{csr} common_name={cn} ttl={ttl} > signed.json"));
+    lines.push(format!(
+        "then: kubebundle ca import {id} --cert signed.crt --chain root.crt{}   (a Vault response carries its chain: --cert signed.json)",
+        args.flags
+    ));
     Ok(Imported { lines })
 }

@@ -14,6 +14,16 @@ pub struct Input<'a> {
     pub text: &'a str,
 }
 
+/// The key the state already holds for the CA (`kubebundle ca csr` made it), used when neither
+/// --key nor --cert gives one.
+pub struct StateKey<'a> {
+    pub input: Input<'a>,
+    /// What it is, for a refusal ("the key `kubebundle ca csr` made, waiting in").
+    pub about: &'a str,
+    /// How to fix a certificate issued for another key.
+    pub hint: &'a str,
+}
+
 /// What an input file holds.
 #[derive(Default)]
 struct Parsed {
@@ -36,6 +46,8 @@ pub struct CaImport {
     /// The CA's notBefore and notAfter.
     pub not_before: time::OffsetDateTime,
     pub not_after: time::OffsetDateTime,
+    /// The key is the state's own (`StateKey`): no key was given.
+    pub key_from_state: bool,
 }
 
 impl CaImport {
@@ -230,6 +242,7 @@ pub fn read_ca(
     cert: &Input<'_>,
     key: Option<&Input<'_>>,
     chain: Option<&Input<'_>>,
+    state_key: Option<&StateKey<'_>>,
     leaves_end: time::OffsetDateTime,
     validity_words: &str,
 ) -> Result<CaImport, ImportError> {
@@ -255,6 +268,13 @@ pub fn read_ca(
             (None, _) => {
                 return Err(input(format!("{}: holds no private key\n  hint: --key takes the CA's private key (PEM)", k.name)));
             }
+        }
+    }
+    let mut from_state = None;
+    if let (None, Some(s)) = (&key_found, state_key) {
+        if let Some(k) = parse(&s.input)?.key {
+            key_found = Some((s.input.name.to_string(), k));
+            from_state = Some(s);
         }
     }
     if let Some(c) = chain {
@@ -312,6 +332,12 @@ pub fn read_ca(
         ))
     })?;
     if key_obj.spki_der() != ca.public_key().raw {
+        if let Some(s) = from_state {
+            return Err(input(format!(
+                "{}: {who} was issued for another key than the {} {}\n  hint: {}",
+                cert.name, s.about, s.input.name, s.hint
+            )));
+        }
         return Err(input(format!(
             "{key_file}: the private key does not match the certificate of {who} in {}\n  hint: give the key the CA was issued for",
             cert.name
@@ -383,7 +409,15 @@ pub fn read_ca(
         )));
     }
     let not_before = ca.validity().not_before.to_datetime();
-    Ok(CaImport { cert_pem: pem_encode("CERTIFICATE", &ca_der), cert_der: ca_der, key_pem, chain: path, not_before, not_after })
+    Ok(CaImport {
+        cert_pem: pem_encode("CERTIFICATE", &ca_der),
+        cert_der: ca_der,
+        key_pem,
+        chain: path,
+        not_before,
+        not_after,
+        key_from_state: from_state.is_some(),
+    })
 }
 
 /// The algorithm OID of a PKCS#8 PrivateKeyInfo.

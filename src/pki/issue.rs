@@ -294,3 +294,46 @@ pub fn issue(spec: &CertSpec, key: &Key, issuer: Option<&Authority>, validity: &
     let der = cert.der().to_vec();
     Ok(Issued { pem: pem_encode("CERTIFICATE", &der), der })
 }
+
+/// A certificate signing request (PKCS#10, DER) for an intermediate CA named `common_name` with
+/// `key`: it asks for basicConstraints CA:TRUE and keyUsage keyCertSign, cRLSign and
+/// digitalSignature (both critical), so a signer that copies a request's extensions keeps them.
+/// Its signature is deterministic (RFC 6979 for ECDSA): the same key gives the same bytes.
+pub fn ca_request(common_name: &str, key: &Key) -> Result<Vec<u8>, IssueError> {
+    let build = |message: String| IssueError::Build { id: common_name.to_string(), message };
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let signer = DeterministicSigner::for_key(key).map_err(|e| build(e.to_string()))?;
+    let csr = params.serialize_request(&signer).map_err(|e| build(e.to_string()))?;
+    Ok(csr.der().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::keys::KeyAlgorithm;
+    use x509_parser::extensions::ParsedExtension;
+    use x509_parser::prelude::FromDer;
+
+    #[test]
+    fn a_ca_request_asks_for_a_ca_and_is_the_same_bytes_for_the_same_key() {
+        for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Rsa2048] {
+            let key = Key::generate(alg).unwrap();
+            let der = ca_request("front-proxy-ca", &key).unwrap();
+            assert_eq!(ca_request("front-proxy-ca", &key).unwrap(), der, "{alg:?}: not deterministic");
+            let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&der).unwrap();
+            csr.verify_signature().unwrap();
+            let info = &csr.certification_request_info;
+            assert_eq!(info.subject.to_string(), "CN=front-proxy-ca");
+            assert_eq!(info.subject_pki.raw, key.spki_der().as_slice());
+            let exts: Vec<&ParsedExtension<'_>> = csr.requested_extensions().unwrap().collect();
+            assert!(exts.iter().any(|e| matches!(e, ParsedExtension::BasicConstraints(b) if b.ca && b.path_len_constraint.is_none())));
+            assert!(exts.iter().any(|e| matches!(e, ParsedExtension::KeyUsage(k)
+                if k.key_cert_sign() && k.crl_sign() && k.digital_signature() && !k.key_encipherment())));
+        }
+    }
+}

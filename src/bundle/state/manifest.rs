@@ -37,6 +37,15 @@ pub struct Entry {
     pub public_key_sha256: Option<String>,
     /// RFC 3339: when the state first recorded it.
     pub recorded: String,
+    /// A CA key `kubebundle ca csr` made, waiting for the certificate its CSR is signed into
+    /// (`ca import`): its certificate is not missing, it is not there yet; its key file removed
+    /// drops it (generate then makes a CA of its own).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub awaiting_certificate: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,6 +271,8 @@ pub fn check(state_dir: &Path, m: &Manifest) -> Checked {
         match kind(&e.id) {
             Some(Kind::Ca(_)) | Some(Kind::Sa) => {
                 let key_ok = match read_file(state_dir, &e.file) {
+                    // A pending CA key (ca csr) removed: dropped, nothing depended on it.
+                    Read::Missing if e.awaiting_certificate => continue,
                     Read::Missing => {
                         problem(&e.id, &e.file, Part::Key, "is missing".into(), false);
                         false
@@ -280,6 +291,7 @@ pub fn check(state_dir: &Path, m: &Manifest) -> Checked {
                 if let Some(Kind::Ca(id)) = kind(&e.id) {
                     let crt = ca_paths(id).0;
                     match read_file(state_dir, &crt) {
+                        Read::Missing if e.awaiting_certificate => {}
                         Read::Missing => problem(&e.id, &crt, Part::Cert, "is missing".into(), false),
                         Read::Unreadable(why) => problem(&e.id, &crt, Part::Cert, format!("cannot be read ({why})"), true),
                         Read::Bytes(b) => match ca_cert_spki(&b) {
@@ -343,6 +355,7 @@ pub fn key_entry(id: &str, file: &str, key_bytes: &[u8], spki_der: &[u8], record
         sha256: sha256_hex(key_bytes),
         public_key_sha256: Some(sha256_hex(spki_der)),
         recorded: recorded.to_string(),
+        awaiting_certificate: false,
     }
 }
 
@@ -354,6 +367,7 @@ pub fn encryption_entry(name: &str, secret: &str, recorded: &str) -> Entry {
         sha256: decode_secret(secret).map(|b| sha256_hex(&b)).unwrap_or_default(),
         public_key_sha256: None,
         recorded: recorded.to_string(),
+        awaiting_certificate: false,
     }
 }
 

@@ -94,8 +94,15 @@ impl State {
         let mut ca_slots = Vec::new();
         for spec in cas {
             let (crt, key) = ca_paths(&spec.id);
+            // A key `ca csr` made, waiting for its signed certificate (`ca import`).
+            let pending = !force && manifest.get(&spec.id).is_some_and(|e| e.awaiting_certificate);
             let slot = match (force, read_opt(dir, &crt)?, read_opt(dir, &key)?) {
+                (false, None, Some(_)) if pending => return Err(awaiting(dir, &spec.id, &key)),
                 (false, Some(c), Some(k)) => {
+                    // Its certificate came (put there by hand: ca import clears the mark itself).
+                    if let Some(e) = manifest.secrets.iter_mut().find(|e| e.id == spec.id) {
+                        e.awaiting_certificate = false;
+                    }
                     let key_obj = Key::from_pem(&k).map_err(|e| bad(dir, &key, e.to_string(), TORN))?;
                     let mut auth = Authority::from_pem(&spec.id, &c, key_obj).map_err(|e| bad(dir, &crt, e, TORN))?;
                     if let Some(chain) = load_chain(dir, &spec.id, &mut auth)? {
@@ -110,6 +117,16 @@ impl State {
                 (false, Some(_), None) => return Err(bad(dir, &key, "the CA certificate exists but its key is missing", TORN)),
                 (false, None, Some(_)) => return Err(bad(dir, &crt, "the CA key exists but its certificate is missing", TORN)),
                 (f, c, _) => {
+                    if pending {
+                        // Its pending key was removed: the CA generate makes replaces the record.
+                        manifest.secrets.retain(|e| e.id != spec.id);
+                        report.push(format!(
+                            "created {}: the key `kubebundle ca csr` made for it was removed from the state, so it is a CA of its own",
+                            spec.id
+                        ));
+                        ca_slots.push((spec, Slot::Make));
+                        continue;
+                    }
                     report.push(if f && c.is_some() { format!("replaced {} (--force)", spec.id) } else { created(&spec.id) });
                     Slot::Make
                 }
@@ -249,6 +266,21 @@ impl State {
         join_token(&self.tokens, now)
     }
 }
+
+/// The refusal of a run that would sign with a CA whose key `ca csr` made and whose signed
+/// certificate was not imported yet.
+fn awaiting(dir: &Path, id: &str, key: &str) -> StateError {
+    let bundle = dir.parent().unwrap_or(dir);
+    StateError::Refused(format!(
+        "{}: the {id} key waits for its signed certificate (`kubebundle ca csr {id}` made it, and its CSR is {}); generate does not make a CA of its own for it; nothing was written\n  hint: have the CSR signed by your root, then run `kubebundle ca import {id} --cert signed.crt --chain root.crt` with this config and generate again (or remove the pending key, {}, to let generate make its own CA)",
+        dir.join(key).display(),
+        bundle.join(CSR_DIR).join(format!("{id}.csr")).display(),
+        dir.join(key).display()
+    ))
+}
+
+/// Where `kubebundle ca csr` writes its requests, inside `OUT/<clusterName>`.
+pub const CSR_DIR: &str = "csr";
 
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
