@@ -340,8 +340,10 @@ fn create_registered<T>(path: &Path, create: impl FnOnce() -> std::io::Result<T>
 }
 
 fn remove_any(path: &Path) {
-    // A thread may still be adding files while a signal removes the directory: retry.
-    for _ in 0..100 {
+    // Something else may still be changing the tree while it is removed: retry until it is
+    // gone, for at most ten seconds (an entry that cannot be removed must not hang a signal).
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < until {
         match fs::symlink_metadata(path) {
             Err(_) => return,
             Ok(m) if m.is_dir() => {
@@ -484,6 +486,10 @@ pub fn backup_name(now: time::OffsetDateTime) -> String {
 impl Drop for PrivateDir {
     fn drop(&mut self) {
         if !self.published {
+            // As a writer: a signal handler waits until this removal ends, then finds the
+            // directory gone, instead of racing it through the same tree and giving up half way
+            // (the old bundle a commit swapped here can hold thousands of files).
+            let _writing = writing();
             remove_any(&self.path);
         }
         live().remove(&self.id);
