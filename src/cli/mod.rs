@@ -60,12 +60,31 @@ its signed certificate (`ca import` it), a write failed (--check: files would ch
     /// The cluster's CAs: bring your own (a corporate root, or an intermediate under one).
     #[command(subcommand)]
     Ca(CaCommand),
+    /// External-CA mode: take back the certificates your CA signed from the CSRs generate wrote
+    /// (OUT/<clusterName>/csr/<node>/..., kubeadm's generate-csr layout). Give the signed files
+    /// (PEM, named like the CSRs: <node>/<base>.crt, or a directory mirroring csr/) or Vault
+    /// -format=json responses of <pki>/sign/<role>. Each is checked against its CSR: the same
+    /// public key, subject and SANs (all of them), the usages the certificate needs, signed by the
+    /// imported CA; one refusal names the file and what differs and writes nothing. Accepted ones go
+    /// into state/leaves.json (one transaction, under the bundle's lock); the next generate packs them.
+    #[command(after_help = "Exit codes: 0 recorded (or already there); 1 refused or failed: a certificate for another key (or a Vault issue/ response, whose key Vault made), another subject, a lost or extra SAN, a missing usage, not signed by the imported CA, lock held, state refused, a write failed; 2 usage error, a file that cannot be read or holds no certificate.")]
+    ImportSigned(ImportSignedCli),
     /// Audit a bundle directory, a node tarball or a node root: chains, keys, SANs, EKUs,
     /// expiry (CAs too), file modes, least privilege, kubeconfig servers and the discovery hash.
     /// Prints a table of findings; exits 1 on any error.
     #[command(after_help = "Exit codes: 0 no errors (warnings allowed); 1 errors found, or a file could not be read; \
 2 usage error, or a path that is not a bundle, a node tarball or a node root.")]
     Verify(VerifyCli),
+}
+
+#[derive(Args)]
+struct ImportSignedCli {
+    /// The bundle: OUT/<clusterName>.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Signed certificates: files (PEM or Vault JSON) or directories (their .crt, .pem and .json files).
+    #[arg(required = true)]
+    signed: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -407,6 +426,11 @@ pub enum CliError {
     Restore(#[from] crate::bundle::state::restore::RestoreError),
     #[error(transparent)]
     Ca(#[from] crate::lifecycle::ca::CaError),
+    #[error(transparent)]
+    Signed(#[from] crate::lifecycle::signed::SignedError),
+    /// generate in external-CA mode: CSRs written, signed certificates awaited (exit 1).
+    #[error("{0}")]
+    Awaiting(String),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -458,6 +482,7 @@ impl CliError {
             CliError::Token(TokenError::NotABundle { .. } | TokenError::Usage(_)) => true,
             CliError::Restore(crate::bundle::state::restore::RestoreError::NotABundle { .. }) => true,
             CliError::Ca(crate::lifecycle::ca::CaError::Input(_)) => true,
+            CliError::Signed(crate::lifecycle::signed::SignedError::Input(_)) => true,
             CliError::Ca(crate::lifecycle::ca::CaError::State(StateError::Config(_))) => true,
             // A path that is not what the command takes: a link to nothing.
             CliError::Output(DanglingLink { .. })
@@ -524,6 +549,7 @@ pub fn main() -> i32 {
         Command::State(StateCommand::Restore(a)) => state_restore(a).map(|()| 0),
         Command::Ca(CaCommand::Import(a)) => ca_import(a).map(|()| 0),
         Command::Ca(CaCommand::Csr(a)) => ca_csr(a).map(|()| 0),
+        Command::ImportSigned(a) => import_signed(a).map(|()| 0),
         Command::Config(ConfigCommand::PrintDefaults) => say::out(config::DEFAULT_CONFIG).map(|()| 0),
     };
     match result {
@@ -677,6 +703,11 @@ fn ca_import(args: CaImportCli) -> Result<(), CliError> {
     say::out(&done.lines.iter().map(|l| format!("{l}\n")).collect::<String>())
 }
 
+fn import_signed(args: ImportSignedCli) -> Result<(), CliError> {
+    let done = crate::lifecycle::signed::import_signed(&args.dir, &args.signed)?;
+    say::out(&done.lines.iter().map(|l| format!("{l}\n")).collect::<String>())
+}
+
 fn ca_csr(args: CaCsrCli) -> Result<(), CliError> {
     let config = load_config(&args.config)?;
     let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
@@ -821,6 +852,19 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
     }
     for w in &bundle.warnings {
         let _ = writeln!(err, "warning: {w}");
+    }
+    if bundle.awaiting > 0 {
+        // External-CA mode: the keys are in the state, the CSRs wait for the operator's signer.
+        let csr_dir = cluster_dir.join(crate::bundle::state::CSR_DIR);
+        drop(err);
+        return Err(CliError::Awaiting(format!(
+            "waiting for {} signed certificates (external CA): wrote {} CSR file(s) to {} (keys in {}); no node tarball was written\n  hint: have each CSR signed by your CA (keep its extensions: `openssl ca` with copy_extensions = copy, Vault pki/sign/<role>), put each certificate beside its CSR as <name>.crt (or keep Vault's JSON), then run `kubebundle import-signed --dir {} SIGNED...` and generate again",
+            bundle.awaiting,
+            bundle.csrs.iter().count(),
+            csr_dir.display(),
+            cluster_dir.join("state").join(crate::bundle::state::LEAVES_FILE).display(),
+            cluster_dir.display()
+        )));
     }
     let _ = writeln!(err, "leaf certificates: {} kept from the previous bundle, {} issued", bundle.reused, bundle.issued);
     for line in &notes {
