@@ -83,18 +83,33 @@ impl Corp {
         std::fs::write(dir.join("ca.cnf"), OPENSSL_CNF).unwrap();
         std::fs::write(dir.join("index.txt"), "").unwrap();
         std::fs::write(dir.join("serial"), "1000\n").unwrap();
-        let corp =
-            Corp { dir, start: ossl_time(&rfc3339(now_unix - 86400)), end: ossl_time(&rfc3339(now_unix + 300 * 86400)) };
+        let corp = Corp { dir, start: ossl_time(&rfc3339(now_unix - 86400)), end: ossl_time(&rfc3339(now_unix + 300 * 86400)) };
         corp.key("root");
         corp.req("root", "/O=Example Corp/CN=Example Corp Root CA");
         ossl(
             &corp.dir,
             &[
-                "ca", "-batch", "-config", "ca.cnf", "-selfsign", "-keyfile", "root.key", "-in", "root.csr", "-out", "root.crt",
-                "-startdate", "20250101000000Z", "-enddate", "20330101000000Z", "-extensions", "v3_root", "-notext",
+                "ca",
+                "-batch",
+                "-config",
+                "ca.cnf",
+                "-selfsign",
+                "-keyfile",
+                "root.key",
+                "-in",
+                "root.csr",
+                "-out",
+                "root.crt",
+                "-startdate",
+                "20250101000000Z",
+                "-enddate",
+                "20330101000000Z",
+                "-extensions",
+                "v3_root",
+                "-notext",
             ],
         );
-        for name in ["ca", "other"] {
+        for name in ["ca", "other", "fp", "etcd"] {
             corp.key(name);
             corp.req(name, &format!("/O=Example Corp/CN=kubernetes {name}"));
             corp.sign("root", &format!("{name}.csr"), &format!("{name}.crt"), &["-enddate", "20350101000000Z", "-extensions", "v3_int"]);
@@ -105,12 +120,26 @@ impl Corp {
         ossl(&self.dir, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", &format!("{name}.key")]);
     }
     fn req(&self, name: &str, subject: &str) {
-        ossl(&self.dir, &["req", "-new", "-config", "ca.cnf", "-key", &format!("{name}.key"), "-subj", subject, "-out", &format!("{name}.csr")]);
+        ossl(
+            &self.dir,
+            &["req", "-new", "-config", "ca.cnf", "-key", &format!("{name}.key"), "-subj", subject, "-out", &format!("{name}.csr")],
+        );
     }
     /// `openssl ca` with CA `by`, copying the request's extensions.
     fn sign(&self, by: &str, csr: &str, out: &str, extra: &[&str]) {
         let mut args = vec![
-            "ca", "-batch", "-config", "ca.cnf", "-cert", &format!("{by}.crt"), "-keyfile", &format!("{by}.key"), "-in", csr, "-out", out,
+            "ca",
+            "-batch",
+            "-config",
+            "ca.cnf",
+            "-cert",
+            &format!("{by}.crt"),
+            "-keyfile",
+            &format!("{by}.key"),
+            "-in",
+            csr,
+            "-out",
+            out,
             "-notext",
         ]
         .into_iter()
@@ -244,8 +273,19 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
 
     // 1. The intermediate, without its key.
     let r = w.run(&[
-        "ca", "import", "ca", "--config", "c.yaml", "--now", &w.now, "--out", w.out().to_str().unwrap(), "--cert",
-        &w.corp.path("ca.crt"), "--chain", &w.corp.path("root.crt"),
+        "ca",
+        "import",
+        "ca",
+        "--config",
+        "c.yaml",
+        "--now",
+        &w.now,
+        "--out",
+        w.out().to_str().unwrap(),
+        "--cert",
+        &w.corp.path("ca.crt"),
+        "--chain",
+        &w.corp.path("root.crt"),
     ]);
     assert!(r.ok(), "{}", r.describe());
     assert!(r.stdout.contains("without its key: external-CA mode"), "{}", r.stdout);
@@ -311,9 +351,25 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
     ossl(
         &w.corp.dir,
         &[
-            "ca", "-batch", "-config", "nosan.cnf", "-cert", "ca.crt", "-keyfile", "ca.key", "-in",
-            w.bundle().join("csr/cp1/pki/apiserver.csr").to_str().unwrap(), "-out", lost.to_str().unwrap(), "-notext", "-startdate",
-            &w.corp.start, "-enddate", &w.corp.end, "-extensions", "v3_leaf",
+            "ca",
+            "-batch",
+            "-config",
+            "nosan.cnf",
+            "-cert",
+            "ca.crt",
+            "-keyfile",
+            "ca.key",
+            "-in",
+            w.bundle().join("csr/cp1/pki/apiserver.csr").to_str().unwrap(),
+            "-out",
+            lost.to_str().unwrap(),
+            "-notext",
+            "-startdate",
+            &w.corp.start,
+            "-enddate",
+            &w.corp.end,
+            "-extensions",
+            "v3_leaf",
         ],
     );
     // The apiserver CSR signed by another CA.
@@ -377,10 +433,9 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
     assert!(r.stdout.contains(&format!("recorded {n} signed certificate(s)")) && r.stdout.contains("0 still wait"), "{}", r.stdout);
     let r = w.import_signed(&copy, &[&vault]);
     assert!(r.ok(), "{}", r.describe());
-    f.check(
-        std::fs::read(state.join("leaves.json")).unwrap() == std::fs::read(copy.join("state/leaves.json")).unwrap(),
-        || "the Vault responses did not import to the same state as the PEM files".into(),
-    );
+    f.check(std::fs::read(state.join("leaves.json")).unwrap() == std::fs::read(copy.join("state/leaves.json")).unwrap(), || {
+        "the Vault responses did not import to the same state as the PEM files".into()
+    });
     let r = w.generate(&[]);
     assert!(r.ok(), "{}", r.describe());
     f.check(r.stderr.contains("leaf certificates: ") && !r.stderr.contains("waiting"), || r.stderr.clone());
@@ -440,12 +495,97 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
         let all = format!("{}\n{}", r.stdout, r.stderr);
         // kubeadm's own words when ca.key is absent and every leaf verifies: external CA detected.
         f.check(all.contains("Using existing ca keyless certificate authority"), || format!("kubeadm did not detect external CA:\n{all}"));
-        for c in ["apiserver", "apiserver-kubelet-client", "front-proxy-client", "etcd/server", "etcd/peer", "etcd/healthcheck-client", "apiserver-etcd-client"] {
+        for c in [
+            "apiserver",
+            "apiserver-kubelet-client",
+            "front-proxy-client",
+            "etcd/server",
+            "etcd/peer",
+            "etcd/healthcheck-client",
+            "apiserver-etcd-client",
+        ] {
             let e = format!("Using existing {c} certificate and key on disk");
             f.check(all.contains(&e), || format!("kubeadm did not say {e:?}:\n{all}"));
         }
         f.check(file_bytes(&root) == before, || "kubeadm changed the control plane's tree".into());
-        f.note(&format!("kubeadm v1.32.13 on an external cluster CA:\n{}", all.lines().filter(|l| l.contains("[certs]") || l.contains("xternal")).collect::<Vec<_>>().join("\n")));
+        f.note(&format!(
+            "kubeadm v1.32.13 on an external cluster CA:\n{}",
+            all.lines().filter(|l| l.contains("[certs]") || l.contains("xternal")).collect::<Vec<_>>().join("\n")
+        ));
     }
     f.finish("external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key");
+}
+
+/// All three CAs external, with the hardway profile (systemd units): every CSR signed by its CA,
+/// imported, packed; no CA key anywhere, the controller-manager's signing flags empty, `verify`
+/// finds no error.
+#[test]
+fn all_three_cas_external_with_the_hardway_profile() {
+    let w = Work::new("external-ca-hardway");
+    let config = std::fs::read_to_string(w.dir.join("c.yaml")).unwrap().replace("profile: kubeadm", "profile: hardway");
+    std::fs::write(w.dir.join("c.yaml"), config).unwrap();
+    let mut f = Failures::new();
+    for (which, file) in [("ca", "ca.crt"), ("front-proxy-ca", "fp.crt"), ("etcd-ca", "etcd.crt")] {
+        let r = w.run(&[
+            "ca",
+            "import",
+            which,
+            "--config",
+            "c.yaml",
+            "--now",
+            &w.now,
+            "--out",
+            w.out().to_str().unwrap(),
+            "--cert",
+            &w.corp.path(file),
+            "--chain",
+            &w.corp.path("root.crt"),
+        ]);
+        assert!(r.ok() && r.stdout.contains("without its key"), "{}", r.describe());
+    }
+    let r = w.generate(&[]);
+    assert_eq!(r.code, Some(1), "{}", r.describe());
+    let csrs = csr_files(&w.bundle());
+    assert!(r.stderr.contains(&format!("waiting for {} signed certificates", csrs.len())), "{}", r.stderr);
+    f.check(csrs.iter().any(|c| c.contains("front-proxy")) && csrs.iter().any(|c| c.contains("etcd/certs/server")), || format!("{csrs:?}"));
+    let signed = w.dir.join("signed");
+    for rel in &csrs {
+        let by = if rel.contains("etcd/") {
+            "etcd"
+        } else if rel.contains("front-proxy") {
+            "fp"
+        } else {
+            "ca"
+        };
+        let crt = signed.join(rel.replace(".csr", ".crt"));
+        std::fs::create_dir_all(crt.parent().unwrap()).unwrap();
+        w.corp.sign(by, w.bundle().join("csr").join(rel).to_str().unwrap(), crt.to_str().unwrap(), &[]);
+    }
+    let r = w.import_signed(&w.bundle(), &[&signed]);
+    assert!(r.ok() && r.stdout.contains("0 still wait"), "{}", r.describe());
+    let r = w.generate(&[]);
+    assert!(r.ok(), "{}", r.describe());
+    for (rel, _) in file_bytes(&w.bundle().join("state")) {
+        f.check(!rel.ends_with("ca.key"), || format!("the state holds {rel}"));
+    }
+    let keys: Vec<String> = ["ca", "fp", "etcd"].iter().map(|n| w.corp.text(&format!("{n}.key"))).collect();
+    for t in ["cp1.tar.gz", "worker1.tar.gz"] {
+        let files = tarball_files(&w.bundle().join("nodes").join(t));
+        for (name, bytes) in &files {
+            f.check(!name.ends_with("ca.key") && !name.ends_with("ca-key.pem"), || format!("{t} holds {name}"));
+            for k in &keys {
+                f.check(!bytes.windows(k.len()).any(|x| x == k.as_bytes()), || format!("{t}:{name} holds a CA key"));
+            }
+        }
+        if t == "cp1.tar.gz" {
+            let unit = String::from_utf8(files["etc/systemd/system/kube-controller-manager.service"].clone()).unwrap();
+            f.check(unit.contains("  --cluster-signing-cert-file= \\\n") && unit.contains("  --cluster-signing-key-file= \\\n"), || {
+                unit.clone()
+            });
+        }
+    }
+    if let Err(e) = verify_bundle(&w.bundle(), Some(&w.now)) {
+        f.check(false, || e.clone());
+    }
+    f.finish("all_three_cas_external_with_the_hardway_profile");
 }

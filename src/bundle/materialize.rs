@@ -226,7 +226,7 @@ fn loopback(ip: std::net::IpAddr) -> &'static str {
 }
 
 /// What units and configs need to know about the cluster.
-fn cluster_context(config: &Config) -> minijinja::Value {
+fn cluster_context(config: &Config, external_ca: bool) -> minijinja::Value {
     let join = |nets: &[ipnet::IpNet]| nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
     let external = match &config.etcd {
         crate::config::EtcdMode::External(e) => Some(context! {
@@ -241,6 +241,8 @@ fn cluster_context(config: &Config) -> minijinja::Value {
         external_etcd => external,
         signing_duration => crate::util::duration::format_go(config.cert_validity),
         signing_duration_flag => if minor >= 19 { "cluster-signing-duration" } else { "experimental-cluster-signing-duration" },
+        // External-CA mode: the controller-manager gets empty signing files, as kubeadm does.
+        external_ca,
     }
 }
 
@@ -610,7 +612,7 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, s
         hash: hash.clone(),
         profile: plan.profile.clone(),
         etcd_members: &plan.etcd_members,
-        cluster: cluster_context(config),
+        cluster: cluster_context(config, ca.is_external()),
     };
 
     plan.nodes.par_iter().try_for_each(|n| {

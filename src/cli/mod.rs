@@ -36,7 +36,9 @@ enum Command {
     /// node (and its tree with --unpacked), join.txt, discovery.conf, plan.json and the bootstrap-token Secrets.
     #[command(after_help = "Exit codes: 0 written (--check: up to date); 1 refused or failed: lock held, a directory \
 kubebundle did not write or that holds another cluster, state refused, a CA key `ca csr` made that still waits for \
-its signed certificate (`ca import` it), a write failed (--check: files would change); \
+its signed certificate (`ca import` it), a write failed, external-CA mode waiting for signed certificates (the keys \
+and CSRs were written: sign the CSRs, `import-signed` them, generate again) (--check: files would change, or \
+certificates wait); \
 2 usage, config or profile error, an Inventory that drops the recorded init node without naming the new one \
 (--check: any error, such as an unreadable state).")]
     Generate(GenerateArgs),
@@ -67,7 +69,9 @@ its signed certificate (`ca import` it), a write failed (--check: files would ch
     /// public key, subject and SANs (all of them), the usages the certificate needs, signed by the
     /// imported CA; one refusal names the file and what differs and writes nothing. Accepted ones go
     /// into state/leaves.json (one transaction, under the bundle's lock); the next generate packs them.
-    #[command(after_help = "Exit codes: 0 recorded (or already there); 1 refused or failed: a certificate for another key (or a Vault issue/ response, whose key Vault made), another subject, a lost or extra SAN, a missing usage, not signed by the imported CA, lock held, state refused, a write failed; 2 usage error, a file that cannot be read or holds no certificate.")]
+    #[command(
+        after_help = "Exit codes: 0 recorded (or already there); 1 refused or failed: a certificate for another key (or a Vault issue/ response, whose key Vault made), another subject, a lost or extra SAN, a missing usage, not signed by the imported CA, lock held, state refused, a write failed; 2 usage error, a file that cannot be read or holds no certificate."
+    )]
     ImportSigned(ImportSignedCli),
     /// Audit a bundle directory, a node tarball or a node root: chains, keys, SANs, EKUs,
     /// expiry (CAs too), file modes, least privilege, kubeconfig servers and the discovery hash.
@@ -148,9 +152,11 @@ enum CaCommand {
     /// (--force replaces it, keeping the old state in OUT/kubebundle-backup-<time>/state/). Without
     /// --key (and no key in --cert), the key the state holds is used: the one `ca csr` made, whose
     /// CSR was signed into --cert; a certificate for another key is refused. With no key there
-    /// either, a CA without its key (external-CA mode) is not supported yet.
+    /// either, the CA is imported without its key (external-CA mode): the state never holds it,
+    /// generate writes a CSR per leaf of that CA to OUT/<clusterName>/csr/<node>/ for your signer,
+    /// and `import-signed` takes the signed certificates back.
     #[command(after_help = "Exit codes: 0 imported (or already in the state); 1 refused or failed: the state's CA \
-already signed a bundle (without --force), no key given and none in the state (external-CA mode is not supported yet), lock held, state refused, a \
+already signed a bundle (without --force), lock held, state refused, a \
 write failed; 2 usage or config error, or an input file that cannot be read or is not a usable CA (not a CA, not its key, \
 a broken chain, an Ed25519 key, base64 DER, a CA that ends before the certificates it would sign, a certificate for \
 another key than the one waiting in the state).")]

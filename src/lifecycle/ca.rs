@@ -125,7 +125,6 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
     )
     .map_err(|e| match e {
         ImportError::Input(m) => CaError::Input(m),
-        ImportError::NoKey(m) => CaError::Refused(m),
     })?;
 
     // The bundle: checked before the lock file is made (a refusal writes nothing), and under it.
@@ -168,7 +167,11 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
         None => x509_parser::parse_x509_certificate(&ca.cert_der).map(|(_, c)| c.public_key().raw.to_vec()).unwrap_or_default(),
     };
     let old_external = manifest.as_ref().and_then(|m| m.get(id)).is_some_and(|e| e.external);
-    let old_key_spki = if old_external { old_der.as_deref().and_then(|d| x509_parser::parse_x509_certificate(d).ok().map(|(_, c)| c.public_key().raw.to_vec())) } else { old_key_spki };
+    let old_key_spki = if old_external {
+        old_der.as_deref().and_then(|d| x509_parser::parse_x509_certificate(d).ok().map(|(_, c)| c.public_key().raw.to_vec()))
+    } else {
+        old_key_spki
+    };
     let who = subject(&ca.cert_der);
     if old_der.as_deref() == Some(ca.cert_der.as_slice())
         && old_external == external
@@ -326,7 +329,11 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
     } else {
         lines.push(format!("{id} is a self-signed root: no chain"));
     }
-    lines.push(format!("next: `kubebundle generate` with this config signs every certificate of {id} with it"));
+    lines.push(if external {
+        format!("next: `kubebundle generate` with this config writes a key and a CSR for every certificate of {id} (under {}), for your CA to sign; then `kubebundle import-signed --dir {} SIGNED...` and generate again", cluster_dir.join(state::CSR_DIR).display(), cluster_dir.display())
+    } else {
+        format!("next: `kubebundle generate` with this config signs every certificate of {id} with it")
+    });
     Ok(Imported { lines })
 }
 

@@ -122,14 +122,18 @@ struct Signed {
 fn read_input(path: &Path) -> Result<Vec<Signed>, SignedError> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| {
-        SignedError::Input(format!("{name}: cannot be read ({})\n  hint: give signed certificates (PEM) or Vault -format=json responses", crate::util::io_words(&e)))
+        SignedError::Input(format!(
+            "{name}: cannot be read ({})\n  hint: give signed certificates (PEM) or Vault -format=json responses",
+            crate::util::io_words(&e)
+        ))
     })?;
     let text = String::from_utf8(bytes).map_err(|_| {
         SignedError::Input(format!("{name}: not text (DER?)\n  hint: convert it to PEM: `openssl x509 -inform der -in FILE -out FILE.crt`"))
     })?;
     let (cert_text, vault_key) = if text.trim_start().starts_with('{') {
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|_| SignedError::Input(format!("{name}: not valid JSON\n  hint: give Vault's -format=json response as it printed it")))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
+            SignedError::Input(format!("{name}: not valid JSON\n  hint: give Vault's -format=json response as it printed it"))
+        })?;
         let data = v.get("data").unwrap_or(&v);
         let cert = data.get("certificate").and_then(|c| c.as_str()).ok_or_else(|| {
             SignedError::Input(format!("{name}: a JSON file without data.certificate\n  hint: give the response of `vault write -format=json <pki>/sign/<role> csr=@FILE.csr`"))
@@ -153,10 +157,11 @@ fn inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, SignedError> {
     for p in paths {
         if p.is_dir() {
             let mut files = Vec::new();
-            walk(p, &mut files).map_err(|e| SignedError::Input(format!("{}: cannot be read ({})", p.display(), crate::util::io_words(&e))))?;
-            out.extend(files.into_iter().filter(|f| {
-                matches!(f.extension().and_then(|e| e.to_str()), Some("crt") | Some("pem") | Some("json"))
-            }));
+            walk(p, &mut files)
+                .map_err(|e| SignedError::Input(format!("{}: cannot be read ({})", p.display(), crate::util::io_words(&e))))?;
+            out.extend(
+                files.into_iter().filter(|f| matches!(f.extension().and_then(|e| e.to_str()), Some("crt") | Some("pem") | Some("json"))),
+            );
         } else {
             out.push(p.clone());
         }
@@ -201,11 +206,10 @@ pub fn import_signed(dir: &Path, paths: &[PathBuf]) -> Result<Imported, SignedEr
     let csr_dir = dir.join(state::CSR_DIR);
     let mut accepted: Vec<((String, String), String, String)> = Vec::new();
     for s in &signed {
-        let refuse = |what: String, hint: &str| {
-            SignedError::Refused(format!("{}: {what}; nothing was written\n  hint: {hint}", s.file))
-        };
-        let (_, cert) = x509_parser::parse_x509_certificate(&s.der)
-            .map_err(|_| SignedError::Input(format!("{}: the certificate does not parse\n  hint: give the certificate as the signer wrote it", s.file)))?;
+        let refuse = |what: String, hint: &str| SignedError::Refused(format!("{}: {what}; nothing was written\n  hint: {hint}", s.file));
+        let (_, cert) = x509_parser::parse_x509_certificate(&s.der).map_err(|_| {
+            SignedError::Input(format!("{}: the certificate does not parse\n  hint: give the certificate as the signer wrote it", s.file))
+        })?;
         let spki = cert.public_key().raw.to_vec();
         let (Some(req), Some((node, id))) = (csrs.get(&spki), by_key.get(&spki)) else {
             if let Some(k) = &s.vault_key {
@@ -235,7 +239,13 @@ pub fn import_signed(dir: &Path, paths: &[PathBuf]) -> Result<Imported, SignedEr
         }
         let (dns, ips) = cert.subject_alternative_name().ok().flatten().map(|s| names(&s.value.general_names)).unwrap_or_default();
         if dns != req.dns || ips != req.ips {
-            let lost: Vec<String> = req.dns.iter().filter(|d| !dns.contains(d)).cloned().chain(req.ips.iter().filter(|i| !ips.contains(i)).map(|i| i.to_string())).collect();
+            let lost: Vec<String> = req
+                .dns
+                .iter()
+                .filter(|d| !dns.contains(d))
+                .cloned()
+                .chain(req.ips.iter().filter(|i| !ips.contains(i)).map(|i| i.to_string()))
+                .collect();
             let what = if lost.is_empty() {
                 format!("its SANs ({}) are not the ones CSR {} asks for ({})", describe(&dns, &ips), req.rel, describe(&req.dns, &req.ips))
             } else {
@@ -249,7 +259,8 @@ pub fn import_signed(dir: &Path, paths: &[PathBuf]) -> Result<Imported, SignedEr
         let eku = cert.extended_key_usage().ok().flatten().map(|e| (e.value.server_auth, e.value.client_auth));
         let (server, client) = eku.unwrap_or((false, false));
         if (need_server && !server) || (need_client && !client) {
-            let need: Vec<&str> = [(need_server, "serverAuth"), (need_client, "clientAuth")].iter().filter(|(n, _)| *n).map(|(_, w)| *w).collect();
+            let need: Vec<&str> =
+                [(need_server, "serverAuth"), (need_client, "clientAuth")].iter().filter(|(n, _)| *n).map(|(_, w)| *w).collect();
             return Err(refuse(
                 format!("its extendedKeyUsage lacks {} that {id} needs", need.join(" and ")),
                 "sign it with the CSR's extensions copied, or a profile/role that sets those usages",
@@ -265,7 +276,12 @@ pub fn import_signed(dir: &Path, paths: &[PathBuf]) -> Result<Imported, SignedEr
         let signed_ok = x509_parser::parse_x509_certificate(&ca_der).is_ok_and(|(_, ca)| crate::pki::import::signed_by(&cert, &ca));
         if !signed_ok {
             return Err(refuse(
-                format!("{} is not signed by the {ca_id} CA in {} (its issuer is {})", cert.subject(), dir.join("state").join(&crt).display(), cert.issuer()),
+                format!(
+                    "{} is not signed by the {ca_id} CA in {} (its issuer is {})",
+                    cert.subject(),
+                    dir.join("state").join(&crt).display(),
+                    cert.issuer()
+                ),
                 &format!("sign CSR {} with the CA imported as {ca_id}", req.rel),
             ));
         }
@@ -285,7 +301,8 @@ pub fn import_signed(dir: &Path, paths: &[PathBuf]) -> Result<Imported, SignedEr
     }
     let waiting = records.values().filter(|r| r.cert_pem.is_none()).count();
     if changed > 0 {
-        let (parent, name) = (real.parent().unwrap_or(&real).to_path_buf(), real.file_name().unwrap_or_default().to_string_lossy().into_owned());
+        let (parent, name) =
+            (real.parent().unwrap_or(&real).to_path_buf(), real.file_name().unwrap_or_default().to_string_lossy().into_owned());
         let staging = output::stage(&parent, &name)?;
         let root = staging.path().to_path_buf();
         let leaves = PathBuf::from("state").join(state::LEAVES_FILE);

@@ -65,9 +65,6 @@ pub enum ImportError {
     /// type kubeadm cannot use).
     #[error("{0}")]
     Input(String),
-    /// Only a certificate was given: a CA without its key is external-CA mode.
-    #[error("{0}")]
-    NoKey(String),
 }
 
 fn input(msg: String) -> ImportError {
@@ -319,29 +316,29 @@ pub fn read_ca(
     let key_pem = match key_found {
         None => None,
         Some((key_file, (label, key_der))) => {
-        if label == "PRIVATE KEY" && pkcs8_oid(&key_der).as_deref() == Some(ED25519) {
-            return Err(input(format!(
-                "{key_file}: an Ed25519 private key, which kubeadm cannot load\n  hint: use a CA with an RSA or ECDSA key"
-            )));
-        }
-        let key_pem = zeroize::Zeroizing::new(pem_encode(&label, &key_der));
-        let key_obj = Key::from_pem(&key_pem).map_err(|_| {
+            if label == "PRIVATE KEY" && pkcs8_oid(&key_der).as_deref() == Some(ED25519) {
+                return Err(input(format!(
+                    "{key_file}: an Ed25519 private key, which kubeadm cannot load\n  hint: use a CA with an RSA or ECDSA key"
+                )));
+            }
+            let key_pem = zeroize::Zeroizing::new(pem_encode(&label, &key_der));
+            let key_obj = Key::from_pem(&key_pem).map_err(|_| {
             input(format!(
                 "{key_file}: the private key cannot be read as an RSA or ECDSA (P-256, P-384) key\n  hint: give the CA's key in PEM (PKCS#1, SEC1 or PKCS#8)"
             ))
         })?;
-        if key_obj.spki_der() != ca.public_key().raw {
-            if let Some(s) = from_state {
+            if key_obj.spki_der() != ca.public_key().raw {
+                if let Some(s) = from_state {
+                    return Err(input(format!(
+                        "{}: {who} was issued for another key than the {} {}\n  hint: {}",
+                        cert.name, s.about, s.input.name, s.hint
+                    )));
+                }
                 return Err(input(format!(
-                    "{}: {who} was issued for another key than the {} {}\n  hint: {}",
-                    cert.name, s.about, s.input.name, s.hint
+                    "{key_file}: the private key does not match the certificate of {who} in {}\n  hint: give the key the CA was issued for",
+                    cert.name
                 )));
             }
-            return Err(input(format!(
-                "{key_file}: the private key does not match the certificate of {who} in {}\n  hint: give the key the CA was issued for",
-                cert.name
-            )));
-        }
 
             Some(key_pem)
         }

@@ -313,7 +313,10 @@ pub fn issue(spec: &CertSpec, key: &Key, issuer: Option<&Authority>, validity: &
                 (Some(ec), _) => DeterministicSigner::Ecdsa(ec.clone()),
                 (None, Some(k)) => DeterministicSigner::KeyPair(&k.pair),
                 (None, None) => {
-                    return Err(IssueError::Build { id: spec.id.clone(), message: format!("the {} CA is external: its key is not here", ca.id) })
+                    return Err(IssueError::Build {
+                        id: spec.id.clone(),
+                        message: format!("the {} CA is external: its key is not here", ca.id),
+                    })
                 }
             };
             let issuer = Issuer::from_ca_cert_der(&ca.cert.der.as_slice().into(), signer).map_err(build)?;
