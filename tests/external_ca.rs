@@ -513,6 +513,26 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
             all.lines().filter(|l| l.contains("[certs]") || l.contains("xternal")).collect::<Vec<_>>().join("\n")
         ));
     }
+
+    // 10. certs renew on the bundle writes a CSR instead of signing, and says so; signed and
+    // imported, the next generate packs the new certificate.
+    let r = w.run(&["certs", "renew", "apiserver", "--dir", w.bundle().to_str().unwrap(), "--now", &w.now]);
+    assert!(r.ok(), "{}", r.describe());
+    let csr = w.bundle().join("csr/cp1/pki/apiserver.csr");
+    f.check(r.stdout.contains("wrote 1 CSR(s) instead of signing (external CA") && r.stdout.contains(csr.to_str().unwrap()), || {
+        r.stdout.clone()
+    });
+    f.check(sans(&der_of(&csr), true) == api_sans, || "the renewal CSR lost SANs".into());
+    let renewed = w.dir.join("renewed/cp1/pki/apiserver.crt");
+    std::fs::create_dir_all(renewed.parent().unwrap()).unwrap();
+    w.corp.sign("ca", csr.to_str().unwrap(), renewed.to_str().unwrap(), &[]);
+    let r = w.import_signed(&w.bundle(), &[&w.dir.join("renewed")]);
+    assert!(r.ok() && r.stdout.contains("recorded 1 signed certificate(s)"), "{}", r.describe());
+    let r = w.generate(&[]);
+    assert!(r.ok(), "{}", r.describe());
+    let cp1 = tarball_files(&w.bundle().join("nodes/cp1.tar.gz"));
+    let packed = &cp1["etc/kubernetes/pki/apiserver.crt"];
+    f.check(packed.starts_with(std::fs::read(&renewed).unwrap().as_slice()), || "the renewed apiserver.crt was not packed".into());
     f.finish("external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key");
 }
 

@@ -105,9 +105,14 @@ or holds no certificates.")]
     /// admin.conf, etcd-server, ...), or a CA (ca, front-proxy-ca, etcd-ca), which is re-issued from
     /// its own key so the discovery hash and every leaf stay valid. Everything it touches is
     /// first copied to DIR/../kubebundle-backup-<time>/; node tarballs of a bundle are re-packed.
-    #[command(after_help = "Exit codes: 0 renewed (--dry-run: listed); 1 refused or failed: a CA without its key, a \
+    /// On a bundle whose CA is external (imported without its key), its certificates are not
+    /// signed: a CSR for each is written to OUT/<cluster>/csr/<node>/ instead (listed), for
+    /// `import-signed` and `generate`.
+    #[command(
+        after_help = "Exit codes: 0 renewed (--dry-run: listed; an external CA's certificates: CSRs written); 1 refused or failed: a CA without its key, a \
 certificate that would outlive its CA, lock held, a file that cannot be read or written; 2 usage error (bad --validity, \
-unknown certificate, one the tree does not hold), or a --dir that is not a kubeadm tree, a bundle or a node tree.")]
+unknown certificate, one the tree does not hold), or a --dir that is not a kubeadm tree, a bundle or a node tree."
+    )]
     Renew(RenewCli),
 }
 
