@@ -508,7 +508,7 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
             f.check(all.contains(&e), || format!("kubeadm did not say {e:?}:\n{all}"));
         }
         f.check(file_bytes(&root) == before, || "kubeadm changed the control plane's tree".into());
-        f.note(&format!(
+        f.note(format!(
             "kubeadm v1.32.13 on an external cluster CA:\n{}",
             all.lines().filter(|l| l.contains("[certs]") || l.contains("xternal")).collect::<Vec<_>>().join("\n")
         ));
