@@ -508,6 +508,17 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
             f.check(all.contains(&e), || format!("kubeadm did not say {e:?}:\n{all}"));
         }
         f.check(file_bytes(&root) == before, || "kubeadm changed the control plane's tree".into());
+        // kubeadm itself gives the controller-manager empty signing files under an external CA.
+        let mut c = ns.command(tools.k8s.join("kubeadm"));
+        c.args(["init", "phase", "control-plane", "controller-manager", "--config", "/etc/kubernetes/kubeadm-init.yaml"])
+            .arg("--rootfs")
+            .arg(&root)
+            .env("LC_ALL", "C")
+            .env_remove("KUBECONFIG");
+        let r = run_cmd(c);
+        assert!(r.ok(), "kubeadm init phase control-plane controller-manager: {}", r.describe());
+        let kcm = std::fs::read_to_string(root.join("etc/kubernetes/manifests/kube-controller-manager.yaml")).unwrap();
+        f.check(kcm.contains("- --cluster-signing-cert-file=\n") && kcm.contains("- --cluster-signing-key-file=\n"), || kcm.clone());
         f.note(format!(
             "kubeadm v1.32.13 on an external cluster CA:\n{}",
             all.lines().filter(|l| l.contains("[certs]") || l.contains("xternal")).collect::<Vec<_>>().join("\n")
