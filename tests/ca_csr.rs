@@ -544,12 +544,7 @@ fn csr_refusals_name_the_files_and_write_nothing() {
     );
     assert_eq!(digests(&w.out()), before, "a refused import changed files");
 
-    // No key given and none in the state: external-CA mode, not supported yet.
-    w.corp.sign(&w.csr_file("ca"), "ca.crt", true, None);
-    let r = w.import("front-proxy-ca", "ca.crt");
-    assert_eq!(r.code, Some(1), "{}", r.describe());
-    assert!(r.stderr.contains("that is external-CA mode, which kubebundle does not support yet"), "{}", r.stderr);
-    assert_eq!(digests(&w.out()), before, "a refused import changed files");
+    // (No key given and none in the state is external-CA mode now: tests/external_ca.rs.)
 
     // The pending key removed: generate makes a CA of its own, and says so.
     std::fs::remove_file(&state_key).unwrap();

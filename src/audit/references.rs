@@ -192,6 +192,13 @@ fn check_one(files: &BTreeMap<String, &[u8]>, facts: &NodeFacts, r: &Reference, 
         format!("{} --{}", r.owner, rule.name)
     };
     let issue = |ok: bool, message: String| Issue { file: r.file.to_string(), ok, error: true, message };
+    // External-CA mode: the controller-manager signs nothing (kubeadm passes both empty too).
+    if value.is_empty()
+        && rule.name.starts_with("cluster-signing-")
+        && r.values.get(rule.name.replace("-key-", "-cert-").as_str()).is_some_and(|v| v.is_empty())
+    {
+        return Some(issue(true, format!("{what} is empty: external CA, the controller-manager signs no CSR")));
+    }
     let Some(rel) = value.strip_prefix('/') else {
         return Some(issue(false, format!("{what} is {value:?}, not an absolute path")));
     };

@@ -68,6 +68,10 @@ pub struct Bundle {
     pub issued: usize,
     /// Leaf records that were not used (each re-issued with a new key), one line each.
     pub warnings: Vec<String>,
+    /// External-CA mode: the CSRs (relative to `OUT/<clusterName>/csr/`) of the leaves that wait
+    /// for their signed certificates. When there are any, no node is rendered.
+    pub csrs: FileTree,
+    pub awaiting: usize,
 }
 
 type LeafId = (Option<String>, String);
@@ -132,7 +136,7 @@ fn issue_leaves(plan: &Plan, config: &Config, state: &State, clock: &Clock) -> R
                 v.not_before <= clock.now && v.not_after - clock.now > RENEW_WITHIN && v.not_after <= ca.not_after
             };
             let recorded = record
-                .filter(|r| usable(r.issued))
+                .filter(|r| ca.is_external() || usable(r.issued))
                 .and_then(|r| Key::from_pem(&r.key_pem).ok().map(|k| (k, r.issued)))
                 .filter(|(k, _)| k.algorithm() == Some(config.algorithm));
             let (key, issued) = match recorded {
@@ -142,6 +146,12 @@ fn issue_leaves(plan: &Plan, config: &Config, state: &State, clock: &Clock) -> R
                     clock.now.unix_timestamp(),
                 ),
             };
+            if ca.is_external() {
+                // External-CA mode: the key goes into the state, its CSR to the operator's signer.
+                tick();
+                let record = LeafRecord { key_pem: Zeroizing::new(key.private_pem().to_string()), issued, cert_pem: None };
+                return Ok((id, record, false, warning));
+            }
             let serial = crate::bundle::reuse::leaf_serial(ca, &node, &spec.id, &key.spki_der(), issued);
             let cert = issue::issue(spec, &key, Some(ca), &validity_at(issued), serial)?;
             tick();
@@ -216,7 +226,7 @@ fn loopback(ip: std::net::IpAddr) -> &'static str {
 }
 
 /// What units and configs need to know about the cluster.
-fn cluster_context(config: &Config) -> minijinja::Value {
+fn cluster_context(config: &Config, external_ca: bool) -> minijinja::Value {
     let join = |nets: &[ipnet::IpNet]| nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
     let external = match &config.etcd {
         crate::config::EtcdMode::External(e) => Some(context! {
@@ -231,6 +241,8 @@ fn cluster_context(config: &Config) -> minijinja::Value {
         external_etcd => external,
         signing_duration => crate::util::duration::format_go(config.cert_validity),
         signing_duration_flag => if minor >= 19 { "cluster-signing-duration" } else { "experimental-cluster-signing-duration" },
+        // External-CA mode: the controller-manager gets empty signing files, as kubeadm does.
+        external_ca,
     }
 }
 
@@ -337,7 +349,10 @@ impl Ctx<'_> {
         let art = profile::artifact(&f.artifact).ok_or_else(|| MaterializeError::Missing(format!("unknown artifact {}", f.artifact)))?;
         Ok(match art {
             Artifact::CertPem(e) if e.is_ca() => self.authority(e.id)?.cert.pem.clone().into_bytes(),
-            Artifact::KeyPem(e) if e.is_ca() => self.authority(e.id)?.key.private_pem().as_bytes().to_vec(),
+            Artifact::KeyPem(e) if e.is_ca() => match &self.authority(e.id)?.key {
+                Some(k) => k.private_pem().as_bytes().to_vec(),
+                None => return Err(MaterializeError::Missing(format!("{}: the {} CA is external: its key is not here", f.path, e.id))),
+            },
             Artifact::CertPem(e) => {
                 let mut pem = self.leaf(node, e.id)?.0.to_string();
                 // A serving certificate of an imported intermediate carries the intermediates, so
@@ -566,8 +581,27 @@ pub fn bootstrap_kubeconfig(
 pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, sink: &NodeSink) -> Result<Bundle, MaterializeError> {
     let renderer = Renderer::new();
     let (leaves, reused, warnings) = issue_leaves(plan, config, state, clock)?;
+    let (csrs, awaiting) = leaf_requests(plan, &leaves)?;
+    if awaiting > 0 {
+        // Nothing unsigned is packed: the keys go into the state, the CSRs to the signer.
+        let mut state_files = FileTree::new();
+        state_files.insert(crate::bundle::state::LEAVES_FILE, crate::bundle::state::leaves_json(&leaves), 0o600);
+        return Ok(Bundle {
+            node_names: Vec::new(),
+            node_files: 0,
+            top: FileTree::new(),
+            state_files,
+            join_text: zeroize::Zeroizing::new(String::new()),
+            discovery_hash: String::new(),
+            reused,
+            issued: 0,
+            warnings,
+            csrs,
+            awaiting,
+        });
+    }
     let ca = state.authority("ca").ok_or_else(|| MaterializeError::Missing("the cluster CA is not in the state".into()))?;
-    let hash = discovery_hash(&ca.key.spki_der());
+    let hash = discovery_hash(&ca.key.as_ref().map(|k| k.spki_der()).unwrap_or_else(|| ca.spki_der()));
     let ctx = Ctx {
         config,
         state,
@@ -578,7 +612,7 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, s
         hash: hash.clone(),
         profile: plan.profile.clone(),
         etcd_members: &plan.etcd_members,
-        cluster: cluster_context(config),
+        cluster: cluster_context(config, ca.is_external()),
     };
 
     plan.nodes.par_iter().try_for_each(|n| {
@@ -637,5 +671,45 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, s
         reused,
         issued,
         warnings,
+        csrs: FileTree::new(),
+        awaiting: 0,
     })
+}
+
+/// Where a leaf's CSR goes in `csr/<node>/`, as kubeadm's `certs generate-csr` lays them out
+/// (relative to /etc/kubernetes): `<base>.csr` beside where its `.key` goes, a kubeconfig's
+/// client certificate as `<name>.conf.csr`.
+pub fn csr_path(node: &str, file_path: &str) -> Option<String> {
+    let rel = file_path.strip_prefix("etc/kubernetes/").unwrap_or(file_path);
+    let base = match [".key", ".crt", "-key.pem", ".pem"].iter().find_map(|s| rel.strip_suffix(s)) {
+        Some(b) => format!("{b}.csr"),
+        None => format!("{rel}.csr"),
+    };
+    Some(format!("{node}/{base}"))
+}
+
+/// The CSR of every leaf whose record has no certificate (its CA is external), at the path of
+/// each node file that holds its key (a key file, else a kubeconfig), and how many leaves wait.
+fn leaf_requests(plan: &Plan, leaves: &LeafRecords) -> Result<(FileTree, usize), MaterializeError> {
+    let mut tree = FileTree::new();
+    let mut done = std::collections::BTreeSet::new();
+    for n in &plan.nodes {
+        let files = n.files.iter().filter_map(|f| f.certificate.as_ref().filter(|c| !c.is_ca).map(|c| (f, c)));
+        // Certificate files first: a leaf with its own files gets its CSR beside them, not beside a kubeconfig.
+        let (keys, others): (Vec<_>, Vec<_>) = files.partition(|(f, _)| !f.path.ends_with(".conf") && !f.path.ends_with("kubeconfig"));
+        for (f, c) in keys.into_iter().chain(others) {
+            let rid = (c.node.clone().unwrap_or_default(), c.id.clone());
+            let Some(record) = leaves.get(&rid) else { continue };
+            if record.cert_pem.is_some() || done.contains(&rid) {
+                continue;
+            }
+            let Some(path) = csr_path(&n.name, &f.path) else { continue };
+            let key = Key::from_pem(&record.key_pem)?;
+            let der = issue::leaf_request(c, &key)?;
+            tree.insert(&path, crate::pki::keys::pem_encode("CERTIFICATE REQUEST", &der).into_bytes(), 0o644);
+            done.insert(rid);
+        }
+    }
+    let awaiting = leaves.values().filter(|r| r.cert_pem.is_none()).count();
+    Ok((tree, awaiting))
 }

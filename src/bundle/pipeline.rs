@@ -65,8 +65,9 @@ fn render(
         .into());
     }
     let config = &config;
-    let plan = make_plan_with(config, decision.etcd.clone())?;
+    let mut plan = make_plan_with(config, decision.etcd.clone())?;
     let mut state = State::load_or_init(&state_dir, config, &plan.certificate_authorities, clock, force)?;
+    drop_external_ca_keys(&mut plan, &state);
     state.report.extend(decision.recorded(recorded.as_ref()));
     let record = decision.record(&config.cluster_name).text();
     state.files.insert(crate::bundle::state::MARKER_FILE, record.into_bytes(), 0o600);
@@ -75,6 +76,19 @@ fn render(
     let bundle = materialize::materialize(config, &plan, &state, clock, &|name, tree| sink(&previous, name, tree))?;
     let steps = decision.steps(config, &plan, recorded.as_ref());
     Ok((state, bundle, steps))
+}
+
+/// External-CA mode: a CA whose key the state does not hold has no key file on any node (kubeadm
+/// detects external CA by the key's absence).
+fn drop_external_ca_keys(plan: &mut Plan, state: &State) {
+    use crate::tree::profile::{self, Artifact};
+    let external: Vec<&str> = state.authorities.values().filter(|a| a.is_external()).map(|a| a.id.as_str()).collect();
+    if external.is_empty() {
+        return;
+    }
+    for n in &mut plan.nodes {
+        n.files.retain(|f| !matches!(profile::artifact(&f.artifact), Some(Artifact::KeyPem(e)) if e.is_ca() && external.contains(&e.id)));
+    }
 }
 
 /// plan → state → materialize → write/pack for one cluster directory (`OUT/<clusterName>`).
@@ -187,9 +201,21 @@ pub fn build(
     }
     output::write_tree(&root.join("state"), &state.files, 0o700)?;
     output::write_tree(&root.join("state"), &bundle.state_files, 0o700)?;
-    // manifests/ holds the token Secrets: 0700 like every directory of secrets.
-    output::write_tree(root, &bundle.top, 0o700)?;
-    let removed = move_out_removed_nodes(out, &config.cluster_name, &cluster_dir, &bundle, clock)?;
+    let removed = if bundle.awaiting > 0 {
+        // External-CA mode: the leaves' keys are in the state, their CSRs go to the signer; the
+        // previous nodes stay as they were.
+        output::ensure_dir(&root.join(crate::bundle::state::CSR_DIR), 0o755)?;
+        output::write_tree(&root.join(crate::bundle::state::CSR_DIR), &bundle.csrs, 0o755)?;
+        let old_nodes = cluster_dir.join("nodes");
+        if old_nodes.is_dir() {
+            output::copy_tree(&old_nodes, &root.join("nodes"))?;
+        }
+        Vec::new()
+    } else {
+        // manifests/ holds the token Secrets: 0700 like every directory of secrets.
+        output::write_tree(root, &bundle.top, 0o700)?;
+        move_out_removed_nodes(out, &config.cluster_name, &cluster_dir, &bundle, clock)?
+    };
     if force && output::list_files(&state.dir).is_ok_and(|f| !f.is_empty()) {
         let staged = output::PrivateDir::new(parent, ".kubebundle-backup-")?;
         output::copy_tree(&state.dir, &staged.path().join("state"))?;
@@ -265,6 +291,24 @@ pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Resu
     for (p, f) in bundle.top.iter() {
         changes.extend(drift(&cluster_dir.join(p), p, &f.bytes, f.mode));
         seen.insert(p.clone());
+    }
+    if bundle.awaiting > 0 {
+        for (p, f) in bundle.csrs.iter() {
+            let rel = format!("{}/{p}", crate::bundle::state::CSR_DIR);
+            changes.extend(drift(&cluster_dir.join(&rel), &rel, &f.bytes, f.mode));
+            seen.insert(rel);
+        }
+        for (rel, _) in output::list_files(&cluster_dir).unwrap_or_default() {
+            if rel.starts_with("nodes/") {
+                seen.insert(rel);
+            }
+        }
+        changes.push(format!(
+            "waiting for   {} signed certificates (external CA): their CSRs are in {}; run `kubebundle import-signed --dir {} SIGNED...`",
+            bundle.awaiting,
+            cluster_dir.join(crate::bundle::state::CSR_DIR).display(),
+            cluster_dir.display()
+        ));
     }
     // Files of the bundle (not the state, which keeps what it holds) that the run would drop.
     for (rel, _) in output::list_files(&cluster_dir).unwrap_or_default() {

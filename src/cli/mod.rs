@@ -36,7 +36,9 @@ enum Command {
     /// node (and its tree with --unpacked), join.txt, discovery.conf, plan.json and the bootstrap-token Secrets.
     #[command(after_help = "Exit codes: 0 written (--check: up to date); 1 refused or failed: lock held, a directory \
 kubebundle did not write or that holds another cluster, state refused, a CA key `ca csr` made that still waits for \
-its signed certificate (`ca import` it), a write failed (--check: files would change); \
+its signed certificate (`ca import` it), a write failed, external-CA mode waiting for signed certificates (the keys \
+and CSRs were written: sign the CSRs, `import-signed` them, generate again) (--check: files would change, or \
+certificates wait); \
 2 usage, config or profile error, an Inventory that drops the recorded init node without naming the new one \
 (--check: any error, such as an unreadable state).")]
     Generate(GenerateArgs),
@@ -60,12 +62,33 @@ its signed certificate (`ca import` it), a write failed (--check: files would ch
     /// The cluster's CAs: bring your own (a corporate root, or an intermediate under one).
     #[command(subcommand)]
     Ca(CaCommand),
+    /// External-CA mode: take back the certificates your CA signed from the CSRs generate wrote
+    /// (OUT/<clusterName>/csr/<node>/..., kubeadm's generate-csr layout). Give the signed files
+    /// (PEM, named like the CSRs: <node>/<base>.crt, or a directory mirroring csr/) or Vault
+    /// -format=json responses of <pki>/sign/<role>. Each is checked against its CSR: the same
+    /// public key, subject and SANs (all of them), the usages the certificate needs, signed by the
+    /// imported CA; one refusal names the file and what differs and writes nothing. Accepted ones go
+    /// into state/leaves.json (one transaction, under the bundle's lock); the next generate packs them.
+    #[command(
+        after_help = "Exit codes: 0 recorded (or already there); 1 refused or failed: a certificate for another key (or a Vault issue/ response, whose key Vault made), another subject, a lost or extra SAN, a missing usage, not signed by the imported CA, lock held, state refused, a write failed; 2 usage error, a file that cannot be read or holds no certificate."
+    )]
+    ImportSigned(ImportSignedCli),
     /// Audit a bundle directory, a node tarball or a node root: chains, keys, SANs, EKUs,
     /// expiry (CAs too), file modes, least privilege, kubeconfig servers and the discovery hash.
     /// Prints a table of findings; exits 1 on any error.
     #[command(after_help = "Exit codes: 0 no errors (warnings allowed); 1 errors found, or a file could not be read; \
 2 usage error, or a path that is not a bundle, a node tarball or a node root.")]
     Verify(VerifyCli),
+}
+
+#[derive(Args)]
+struct ImportSignedCli {
+    /// The bundle: OUT/<clusterName>.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Signed certificates: files (PEM or Vault JSON) or directories (their .crt, .pem and .json files).
+    #[arg(required = true)]
+    signed: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -82,9 +105,14 @@ or holds no certificates.")]
     /// admin.conf, etcd-server, ...), or a CA (ca, front-proxy-ca, etcd-ca), which is re-issued from
     /// its own key so the discovery hash and every leaf stay valid. Everything it touches is
     /// first copied to DIR/../kubebundle-backup-<time>/; node tarballs of a bundle are re-packed.
-    #[command(after_help = "Exit codes: 0 renewed (--dry-run: listed); 1 refused or failed: a CA without its key, a \
+    /// On a bundle whose CA is external (imported without its key), its certificates are not
+    /// signed: a CSR for each is written to OUT/<cluster>/csr/<node>/ instead (listed), for
+    /// `import-signed` and `generate`.
+    #[command(
+        after_help = "Exit codes: 0 renewed (--dry-run: listed; an external CA's certificates: CSRs written); 1 refused or failed: a CA without its key, a \
 certificate that would outlive its CA, lock held, a file that cannot be read or written; 2 usage error (bad --validity, \
-unknown certificate, one the tree does not hold), or a --dir that is not a kubeadm tree, a bundle or a node tree.")]
+unknown certificate, one the tree does not hold), or a --dir that is not a kubeadm tree, a bundle or a node tree."
+    )]
     Renew(RenewCli),
 }
 
@@ -129,9 +157,11 @@ enum CaCommand {
     /// (--force replaces it, keeping the old state in OUT/kubebundle-backup-<time>/state/). Without
     /// --key (and no key in --cert), the key the state holds is used: the one `ca csr` made, whose
     /// CSR was signed into --cert; a certificate for another key is refused. With no key there
-    /// either, a CA without its key (external-CA mode) is not supported yet.
+    /// either, the CA is imported without its key (external-CA mode): the state never holds it,
+    /// generate writes a CSR per leaf of that CA to OUT/<clusterName>/csr/<node>/ for your signer,
+    /// and `import-signed` takes the signed certificates back.
     #[command(after_help = "Exit codes: 0 imported (or already in the state); 1 refused or failed: the state's CA \
-already signed a bundle (without --force), no key given and none in the state (external-CA mode is not supported yet), lock held, state refused, a \
+already signed a bundle (without --force), lock held, state refused, a \
 write failed; 2 usage or config error, or an input file that cannot be read or is not a usable CA (not a CA, not its key, \
 a broken chain, an Ed25519 key, base64 DER, a CA that ends before the certificates it would sign, a certificate for \
 another key than the one waiting in the state).")]
@@ -407,6 +437,11 @@ pub enum CliError {
     Restore(#[from] crate::bundle::state::restore::RestoreError),
     #[error(transparent)]
     Ca(#[from] crate::lifecycle::ca::CaError),
+    #[error(transparent)]
+    Signed(#[from] crate::lifecycle::signed::SignedError),
+    /// generate in external-CA mode: CSRs written, signed certificates awaited (exit 1).
+    #[error("{0}")]
+    Awaiting(String),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -458,6 +493,7 @@ impl CliError {
             CliError::Token(TokenError::NotABundle { .. } | TokenError::Usage(_)) => true,
             CliError::Restore(crate::bundle::state::restore::RestoreError::NotABundle { .. }) => true,
             CliError::Ca(crate::lifecycle::ca::CaError::Input(_)) => true,
+            CliError::Signed(crate::lifecycle::signed::SignedError::Input(_)) => true,
             CliError::Ca(crate::lifecycle::ca::CaError::State(StateError::Config(_))) => true,
             // A path that is not what the command takes: a link to nothing.
             CliError::Output(DanglingLink { .. })
@@ -524,6 +560,7 @@ pub fn main() -> i32 {
         Command::State(StateCommand::Restore(a)) => state_restore(a).map(|()| 0),
         Command::Ca(CaCommand::Import(a)) => ca_import(a).map(|()| 0),
         Command::Ca(CaCommand::Csr(a)) => ca_csr(a).map(|()| 0),
+        Command::ImportSigned(a) => import_signed(a).map(|()| 0),
         Command::Config(ConfigCommand::PrintDefaults) => say::out(config::DEFAULT_CONFIG).map(|()| 0),
     };
     match result {
@@ -677,6 +714,11 @@ fn ca_import(args: CaImportCli) -> Result<(), CliError> {
     say::out(&done.lines.iter().map(|l| format!("{l}\n")).collect::<String>())
 }
 
+fn import_signed(args: ImportSignedCli) -> Result<(), CliError> {
+    let done = crate::lifecycle::signed::import_signed(&args.dir, &args.signed)?;
+    say::out(&done.lines.iter().map(|l| format!("{l}\n")).collect::<String>())
+}
+
 fn ca_csr(args: CaCsrCli) -> Result<(), CliError> {
     let config = load_config(&args.config)?;
     let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
@@ -821,6 +863,19 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
     }
     for w in &bundle.warnings {
         let _ = writeln!(err, "warning: {w}");
+    }
+    if bundle.awaiting > 0 {
+        // External-CA mode: the keys are in the state, the CSRs wait for the operator's signer.
+        let csr_dir = cluster_dir.join(crate::bundle::state::CSR_DIR);
+        drop(err);
+        return Err(CliError::Awaiting(format!(
+            "waiting for {} signed certificates (external CA): wrote {} CSR file(s) to {} (keys in {}); no node tarball was written\n  hint: have each CSR signed by your CA (keep its extensions: `openssl ca` with copy_extensions = copy, Vault pki/sign/<role>), put each certificate beside its CSR as <name>.crt (or keep Vault's JSON), then run `kubebundle import-signed --dir {} SIGNED...` and generate again",
+            bundle.awaiting,
+            bundle.csrs.iter().count(),
+            csr_dir.display(),
+            cluster_dir.join("state").join(crate::bundle::state::LEAVES_FILE).display(),
+            cluster_dir.display()
+        )));
     }
     let _ = writeln!(err, "leaf certificates: {} kept from the previous bundle, {} issued", bundle.reused, bundle.issued);
     for line in &notes {

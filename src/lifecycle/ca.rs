@@ -125,7 +125,6 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
     )
     .map_err(|e| match e {
         ImportError::Input(m) => CaError::Input(m),
-        ImportError::NoKey(m) => CaError::Refused(m),
     })?;
 
     // The bundle: checked before the lock file is made (a refusal writes nothing), and under it.
@@ -160,23 +159,36 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
         read(&keyp).and_then(|b| String::from_utf8(b).ok()).and_then(|t| crate::pki::keys::Key::from_pem(&t).ok()).map(|k| k.spki_der());
     let new_chain = ca.chain_pem();
     let old_chain = read(&chain_rel).unwrap_or_default();
-    let new_key = crate::pki::keys::Key::from_pem(&ca.key_pem).map_err(|e| CaError::Input(e.to_string()))?;
+    let new_key = ca.key_pem.as_ref().map(|k| crate::pki::keys::Key::from_pem(k)).transpose().map_err(|e| CaError::Input(e.to_string()))?;
+    let external = new_key.is_none();
+    // The CA's public key: its key's, or its certificate's (external-CA mode).
+    let new_spki = match &new_key {
+        Some(k) => k.spki_der(),
+        None => x509_parser::parse_x509_certificate(&ca.cert_der).map(|(_, c)| c.public_key().raw.to_vec()).unwrap_or_default(),
+    };
+    let old_external = manifest.as_ref().and_then(|m| m.get(id)).is_some_and(|e| e.external);
+    let old_key_spki = if old_external {
+        old_der.as_deref().and_then(|d| x509_parser::parse_x509_certificate(d).ok().map(|(_, c)| c.public_key().raw.to_vec()))
+    } else {
+        old_key_spki
+    };
     let who = subject(&ca.cert_der);
     if old_der.as_deref() == Some(ca.cert_der.as_slice())
-        && old_key_spki.as_deref() == Some(new_key.spki_der().as_slice())
+        && old_external == external
+        && old_key_spki.as_deref() == Some(new_spki.as_slice())
         && old_chain == new_chain.as_bytes()
         && old_crt.as_deref() == Some(ca.cert_pem.as_bytes())
     {
         return Ok(Imported { lines: vec![format!("{id} ({who}) is already in {}: nothing to do", shown_state.join(&crt).display())] });
     }
     // A key of the state's own, waiting for this certificate (`ca csr`), is no replacement.
-    let replacing = old_crt.is_some() || old_key_spki.as_deref().is_some_and(|s| s != new_key.spki_der().as_slice());
+    let replacing = old_crt.is_some() || old_key_spki.as_deref().is_some_and(|s| s != new_spki.as_slice());
     // The same CA re-issued by its issuer (same key and subject, a new validity): every
     // certificate it signed stays valid, so it is no replacement.
     let old_subject =
         old_der.as_deref().and_then(|d| x509_parser::parse_x509_certificate(d).ok().map(|(_, c)| c.subject().as_raw().to_vec()));
     let new_subject = x509_parser::parse_x509_certificate(&ca.cert_der).ok().map(|(_, c)| c.subject().as_raw().to_vec());
-    let reissued = old_key_spki.as_deref() == Some(new_key.spki_der().as_slice()) && old_subject.is_some() && old_subject == new_subject;
+    let reissued = old_key_spki.as_deref() == Some(new_spki.as_slice()) && old_subject.is_some() && old_subject == new_subject;
     let signed = replacing && !reissued && signed_a_bundle(&real)?;
     if signed && !args.force {
         return Err(CaError::Refused(format!(
@@ -202,7 +214,12 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
         output::ensure_dir(&sroot.join("pki/etcd"), 0o700)?;
     }
     output::write_file(&sroot.join(&crt), ca.cert_pem.as_bytes(), 0o600)?;
-    output::write_file(&sroot.join(&keyp), ca.key_pem.as_bytes(), 0o600)?;
+    match &ca.key_pem {
+        Some(k) => output::write_file(&sroot.join(&keyp), k.as_bytes(), 0o600)?,
+        // External-CA mode: no key file for this CA at all.
+        None if sroot.join(&keyp).exists() => std::fs::remove_file(sroot.join(&keyp)).map_err(output::werr(&sroot.join(&keyp)))?,
+        None => {}
+    }
     if new_chain.is_empty() {
         if sroot.join(&chain_rel).exists() {
             std::fs::remove_file(sroot.join(&chain_rel)).map_err(output::werr(&sroot.join(&chain_rel)))?;
@@ -215,8 +232,13 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
     }
     let mut m = manifest.unwrap_or_default();
     // The same key keeps its record (and when it was first recorded).
-    let entry = sm::key_entry(id, &keyp, ca.key_pem.as_bytes(), &new_key.spki_der(), &now);
-    if m.get(id).is_some_and(|e| e.sha256 != entry.sha256 || e.public_key_sha256 != entry.public_key_sha256 || e.file != entry.file) {
+    let entry = match &ca.key_pem {
+        Some(k) => sm::key_entry(id, &keyp, k.as_bytes(), &new_spki, &now),
+        None => sm::external_entry(id, &crt, ca.cert_pem.as_bytes(), &new_spki, &now),
+    };
+    if m.get(id).is_some_and(|e| {
+        e.sha256 != entry.sha256 || e.public_key_sha256 != entry.public_key_sha256 || e.file != entry.file || e.external != entry.external
+    }) {
         m.secrets.retain(|e| e.id != id);
     }
     m.record(entry);
@@ -264,12 +286,20 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
     output::commit(staging, &real)?;
     lock.keep();
 
-    lines.push(format!(
-        "imported {id} ({who}, expires {}) into {}, its key into {}",
-        crate::clock::rfc3339(ca.not_after),
-        shown_state.join(&crt).display(),
-        shown_state.join(&keyp).display()
-    ));
+    if external {
+        lines.push(format!(
+            "imported {id} ({who}, expires {}) into {} without its key: external-CA mode (the next generate writes a CSR for each of its certificates, for your signer; then `kubebundle import-signed`)",
+            crate::clock::rfc3339(ca.not_after),
+            shown_state.join(&crt).display(),
+        ));
+    } else {
+        lines.push(format!(
+            "imported {id} ({who}, expires {}) into {}, its key into {}",
+            crate::clock::rfc3339(ca.not_after),
+            shown_state.join(&crt).display(),
+            shown_state.join(&keyp).display()
+        ));
+    }
     if ca.not_before > clock.now {
         lines.push(format!(
             "warning: {id} is not valid before {}: certificates it signs verify only from then on",
@@ -299,7 +329,11 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
     } else {
         lines.push(format!("{id} is a self-signed root: no chain"));
     }
-    lines.push(format!("next: `kubebundle generate` with this config signs every certificate of {id} with it"));
+    lines.push(if external {
+        format!("next: `kubebundle generate` with this config writes a key and a CSR for every certificate of {id} (under {}), for your CA to sign; then `kubebundle import-signed --dir {} SIGNED...` and generate again", cluster_dir.join(state::CSR_DIR).display(), cluster_dir.display())
+    } else {
+        format!("next: `kubebundle generate` with this config signs every certificate of {id} with it")
+    });
     Ok(Imported { lines })
 }
 

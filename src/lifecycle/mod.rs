@@ -5,4 +5,5 @@
 pub mod ca;
 pub mod expiry;
 pub mod renew;
+pub mod signed;
 pub mod tokens;

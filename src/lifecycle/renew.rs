@@ -117,6 +117,8 @@ pub struct RenewReport {
     pub skipped: Vec<Skipped>,
     /// After a CA renewed on a live host: what must follow on the other nodes and in the cluster.
     pub follow_up: Vec<String>,
+    /// External-CA mode: the CSRs written instead of signing (`OUT/<cluster>/csr/<node>/...`).
+    pub requests: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -840,6 +842,9 @@ fn renew_bundle(args: &RenewArgs, want: &Wanted, bundle: &Path, only: Option<&st
     if let Some(name) = only {
         nodes.retain(|n| n.name == name);
     }
+    if let Some(report) = external_requests(args, want, bundle, only, lock.as_ref())? {
+        return Ok(report);
+    }
     let state_pki = bundle.join("state/pki");
     let mut state = if state_pki.is_dir() { Some(StateCas::load(&state_pki)?) } else { None };
 
@@ -993,6 +998,120 @@ fn renew_bundle(args: &RenewArgs, want: &Wanted, bundle: &Path, only: Option<&st
     report.backup_dir = Some(backup_dir);
     drop(lock);
     Ok(report)
+}
+
+/// External-CA mode on a bundle: the wanted leaves of a CA whose key the state does not hold are
+/// not signed here; a CSR for each (the same key, subject, SANs and usages as its certificate) is
+/// written to `OUT/<cluster>/csr/<node>/` in kubeadm's generate-csr layout, as one transaction,
+/// for the CA's owner to sign; `import-signed` and `generate` take it from there. None when no
+/// wanted leaf belongs to an external CA.
+fn external_requests(
+    args: &RenewArgs,
+    want: &Wanted,
+    bundle: &Path,
+    only: Option<&str>,
+    lock: Option<&crate::bundle::output::OutputLock>,
+) -> Result<Option<RenewReport>, RenewError> {
+    let state_dir = bundle.join("state");
+    let Ok(Some(manifest)) = crate::bundle::state::manifest::read(&state_dir) else { return Ok(None) };
+    let external: Vec<&str> =
+        ["ca", "front-proxy-ca", "etcd-ca"].into_iter().filter(|c| manifest.get(c).is_some_and(|e| e.external)).collect();
+    if external.is_empty() {
+        return Ok(None);
+    }
+    if let Some(ca) = want.cas.iter().find(|c| external.contains(c)) {
+        let (_, key) = state_files(ca);
+        return Err(RenewError::ExternallyManaged {
+            name: format!("state/{ca}"),
+            ca: ca.to_string(),
+            key: state_dir.join("pki").join(key).display().to_string(),
+        });
+    }
+    let records = crate::bundle::state::read_leaves(&state_dir).map_err(|e| RenewError::Read {
+        path: state_dir.join(crate::bundle::state::LEAVES_FILE).display().to_string(),
+        message: e.to_string(),
+    })?;
+    let plan: serde_json::Value =
+        std::fs::read(bundle.join("plan.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let mut writes: Vec<(String, Vec<u8>)> = Vec::new();
+    for ((node, id), r) in &records {
+        let ca = catalog::cert(id).and_then(|e| e.signer.ca_id());
+        if !ca.is_some_and(|c| external.contains(&c)) || only.is_some_and(|o| o != node) {
+            continue;
+        }
+        if !(want.all || want.leaves.contains(id)) {
+            continue;
+        }
+        let Some(pem_text) = &r.cert_pem else { continue };
+        // Where its files are on the node: a certificate file first, else its kubeconfig.
+        let files: Vec<String> = plan["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["name"] == node.as_str())
+            .flat_map(|n| n["files"].as_array().cloned().unwrap_or_default())
+            .filter(|f| f["certificate"]["id"] == id.as_str())
+            .filter_map(|f| f["path"].as_str().map(str::to_string))
+            .collect();
+        let Some(path) = files.iter().find(|p| !p.ends_with(".conf") && !p.ends_with("kubeconfig")).or(files.first()) else { continue };
+        let Some(rel) = crate::bundle::materialize::csr_path(node, path) else { continue };
+        let name = format!("{node}/{id}");
+        let der = pem::parse(pem_text)
+            .map(|p| p.into_contents())
+            .map_err(|_| RenewError::Read { path: name.clone(), message: "its recorded certificate does not parse".into() })?;
+        let (_, x) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|_| RenewError::Read { path: name.clone(), message: "its recorded certificate does not parse".into() })?;
+        let key = Key::from_pem(&r.key_pem).map_err(|e| RenewError::Read { path: name.clone(), message: e.to_string() })?;
+        let csr = leaf_request_like(&x, &key).map_err(|message| RenewError::Read { path: name.clone(), message })?;
+        writes.push((rel, pem_encode("CERTIFICATE REQUEST", &csr).into_bytes()));
+    }
+    if writes.is_empty() {
+        return Ok(None);
+    }
+    let csr_dir = bundle.join(crate::bundle::state::CSR_DIR);
+    let report = RenewReport {
+        dry_run: args.dry_run,
+        requests: writes.iter().map(|(rel, _)| csr_dir.join(rel)).collect(),
+        follow_up: vec![format!(
+            "external CA: nothing was signed here; have each CSR signed by its CA (keeping its extensions), then `kubebundle import-signed --dir {} SIGNED...` and `kubebundle generate` re-pack the nodes",
+            bundle.display()
+        )],
+        ..RenewReport::default()
+    };
+    if args.dry_run {
+        return Ok(Some(report));
+    }
+    let real = lock.map(|l| l.dir().to_path_buf()).unwrap_or_else(|| bundle.to_path_buf());
+    let (parent, name) = match (real.parent(), real.file_name()) {
+        (Some(p), Some(n)) => (p.to_path_buf(), n.to_string_lossy().into_owned()),
+        _ => return Err(RenewError::Output(crate::bundle::output::werr(&real)(std::io::ErrorKind::InvalidInput.into()))),
+    };
+    let staging = crate::bundle::output::stage(&parent, &name)?;
+    let skip: BTreeSet<PathBuf> = writes.iter().map(|(rel, _)| Path::new(crate::bundle::state::CSR_DIR).join(rel)).collect();
+    crate::bundle::output::link_copy_except(&real, staging.path(), &skip)?;
+    let root = staging.path().join(crate::bundle::state::CSR_DIR);
+    crate::bundle::output::ensure_dir(&root, 0o755)?;
+    for (rel, bytes) in &writes {
+        let path = root.join(rel);
+        if let Some(dir) = path.parent() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(crate::bundle::output::werr(dir))?;
+        }
+        crate::bundle::output::write_file(&path, bytes, 0o644)?;
+    }
+    crate::bundle::output::commit(staging, &real)?;
+    Ok(Some(report))
+}
+
+/// A CSR for `key` asking for what certificate `x` holds: its subject, SANs, key usages and
+/// extended key usages (as extensions, for a signer that copies them).
+fn leaf_request_like(x: &X509Certificate<'_>, key: &Key) -> Result<Vec<u8>, String> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = copy_dn(x)?;
+    params.subject_alt_names = copy_sans(x)?;
+    params.key_usages = copy_key_usages(x)?;
+    params.extended_key_usages = copy_ekus(x)?;
+    let signer = DeterministicSigner::for_key(key).map_err(|e| e.to_string())?;
+    params.serialize_request(&signer).map(|c| c.der().to_vec()).map_err(|e| e.to_string())
 }
 
 /// `manifests/cluster-info.yaml` of bundle `dir` rendered again with the CA `ca_pem` (its JWS
@@ -1508,7 +1627,9 @@ impl RenewReport {
         let shown = |p: &Path| escape(&p.display().to_string()).into_owned();
         let mut s = String::new();
         let verb = if self.dry_run { "would renew" } else { "renewed" };
-        s.push_str(&format!("{verb} {} certificate(s):\n", self.renewed.len()));
+        if self.requests.is_empty() || !self.renewed.is_empty() {
+            s.push_str(&format!("{verb} {} certificate(s):\n", self.renewed.len()));
+        }
         let names: Vec<String> = self.renewed.iter().map(|r| escape(&r.name).into_owned()).collect();
         let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
         for (r, name) in self.renewed.iter().zip(&names) {
@@ -1529,6 +1650,13 @@ impl RenewReport {
         }
         for t in &self.repacked {
             s.push_str(&format!("{} {}\n", if self.dry_run { "would re-pack" } else { "re-packed" }, shown(t)));
+        }
+        if !self.requests.is_empty() {
+            let verb = if self.dry_run { "would write" } else { "wrote" };
+            s.push_str(&format!("{verb} {} CSR(s) instead of signing (external CA: its key is not here):\n", self.requests.len()));
+            for p in &self.requests {
+                s.push_str(&format!("  {}\n", shown(p)));
+            }
         }
         if self.restart.is_empty() {
             s.push_str("nothing to restart\n");

@@ -38,8 +38,9 @@ pub struct CaImport {
     /// PEM of the signing CA (one certificate; LF line endings, whatever the input used).
     pub cert_pem: String,
     pub cert_der: Vec<u8>,
-    /// PEM of its key, in the input's format (PKCS#1, SEC1 or PKCS#8), re-encoded the same way.
-    pub key_pem: zeroize::Zeroizing<String>,
+    /// PEM of its key, in the input's format (PKCS#1, SEC1 or PKCS#8), re-encoded the same way;
+    /// None for an external CA (no key given, none in the state).
+    pub key_pem: Option<zeroize::Zeroizing<String>>,
     /// The issuers above it, the signing CA's issuer first, up to the self-signed root (empty when
     /// the CA is a root itself).
     pub chain: Vec<Vec<u8>>,
@@ -64,9 +65,6 @@ pub enum ImportError {
     /// type kubeadm cannot use).
     #[error("{0}")]
     Input(String),
-    /// Only a certificate was given: a CA without its key is external-CA mode.
-    #[error("{0}")]
-    NoKey(String),
 }
 
 fn input(msg: String) -> ImportError {
@@ -314,35 +312,37 @@ pub fn read_ca(
         )));
     }
 
-    let Some((key_file, (label, key_der))) = key_found else {
-        return Err(ImportError::NoKey(format!(
-            "{}: a CA certificate without its private key (no --key given, and the file holds none): that is external-CA mode, which kubebundle does not support yet\n  hint: give the CA's key with --key (it goes into the state, 0600)",
-            cert.name
-        )));
-    };
-    if label == "PRIVATE KEY" && pkcs8_oid(&key_der).as_deref() == Some(ED25519) {
-        return Err(input(format!(
-            "{key_file}: an Ed25519 private key, which kubeadm cannot load\n  hint: use a CA with an RSA or ECDSA key"
-        )));
-    }
-    let key_pem = zeroize::Zeroizing::new(pem_encode(&label, &key_der));
-    let key_obj = Key::from_pem(&key_pem).map_err(|_| {
-        input(format!(
-            "{key_file}: the private key cannot be read as an RSA or ECDSA (P-256, P-384) key\n  hint: give the CA's key in PEM (PKCS#1, SEC1 or PKCS#8)"
-        ))
-    })?;
-    if key_obj.spki_der() != ca.public_key().raw {
-        if let Some(s) = from_state {
-            return Err(input(format!(
-                "{}: {who} was issued for another key than the {} {}\n  hint: {}",
-                cert.name, s.about, s.input.name, s.hint
-            )));
+    // No key given and none in the state: external-CA mode (its key stays with its owner).
+    let key_pem = match key_found {
+        None => None,
+        Some((key_file, (label, key_der))) => {
+            if label == "PRIVATE KEY" && pkcs8_oid(&key_der).as_deref() == Some(ED25519) {
+                return Err(input(format!(
+                    "{key_file}: an Ed25519 private key, which kubeadm cannot load\n  hint: use a CA with an RSA or ECDSA key"
+                )));
+            }
+            let key_pem = zeroize::Zeroizing::new(pem_encode(&label, &key_der));
+            let key_obj = Key::from_pem(&key_pem).map_err(|_| {
+            input(format!(
+                "{key_file}: the private key cannot be read as an RSA or ECDSA (P-256, P-384) key\n  hint: give the CA's key in PEM (PKCS#1, SEC1 or PKCS#8)"
+            ))
+        })?;
+            if key_obj.spki_der() != ca.public_key().raw {
+                if let Some(s) = from_state {
+                    return Err(input(format!(
+                        "{}: {who} was issued for another key than the {} {}\n  hint: {}",
+                        cert.name, s.about, s.input.name, s.hint
+                    )));
+                }
+                return Err(input(format!(
+                    "{key_file}: the private key does not match the certificate of {who} in {}\n  hint: give the key the CA was issued for",
+                    cert.name
+                )));
+            }
+
+            Some(key_pem)
         }
-        return Err(input(format!(
-            "{key_file}: the private key does not match the certificate of {who} in {}\n  hint: give the key the CA was issued for",
-            cert.name
-        )));
-    }
+    };
 
     // The chain: from the CA up, each certificate signed by the next, ending at a self-signed root.
     let parsed: Vec<(Vec<u8>, X509Certificate<'_>)> = pool

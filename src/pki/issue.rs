@@ -91,7 +91,8 @@ pub struct Issued {
 pub struct Authority {
     pub id: String,
     pub cert: Issued,
-    pub key: Key,
+    /// None for an external CA (its key is kept elsewhere): its leaves are requested by CSR.
+    pub key: Option<Key>,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
     /// The certificate's subject (DER), which every certificate it signs names as issuer.
@@ -130,7 +131,32 @@ impl Authority {
         let signer = Rfc6979Signer::try_from_key(&key).map_err(|e| e.to_string())?;
         let (_, x509) = x509_parser::parse_x509_certificate(&cert.der).map_err(|e| format!("unreadable certificate: {e}"))?;
         let subject_der = x509.subject().as_raw().to_vec();
-        Ok(Authority { id: id.to_string(), cert, key, not_before, not_after, subject_der, chain: Vec::new(), signer })
+        Ok(Authority { id: id.to_string(), cert, key: Some(key), not_before, not_after, subject_der, chain: Vec::new(), signer })
+    }
+
+    /// An external CA: its certificate alone (external-CA mode), whose key is kept elsewhere.
+    pub fn external(id: &str, cert_pem: &str) -> Result<Authority, String> {
+        let parsed = pem::parse(cert_pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
+        let der = parsed.contents().to_vec();
+        let (_, x509) = x509_parser::parse_x509_certificate(&der).map_err(|e| format!("unreadable certificate: {e}"))?;
+        if !x509.is_ca() {
+            return Err("the certificate is not a CA (BasicConstraints CA:FALSE)".into());
+        }
+        let not_before = x509.validity().not_before.to_datetime();
+        let not_after = x509.validity().not_after.to_datetime();
+        let subject_der = x509.subject().as_raw().to_vec();
+        let cert = Issued { der, pem: cert_pem.to_string() };
+        Ok(Authority { id: id.to_string(), cert, key: None, not_before, not_after, subject_der, chain: Vec::new(), signer: None })
+    }
+
+    /// Whether this CA's key is kept elsewhere (external-CA mode).
+    pub fn is_external(&self) -> bool {
+        self.key.is_none()
+    }
+
+    /// The CA's public key (DER SubjectPublicKeyInfo), from its certificate.
+    pub fn spki_der(&self) -> Vec<u8> {
+        x509_parser::parse_x509_certificate(&self.cert.der).map(|(_, c)| c.public_key().raw.to_vec()).unwrap_or_default()
     }
 
     pub fn from_pem(id: &str, cert_pem: &str, key: Key) -> Result<Authority, String> {
@@ -283,9 +309,15 @@ pub fn issue(spec: &CertSpec, key: &Key, issuer: Option<&Authority>, validity: &
     let cert = match issuer {
         None => params.self_signed(&DeterministicSigner::for_key(key).map_err(key_error)?).map_err(build)?,
         Some(ca) => {
-            let signer = match &ca.signer {
-                Some(ec) => DeterministicSigner::Ecdsa(ec.clone()),
-                None => DeterministicSigner::KeyPair(&ca.key.pair),
+            let signer = match (&ca.signer, &ca.key) {
+                (Some(ec), _) => DeterministicSigner::Ecdsa(ec.clone()),
+                (None, Some(k)) => DeterministicSigner::KeyPair(&k.pair),
+                (None, None) => {
+                    return Err(IssueError::Build {
+                        id: spec.id.clone(),
+                        message: format!("the {} CA is external: its key is not here", ca.id),
+                    })
+                }
             };
             let issuer = Issuer::from_ca_cert_der(&ca.cert.der.as_slice().into(), signer).map_err(build)?;
             params.signed_by(&key.pair, &issuer).map_err(build)?
@@ -307,6 +339,42 @@ pub fn ca_request(common_name: &str, key: &Key) -> Result<Vec<u8>, IssueError> {
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let signer = DeterministicSigner::for_key(key).map_err(|e| build(e.to_string()))?;
+    let csr = params.serialize_request(&signer).map_err(|e| build(e.to_string()))?;
+    Ok(csr.der().to_vec())
+}
+
+/// A certificate signing request (PKCS#10, DER) for the leaf `spec` with `key`, in the shape of
+/// kubeadm's `certs generate-csr` (subject CN and O, every SAN) and asking for the key usages and
+/// extended key usages the catalogue gives as extensions, so a signer that copies a request's
+/// extensions keeps them. Deterministic: the same key gives the same bytes.
+pub fn leaf_request(spec: &CertSpec, key: &Key) -> Result<Vec<u8>, IssueError> {
+    let build = |message: String| IssueError::Build { id: spec.id.clone(), message };
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    for o in &spec.organizations {
+        dn.push(DnType::OrganizationName, o.as_str());
+    }
+    dn.push(DnType::CommonName, spec.common_name.as_str());
+    params.distinguished_name = dn;
+    params.subject_alt_names = spec
+        .sans
+        .dns
+        .iter()
+        .map(|d| Ok(SanType::DnsName(d.as_str().try_into()?)))
+        .chain(spec.sans.ips.iter().map(|ip| Ok(SanType::IpAddress(*ip))))
+        .collect::<Result<_, rcgen::Error>>()
+        .map_err(|e| build(e.to_string()))?;
+    params.extended_key_usages = spec
+        .usages
+        .iter()
+        .map(|u| match u {
+            Eku::ServerAuth => ExtendedKeyUsagePurpose::ServerAuth,
+            Eku::ClientAuth => ExtendedKeyUsagePurpose::ClientAuth,
+        })
+        .collect();
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     let signer = DeterministicSigner::for_key(key).map_err(|e| build(e.to_string()))?;
     let csr = params.serialize_request(&signer).map_err(|e| build(e.to_string()))?;
     Ok(csr.der().to_vec())

@@ -42,6 +42,10 @@ pub struct Entry {
     /// drops it (generate then makes a CA of its own).
     #[serde(default, skip_serializing_if = "is_false")]
     pub awaiting_certificate: bool,
+    /// An external CA (external-CA mode): the state holds its certificate (`file`, whose SHA-256
+    /// is `sha256`) and never its key.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub external: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -356,7 +360,13 @@ pub fn key_entry(id: &str, file: &str, key_bytes: &[u8], spki_der: &[u8], record
         public_key_sha256: Some(sha256_hex(spki_der)),
         recorded: recorded.to_string(),
         awaiting_certificate: false,
+        external: false,
     }
+}
+
+/// The manifest entry of an external CA: its certificate file (the state holds no key for it).
+pub fn external_entry(id: &str, crt_file: &str, cert_bytes: &[u8], spki_der: &[u8], recorded: &str) -> Entry {
+    Entry { external: true, ..key_entry(id, crt_file, cert_bytes, spki_der, recorded) }
 }
 
 /// The manifest entry of encryption key `name` (its secret is base64 of 32 bytes).
@@ -368,6 +378,7 @@ pub fn encryption_entry(name: &str, secret: &str, recorded: &str) -> Entry {
         public_key_sha256: None,
         recorded: recorded.to_string(),
         awaiting_certificate: false,
+        external: false,
     }
 }
 

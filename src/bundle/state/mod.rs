@@ -104,14 +104,25 @@ impl State {
                         e.awaiting_certificate = false;
                     }
                     let key_obj = Key::from_pem(&k).map_err(|e| bad(dir, &key, e.to_string(), TORN))?;
+                    let spki = key_obj.spki_der();
                     let mut auth = Authority::from_pem(&spec.id, &c, key_obj).map_err(|e| bad(dir, &crt, e, TORN))?;
                     if let Some(chain) = load_chain(dir, &spec.id, &mut auth)? {
                         files.insert(&ca_chain_path(&spec.id), chain.into_bytes(), 0o600);
                     }
-                    adopt(&mut manifest, sm::key_entry(&spec.id, &key, k.as_bytes(), &auth.key.spki_der(), &now), &mut report);
+                    adopt(&mut manifest, sm::key_entry(&spec.id, &key, k.as_bytes(), &spki, &now), &mut report);
                     files.insert(&crt, c.into_bytes(), 0o600);
                     files.insert(&key, k.into_bytes(), 0o600);
                     report.push(format!("reused {} from the state", spec.id));
+                    Slot::Have(auth)
+                }
+                // External-CA mode (`ca import` without a key): the certificate alone.
+                (false, Some(c), None) if manifest.get(&spec.id).is_some_and(|e| e.external) => {
+                    let mut auth = Authority::external(&spec.id, &c).map_err(|e| bad(dir, &crt, e, TORN))?;
+                    if let Some(chain) = load_chain(dir, &spec.id, &mut auth)? {
+                        files.insert(&ca_chain_path(&spec.id), chain.into_bytes(), 0o600);
+                    }
+                    files.insert(&crt, c.into_bytes(), 0o600);
+                    report.push(format!("reused {} from the state (external: its key is not here)", spec.id));
                     Slot::Have(auth)
                 }
                 (false, Some(_), None) => return Err(bad(dir, &key, "the CA certificate exists but its key is missing", TORN)),
