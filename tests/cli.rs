@@ -570,6 +570,9 @@ fn help_states_the_exit_codes() {
         (&["token", "list", "--help"], "Exit codes: 0 listed; 1 the state cannot be read; 2 usage error"),
         (&["token", "delete", "--help"], "Exit codes: 0 done; 1 refused or failed"),
         (&["config", "print-defaults", "--help"], "Exit codes: 0 printed; 1 the output could not be written; 2 usage error."),
+        (&["ca", "import", "--help"], "Exit codes: 0 imported (or already in the state); 1 refused or failed"),
+        (&["ca", "csr", "--help"], "Exit codes: 0 written (or already there: the same CSR for the same key);"),
+        (&["import-signed", "--help"], "Exit codes: 0 recorded (or already there); 1 refused or failed"),
     ] {
         let r = kubebundle(dir.path(), args, &[]);
         f.eq(&format!("kubebundle {}: exit code", args.join(" ")), &Some(0), &r.code);

@@ -108,11 +108,10 @@ or holds no certificates.")]
     /// On a bundle whose CA is external (imported without its key), its certificates are not
     /// signed: a CSR for each is written to OUT/<cluster>/csr/<node>/ instead (listed), for
     /// `import-signed` and `generate`.
-    #[command(
-        after_help = "Exit codes: 0 renewed (--dry-run: listed; an external CA's certificates: CSRs written); 1 refused or failed: a CA without its key, a \
+    #[command(after_help = "Exit codes: 0 renewed (--dry-run: listed); 1 refused or failed: a CA without its key, a \
 certificate that would outlive its CA, lock held, a file that cannot be read or written; 2 usage error (bad --validity, \
-unknown certificate, one the tree does not hold), or a --dir that is not a kubeadm tree, a bundle or a node tree."
-    )]
+unknown certificate, one the tree does not hold), or a --dir that is not a directory or matches no layout. An external \
+CA's certificates (on a bundle) get CSRs instead of new certificates: exit 0 once they are written.")]
     Renew(RenewCli),
 }
 
