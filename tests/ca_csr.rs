@@ -8,11 +8,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::corp::*;
 use common::*;
 
 const NOW: &str = "2026-01-01T00:00:00Z";
@@ -20,57 +20,17 @@ const NOW_UNIX_S: &str = "1767225600";
 const CLUSTER: &str = "csr";
 const CAS: [&str; 3] = ["ca", "front-proxy-ca", "etcd-ca"];
 
-/// The corporate root's `openssl ca` config: `copy_extensions` is set per signing.
-const OPENSSL_CNF: &str = "\
-[ca]
-default_ca = corp
-[corp]
-dir = .
-database = ./index.txt
-new_certs_dir = ./newcerts
-serial = ./serial
-default_md = sha256
-policy = anything
-email_in_dn = no
-unique_subject = no
-copy_extensions = none
-[anything]
-organizationName = optional
-commonName = supplied
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = placeholder
-[v3_root]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-[v3_int]
-basicConstraints = critical,CA:TRUE,pathlen:0
-keyUsage = critical,digitalSignature,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
+/// The corporate root's `openssl ca` section v3_plain (no CA extensions); `copy_extensions` is set
+/// per signing.
+const V3_PLAIN: &str = "\
 [v3_plain]
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
 ";
 
-fn ossl(dir: &Path, args: &[&str]) -> Run {
-    let mut c = Command::new("openssl");
-    c.current_dir(dir).args(args).env("LC_ALL", "C").env("TZ", "UTC");
-    let r = run_cmd(c);
-    assert!(r.ok(), "{}", r.describe());
-    r
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Every file under `dir` (relative path → sha256), and every directory with its mode.
 fn digests(dir: &Path) -> BTreeMap<String, String> {
-    let mut out: BTreeMap<String, String> = file_bytes(dir).into_iter().map(|(p, b)| (p, sha256(&b))).collect();
+    let mut out = file_digests(dir);
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
@@ -90,141 +50,51 @@ fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
 }
 
-/// A corporate root (ECDSA P-256, 2025 → 2033) that signs what it is given with `openssl ca`.
-struct Corp {
-    dir: PathBuf,
+/// A corporate root (ECDSA P-256, 2025 → 2033) that signs what it is given with `openssl ca`
+/// (2025 → 2032).
+fn corp(dir: &Path) -> Corp {
+    let mut corp = Corp::new(dir, &corp_cnf("none", false, V3_PLAIN), "250101000000Z", "330101000000Z");
+    corp.validity = ("250101000000Z".to_string(), "320101000000Z".to_string());
+    corp
 }
 
-impl Corp {
-    fn new(dir: &Path) -> Corp {
-        let dir = dir.join("corp");
-        std::fs::create_dir_all(dir.join("newcerts")).unwrap();
-        std::fs::write(dir.join("ca.cnf"), OPENSSL_CNF).unwrap();
-        std::fs::write(dir.join("index.txt"), "").unwrap();
-        std::fs::write(dir.join("serial"), "1000\n").unwrap();
-        let corp = Corp { dir };
-        ossl(&corp.dir, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "root.key"]);
-        ossl(
-            &corp.dir,
-            &[
-                "req",
-                "-new",
-                "-config",
-                "ca.cnf",
-                "-key",
-                "root.key",
-                "-subj",
-                "/O=Example Corp/CN=Example Corp Root CA",
-                "-out",
-                "root.csr",
-            ],
-        );
-        ossl(
-            &corp.dir,
-            &[
-                "ca",
-                "-batch",
-                "-config",
-                "ca.cnf",
-                "-selfsign",
-                "-keyfile",
-                "root.key",
-                "-in",
-                "root.csr",
-                "-out",
-                "root.crt",
-                "-startdate",
-                "250101000000Z",
-                "-enddate",
-                "330101000000Z",
-                "-extensions",
-                "v3_root",
-                "-notext",
-            ],
-        );
-        corp
-    }
-
-    /// `openssl ca` signs `csr` into `out`: copying the request's extensions (`copy`), or adding
-    /// its own section `ext` (copy_extensions = none).
-    fn sign(&self, csr: &Path, out: &str, copy: bool, ext: Option<&str>) {
-        let cnf = if copy {
-            let text = OPENSSL_CNF.replace("copy_extensions = none", "copy_extensions = copy");
-            std::fs::write(self.dir.join("copy.cnf"), text).unwrap();
-            "copy.cnf"
-        } else {
-            "ca.cnf"
-        };
-        let csr = csr.display().to_string();
-        let mut args = vec![
-            "ca",
-            "-batch",
-            "-config",
-            cnf,
-            "-cert",
-            "root.crt",
-            "-keyfile",
-            "root.key",
-            "-in",
-            &csr,
-            "-out",
-            out,
-            "-startdate",
-            "250101000000Z",
-            "-enddate",
-            "320101000000Z",
-            "-notext",
-        ];
-        if let Some(e) = ext {
-            args.extend(["-extensions", e]);
-        }
-        ossl(&self.dir, &args);
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-
-    fn text(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).unwrap()
-    }
+/// The root signs `csr` into `out` with `openssl ca`: copying the request's extensions (`copy`),
+/// or adding its own section `ext` (copy_extensions = none).
+fn sign(corp: &Corp, csr: &Path, out: &str, copy: bool, ext: Option<&str>) {
+    let cnf = if copy {
+        std::fs::write(corp.dir.join("copy.cnf"), corp_cnf("copy", false, V3_PLAIN)).unwrap();
+        "copy.cnf"
+    } else {
+        "ca.cnf"
+    };
+    let csr = csr.display().to_string();
+    let ext: Vec<&str> = ext.map(|e| vec!["-extensions", e]).unwrap_or_default();
+    corp.sign(cnf, "root", &csr, out, &ext);
 }
 
-struct Work {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    corp: Corp,
-    now: String,
+fn work(prefix: &str) -> Work {
+    let config = live_config(
+        CLUSTER,
+        &[
+            ("cp1", "10.8.0.11", "control-plane, etcd"),
+            ("cp2", "10.8.0.12", "control-plane, etcd"),
+            ("cp3", "10.8.0.13", "control-plane, etcd"),
+            ("w1", "10.8.0.21", "worker"),
+        ],
+    );
+    Work::with(prefix, CLUSTER, &config, NOW, corp)
 }
 
-impl Work {
-    fn new(prefix: &str) -> Work {
-        let tmp = temp_dir(prefix);
-        let dir = tmp.path().to_path_buf();
-        let config = live_config(
-            CLUSTER,
-            &[
-                ("cp1", "10.8.0.11", "control-plane, etcd"),
-                ("cp2", "10.8.0.12", "control-plane, etcd"),
-                ("cp3", "10.8.0.13", "control-plane, etcd"),
-                ("w1", "10.8.0.21", "worker"),
-            ],
-        );
-        std::fs::write(dir.join("c.yaml"), config).unwrap();
-        let corp = Corp::new(&dir);
-        Work { _tmp: tmp, dir, corp, now: NOW.to_string() }
-    }
-    fn out(&self) -> PathBuf {
-        self.dir.join("out")
-    }
-    fn bundle(&self) -> PathBuf {
-        self.out().join(CLUSTER)
-    }
+/// `ca csr` and `ca import` of this test.
+trait CsrWork {
+    fn csr_file(&self, which: &str) -> PathBuf;
+    fn ca_csr(&self, which: &str) -> Run;
+    fn import(&self, which: &str, cert: &str) -> Run;
+}
+
+impl CsrWork for Work {
     fn csr_file(&self, which: &str) -> PathBuf {
         self.bundle().join(format!("csr/{which}.csr"))
-    }
-    fn run(&self, args: &[&str]) -> Run {
-        kubebundle(&self.dir, args, &[])
     }
     fn ca_csr(&self, which: &str) -> Run {
         self.run(&["ca", "csr", which, "--config", "c.yaml", "--now", &self.now, "--out", self.out().to_str().unwrap()])
@@ -248,9 +118,6 @@ impl Work {
             "--out",
             self.out().to_str().unwrap(),
         ])
-    }
-    fn generate(&self) -> Run {
-        self.run(&["generate", "--config", "c.yaml", "--now", &self.now, "--out", self.out().to_str().unwrap()])
     }
 }
 
@@ -279,36 +146,6 @@ fn assert_ca_extensions(text: &str, what: &str) {
     for usage in ["Digital Signature", "Certificate Sign", "CRL Sign"] {
         assert!(ku.contains(usage), "{what}: keyUsage {ku:?} lacks {usage}");
     }
-}
-
-fn pem_certs(bytes: &[u8]) -> Vec<Vec<u8>> {
-    pem::parse_many(bytes).unwrap_or_default().into_iter().filter(|b| b.tag() == "CERTIFICATE").map(|b| b.into_contents()).collect()
-}
-
-fn tarball_files(path: &Path) -> BTreeMap<String, Vec<u8>> {
-    let gz = flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap());
-    let mut archive = tar::Archive::new(gz);
-    let mut out = BTreeMap::new();
-    for e in archive.entries().unwrap() {
-        let mut e = e.unwrap();
-        if e.header().entry_type().is_file() {
-            let name = e.path().unwrap().display().to_string();
-            let mut bytes = Vec::new();
-            e.read_to_end(&mut bytes).unwrap();
-            out.insert(name, bytes);
-        }
-    }
-    out
-}
-
-fn kubeconfig_values(text: &str, key: &str) -> Vec<Vec<u8>> {
-    use base64::Engine;
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix(&format!("{key}:")))
-        .map(|v| v.trim().trim_matches('"'))
-        .filter(|v| !v.is_empty())
-        .map(|v| base64::engine::general_purpose::STANDARD.decode(v).unwrap())
-        .collect()
 }
 
 fn is_ca(der: &[u8]) -> bool {
@@ -373,7 +210,7 @@ fn verify_leaves(w: &Work, intermediates: &Path, attime: &str) -> usize {
 /// imported with --chain and no key; a kubeadm bundle whose every leaf chains to the root.
 #[test]
 fn csr_signed_by_openssl_ca_imports_and_signs_a_kubeadm_bundle() {
-    let w = Work::new("ca-csr-openssl");
+    let w = work("ca-csr-openssl");
     for which in CAS {
         let r = w.ca_csr(which);
         assert!(r.ok(), "{}", r.describe());
@@ -445,10 +282,10 @@ fn csr_signed_by_openssl_ca_imports_and_signs_a_kubeadm_bundle() {
 
     // The cluster CA: copy_extensions = copy and no extensions section of the signer's own: the
     // certificate is a CA because the request asked for it.
-    w.corp.sign(&w.csr_file("ca"), "ca.crt", true, None);
+    sign(&w.corp, &w.csr_file("ca"), "ca.crt", true, None);
     // The other two: copy_extensions = none, the signer's intermediate section.
-    w.corp.sign(&w.csr_file("front-proxy-ca"), "front-proxy-ca.crt", false, Some("v3_int"));
-    w.corp.sign(&w.csr_file("etcd-ca"), "etcd-ca.crt", false, Some("v3_int"));
+    sign(&w.corp, &w.csr_file("front-proxy-ca"), "front-proxy-ca.crt", false, Some("v3_int"));
+    sign(&w.corp, &w.csr_file("etcd-ca"), "etcd-ca.crt", false, Some("v3_int"));
     for which in CAS {
         let text = openssl(&["x509", "-in", &w.corp.path(&format!("{which}.crt")), "-noout", "-text"]).stdout;
         assert_ca_extensions(&text, &format!("signed {which}"));
@@ -497,7 +334,7 @@ fn csr_signed_by_openssl_ca_imports_and_signs_a_kubeadm_bundle() {
 /// anywhere is still external-CA mode; removing the pending key lets generate make its own CA.
 #[test]
 fn csr_refusals_name_the_files_and_write_nothing() {
-    let w = Work::new("ca-csr-refusals");
+    let w = work("ca-csr-refusals");
     let h = w.run(&["ca", "csr", "--help"]);
     assert!(
         h.ok() && h.stdout.contains("Exit codes: 0 written (or already there: the same CSR for the same key); 1 refused"),
@@ -509,9 +346,9 @@ fn csr_refusals_name_the_files_and_write_nothing() {
     let state_key = w.bundle().join("state/pki/ca.key");
 
     // Signed for another key (a CSR of the same name made elsewhere).
-    ossl(&w.corp.dir, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "other.key"]);
-    ossl(&w.corp.dir, &["req", "-new", "-config", "ca.cnf", "-key", "other.key", "-subj", "/CN=kubernetes", "-out", "other.csr"]);
-    w.corp.sign(&w.corp.dir.join("other.csr"), "other.crt", false, Some("v3_int"));
+    w.corp.key("other");
+    w.corp.csr("other", "/CN=kubernetes");
+    sign(&w.corp, &w.corp.dir.join("other.csr"), "other.crt", false, Some("v3_int"));
     let before = digests(&w.out());
     let r = w.import("ca", "other.crt");
     assert_eq!(r.code, Some(2), "{}", r.describe());
@@ -532,7 +369,7 @@ fn csr_refusals_name_the_files_and_write_nothing() {
     assert_eq!(digests(&w.out()), before, "a refused import changed files");
 
     // Signed without CA extensions: copy_extensions = none and no section of the signer's own.
-    w.corp.sign(&w.csr_file("ca"), "plain.crt", false, Some("v3_plain"));
+    sign(&w.corp, &w.csr_file("ca"), "plain.crt", false, Some("v3_plain"));
     let text = openssl(&["x509", "-in", &w.corp.path("plain.crt"), "-noout", "-text"]).stdout;
     assert!(!text.contains("CA:TRUE"), "{text}");
     let r = w.import("ca", "plain.crt");
@@ -569,7 +406,7 @@ fn csr_signed_by_cfssl_imports_and_signs_a_kubeadm_bundle() {
         eprintln!("skipped: cfssl is not installed (apt-get install golang-cfssl)");
         return;
     }
-    let mut w = Work::new("ca-csr-cfssl");
+    let mut w = work("ca-csr-cfssl");
     let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     w.now = rfc3339(unix);
     let r = w.ca_csr("ca");
@@ -634,10 +471,10 @@ fn csr_signed_by_cfssl_imports_and_signs_a_kubeadm_bundle() {
 /// ca_chain; no key) imports for the key waiting in the state, its chain taken from the response.
 #[test]
 fn a_vault_sign_intermediate_response_imports_for_the_waiting_key() {
-    let w = Work::new("ca-csr-vault");
+    let w = work("ca-csr-vault");
     let r = w.ca_csr("front-proxy-ca");
     assert!(r.ok(), "{}", r.describe());
-    w.corp.sign(&w.csr_file("front-proxy-ca"), "fp.crt", true, None);
+    sign(&w.corp, &w.csr_file("front-proxy-ca"), "fp.crt", true, None);
     let root = w.corp.text("root.crt");
     let response = serde_json::json!({
         "request_id": "0b5c7a1e-0000-0000-0000-000000000000", "lease_id": "", "renewable": false, "lease_duration": 0,

@@ -10,46 +10,19 @@ mod common;
 mod live;
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use common::corp::*;
 use common::*;
 
 const NOW: &str = "2026-01-01T00:00:00Z";
 const NOW_UNIX_S: &str = "1767225600";
 const CLUSTER: &str = "imp";
 
-const OPENSSL_CNF: &str = "\
-[ca]
-default_ca = corp
-[corp]
-dir = .
-database = ./index.txt
-new_certs_dir = ./newcerts
-serial = ./serial
-default_md = sha256
-policy = anything
-email_in_dn = no
-unique_subject = no
-copy_extensions = none
-[anything]
-organizationName = optional
-commonName = supplied
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = placeholder
-[v3_root]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-[v3_int]
-basicConstraints = critical,CA:TRUE,pathlen:0
-keyUsage = critical,digitalSignature,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
+/// The corporate root's extra `openssl ca` sections: an intermediate that may have one CA below
+/// it, and a server leaf.
+const EXTRA_SECTIONS: &str = "\
 [v3_int1]
 basicConstraints = critical,CA:TRUE,pathlen:1
 keyUsage = critical,keyCertSign,cRLSign
@@ -63,141 +36,33 @@ subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
 ";
 
-/// openssl in `dir` (openssl ca keeps its database there).
-fn ossl(dir: &Path, args: &[&str]) -> Run {
-    let mut c = Command::new("openssl");
-    c.current_dir(dir).args(args).env("LC_ALL", "C").env("TZ", "UTC");
-    let r = run_cmd(c);
-    assert!(r.ok(), "{}", r.describe());
-    r
-}
-
 /// The corporate PKI, made once per test in its own directory: a root (valid 2025 → 2033), the
 /// three cluster intermediates under it (2025 → 2035: the root ends first, as it often does), a
 /// leaf of the cluster intermediate, an intermediate that ends 2026-06-01 (before a year of
 /// leaves from NOW), and an unrelated root.
-struct Corp {
-    dir: PathBuf,
+fn corp(dir: &Path) -> Corp {
+    let corp = Corp::new(dir, &corp_cnf("none", false, EXTRA_SECTIONS), "250101000000Z", "330101000000Z");
+    for (name, end) in
+        [("ca", "350101000000Z"), ("front-proxy-ca", "350101000000Z"), ("etcd-ca", "350101000000Z"), ("short", "260601000000Z")]
+    {
+        issue(&corp, name, &format!("/O=Example Corp/CN=kubernetes {name}"), "root", end, "v3_int");
+    }
+    issue(&corp, "leaf", "/CN=not-a-ca.example.com", "ca", "350101000000Z", "v3_leaf");
+    // Under the cluster intermediate, whose pathlen:0 allows no CA below it.
+    issue(&corp, "sub", "/O=Example Corp/CN=kubernetes sub", "ca", "350101000000Z", "v3_int");
+    let sub_chain = format!("{}{}", corp.text("ca.crt"), corp.text("root.crt"));
+    std::fs::write(corp.dir.join("sub-chain.pem"), sub_chain).unwrap();
+    corp.self_signed("other-root", "/CN=Another Root", "250101000000Z", "350101000000Z");
+    let ints: String = ["ca", "front-proxy-ca", "etcd-ca"].iter().map(|n| corp.text(&format!("{n}.crt"))).collect();
+    std::fs::write(corp.dir.join("intermediates.pem"), ints).unwrap();
+    corp
 }
 
-impl Corp {
-    fn new(dir: &Path) -> Corp {
-        let dir = dir.join("corp");
-        std::fs::create_dir_all(dir.join("newcerts")).unwrap();
-        std::fs::write(dir.join("ca.cnf"), OPENSSL_CNF).unwrap();
-        std::fs::write(dir.join("index.txt"), "").unwrap();
-        std::fs::write(dir.join("serial"), "1000\n").unwrap();
-        let corp = Corp { dir };
-        corp.key("root");
-        corp.csr("root", "/O=Example Corp/CN=Example Corp Root CA");
-        ossl(
-            &corp.dir,
-            &[
-                "ca",
-                "-batch",
-                "-config",
-                "ca.cnf",
-                "-selfsign",
-                "-keyfile",
-                "root.key",
-                "-in",
-                "root.csr",
-                "-out",
-                "root.crt",
-                "-startdate",
-                "250101000000Z",
-                "-enddate",
-                "330101000000Z",
-                "-extensions",
-                "v3_root",
-                "-notext",
-            ],
-        );
-        for (name, end) in
-            [("ca", "350101000000Z"), ("front-proxy-ca", "350101000000Z"), ("etcd-ca", "350101000000Z"), ("short", "260601000000Z")]
-        {
-            corp.issue(name, &format!("/O=Example Corp/CN=kubernetes {name}"), "root", end, "v3_int");
-        }
-        corp.issue("leaf", "/CN=not-a-ca.example.com", "ca", "350101000000Z", "v3_leaf");
-        // Under the cluster intermediate, whose pathlen:0 allows no CA below it.
-        corp.issue("sub", "/O=Example Corp/CN=kubernetes sub", "ca", "350101000000Z", "v3_int");
-        let sub_chain = format!("{}{}", corp.text("ca.crt"), corp.text("root.crt"));
-        std::fs::write(corp.dir.join("sub-chain.pem"), sub_chain).unwrap();
-        corp.key("other-root");
-        corp.csr("other-root", "/CN=Another Root");
-        ossl(
-            &corp.dir,
-            &[
-                "ca",
-                "-batch",
-                "-config",
-                "ca.cnf",
-                "-selfsign",
-                "-keyfile",
-                "other-root.key",
-                "-in",
-                "other-root.csr",
-                "-out",
-                "other-root.crt",
-                "-startdate",
-                "250101000000Z",
-                "-enddate",
-                "350101000000Z",
-                "-extensions",
-                "v3_root",
-                "-notext",
-            ],
-        );
-        let ints: String = ["ca", "front-proxy-ca", "etcd-ca"].iter().map(|n| corp.text(&format!("{n}.crt"))).collect();
-        std::fs::write(corp.dir.join("intermediates.pem"), ints).unwrap();
-        corp
-    }
-    fn key(&self, name: &str) {
-        ossl(&self.dir, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", &format!("{name}.key")]);
-    }
-    fn csr(&self, name: &str, subject: &str) {
-        ossl(
-            &self.dir,
-            &["req", "-new", "-config", "ca.cnf", "-key", &format!("{name}.key"), "-subj", subject, "-out", &format!("{name}.csr")],
-        );
-    }
-    fn issue(&self, name: &str, subject: &str, by: &str, end: &str, ext: &str) {
-        self.key(name);
-        self.csr(name, subject);
-        ossl(
-            &self.dir,
-            &[
-                "ca",
-                "-batch",
-                "-config",
-                "ca.cnf",
-                "-cert",
-                &format!("{by}.crt"),
-                "-keyfile",
-                &format!("{by}.key"),
-                "-in",
-                &format!("{name}.csr"),
-                "-out",
-                &format!("{name}.crt"),
-                "-startdate",
-                "250101000000Z",
-                "-enddate",
-                end,
-                "-extensions",
-                ext,
-                "-notext",
-            ],
-        );
-    }
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-    fn text(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).unwrap()
-    }
-    fn der(&self, name: &str) -> Vec<u8> {
-        pem::parse(self.text(name)).unwrap().into_contents()
-    }
+/// `name.{key,csr,crt}` signed by `by` with the extensions `ext`, valid 2025 → `end`.
+fn issue(corp: &Corp, name: &str, subject: &str, by: &str, end: &str, ext: &str) {
+    corp.key(name);
+    corp.csr(name, subject);
+    corp.sign_by("ca.cnf", by, &format!("{name}.csr"), &format!("{name}.crt"), ("250101000000Z", end), &["-extensions", ext]);
 }
 
 fn config(profile: &str) -> String {
@@ -213,31 +78,18 @@ fn config(profile: &str) -> String {
     text.replace("kind: Inventory\n", &format!("kind: Inventory\nprofile: {profile}\n"))
 }
 
-struct Work {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    corp: Corp,
-    /// The clock of every import and generate.
-    now: String,
+fn work(prefix: &str, profile: &str) -> Work {
+    Work::with(prefix, CLUSTER, &config(profile), NOW, corp)
 }
 
-impl Work {
-    fn new(prefix: &str, profile: &str) -> Work {
-        let tmp = temp_dir(prefix);
-        let dir = tmp.path().to_path_buf();
-        std::fs::write(dir.join("c.yaml"), config(profile)).unwrap();
-        let corp = Corp::new(&dir);
-        Work { _tmp: tmp, dir, corp, now: NOW.to_string() }
-    }
-    fn out(&self) -> PathBuf {
-        self.dir.join("out")
-    }
-    fn bundle(&self) -> PathBuf {
-        self.out().join(CLUSTER)
-    }
-    fn run(&self, args: &[&str]) -> Run {
-        kubebundle(&self.dir, args, &[])
-    }
+/// `ca import` of this test.
+trait ImportWork {
+    fn import_to(&self, out: &Path, which: &str, files: &[(&str, &str)], extra: &[&str]) -> Run;
+    fn import(&self, which: &str, files: &[(&str, &str)], extra: &[&str]) -> Run;
+    fn import_all(&self);
+}
+
+impl ImportWork for Work {
     /// `ca import WHICH` with `files` (flag, file name in corp/) into `out`.
     fn import_to(&self, out: &Path, which: &str, files: &[(&str, &str)], extra: &[&str]) -> Run {
         let mut args: Vec<String> =
@@ -265,51 +117,11 @@ impl Work {
             assert!(r.stdout.contains(&format!("imported {which} (O=Example Corp, CN=kubernetes {which}")), "{}", r.stdout);
         }
     }
-    fn generate(&self) -> Run {
-        self.run(&["generate", "--config", "c.yaml", "--now", &self.now, "--out", self.out().to_str().unwrap()])
-    }
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Every file under `dir` (relative path → sha256), `None` when `dir` does not exist.
 fn digests(dir: &Path) -> Option<BTreeMap<String, String>> {
-    dir.exists().then(|| file_bytes(dir).into_iter().map(|(p, b)| (p, sha256(&b))).collect())
-}
-
-/// Every regular file of a tarball, read in memory.
-fn tarball_files(path: &Path) -> BTreeMap<String, Vec<u8>> {
-    let gz = flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap());
-    let mut archive = tar::Archive::new(gz);
-    let mut out = BTreeMap::new();
-    for e in archive.entries().unwrap() {
-        let mut e = e.unwrap();
-        if e.header().entry_type().is_file() {
-            let name = e.path().unwrap().display().to_string();
-            let mut bytes = Vec::new();
-            e.read_to_end(&mut bytes).unwrap();
-            out.insert(name, bytes);
-        }
-    }
-    out
-}
-
-/// The DER certificates of a PEM file.
-fn pem_certs(bytes: &[u8]) -> Vec<Vec<u8>> {
-    pem::parse_many(bytes).unwrap_or_default().into_iter().filter(|b| b.tag() == "CERTIFICATE").map(|b| b.into_contents()).collect()
-}
-
-/// The base64 values of `key:` lines of a kubeconfig, decoded.
-fn kubeconfig_values(text: &str, key: &str) -> Vec<Vec<u8>> {
-    use base64::Engine;
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix(&format!("{key}:")))
-        .map(|v| v.trim().trim_matches('"'))
-        .filter(|v| !v.is_empty())
-        .map(|v| base64::engine::general_purpose::STANDARD.decode(v).unwrap())
-        .collect()
+    dir.exists().then(|| file_digests(dir))
 }
 
 struct Facts {
@@ -421,7 +233,7 @@ fn base64_of(text: &str) -> String {
 }
 
 fn imported_bundle(profile: &str) {
-    let w = Work::new(&format!("ca-import-{profile}"), profile);
+    let w = work(&format!("ca-import-{profile}"), profile);
     w.import_all();
     let g = w.generate();
     assert!(g.ok(), "{}", g.describe());
@@ -501,7 +313,7 @@ fn imported_intermediates_sign_every_leaf_of_a_hardway_bundle() {
 
 #[test]
 fn a_vault_json_response_imports_to_the_same_state_as_the_pem_files() {
-    let w = Work::new("ca-import-vault", "kubeadm");
+    let w = work("ca-import-vault", "kubeadm");
     let (root, ca, key) = (w.corp.text("root.crt"), w.corp.text("ca.crt"), w.corp.text("ca.key"));
     // pki/root/sign-intermediate's response, with the exported key (pki/intermediate/generate/exported).
     let envelope = serde_json::json!({
@@ -592,7 +404,7 @@ fn base64_of_bytes(b: &[u8]) -> String {
 
 #[test]
 fn every_refusal_names_the_file_and_the_fix_and_writes_nothing() {
-    let w = Work::new("ca-import-refusals", "kubeadm");
+    let w = work("ca-import-refusals", "kubeadm");
     // Before any state: a refusal makes no directory at all.
     let r = w.import("ca", &[("--cert", "leaf.crt"), ("--key", "leaf.key"), ("--chain", "ca.crt")], &[]);
     assert_eq!(r.code, Some(2), "{}", r.describe());
@@ -719,7 +531,7 @@ fn every_refusal_names_the_file_and_the_fix_and_writes_nothing() {
 #[test]
 fn kubeadm_uses_every_file_of_a_control_plane_made_under_imported_intermediates() {
     let Some(tools) = live::Tools::find_with(&["kubeadm"]) else { return };
-    let mut w = Work::new("ca-import-kubeadm", "kubeadm");
+    let mut w = work("ca-import-kubeadm", "kubeadm");
     let (cp, worker) = (("cp1", "198.51.100.31"), ("worker1", "198.51.100.32"));
     let config = live_config(CLUSTER, &[(cp.0, cp.1, "control-plane, etcd"), (worker.0, worker.1, "worker")])
         .replace("kubernetesVersion: v1.34.1\n", "kubernetesVersion: v1.32.13\n");
@@ -738,35 +550,12 @@ fn kubeadm_uses_every_file_of_a_control_plane_made_under_imported_intermediates(
     let ns = live::Netns::new(&scratch);
     ns.add_address(cp.1);
     let before = file_bytes(&root);
-    let kubeadm = |args: &[&str]| {
-        let mut c = ns.command(tools.k8s.join("kubeadm"));
-        c.args(args).arg("--rootfs").arg(&root).env("LC_ALL", "C").env_remove("KUBECONFIG");
-        run_cmd(c)
-    };
-    let said = |r: &Run, phase: &str| -> Vec<String> {
-        let tag = format!("[{phase}] ");
-        r.stdout.lines().chain(r.stderr.lines()).filter_map(|l| l.strip_prefix(tag.as_str())).map(str::to_string).collect()
-    };
+    let kubeadm = |args: &[&str]| live::kubeadm(&ns, &tools, &root, args);
     let mut f = Failures::new();
     let r = kubeadm(&["init", "phase", "certs", "all", "--config", "/etc/kubernetes/kubeadm-init.yaml"]);
     assert!(r.ok(), "kubeadm init phase certs all: {}", r.describe());
-    let mut expected: Vec<String> =
-        ["ca", "front-proxy-ca", "etcd/ca"].iter().map(|c| format!("Using existing {c} certificate authority")).collect();
-    expected.extend(
-        [
-            "apiserver",
-            "apiserver-kubelet-client",
-            "front-proxy-client",
-            "etcd/server",
-            "etcd/peer",
-            "etcd/healthcheck-client",
-            "apiserver-etcd-client",
-        ]
-        .iter()
-        .map(|c| format!("Using existing {c} certificate and key on disk")),
-    );
-    expected.push("Using the existing \"sa\" key".into());
-    let lines = said(&r, "certs");
+    let expected = live::certs_all_existing();
+    let lines = live::said(&r, "certs");
     for e in &expected {
         f.check(lines.contains(e), || format!("kubeadm init phase certs all did not say {e:?}:\n{}\n{}", r.stdout, r.stderr));
     }
@@ -774,7 +563,7 @@ fn kubeadm_uses_every_file_of_a_control_plane_made_under_imported_intermediates(
     f.check(other.is_empty(), || format!("kubeadm init phase certs all did more than use the existing files: {other:?}"));
     let r = kubeadm(&["init", "phase", "kubeconfig", "all", "--config", "/etc/kubernetes/kubeadm-init.yaml"]);
     assert!(r.ok(), "kubeadm init phase kubeconfig all: {}", r.describe());
-    let lines = said(&r, "kubeconfig");
+    let lines = live::said(&r, "kubeconfig");
     for k in ["admin", "super-admin", "kubelet", "controller-manager", "scheduler"] {
         let e = format!("Using existing kubeconfig file: \"/etc/kubernetes/{k}.conf\"");
         f.check(lines.contains(&e), || format!("kubeadm init phase kubeconfig all did not say {e:?}:\n{}\n{}", r.stdout, r.stderr));
@@ -789,7 +578,7 @@ fn kubeadm_uses_every_file_of_a_control_plane_made_under_imported_intermediates(
 /// are imported as they are; an Ed25519 CA is refused with what to use instead.
 #[test]
 fn keys_in_sec1_pkcs1_and_pkcs8_import_and_an_ed25519_ca_is_refused() {
-    let w = Work::new("ca-import-keys", "kubeadm");
+    let w = work("ca-import-keys", "kubeadm");
     let corp = &w.corp;
     // SEC1, after the curve's parameters, as `openssl ecparam -genkey` writes a key.
     let params = ossl(&corp.dir, &["ecparam", "-name", "prime256v1"]).stdout;
@@ -804,30 +593,7 @@ fn keys_in_sec1_pkcs1_and_pkcs8_import_and_an_ed25519_ca_is_refused() {
     // An RSA intermediate with a PKCS#1 key signs an ECDSA bundle.
     ossl(&corp.dir, &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "rsa-ca.key"]);
     corp.csr("rsa-ca", "/O=Example Corp/CN=kubernetes rsa ca");
-    ossl(
-        &corp.dir,
-        &[
-            "ca",
-            "-batch",
-            "-config",
-            "ca.cnf",
-            "-cert",
-            "root.crt",
-            "-keyfile",
-            "root.key",
-            "-in",
-            "rsa-ca.csr",
-            "-out",
-            "rsa-ca.crt",
-            "-startdate",
-            "250101000000Z",
-            "-enddate",
-            "350101000000Z",
-            "-extensions",
-            "v3_int",
-            "-notext",
-        ],
-    );
+    corp.sign_by("ca.cnf", "root", "rsa-ca.csr", "rsa-ca.crt", ("250101000000Z", "350101000000Z"), &["-extensions", "v3_int"]);
     let pkcs1 = ossl(&corp.dir, &["rsa", "-in", "rsa-ca.key", "-traditional"]).stdout;
     assert!(pkcs1.starts_with("-----BEGIN RSA PRIVATE KEY-----"), "{pkcs1}");
     std::fs::write(corp.dir.join("rsa-ca-pkcs1.key"), &pkcs1).unwrap();
@@ -848,30 +614,7 @@ fn keys_in_sec1_pkcs1_and_pkcs8_import_and_an_ed25519_ca_is_refused() {
     // Ed25519: kubeadm cannot load it.
     ossl(&corp.dir, &["genpkey", "-algorithm", "ed25519", "-out", "ed-ca.key"]);
     corp.csr("ed-ca", "/CN=ed25519 ca");
-    ossl(
-        &corp.dir,
-        &[
-            "ca",
-            "-batch",
-            "-config",
-            "ca.cnf",
-            "-cert",
-            "root.crt",
-            "-keyfile",
-            "root.key",
-            "-in",
-            "ed-ca.csr",
-            "-out",
-            "ed-ca.crt",
-            "-startdate",
-            "250101000000Z",
-            "-enddate",
-            "350101000000Z",
-            "-extensions",
-            "v3_int",
-            "-notext",
-        ],
-    );
+    corp.sign_by("ca.cnf", "root", "ed-ca.csr", "ed-ca.crt", ("250101000000Z", "350101000000Z"), &["-extensions", "v3_int"]);
     let fresh = w.dir.join("ed-out");
     let r = w.import_to(&fresh, "ca", &[("--cert", "ed-ca.crt"), ("--key", "ed-ca.key"), ("--chain", "root.crt")], &[]);
     assert_eq!(r.code, Some(2), "{}", r.describe());
@@ -886,10 +629,10 @@ fn keys_in_sec1_pkcs1_and_pkcs8_import_and_an_ed25519_ca_is_refused() {
 /// order --chain gave them, and check-expiration lists `ca:intermediate-1` and `ca:root`.
 #[test]
 fn a_two_level_chain_is_carried_up_to_the_root() {
-    let w = Work::new("ca-import-two-levels", "kubeadm");
+    let w = work("ca-import-two-levels", "kubeadm");
     let corp = &w.corp;
-    corp.issue("issuing", "/O=Example Corp/CN=Example Corp Issuing CA", "root", "340101000000Z", "v3_int1");
-    corp.issue("deep", "/O=Example Corp/CN=kubernetes deep", "issuing", "340101000000Z", "v3_int");
+    issue(corp, "issuing", "/O=Example Corp/CN=Example Corp Issuing CA", "root", "340101000000Z", "v3_int1");
+    issue(corp, "deep", "/O=Example Corp/CN=kubernetes deep", "issuing", "340101000000Z", "v3_int");
     // The root first: the order of --chain does not matter.
     std::fs::write(corp.dir.join("deep-chain.pem"), format!("{}{}", corp.text("root.crt"), corp.text("issuing.crt"))).unwrap();
     let r = w.import("ca", &[("--cert", "deep.crt"), ("--key", "deep.key"), ("--chain", "deep-chain.pem")], &[]);
@@ -933,7 +676,7 @@ fn a_two_level_chain_is_carried_up_to_the_root() {
 /// the file, a serving certificate without its intermediate a warning.
 #[test]
 fn verify_checks_the_chain_a_serving_certificate_carries() {
-    let w = Work::new("ca-import-verify", "kubeadm");
+    let w = work("ca-import-verify", "kubeadm");
     w.import_all();
     let g = w.run(&["generate", "--unpacked", "--config", "c.yaml", "--now", NOW, "--out", w.out().to_str().unwrap()]);
     assert!(g.ok(), "{}", g.describe());

@@ -12,181 +12,47 @@ mod common;
 mod live;
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use common::corp::*;
 use common::*;
 
 const CLUSTER: &str = "ext";
 
-const OPENSSL_CNF: &str = "\
-[ca]
-default_ca = corp
-[corp]
-dir = .
-database = ./index.txt
-new_certs_dir = ./newcerts
-serial = ./serial
-default_md = sha256
-policy = anything
-email_in_dn = no
-unique_subject = no
-preserve = yes
-copy_extensions = copy
-[anything]
-organizationName = optional
-commonName = supplied
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = placeholder
-[v3_root]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-[v3_int]
-basicConstraints = critical,CA:TRUE,pathlen:0
-keyUsage = critical,digitalSignature,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
+/// `openssl ca` copies the request's extensions, keeps its DN order, and adds `v3_leaf`.
+const V3_LEAF: &str = "\
 [v3_leaf]
 basicConstraints = critical,CA:FALSE
 authorityKeyIdentifier = keyid:always
 ";
-
-fn ossl(dir: &Path, args: &[&str]) -> Run {
-    let mut c = Command::new("openssl");
-    c.current_dir(dir).args(args).env("LC_ALL", "C").env("TZ", "UTC");
-    let r = run_cmd(c);
-    assert!(r.ok(), "{}", r.describe());
-    r
-}
 
 /// openssl's time form of an RFC 3339 time.
 fn ossl_time(rfc: &str) -> String {
     rfc.chars().filter(|c| c.is_ascii_digit()).collect::<String>() + "Z"
 }
 
-struct Corp {
-    dir: PathBuf,
-    start: String,
-    end: String,
+/// A root, the cluster intermediate `ca` under it, and `other` (another intermediate); what it
+/// signs is valid from a day before `now_unix` for 300 days.
+fn corp(dir: &Path, now_unix: i64) -> Corp {
+    let mut corp = Corp::new(dir, &corp_cnf("copy", true, V3_LEAF), "20250101000000Z", "20330101000000Z");
+    corp.validity = (ossl_time(&rfc3339(now_unix - 86400)), ossl_time(&rfc3339(now_unix + 300 * 86400)));
+    for name in ["ca", "other", "fp", "etcd"] {
+        corp.key(name);
+        corp.csr(name, &format!("/O=Example Corp/CN=kubernetes {name}"));
+        let (csr, crt) = (format!("{name}.csr"), format!("{name}.crt"));
+        corp.sign_by("ca.cnf", "root", &csr, &crt, ("20250101000000Z", "20350101000000Z"), &["-extensions", "v3_int"]);
+    }
+    corp
 }
 
-impl Corp {
-    /// A root, the cluster intermediate `ca` under it, and `other` (another intermediate).
-    fn new(dir: &Path, now_unix: i64) -> Corp {
-        let dir = dir.join("corp");
-        std::fs::create_dir_all(dir.join("newcerts")).unwrap();
-        std::fs::write(dir.join("ca.cnf"), OPENSSL_CNF).unwrap();
-        std::fs::write(dir.join("index.txt"), "").unwrap();
-        std::fs::write(dir.join("serial"), "1000\n").unwrap();
-        let corp = Corp { dir, start: ossl_time(&rfc3339(now_unix - 86400)), end: ossl_time(&rfc3339(now_unix + 300 * 86400)) };
-        corp.key("root");
-        corp.req("root", "/O=Example Corp/CN=Example Corp Root CA");
-        ossl(
-            &corp.dir,
-            &[
-                "ca",
-                "-batch",
-                "-config",
-                "ca.cnf",
-                "-selfsign",
-                "-keyfile",
-                "root.key",
-                "-in",
-                "root.csr",
-                "-out",
-                "root.crt",
-                "-startdate",
-                "20250101000000Z",
-                "-enddate",
-                "20330101000000Z",
-                "-extensions",
-                "v3_root",
-                "-notext",
-            ],
-        );
-        for name in ["ca", "other", "fp", "etcd"] {
-            corp.key(name);
-            corp.req(name, &format!("/O=Example Corp/CN=kubernetes {name}"));
-            corp.sign("root", &format!("{name}.csr"), &format!("{name}.crt"), &["-enddate", "20350101000000Z", "-extensions", "v3_int"]);
-        }
-        corp
-    }
-    fn key(&self, name: &str) {
-        ossl(&self.dir, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", &format!("{name}.key")]);
-    }
-    fn req(&self, name: &str, subject: &str) {
-        ossl(
-            &self.dir,
-            &["req", "-new", "-config", "ca.cnf", "-key", &format!("{name}.key"), "-subj", subject, "-out", &format!("{name}.csr")],
-        );
-    }
-    /// `openssl ca` with CA `by`, copying the request's extensions.
-    fn sign(&self, by: &str, csr: &str, out: &str, extra: &[&str]) {
-        let mut args = vec![
-            "ca",
-            "-batch",
-            "-config",
-            "ca.cnf",
-            "-cert",
-            &format!("{by}.crt"),
-            "-keyfile",
-            &format!("{by}.key"),
-            "-in",
-            csr,
-            "-out",
-            out,
-            "-notext",
-        ]
-        .into_iter()
-        .map(str::to_string)
-        .collect::<Vec<_>>();
-        if !extra.contains(&"-enddate") {
-            args.extend(["-startdate".to_string(), self.start.clone(), "-enddate".to_string(), self.end.clone()]);
-        } else {
-            args.extend(["-startdate".to_string(), "20250101000000Z".to_string()]);
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        if !extra.contains(&"-extensions") {
-            args.extend(["-extensions".to_string(), "v3_leaf".to_string()]);
-        }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        ossl(&self.dir, &refs);
-    }
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-    fn text(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).unwrap()
-    }
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+/// `openssl ca` with CA `by`, copying the request's extensions.
+fn sign(corp: &Corp, by: &str, csr: &str, out: &str) {
+    corp.sign("ca.cnf", by, csr, out, &["-extensions", "v3_leaf"]);
 }
 
 fn digests(dir: &Path) -> BTreeMap<String, String> {
-    file_bytes(dir).into_iter().map(|(p, b)| (p, sha256(&b))).collect()
-}
-
-fn tarball_files(path: &Path) -> BTreeMap<String, Vec<u8>> {
-    let gz = flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap());
-    let mut archive = tar::Archive::new(gz);
-    let mut out = BTreeMap::new();
-    for e in archive.entries().unwrap() {
-        let mut e = e.unwrap();
-        if e.header().entry_type().is_file() {
-            let name = e.path().unwrap().display().to_string();
-            let mut bytes = Vec::new();
-            e.read_to_end(&mut bytes).unwrap();
-            out.insert(name, bytes);
-        }
-    }
-    out
+    file_digests(dir)
 }
 
 /// The DNS and IP SANs of a certificate or CSR (DER), as strings, in order.
@@ -217,48 +83,41 @@ fn der_of(path: &Path) -> Vec<u8> {
     pem::parse(std::fs::read(path).unwrap()).unwrap().into_contents()
 }
 
-struct Work {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    corp: Corp,
-    now: String,
+fn work(prefix: &str) -> Work {
+    let (cp, worker) = (("cp1", "198.51.100.41"), ("worker1", "198.51.100.42"));
+    let config = live_config(CLUSTER, &[(cp.0, cp.1, "control-plane, etcd"), (worker.0, worker.1, "worker")])
+        .replace("kubernetesVersion: v1.34.1\n", "kubernetesVersion: v1.32.13\n")
+        .replace("kind: Inventory\n", "kind: Inventory\nprofile: kubeadm\n");
+    // The real kubeadm checks validity against the real clock.
+    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    Work::with(prefix, CLUSTER, &config, &rfc3339(unix), |dir| corp(dir, unix))
 }
 
-impl Work {
-    fn new(prefix: &str) -> Work {
-        let tmp = temp_dir(prefix);
-        let dir = tmp.path().to_path_buf();
-        let (cp, worker) = (("cp1", "198.51.100.41"), ("worker1", "198.51.100.42"));
-        let config = live_config(CLUSTER, &[(cp.0, cp.1, "control-plane, etcd"), (worker.0, worker.1, "worker")])
-            .replace("kubernetesVersion: v1.34.1\n", "kubernetesVersion: v1.32.13\n")
-            .replace("kind: Inventory\n", "kind: Inventory\nprofile: kubeadm\n");
-        std::fs::write(dir.join("c.yaml"), config).unwrap();
-        // The real kubeadm checks validity against the real clock.
-        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        let corp = Corp::new(&dir, unix);
-        Work { _tmp: tmp, dir, corp, now: rfc3339(unix) }
-    }
-    fn out(&self) -> PathBuf {
-        self.dir.join("out")
-    }
-    fn bundle(&self) -> PathBuf {
-        self.out().join(CLUSTER)
-    }
-    fn run(&self, args: &[&str]) -> Run {
-        kubebundle(&self.dir, args, &[])
-    }
-    fn generate(&self, extra: &[&str]) -> Run {
-        let out = self.out();
-        let mut args = vec!["generate", "--config", "c.yaml", "--now", &self.now, "--out", out.to_str().unwrap()];
-        args.extend(extra);
-        self.run(&args)
-    }
-    fn import_signed(&self, bundle: &Path, inputs: &[&Path]) -> Run {
-        let mut args = vec!["import-signed".to_string(), "--dir".to_string(), bundle.display().to_string()];
-        args.extend(inputs.iter().map(|p| p.display().to_string()));
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.run(&refs)
-    }
+/// `ca import WHICH --cert corp/FILE --chain corp/root.crt`, without the key.
+fn import_keyless(w: &Work, which: &str, file: &str) -> Run {
+    let out = w.out();
+    w.run(&[
+        "ca",
+        "import",
+        which,
+        "--config",
+        "c.yaml",
+        "--now",
+        &w.now,
+        "--out",
+        out.to_str().unwrap(),
+        "--cert",
+        &w.corp.path(file),
+        "--chain",
+        &w.corp.path("root.crt"),
+    ])
+}
+
+fn import_signed(w: &Work, bundle: &Path, inputs: &[&Path]) -> Run {
+    let mut args = vec!["import-signed".to_string(), "--dir".to_string(), bundle.display().to_string()];
+    args.extend(inputs.iter().map(|p| p.display().to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    w.run(&refs)
 }
 
 /// Every CSR under `csr/` (path relative to it).
@@ -268,25 +127,11 @@ fn csr_files(bundle: &Path) -> Vec<String> {
 
 #[test]
 fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
-    let w = Work::new("external-ca");
+    let w = work("external-ca");
     let mut f = Failures::new();
 
     // 1. The intermediate, without its key.
-    let r = w.run(&[
-        "ca",
-        "import",
-        "ca",
-        "--config",
-        "c.yaml",
-        "--now",
-        &w.now,
-        "--out",
-        w.out().to_str().unwrap(),
-        "--cert",
-        &w.corp.path("ca.crt"),
-        "--chain",
-        &w.corp.path("root.crt"),
-    ]);
+    let r = import_keyless(&w, "ca", "ca.crt");
     assert!(r.ok(), "{}", r.describe());
     assert!(r.stdout.contains("without its key: external-CA mode"), "{}", r.stdout);
     let state = w.bundle().join("state");
@@ -295,7 +140,7 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
     assert!(manifest.contains("external: true") && manifest.contains("file: pki/ca.crt"), "{manifest}");
 
     // 2. generate: keys into the state, one CSR per leaf of the cluster CA, exit 1, no tarball.
-    let r = w.generate(&[]);
+    let r = w.generate();
     assert_eq!(r.code, Some(1), "{}", r.describe());
     assert!(r.stderr.contains("waiting for ") && r.stderr.contains("signed certificates (external CA)"), "{}", r.stderr);
     assert!(r.stderr.contains("kubebundle import-signed --dir"), "{}", r.stderr);
@@ -316,7 +161,7 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
     f.check(!csrs.iter().any(|c| c.contains("etcd") || c.contains("front-proxy")), || format!("CSRs of other CAs: {csrs:?}"));
     let n = csrs.len();
     assert!(r.stderr.contains(&format!("waiting for {n} signed certificates")), "{}", r.stderr);
-    let check = w.generate(&["--check"]);
+    let check = w.generate_with(&["--check"]);
     assert_eq!(check.code, Some(1), "{}", check.describe());
     assert!(check.stdout.contains(&format!("waiting for   {n} signed certificates")), "{}", check.stdout);
     // The apiserver CSR carries every SAN.
@@ -332,7 +177,7 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
         let crt = signed.join(rel.replace(".csr", ".crt"));
         std::fs::create_dir_all(crt.parent().unwrap()).unwrap();
         let csr = w.bundle().join("csr").join(rel);
-        w.corp.sign("ca", csr.to_str().unwrap(), crt.to_str().unwrap(), &[]);
+        sign(&w.corp, "ca", csr.to_str().unwrap(), crt.to_str().unwrap());
         let (want, got) = (sans(&der_of(&csr), true), sans(&der_of(&crt), false));
         f.check(want == got, || format!("{rel}: openssl ca lost SANs: CSR {want:?}, certificate {got:?}"));
     }
@@ -343,44 +188,22 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
     std::fs::create_dir_all(&bad).unwrap();
     // A certificate for another key (same subject).
     w.corp.key("stranger");
-    w.corp.req("stranger", "/CN=kube-apiserver");
-    w.corp.sign("ca", "stranger.csr", bad.join("another-key.crt").to_str().unwrap(), &[]);
+    w.corp.csr("stranger", "/CN=kube-apiserver");
+    sign(&w.corp, "ca", "stranger.csr", bad.join("another-key.crt").to_str().unwrap());
     // The apiserver CSR signed without its SANs.
-    std::fs::write(w.corp.dir.join("nosan.cnf"), OPENSSL_CNF.replace("copy_extensions = copy", "copy_extensions = none")).unwrap();
+    std::fs::write(w.corp.dir.join("nosan.cnf"), corp_cnf("none", true, V3_LEAF)).unwrap();
     let lost = bad.join("lost-san.crt");
-    ossl(
-        &w.corp.dir,
-        &[
-            "ca",
-            "-batch",
-            "-config",
-            "nosan.cnf",
-            "-cert",
-            "ca.crt",
-            "-keyfile",
-            "ca.key",
-            "-in",
-            w.bundle().join("csr/cp1/pki/apiserver.csr").to_str().unwrap(),
-            "-out",
-            lost.to_str().unwrap(),
-            "-notext",
-            "-startdate",
-            &w.corp.start,
-            "-enddate",
-            &w.corp.end,
-            "-extensions",
-            "v3_leaf",
-        ],
-    );
+    let csr = w.bundle().join("csr/cp1/pki/apiserver.csr");
+    w.corp.sign("nosan.cnf", "ca", csr.to_str().unwrap(), lost.to_str().unwrap(), &["-extensions", "v3_leaf"]);
     // The apiserver CSR signed by another CA.
     let other = bad.join("other-ca.crt");
-    w.corp.sign("other", w.bundle().join("csr/cp1/pki/apiserver.csr").to_str().unwrap(), other.to_str().unwrap(), &[]);
+    sign(&w.corp, "other", w.bundle().join("csr/cp1/pki/apiserver.csr").to_str().unwrap(), other.to_str().unwrap());
     for (file, says) in [
         (bad.join("another-key.crt"), "is a certificate for another key: it matches no CSR"),
         (lost.clone(), "it lost SAN(s)"),
         (other.clone(), "is not signed by the ca CA"),
     ] {
-        let r = w.import_signed(&w.bundle(), &[&signed, &file]);
+        let r = import_signed(&w, &w.bundle(), &[&signed, &file]);
         f.check(r.code == Some(1), || format!("{}: {}", file.display(), r.describe()));
         f.check(r.stderr.contains(&format!("{}: ", file.display())) && r.stderr.contains(says), || {
             format!("{}: refusal does not name it or say {says:?}: {}", file.display(), r.stderr)
@@ -388,7 +211,7 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
         f.check(r.stderr.contains("nothing was written"), || r.stderr.clone());
         f.check(digests(&w.bundle()) == before, || format!("{}: the refusal wrote into the bundle", file.display()));
     }
-    let lost_text = w.import_signed(&w.bundle(), &[&lost]).stderr;
+    let lost_text = import_signed(&w, &w.bundle(), &[&lost]).stderr;
     f.check(lost_text.contains("DNS:") || lost_text.contains("kubernetes.default"), || lost_text.clone());
 
     // 5. A Vault sign response of the same certificates, into a copy of the bundle.
@@ -424,22 +247,22 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
             .unwrap(),
     )
     .unwrap();
-    let r = w.import_signed(&copy, &[&issue]);
+    let r = import_signed(&w, &copy, &[&issue]);
     f.check(r.code == Some(1) && r.stderr.contains("issue.json: a Vault issue/ response"), || r.describe());
 
     // 6. import-signed takes them all; generate packs.
-    let r = w.import_signed(&w.bundle(), &[&signed]);
+    let r = import_signed(&w, &w.bundle(), &[&signed]);
     assert!(r.ok(), "{}", r.describe());
     assert!(r.stdout.contains(&format!("recorded {n} signed certificate(s)")) && r.stdout.contains("0 still wait"), "{}", r.stdout);
-    let r = w.import_signed(&copy, &[&vault]);
+    let r = import_signed(&w, &copy, &[&vault]);
     assert!(r.ok(), "{}", r.describe());
     f.check(std::fs::read(state.join("leaves.json")).unwrap() == std::fs::read(copy.join("state/leaves.json")).unwrap(), || {
         "the Vault responses did not import to the same state as the PEM files".into()
     });
-    let r = w.generate(&[]);
+    let r = w.generate();
     assert!(r.ok(), "{}", r.describe());
     f.check(r.stderr.contains("leaf certificates: ") && !r.stderr.contains("waiting"), || r.stderr.clone());
-    let check = w.generate(&["--check"]);
+    let check = w.generate_with(&["--check"]);
     f.check(check.ok(), || check.describe());
 
     // 7. No ca.key anywhere.
@@ -484,38 +307,24 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
         let ns = live::Netns::new(&scratch);
         ns.add_address("198.51.100.41");
         let before = file_bytes(&root);
-        let mut c = ns.command(tools.k8s.join("kubeadm"));
-        c.args(["init", "phase", "certs", "all", "--config", "/etc/kubernetes/kubeadm-init.yaml", "-v=1"])
-            .arg("--rootfs")
-            .arg(&root)
-            .env("LC_ALL", "C")
-            .env_remove("KUBECONFIG");
-        let r = run_cmd(c);
+        let r =
+            live::kubeadm(&ns, &tools, &root, &["init", "phase", "certs", "all", "--config", "/etc/kubernetes/kubeadm-init.yaml", "-v=1"]);
         assert!(r.ok(), "kubeadm init phase certs all: {}", r.describe());
         let all = format!("{}\n{}", r.stdout, r.stderr);
         // kubeadm's own words when ca.key is absent and every leaf verifies: external CA detected.
         f.check(all.contains("Using existing ca keyless certificate authority"), || format!("kubeadm did not detect external CA:\n{all}"));
-        for c in [
-            "apiserver",
-            "apiserver-kubelet-client",
-            "front-proxy-client",
-            "etcd/server",
-            "etcd/peer",
-            "etcd/healthcheck-client",
-            "apiserver-etcd-client",
-        ] {
+        for c in live::KUBEADM_LEAVES {
             let e = format!("Using existing {c} certificate and key on disk");
             f.check(all.contains(&e), || format!("kubeadm did not say {e:?}:\n{all}"));
         }
         f.check(file_bytes(&root) == before, || "kubeadm changed the control plane's tree".into());
         // kubeadm itself gives the controller-manager empty signing files under an external CA.
-        let mut c = ns.command(tools.k8s.join("kubeadm"));
-        c.args(["init", "phase", "control-plane", "controller-manager", "--config", "/etc/kubernetes/kubeadm-init.yaml"])
-            .arg("--rootfs")
-            .arg(&root)
-            .env("LC_ALL", "C")
-            .env_remove("KUBECONFIG");
-        let r = run_cmd(c);
+        let r = live::kubeadm(
+            &ns,
+            &tools,
+            &root,
+            &["init", "phase", "control-plane", "controller-manager", "--config", "/etc/kubernetes/kubeadm-init.yaml"],
+        );
         assert!(r.ok(), "kubeadm init phase control-plane controller-manager: {}", r.describe());
         let kcm = std::fs::read_to_string(root.join("etc/kubernetes/manifests/kube-controller-manager.yaml")).unwrap();
         f.check(kcm.contains("- --cluster-signing-cert-file=\n") && kcm.contains("- --cluster-signing-key-file=\n"), || kcm.clone());
@@ -536,10 +345,10 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
     f.check(sans(&der_of(&csr), true) == api_sans, || "the renewal CSR lost SANs".into());
     let renewed = w.dir.join("renewed/cp1/pki/apiserver.crt");
     std::fs::create_dir_all(renewed.parent().unwrap()).unwrap();
-    w.corp.sign("ca", csr.to_str().unwrap(), renewed.to_str().unwrap(), &[]);
-    let r = w.import_signed(&w.bundle(), &[&w.dir.join("renewed")]);
+    sign(&w.corp, "ca", csr.to_str().unwrap(), renewed.to_str().unwrap());
+    let r = import_signed(&w, &w.bundle(), &[&w.dir.join("renewed")]);
     assert!(r.ok() && r.stdout.contains("recorded 1 signed certificate(s)"), "{}", r.describe());
-    let r = w.generate(&[]);
+    let r = w.generate();
     assert!(r.ok(), "{}", r.describe());
     let cp1 = tarball_files(&w.bundle().join("nodes/cp1.tar.gz"));
     let packed = &cp1["etc/kubernetes/pki/apiserver.crt"];
@@ -552,29 +361,15 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
 /// finds no error.
 #[test]
 fn all_three_cas_external_with_the_hardway_profile() {
-    let w = Work::new("external-ca-hardway");
+    let w = work("external-ca-hardway");
     let config = std::fs::read_to_string(w.dir.join("c.yaml")).unwrap().replace("profile: kubeadm", "profile: hardway");
     std::fs::write(w.dir.join("c.yaml"), config).unwrap();
     let mut f = Failures::new();
     for (which, file) in [("ca", "ca.crt"), ("front-proxy-ca", "fp.crt"), ("etcd-ca", "etcd.crt")] {
-        let r = w.run(&[
-            "ca",
-            "import",
-            which,
-            "--config",
-            "c.yaml",
-            "--now",
-            &w.now,
-            "--out",
-            w.out().to_str().unwrap(),
-            "--cert",
-            &w.corp.path(file),
-            "--chain",
-            &w.corp.path("root.crt"),
-        ]);
+        let r = import_keyless(&w, which, file);
         assert!(r.ok() && r.stdout.contains("without its key"), "{}", r.describe());
     }
-    let r = w.generate(&[]);
+    let r = w.generate();
     assert_eq!(r.code, Some(1), "{}", r.describe());
     let csrs = csr_files(&w.bundle());
     assert!(r.stderr.contains(&format!("waiting for {} signed certificates", csrs.len())), "{}", r.stderr);
@@ -590,11 +385,11 @@ fn all_three_cas_external_with_the_hardway_profile() {
         };
         let crt = signed.join(rel.replace(".csr", ".crt"));
         std::fs::create_dir_all(crt.parent().unwrap()).unwrap();
-        w.corp.sign(by, w.bundle().join("csr").join(rel).to_str().unwrap(), crt.to_str().unwrap(), &[]);
+        sign(&w.corp, by, w.bundle().join("csr").join(rel).to_str().unwrap(), crt.to_str().unwrap());
     }
-    let r = w.import_signed(&w.bundle(), &[&signed]);
+    let r = import_signed(&w, &w.bundle(), &[&signed]);
     assert!(r.ok() && r.stdout.contains("0 still wait"), "{}", r.describe());
-    let r = w.generate(&[]);
+    let r = w.generate();
     assert!(r.ok(), "{}", r.describe());
     for (rel, _) in file_bytes(&w.bundle().join("state")) {
         f.check(!rel.ends_with("ca.key"), || format!("the state holds {rel}"));

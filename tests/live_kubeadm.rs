@@ -41,19 +41,6 @@ const TEST: &str = "kubeadm_renewed_control_plane_accepted_by_kubeadm_and_booted
 /// write, in the order the components start.
 const STATIC_PODS: [&str; 4] = live::CONTROL_PLANE;
 
-/// `kubeadm <args> --rootfs <root>` inside the namespace.
-fn kubeadm(ns: &Netns, tools: &Tools, root: &Path, args: &[&str]) -> Run {
-    let mut c = ns.command(tools.k8s.join("kubeadm"));
-    c.args(args).arg("--rootfs").arg(root).env("LC_ALL", "C").env_remove("KUBECONFIG");
-    run_cmd(c)
-}
-
-/// The lines of a kubeadm phase's output that name what it did (`[certs] ...`).
-fn said(r: &Run, phase: &str) -> Vec<String> {
-    let tag = format!("[{phase}] ");
-    r.stdout.lines().chain(r.stderr.lines()).filter_map(|l| l.strip_prefix(tag.as_str())).map(str::to_string).collect()
-}
-
 /// Every file of the tree that is not what `before` held: (changed or removed, added).
 fn changes(before: &BTreeMap<String, Vec<u8>>, after: &BTreeMap<String, Vec<u8>>) -> (Vec<String>, Vec<String>) {
     let changed = before.iter().filter(|(p, b)| after.get(*p) != Some(*b)).map(|(p, _)| p.clone()).collect();
@@ -160,22 +147,7 @@ fn kubeadm_renewed_control_plane_accepted_by_kubeadm_and_booted_from_its_static_
     let r = kubeadm(&ns, &b.tools, &root, &["init", "phase", "certs", "all", "--config", &config]);
     assert!(r.ok(), "kubeadm init phase certs all: {}", r.describe());
     let lines = said(&r, "certs");
-    let mut expected: Vec<String> =
-        ["ca", "front-proxy-ca", "etcd/ca"].iter().map(|c| format!("Using existing {c} certificate authority")).collect();
-    expected.extend(
-        [
-            "apiserver",
-            "apiserver-kubelet-client",
-            "front-proxy-client",
-            "etcd/server",
-            "etcd/peer",
-            "etcd/healthcheck-client",
-            "apiserver-etcd-client",
-        ]
-        .iter()
-        .map(|c| format!("Using existing {c} certificate and key on disk")),
-    );
-    expected.push("Using the existing \"sa\" key".into());
+    let expected = certs_all_existing();
     for e in &expected {
         f.check(lines.contains(e), || format!("kubeadm init phase certs all did not say {e:?}:\n{}", r.stdout));
     }

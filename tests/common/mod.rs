@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod checks;
+pub mod corp;
 pub mod model;
 
 use std::collections::BTreeMap;

@@ -947,3 +947,40 @@ pub fn check_kubelet_bootstrap(b: &Bundle, cp: &ControlPlane, argv: &[String], f
     let r = cp.kubectl(&written, &["create", "-f", other.to_str().unwrap()]);
     f.check(!r.ok() && r.stderr.contains("Forbidden"), || format!("node {node} could create another node's object: {}", r.describe()));
 }
+
+// =============================================================================================
+// kubeadm
+
+/// `kubeadm <args> --rootfs <root>` inside the namespace.
+pub fn kubeadm(ns: &Netns, tools: &Tools, root: &Path, args: &[&str]) -> Run {
+    let mut c = ns.command(tools.k8s.join("kubeadm"));
+    c.args(args).arg("--rootfs").arg(root).env("LC_ALL", "C").env_remove("KUBECONFIG");
+    run_cmd(c)
+}
+
+/// The lines of a kubeadm phase's output that name what it did (`[certs] ...`).
+pub fn said(r: &Run, phase: &str) -> Vec<String> {
+    let tag = format!("[{phase}] ");
+    r.stdout.lines().chain(r.stderr.lines()).filter_map(|l| l.strip_prefix(tag.as_str())).map(str::to_string).collect()
+}
+
+/// The certificates (and keys) of a control plane, as kubeadm names them.
+pub const KUBEADM_LEAVES: [&str; 7] = [
+    "apiserver",
+    "apiserver-kubelet-client",
+    "front-proxy-client",
+    "etcd/server",
+    "etcd/peer",
+    "etcd/healthcheck-client",
+    "apiserver-etcd-client",
+];
+
+/// What `kubeadm init phase certs all` says when every file of a control plane exists: the 3
+/// CAs, the 7 certificates and the sa key "Using existing".
+pub fn certs_all_existing() -> Vec<String> {
+    let mut expected: Vec<String> =
+        ["ca", "front-proxy-ca", "etcd/ca"].iter().map(|c| format!("Using existing {c} certificate authority")).collect();
+    expected.extend(KUBEADM_LEAVES.iter().map(|c| format!("Using existing {c} certificate and key on disk")));
+    expected.push("Using the existing \"sa\" key".into());
+    expected
+}
