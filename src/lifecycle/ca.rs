@@ -76,6 +76,37 @@ fn signed_a_bundle(cluster_dir: &Path) -> Result<bool, CaError> {
     Ok(!records.is_empty() || tarballs)
 }
 
+/// A bundle's state opened for a writer: checked before the lock file is made (a refusal writes
+/// nothing), locked, what killed runs left swept, and its manifest checked under the lock.
+struct Opened {
+    lock: output::OutputLock,
+    /// The bundle directory itself (a symlinked OUT/<cluster> resolved).
+    real: PathBuf,
+    state_dir: PathBuf,
+    /// The state as the user named it, for messages.
+    shown_state: PathBuf,
+    manifest: Option<sm::Manifest>,
+}
+
+fn open_state(config: &Config, out: &Path) -> Result<Opened, CaError> {
+    let cluster_dir = out.join(&config.cluster_name);
+    state::check::refuse_lost(&cluster_dir, Some(&config.cluster_name))?;
+    output::check_owner(&cluster_dir, &config.cluster_name)?;
+    let lock = output::lock(out, &config.cluster_name)?;
+    let real = lock.dir().to_path_buf();
+    output::check_owner(&real, &config.cluster_name)?;
+    output::sweep_around(&cluster_dir);
+    let state_dir = real.join("state");
+    let manifest = sm::read(&state_dir)?;
+    if let Some(m) = &manifest {
+        let checked = sm::check(&state_dir, m);
+        if !checked.problems.is_empty() {
+            return Err(state::check::refusal(&state_dir, m, &checked.problems).into());
+        }
+    }
+    Ok(Opened { lock, real, state_dir, shown_state: cluster_dir.join("state"), manifest })
+}
+
 pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Imported, CaError> {
     let id = args.which.as_str();
     if !CA_IDS.contains(&id) {
@@ -128,21 +159,7 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
     })?;
 
     // The bundle: checked before the lock file is made (a refusal writes nothing), and under it.
-    state::check::refuse_lost(&cluster_dir, Some(&config.cluster_name))?;
-    output::check_owner(&cluster_dir, &config.cluster_name)?;
-    let lock = output::lock(&args.out, &config.cluster_name)?;
-    let real = lock.dir().to_path_buf();
-    output::check_owner(&real, &config.cluster_name)?;
-    output::sweep_around(&cluster_dir);
-    let state_dir = real.join("state");
-    let shown_state = cluster_dir.join("state");
-    let manifest = sm::read(&state_dir)?;
-    if let Some(m) = &manifest {
-        let checked = sm::check(&state_dir, m);
-        if !checked.problems.is_empty() {
-            return Err(state::check::refusal(&state_dir, m, &checked.problems).into());
-        }
-    }
+    let Opened { lock, real, state_dir, shown_state, manifest } = open_state(config, &args.out)?;
 
     let chain_rel = state::ca_chain_path(id);
     let read = |rel: &str| std::fs::read(state_dir.join(rel)).ok();
@@ -370,21 +387,7 @@ pub fn csr(config: &Config, args: &CsrArgs, clock: &Clock) -> Result<Imported, C
         ));
     }
     let cluster_dir = args.out.join(&config.cluster_name);
-    state::check::refuse_lost(&cluster_dir, Some(&config.cluster_name))?;
-    output::check_owner(&cluster_dir, &config.cluster_name)?;
-    let lock = output::lock(&args.out, &config.cluster_name)?;
-    let real = lock.dir().to_path_buf();
-    output::check_owner(&real, &config.cluster_name)?;
-    output::sweep_around(&cluster_dir);
-    let state_dir = real.join("state");
-    let shown_state = cluster_dir.join("state");
-    let manifest = sm::read(&state_dir)?;
-    if let Some(m) = &manifest {
-        let checked = sm::check(&state_dir, m);
-        if !checked.problems.is_empty() {
-            return Err(state::check::refusal(&state_dir, m, &checked.problems).into());
-        }
-    }
+    let Opened { lock, real, state_dir, shown_state, manifest } = open_state(config, &args.out)?;
     let (crt, keyp) = state::ca_paths(id);
     if let Ok(bytes) = std::fs::read(state_dir.join(&crt)) {
         let der = pem::parse(&bytes).ok().map(|p| p.into_contents()).unwrap_or_default();
