@@ -107,6 +107,23 @@ fn open_state(config: &Config, out: &Path) -> Result<Opened, CaError> {
     Ok(Opened { lock, real, state_dir, shown_state: cluster_dir.join("state"), manifest })
 }
 
+/// The new bundle staged beside `real` (hard links to all it holds) with its state's pki
+/// directories for CA `id` made: (the staging directory, its `state/`).
+fn stage_state(real: &Path, out: &Path, id: &str) -> Result<(output::PrivateDir, PathBuf), CaError> {
+    let parent = real.parent().unwrap_or(out);
+    let staging = output::stage(parent, &real.file_name().unwrap_or_default().to_string_lossy())?;
+    if real.is_dir() {
+        output::link_copy(real, staging.path())?;
+    }
+    let sroot = staging.path().join("state");
+    output::ensure_dir(&sroot, 0o700)?;
+    output::ensure_dir(&sroot.join("pki"), 0o700)?;
+    if id == "etcd-ca" {
+        output::ensure_dir(&sroot.join("pki/etcd"), 0o700)?;
+    }
+    Ok((staging, sroot))
+}
+
 pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Imported, CaError> {
     let id = args.which.as_str();
     if !CA_IDS.contains(&id) {
@@ -217,19 +234,8 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
     }
 
     let now = crate::clock::rfc3339(clock.now);
-    let (parent, name) =
-        (real.parent().unwrap_or(&args.out).to_path_buf(), real.file_name().unwrap_or_default().to_string_lossy().into_owned());
-    let staging = output::stage(&parent, &name)?;
-    let root = staging.path().to_path_buf();
-    if real.is_dir() {
-        output::link_copy(&real, &root)?;
-    }
-    let sroot = root.join("state");
-    output::ensure_dir(&sroot, 0o700)?;
-    output::ensure_dir(&sroot.join("pki"), 0o700)?;
-    if id == "etcd-ca" {
-        output::ensure_dir(&sroot.join("pki/etcd"), 0o700)?;
-    }
+    let parent = real.parent().unwrap_or(&args.out).to_path_buf();
+    let (staging, sroot) = stage_state(&real, &args.out, id)?;
     output::write_file(&sroot.join(&crt), ca.cert_pem.as_bytes(), 0o600)?;
     match &ca.key_pem {
         Some(k) => output::write_file(&sroot.join(&keyp), k.as_bytes(), 0o600)?,
@@ -433,19 +439,7 @@ pub fn csr(config: &Config, args: &CsrArgs, clock: &Clock) -> Result<Imported, C
             shown_state.join(&keyp).display()
         ));
     } else {
-        let (parent, name) =
-            (real.parent().unwrap_or(&args.out).to_path_buf(), real.file_name().unwrap_or_default().to_string_lossy().into_owned());
-        let staging = output::stage(&parent, &name)?;
-        let root = staging.path().to_path_buf();
-        if real.is_dir() {
-            output::link_copy(&real, &root)?;
-        }
-        let sroot = root.join("state");
-        output::ensure_dir(&sroot, 0o700)?;
-        output::ensure_dir(&sroot.join("pki"), 0o700)?;
-        if id == "etcd-ca" {
-            output::ensure_dir(&sroot.join("pki/etcd"), 0o700)?;
-        }
+        let (staging, sroot) = stage_state(&real, &args.out, id)?;
         if old_key.is_none() {
             output::write_file(&sroot.join(&keyp), key.private_pem().as_bytes(), 0o600)?;
         }
@@ -462,8 +456,8 @@ pub fn csr(config: &Config, args: &CsrArgs, clock: &Clock) -> Result<Imported, C
         m.record(entry);
         output::write_file(&sroot.join(sm::MANIFEST_FILE), m.text().as_bytes(), 0o600)?;
         // The CSR holds no secret (a name and a public key): readable, to be handed to the signer.
-        output::ensure_dir(&root.join(state::CSR_DIR), 0o755)?;
-        output::write_file(&root.join(&csr_rel), csr_pem.as_bytes(), 0o644)?;
+        output::ensure_dir(&staging.path().join(state::CSR_DIR), 0o755)?;
+        output::write_file(&staging.path().join(&csr_rel), csr_pem.as_bytes(), 0o644)?;
         output::commit(staging, &real)?;
         lock.keep();
         if old_key.is_some() {

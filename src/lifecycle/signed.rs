@@ -13,6 +13,8 @@ use x509_parser::prelude::*;
 
 use crate::bundle::output::{self, OutputError};
 use crate::bundle::state::{self, StateError};
+/// What it did, for the command's output: the same report `ca import` gives.
+pub use crate::lifecycle::ca::Imported;
 use crate::pki::catalog::{self, Eku};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,10 +29,6 @@ pub enum SignedError {
     State(#[from] StateError),
     #[error(transparent)]
     Output(#[from] OutputError),
-}
-
-pub struct Imported {
-    pub lines: Vec<String>,
 }
 
 /// A CSR generate wrote: where, and what it asks for.

@@ -262,13 +262,9 @@ impl Validity {
 }
 
 /// Signs `spec` for `key`. `issuer` is None for a self-signed CA.
-pub fn issue(spec: &CertSpec, key: &Key, issuer: Option<&Authority>, validity: &Validity, serial: Vec<u8>) -> Result<Issued, IssueError> {
-    let build = |e: rcgen::Error| IssueError::Build { id: spec.id.clone(), message: e.to_string() };
-    if let Some(ca) = issuer {
-        if validity.not_after > ca.not_after {
-            return Err(IssueError::OutlivesCa { id: spec.id.clone(), ca: ca.id.clone(), leaf: validity.not_after, ca_end: ca.not_after });
-        }
-    }
+/// What a certificate of `spec` and a request for one both say: the subject (O, then CN), every
+/// SAN and the extended key usages.
+fn identity_params(spec: &CertSpec) -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     for o in &spec.organizations {
@@ -276,17 +272,13 @@ pub fn issue(spec: &CertSpec, key: &Key, issuer: Option<&Authority>, validity: &
     }
     dn.push(DnType::CommonName, spec.common_name.as_str());
     params.distinguished_name = dn;
-    params.serial_number = Some(SerialNumber::from_slice(&serial));
-    params.not_before = validity.not_before;
-    params.not_after = validity.not_after;
     params.subject_alt_names = spec
         .sans
         .dns
         .iter()
         .map(|d| Ok(SanType::DnsName(d.as_str().try_into()?)))
         .chain(spec.sans.ips.iter().map(|ip| Ok(SanType::IpAddress(*ip))))
-        .collect::<Result<_, rcgen::Error>>()
-        .map_err(build)?;
+        .collect::<Result<_, rcgen::Error>>()?;
     params.extended_key_usages = spec
         .usages
         .iter()
@@ -295,6 +287,20 @@ pub fn issue(spec: &CertSpec, key: &Key, issuer: Option<&Authority>, validity: &
             Eku::ClientAuth => ExtendedKeyUsagePurpose::ClientAuth,
         })
         .collect();
+    Ok(params)
+}
+
+pub fn issue(spec: &CertSpec, key: &Key, issuer: Option<&Authority>, validity: &Validity, serial: Vec<u8>) -> Result<Issued, IssueError> {
+    let build = |e: rcgen::Error| IssueError::Build { id: spec.id.clone(), message: e.to_string() };
+    if let Some(ca) = issuer {
+        if validity.not_after > ca.not_after {
+            return Err(IssueError::OutlivesCa { id: spec.id.clone(), ca: ca.id.clone(), leaf: validity.not_after, ca_end: ca.not_after });
+        }
+    }
+    let mut params = identity_params(spec).map_err(build)?;
+    params.serial_number = Some(SerialNumber::from_slice(&serial));
+    params.not_before = validity.not_before;
+    params.not_after = validity.not_after;
     if spec.is_ca {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment, KeyUsagePurpose::KeyCertSign];
@@ -350,29 +356,7 @@ pub fn ca_request(common_name: &str, key: &Key) -> Result<Vec<u8>, IssueError> {
 /// extensions keeps them. Deterministic: the same key gives the same bytes.
 pub fn leaf_request(spec: &CertSpec, key: &Key) -> Result<Vec<u8>, IssueError> {
     let build = |message: String| IssueError::Build { id: spec.id.clone(), message };
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    for o in &spec.organizations {
-        dn.push(DnType::OrganizationName, o.as_str());
-    }
-    dn.push(DnType::CommonName, spec.common_name.as_str());
-    params.distinguished_name = dn;
-    params.subject_alt_names = spec
-        .sans
-        .dns
-        .iter()
-        .map(|d| Ok(SanType::DnsName(d.as_str().try_into()?)))
-        .chain(spec.sans.ips.iter().map(|ip| Ok(SanType::IpAddress(*ip))))
-        .collect::<Result<_, rcgen::Error>>()
-        .map_err(|e| build(e.to_string()))?;
-    params.extended_key_usages = spec
-        .usages
-        .iter()
-        .map(|u| match u {
-            Eku::ServerAuth => ExtendedKeyUsagePurpose::ServerAuth,
-            Eku::ClientAuth => ExtendedKeyUsagePurpose::ClientAuth,
-        })
-        .collect();
+    let mut params = identity_params(spec).map_err(|e| build(e.to_string()))?;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     let signer = DeterministicSigner::for_key(key).map_err(|e| build(e.to_string()))?;
