@@ -691,13 +691,8 @@ fn say_dropped(dropped: &[crate::bundle::state::Token]) {
 
 fn ca_import(args: CaImportCli) -> Result<(), CliError> {
     let config = load_config(&args.config)?;
-    let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
-    let clock = Clock::from_sources(args.now.as_deref(), source_date_epoch.as_deref())?;
-    let which = match args.which {
-        CaName::Ca => "ca",
-        CaName::FrontProxyCa => "front-proxy-ca",
-        CaName::EtcdCa => "etcd-ca",
-    };
+    let clock = run_clock(args.now.as_deref())?;
+    let which = ca_name(args.which);
     let done = crate::lifecycle::ca::import(
         &config,
         &crate::lifecycle::ca::ImportArgs {
@@ -710,18 +705,17 @@ fn ca_import(args: CaImportCli) -> Result<(), CliError> {
         },
         &clock,
     )?;
-    say::out(&done.lines.iter().map(|l| format!("{l}\n")).collect::<String>())
+    say_lines(&done.lines)
 }
 
 fn import_signed(args: ImportSignedCli) -> Result<(), CliError> {
     let done = crate::lifecycle::signed::import_signed(&args.dir, &args.signed)?;
-    say::out(&done.lines.iter().map(|l| format!("{l}\n")).collect::<String>())
+    say_lines(&done.lines)
 }
 
 fn ca_csr(args: CaCsrCli) -> Result<(), CliError> {
     let config = load_config(&args.config)?;
-    let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
-    let clock = Clock::from_sources(args.now.as_deref(), source_date_epoch.as_deref())?;
+    let clock = run_clock(args.now.as_deref())?;
     let which = ca_name(args.which);
     let mut flags = String::new();
     if let Some(c) = &args.config.config {
@@ -732,7 +726,18 @@ fn ca_csr(args: CaCsrCli) -> Result<(), CliError> {
     }
     let done =
         crate::lifecycle::ca::csr(&config, &crate::lifecycle::ca::CsrArgs { which: which.to_string(), out: args.out, flags }, &clock)?;
-    say::out(&done.lines.iter().map(|l| format!("{l}\n")).collect::<String>())
+    say_lines(&done.lines)
+}
+
+/// The run's clock: `--now`, else SOURCE_DATE_EPOCH, else the system clock.
+fn run_clock(now: Option<&str>) -> Result<Clock, CliError> {
+    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
+    Ok(Clock::from_sources(now, epoch.as_deref())?)
+}
+
+/// A report's lines on standard output.
+fn say_lines(lines: &[String]) -> Result<(), CliError> {
+    say::out(&lines.iter().map(|l| format!("{l}\n")).collect::<String>())
 }
 
 fn ca_name(which: CaName) -> &'static str {
@@ -816,8 +821,7 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
     // The first use of aws-lc's random generator gathers CPU-jitter entropy (~30 ms here): start
     // it now, while the config and the state load, rather than when the first new key is made.
     std::thread::spawn(|| aws_lc_rs::rand::fill(&mut [0u8; 1]));
-    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
-    let clock = Clock::from_sources(args.now.as_deref(), epoch.as_deref())?;
+    let clock = run_clock(args.now.as_deref())?;
     let mut config = load_config(&args.config)?;
     if let Some(path) = &args.seed_file {
         if !args.insecure_deterministic {
@@ -826,7 +830,7 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
                 path.display()
             )));
         }
-        if args.now.is_none() && epoch.is_none() {
+        if args.now.is_none() && std::env::var("SOURCE_DATE_EPOCH").is_err() {
             return Err(CliError::Usage(
                 "--seed-file needs a fixed clock so two machines make the same bundle\n  hint: add --now 2026-01-01T00:00:00Z or set SOURCE_DATE_EPOCH".into(),
             ));
