@@ -338,25 +338,9 @@ fn copy_bundle(from: &Path, to: &Path) {
     assert!(r.ok(), "{}", r.describe());
 }
 
-fn tarball_files(path: &Path) -> BTreeMap<String, Vec<u8>> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
-    let mut out = BTreeMap::new();
-    for e in archive.entries().unwrap() {
-        let mut e = e.unwrap();
-        if e.header().entry_type().is_file() {
-            let p = e.path().unwrap().display().to_string();
-            let mut b = Vec::new();
-            e.read_to_end(&mut b).unwrap();
-            out.insert(p, b);
-        }
-    }
-    out
-}
-
 /// notAfter (Unix seconds) of the certificate at `inner` in the tarball `path`.
 fn not_after_in(path: &Path, inner: &str) -> i64 {
-    let files = tarball_files(path);
+    let files = corp::tarball_files(path);
     let pem = files.get(inner).unwrap_or_else(|| panic!("{} holds no {inner}", path.display()));
     let (_, p) = x509_parser::pem::parse_x509_pem(pem).unwrap();
     let (_, c) = x509_parser::parse_x509_certificate(&p.contents).unwrap();

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use base64::Engine;
-use common::checks::{cert_blocks, certs_in, data_values, distinct_certs, files, holders};
+use common::checks::{self, cert_blocks, certs_in, data_values, distinct_certs, files, holders};
 use common::{extract, kubebundle, openssl, openssl_hs256, temp_dir, yaml_file_to_json, Run};
 
 const MADE: &str = "2026-01-01T00:00:00Z";
@@ -154,16 +154,9 @@ fn verifies(dir: &Path, ca: &[u8], der: &[u8], now: &str) -> bool {
     openssl(&["verify", "-attime", &at, "-CAfile", c.to_str().unwrap(), l.to_str().unwrap()]).ok()
 }
 
-/// The discovery hash of a CA certificate: sha256 of its SubjectPublicKeyInfo, by openssl.
+/// The discovery hash of a CA certificate (sha256 of its SubjectPublicKeyInfo, by openssl).
 fn discovery_hash(dir: &Path, der: &[u8]) -> String {
-    let p = scratch_pem(dir, der);
-    let spki = dir.join("spki.der");
-    let r = openssl(&["x509", "-noout", "-pubkey", "-in", p.to_str().unwrap(), "-out", dir.join("pub.pem").to_str().unwrap()]);
-    assert!(r.ok(), "{}", r.describe());
-    let r = openssl(&["pkey", "-pubin", "-in", dir.join("pub.pem").to_str().unwrap(), "-outform", "der", "-out", spki.to_str().unwrap()]);
-    assert!(r.ok(), "{}", r.describe());
-    let r = openssl(&["dgst", "-sha256", "-r", spki.to_str().unwrap()]);
-    r.stdout.split_whitespace().next().unwrap().to_string()
+    checks::discovery_hash(&scratch_pem(dir, der)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 // ---------------------------------------------------------------------------------------------
