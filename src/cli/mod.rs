@@ -83,9 +83,13 @@ certificates wait); \
 
 #[derive(Args)]
 struct ImportSignedCli {
-    /// The bundle: OUT/<clusterName>.
-    #[arg(long)]
+    /// The bundle (OUT/<clusterName>), or a node tree `certs renew` wrote CSRs in: a node's root
+    /// (/ or an extracted tarball), /etc/kubernetes or /etc/k8s.
+    #[arg(long, value_name = "DIR")]
     dir: PathBuf,
+    /// A node tree's layout: a built-in profile (kubeadm, hardway, binary) or a profile file [default: recognised].
+    #[arg(long, value_name = "NAME|FILE")]
+    profile: Option<PathBuf>,
     /// Signed certificates: files (PEM or Vault JSON) or directories (their .crt, .pem and .json files).
     #[arg(required = true)]
     signed: Vec<PathBuf>,
@@ -304,6 +308,12 @@ struct RenewCli {
     /// The clock (RFC 3339) instead of now.
     #[arg(long, value_name = "RFC3339")]
     now: Option<String>,
+    /// Node trees with an external CA: write the CSRs into DIR (created 0700; laid out like a
+    /// bundle's csr/<node>/, relative to /etc/kubernetes: pki/apiserver.csr, admin.conf.csr)
+    /// instead of beside each certificate in the tree (kubeadm's generate-csr layout); like
+    /// kubeadm's former `certs renew --csr-only --csr-dir`.
+    #[arg(long, value_name = "DIR")]
+    csr_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -709,7 +719,9 @@ fn ca_import(args: CaImportCli) -> Result<(), CliError> {
 }
 
 fn import_signed(args: ImportSignedCli) -> Result<(), CliError> {
-    let done = crate::lifecycle::signed::import_signed(&args.dir, &args.signed)?;
+    let clock = run_clock(None)?;
+    output::sweep_around(&args.dir);
+    let done = crate::lifecycle::signed::import_signed(&args.dir, &args.signed, args.profile.as_deref(), clock.now)?;
     say_lines(&done.lines)
 }
 
@@ -788,6 +800,7 @@ fn renew(args: RenewCli) -> Result<(), CliError> {
         }
     };
     output::sweep_around(&args.dir);
+    let dir = args.dir.clone();
     let report = crate::lifecycle::renew::renew(&crate::lifecycle::renew::RenewArgs {
         dir: args.dir,
         targets: args.targets,
@@ -796,8 +809,19 @@ fn renew(args: RenewCli) -> Result<(), CliError> {
         dry_run: args.dry_run,
         now: clock.now,
         profile: args.profile,
+        csr_dir: args.csr_dir,
     })?;
-    say::out(&report.render())
+    say::out(&report.render())?;
+    if !report.requests.is_empty() && !report.dry_run {
+        // External-CA mode, like generate: the run wrote CSRs, the renewal waits for the signer.
+        let renewed = if report.renewed.is_empty() { String::new() } else { format!(" ({} other(s) renewed)", report.renewed.len()) };
+        return Err(CliError::Awaiting(format!(
+            "waiting for {} signed certificate(s) (external CA): their CSRs were written (listed above){renewed}; the certificates they renew are unchanged\n  hint: have each CSR signed by its CA keeping its extensions, then `kubebundle import-signed --dir {} SIGNED...` (a bundle: then `kubebundle generate` re-packs its nodes)",
+            report.requests.len(),
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 fn verify(args: VerifyCli) -> Result<(), CliError> {
