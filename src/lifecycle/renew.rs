@@ -23,7 +23,12 @@
 //! A certificate whose CA key the layout keeps off the node (hardway's front-proxy-ca and
 //! etcd-ca, any CA key on a worker) is not renewed there: `all` lists it with where to renew it,
 //! naming it is refused. A CA key missing from where the layout keeps it is an externally
-//! managed CA: refused, as kubeadm does.
+//! managed CA (kubeadm's external-CA mode): the CA itself is refused; each wanted certificate it
+//! signs gets a CSR for its current key with its subject, SANs and usages instead — on a bundle
+//! under `csr/<node>/` (`external_requests`), on a node tree beside it as kubeadm's `certs
+//! generate-csr` places them, or in `--csr-dir` — while the others are renewed in the same run;
+//! `import-signed` takes the signed certificates back (on a node tree through `install_signed`,
+//! with the same edits and writes as a renewal).
 //!
 //! Everything is computed in memory first, under the lock every writer takes (a bundle's, also
 //! for a node tree inside it; else a lock on the tree's directory). Every file about to change

@@ -1,4 +1,5 @@
-//! `kubebundle import-signed`: external-CA mode's way back. `generate` wrote a key (into the
+//! `kubebundle import-signed`: external-CA mode's way back, into a bundle or into a node tree
+//! (`import_into_tree`: where `certs renew` wrote CSRs beside a live host's certificates). `generate` wrote a key (into the
 //! state) and a CSR (under `OUT/<clusterName>/csr/<node>/`) for every leaf of a CA whose key the
 //! state does not hold; the operator's signer signed them; this command checks each signed
 //! certificate against its CSR (the same public key, subject and SANs, the usages the catalogue
@@ -487,6 +488,12 @@ fn import_into_tree(
                 ),
             },
         )?;
+        if cert.validity().not_after.to_datetime() <= now {
+            return Err(refuse(
+                format!("it expired at {}", crate::clock::rfc3339(cert.validity().not_after.to_datetime())),
+                "have the CSR signed again",
+            ));
+        }
         if s.der == leaf.der {
             already += 1;
         } else if !accepted.iter().any(|(site, _)| site.name == leaf.site.name) {
