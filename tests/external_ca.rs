@@ -511,6 +511,15 @@ fn renew_on_a_node_tree_writes_csrs_and_import_signed_puts_the_certificates_back
     f.check(there == ["admin.conf.csr", "pki/apiserver.csr"], || format!("--csr-dir holds {there:?}"));
     f.check(digests(&root) == before, || "--csr-dir wrote into the tree".into());
 
+    // --csr-dir is for node trees; import-signed takes a bundle or a node tree (exit 2 otherwise).
+    let r = w.run(&["certs", "renew", "apiserver", "--dir", w.bundle().to_str().unwrap(), "--csr-dir", elsewhere.to_str().unwrap()]);
+    f.check(r.code == Some(2) && r.stderr.contains("--csr-dir is for node trees"), || r.describe());
+    std::fs::create_dir_all(w.dir.join("empty")).unwrap();
+    let r = import_signed(&w, &w.dir.join("empty"), &[&signed]);
+    f.check(r.code == Some(2) && r.stderr.contains("is neither a bundle nor a node tree kubebundle knows"), || r.describe());
+    let r = import_signed(&w, &w.dir.join("corp"), &[&signed]);
+    f.check(r.code == Some(2) && r.stderr.contains("holds no certificate"), || r.describe());
+
     // 4. renew all: the tree's own CAs renew theirs; the external CA's leaves get CSRs; exit 1.
     let r = w.run(&["certs", "renew", "all", "--dir", rootp, "--now", &w.now]);
     assert_eq!(r.code, Some(1), "{}", r.describe());

@@ -74,7 +74,7 @@ certificates wait); \
     /// way (signed by the tree's CA) and put in its place (the .crt, or a kubeconfig's
     /// client-certificate-data), backed up beside the tree, each file replaced atomically.
     #[command(
-        after_help = "Exit codes: 0 recorded (or already there; a node tree: put in place); 1 refused or failed: a certificate for another key (or a Vault issue/ response, whose key Vault made), another subject, a lost or extra SAN, a missing usage, not signed by the imported CA (a node tree: its CA; an expired one), lock held, state refused, a write failed; 2 usage error, a file that cannot be read or holds no certificate, a --dir that is neither a bundle nor a node tree kubebundle knows."
+        after_help = "Exit codes: 0 recorded (or already there); 1 refused or failed: a certificate for another key (or a Vault issue/ response, whose key Vault made), another subject, a lost or extra SAN, a missing usage, not signed by the imported CA (a node tree: its CA; an expired one), lock held, state refused, a write failed; 2 usage error, a file that cannot be read or holds no certificate, a --dir that is neither a bundle nor a node tree kubebundle knows. On a node tree, 0: put in place (or already there)."
     )]
     ImportSigned(ImportSignedCli),
     /// Audit a bundle directory, a node tarball or a node root: chains, keys, SANs, EKUs,

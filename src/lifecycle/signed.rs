@@ -427,6 +427,12 @@ fn import_into_tree(
         let req = Request { rel: tree.show(site.place.path()), cn, o, dns, ips };
         leaves.entry(spki).or_insert(Leaf { site, req, der: der.clone(), server, client });
     }
+    if leaves.is_empty() {
+        return Err(SignedError::Input(format!(
+            "{} holds no certificate signed by a CA that a signed one could replace\n  hint: give the node tree where `kubebundle certs renew` wrote the CSRs (its root, /etc/kubernetes or /etc/k8s), or a bundle (OUT/<clusterName>)",
+            dir.display()
+        )));
+    }
     // The tree's CAs: the first certificate of each CA file.
     let mut cas: BTreeMap<&str, (Vec<u8>, String)> = BTreeMap::new();
     for ca in crate::tree::certs::CAS {
