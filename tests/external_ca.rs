@@ -336,8 +336,13 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
 
     // 10. certs renew on the bundle writes a CSR instead of signing, and says so; signed and
     // imported, the next generate packs the new certificate.
+    // Like generate's, the run waits for the signed certificate: exit 1, saying so.
     let r = w.run(&["certs", "renew", "apiserver", "--dir", w.bundle().to_str().unwrap(), "--now", &w.now]);
-    assert!(r.ok(), "{}", r.describe());
+    assert_eq!(r.code, Some(1), "{}", r.describe());
+    f.check(
+        r.stderr.contains("waiting for 1 signed certificate(s) (external CA)") && r.stderr.contains("kubebundle import-signed --dir"),
+        || r.stderr.clone(),
+    );
     let csr = w.bundle().join("csr/cp1/pki/apiserver.csr");
     f.check(r.stdout.contains("wrote 1 CSR(s) instead of signing (external CA") && r.stdout.contains(csr.to_str().unwrap()), || {
         r.stdout.clone()
@@ -414,4 +419,303 @@ fn all_three_cas_external_with_the_hardway_profile() {
         f.check(false, || e.clone());
     }
     f.finish("all_three_cas_external_with_the_hardway_profile");
+}
+
+/// Every file's mode under `dir` (relative path → mode).
+fn modes(dir: &Path) -> BTreeMap<String, u32> {
+    use std::os::unix::fs::PermissionsExt;
+    file_bytes(dir).into_keys().map(|p| (p.clone(), std::fs::metadata(dir.join(&p)).unwrap().permissions().mode() & 0o7777)).collect()
+}
+
+/// The first certificate (DER) of a PEM file, or of a kubeconfig's client-certificate-data.
+fn leaf_der(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    if path.extension().is_some_and(|e| e == "conf") {
+        let data = kubeconfig_values(&String::from_utf8(bytes).unwrap(), "client-certificate-data");
+        return pem_certs(&data[0])[0].clone();
+    }
+    pem_certs(&bytes)[0].clone()
+}
+
+/// A certificate's or CSR's subject (DER) and public key (DER).
+fn subject_and_key(der: &[u8], csr: bool) -> (Vec<u8>, Vec<u8>) {
+    use x509_parser::prelude::FromDer;
+    if csr {
+        let (_, r) = x509_parser::certification_request::X509CertificationRequest::from_der(der).unwrap();
+        let i = &r.certification_request_info;
+        (i.subject.as_raw().to_vec(), i.subject_pki.raw.to_vec())
+    } else {
+        let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
+        (c.subject().as_raw().to_vec(), c.public_key().raw.to_vec())
+    }
+}
+
+fn not_after(der: &[u8]) -> i64 {
+    x509_parser::parse_x509_certificate(der).unwrap().1.validity().not_after.timestamp()
+}
+
+/// kubeadm's external-CA mode on a node tree: the control plane's tarball of an external-CA
+/// bundle, extracted as a live root. `certs renew all` renews what the tree's own CAs sign
+/// (front-proxy, etcd) and writes, for each certificate of the external cluster CA (kubeconfigs
+/// included), a CSR for its current key with its subject, SANs and usages where kubeadm's
+/// `certs generate-csr` puts it (`--csr-dir` elsewhere instead, the tree untouched), exits 1
+/// waiting, and changes nothing else. The corporate CA signs them with `openssl ca`;
+/// `import-signed --dir ROOT` refuses a certificate for another key, one that lost a SAN and one
+/// of another CA (exit 1, naming the file, the tree unchanged), then puts them in place: the same
+/// keys, later expiries, kubeconfigs' client-certificate-data, modes kept, nothing else changed;
+/// check-expiration shows the new expiries and the real kubeadm uses every file.
+#[test]
+fn renew_on_a_node_tree_writes_csrs_and_import_signed_puts_the_certificates_back() {
+    let mut w = work("external-ca-tree");
+    let mut f = Failures::new();
+    // The external-CA bundle: every CSR signed, imported and packed.
+    let r = import_keyless(&w, "ca", "ca.crt");
+    assert!(r.ok(), "{}", r.describe());
+    assert_eq!(w.generate().code, Some(1));
+    let signed = w.dir.join("signed");
+    for rel in csr_files(&w.bundle()) {
+        let crt = signed.join(rel.replace(".csr", ".crt"));
+        std::fs::create_dir_all(crt.parent().unwrap()).unwrap();
+        sign(&w.corp, "ca", w.bundle().join("csr").join(&rel).to_str().unwrap(), crt.to_str().unwrap());
+    }
+    let r = import_signed(&w, &w.bundle(), &[&signed]);
+    assert!(r.ok(), "{}", r.describe());
+    let r = w.generate();
+    assert!(r.ok(), "{}", r.describe());
+
+    // 1. The control plane's tree as a live root.
+    let root = w.dir.join("root");
+    extract(&w.bundle().join("nodes/cp1.tar.gz"), &root);
+    let etc = root.join("etc/kubernetes");
+    assert!(!etc.join("pki/ca.key").exists() && etc.join("pki/front-proxy-ca.key").exists());
+    let before = digests(&root);
+    let modes_before = modes(&root);
+    // What verify says of the tree as it was packed (on a bare root it trusts only the
+    // self-signed CAs it holds, so the intermediate cluster CA proves no role there).
+    let verify_errors = |r: &Run| r.stdout.lines().filter(|l| l.starts_with("ERROR")).map(str::to_string).collect::<Vec<_>>();
+    let packed_errors = verify_errors(&w.run(&["verify", root.to_str().unwrap(), "--now", &w.now]));
+
+    // 2. --dry-run lists the CSRs and writes nothing (exit 0).
+    let rootp = root.to_str().unwrap();
+    let r = w.run(&["certs", "renew", "all", "--dir", rootp, "--now", &w.now, "--dry-run"]);
+    assert!(r.ok(), "{}", r.describe());
+    f.check(r.stdout.contains("would write ") && r.stdout.contains("CSR(s) instead of signing"), || r.stdout.clone());
+    f.check(digests(&root) == before, || "--dry-run wrote into the tree".into());
+
+    // 3. --csr-dir: the CSRs there (a bundle's csr/<node>/ layout), the tree untouched.
+    let elsewhere = w.dir.join("csr-elsewhere");
+    let r =
+        w.run(&["certs", "renew", "apiserver", "admin.conf", "--dir", rootp, "--now", &w.now, "--csr-dir", elsewhere.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{}", r.describe());
+    let there: Vec<String> = file_bytes(&elsewhere).into_keys().collect();
+    f.check(there == ["admin.conf.csr", "pki/apiserver.csr"], || format!("--csr-dir holds {there:?}"));
+    f.check(digests(&root) == before, || "--csr-dir wrote into the tree".into());
+
+    // --csr-dir is for node trees; import-signed takes a bundle or a node tree (exit 2 otherwise).
+    let r = w.run(&["certs", "renew", "apiserver", "--dir", w.bundle().to_str().unwrap(), "--csr-dir", elsewhere.to_str().unwrap()]);
+    f.check(r.code == Some(2) && r.stderr.contains("--csr-dir is for node trees"), || r.describe());
+    std::fs::create_dir_all(w.dir.join("empty")).unwrap();
+    let r = import_signed(&w, &w.dir.join("empty"), &[&signed]);
+    f.check(r.code == Some(2) && r.stderr.contains("is neither a bundle nor a node tree kubebundle knows"), || r.describe());
+    let r = import_signed(&w, &w.dir.join("corp"), &[&signed]);
+    f.check(r.code == Some(2) && r.stderr.contains("holds no certificate"), || r.describe());
+
+    // 4. renew all: the tree's own CAs renew theirs; the external CA's leaves get CSRs; exit 1.
+    let r = w.run(&["certs", "renew", "all", "--dir", rootp, "--now", &w.now]);
+    assert_eq!(r.code, Some(1), "{}", r.describe());
+    f.check(r.stderr.contains("waiting for ") && r.stderr.contains("signed certificate(s) (external CA)"), || r.stderr.clone());
+    f.check(r.stderr.contains(&format!("kubebundle import-signed --dir {rootp} SIGNED")), || r.stderr.clone());
+    f.check(r.stdout.contains("CSR(s) instead of signing (external CA") && r.stdout.contains("kubebundle import-signed --dir"), || {
+        r.stdout.clone()
+    });
+    f.note(format!("certs renew all on the tree:\n{}{}", r.stdout, r.stderr));
+    let after = digests(&root);
+    let csrs: Vec<String> = after.keys().filter(|p| !before.contains_key(*p)).cloned().collect();
+    // What kubeadm's generate-csr writes for the cluster CA: each beside its key, kubeconfigs' beside them.
+    let expected = [
+        "etc/kubernetes/admin.conf.csr",
+        "etc/kubernetes/controller-manager.conf.csr",
+        "etc/kubernetes/kubelet.conf.csr",
+        "etc/kubernetes/pki/apiserver-kubelet-client.csr",
+        "etc/kubernetes/pki/apiserver.csr",
+        "etc/kubernetes/scheduler.conf.csr",
+        "etc/kubernetes/super-admin.conf.csr",
+    ];
+    for e in expected {
+        f.check(csrs.iter().any(|c| c == e), || format!("no CSR {e}: {csrs:?}"));
+    }
+    f.check(csrs.iter().all(|c| c.ends_with(".csr")) && !csrs.iter().any(|c| c.contains("etcd") || c.contains("front-proxy")), || {
+        format!("new files: {csrs:?}")
+    });
+    f.check(r.stdout.contains(&format!("wrote {} CSR(s)", csrs.len())), || r.stdout.clone());
+    // Renewed by the tree's own CAs: front-proxy and etcd.
+    let renewed = [
+        "etc/kubernetes/pki/front-proxy-client.crt",
+        "etc/kubernetes/pki/apiserver-etcd-client.crt",
+        "etc/kubernetes/pki/etcd/server.crt",
+        "etc/kubernetes/pki/etcd/peer.crt",
+        "etc/kubernetes/pki/etcd/healthcheck-client.crt",
+    ];
+    for (p, d) in &before {
+        let changed = after.get(p) != Some(d);
+        f.check(changed == renewed.contains(&p.as_str()), || format!("{p}: changed {changed}"));
+    }
+    f.check(modes(&root).iter().filter(|(p, _)| before.contains_key(*p)).all(|(p, m)| modes_before[p] == *m), || "a mode changed".into());
+    f.check(modes(&root).iter().filter(|(p, _)| p.ends_with(".csr")).all(|(_, m)| *m == 0o600), || "CSR modes".into());
+    // Each CSR: the current certificate's key, subject and SANs; the same bytes --csr-dir wrote.
+    for c in &csrs {
+        let csr = der_of(&root.join(c));
+        let crt = if c.ends_with(".conf.csr") { root.join(c.trim_end_matches(".csr")) } else { root.join(c.replace(".csr", ".crt")) };
+        let cert = leaf_der(&crt);
+        f.check(subject_and_key(&csr, true) == subject_and_key(&cert, false), || {
+            format!("{c}: not the subject and key of {}", crt.display())
+        });
+        f.check(sans(&csr, true) == sans(&cert, false), || format!("{c}: SANs {:?} ≠ {:?}", sans(&csr, true), sans(&cert, false)));
+    }
+    f.check(std::fs::read(elsewhere.join("pki/apiserver.csr")).unwrap() == std::fs::read(etc.join("pki/apiserver.csr")).unwrap(), || {
+        "--csr-dir and the tree got different CSRs for the same key".into()
+    });
+
+    // 5. The corporate CA signs them (openssl ca, extensions copied), valid longer than before.
+    w.corp.validity.1 =
+        ossl_time(&rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 330 * 86400));
+    let tree_signed = w.dir.join("tree-signed");
+    for c in &csrs {
+        let out = tree_signed.join(c.replace(".csr", ".crt"));
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        sign(&w.corp, "ca", root.join(c).to_str().unwrap(), out.to_str().unwrap());
+    }
+
+    // 6. Refusals: exit 1, the file named, the tree unchanged (even with every good one given too).
+    let before_import = digests(&root);
+    let bad = w.dir.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    w.corp.key("stranger");
+    w.corp.csr("stranger", "/CN=kube-apiserver");
+    sign(&w.corp, "ca", "stranger.csr", bad.join("another-key.crt").to_str().unwrap());
+    std::fs::write(w.corp.dir.join("nosan.cnf"), corp_cnf("none", true, V3_LEAF)).unwrap();
+    let api_csr = etc.join("pki/apiserver.csr");
+    w.corp.sign("nosan.cnf", "ca", api_csr.to_str().unwrap(), bad.join("lost-san.crt").to_str().unwrap(), &["-extensions", "v3_leaf"]);
+    sign(&w.corp, "other", api_csr.to_str().unwrap(), bad.join("other-ca.crt").to_str().unwrap());
+    for (file, says) in [
+        ("another-key.crt", "is a certificate for another key: no certificate of"),
+        ("lost-san.crt", "it lost SAN(s)"),
+        ("other-ca.crt", "is not signed by the ca CA in"),
+    ] {
+        let file = bad.join(file);
+        let r = import_signed(&w, &root, &[&tree_signed, &file]);
+        f.check(r.code == Some(1), || format!("{}: {}", file.display(), r.describe()));
+        f.check(r.stderr.contains(&format!("{}: ", file.display())) && r.stderr.contains(says), || {
+            format!("{}: the refusal does not name it or say {says:?}: {}", file.display(), r.stderr)
+        });
+        f.check(r.stderr.contains("nothing was written"), || r.stderr.clone());
+        f.check(digests(&root) == before_import, || format!("{}: the refusal wrote into the tree", file.display()));
+    }
+    let lost = import_signed(&w, &root, &[&bad.join("lost-san.crt")]).stderr;
+    f.note(format!("a refusal:\n{lost}"));
+    f.check(lost.contains("kubernetes.default") && lost.contains("etc/kubernetes/pki/apiserver.crt"), || lost.clone());
+
+    // 7. import-signed --dir ROOT: the signed certificates in place, nothing else changed.
+    let r = import_signed(&w, &root, &[&tree_signed]);
+    assert!(r.ok(), "{}", r.describe());
+    f.note(format!("import-signed --dir ROOT:\n{}", r.stdout));
+    f.check(r.stdout.contains(&format!("installed {} signed certificate(s)", csrs.len())) && r.stdout.contains("backup of the"), || {
+        r.stdout.clone()
+    });
+    f.check(r.stdout.contains("restart, in this order: kube-apiserver"), || r.stdout.clone());
+    let imported = digests(&root);
+    let holders: Vec<String> = csrs
+        .iter()
+        .map(|c| if c.ends_with(".conf.csr") { c.trim_end_matches(".csr").to_string() } else { c.replace(".csr", ".crt") })
+        .collect();
+    for (p, d) in &before_import {
+        let changed = imported.get(p) != Some(d);
+        f.check(changed == holders.contains(p), || format!("{p}: changed {changed} by import-signed"));
+    }
+    f.check(imported.len() == before_import.len(), || "import-signed added or removed files".into());
+    f.check(modes(&root).iter().all(|(p, m)| modes_before.get(p).is_none_or(|b| b == m)), || "import-signed changed a mode".into());
+    for (c, h) in csrs.iter().zip(&holders) {
+        let new = leaf_der(&root.join(h));
+        let signed = der_of(&tree_signed.join(c.replace(".csr", ".crt")));
+        f.check(new == signed, || format!("{h} does not hold the signed certificate"));
+        f.check(subject_and_key(&new, false).1 == subject_and_key(&der_of(&root.join(c)), true).1, || format!("{h}: another key"));
+        let old = before_import_der(&w, h);
+        f.check(not_after(&new) > not_after(&old), || format!("{h}: the expiry did not move"));
+    }
+    // The kubeconfigs keep their key and CA data; the key files are the same.
+    for conf in ["admin.conf", "super-admin.conf", "kubelet.conf", "controller-manager.conf", "scheduler.conf"] {
+        let text = std::fs::read_to_string(etc.join(conf)).unwrap();
+        let before_text =
+            String::from_utf8(tarball_files(&w.bundle().join("nodes/cp1.tar.gz"))[&format!("etc/kubernetes/{conf}")].clone()).unwrap();
+        for k in ["client-key-data", "certificate-authority-data", "server"] {
+            f.check(kubeconfig_lines(&text, k) == kubeconfig_lines(&before_text, k), || format!("{conf}: {k} changed"));
+        }
+    }
+    // Again: nothing to do.
+    let r = import_signed(&w, &root, &[&tree_signed]);
+    f.check(r.ok() && r.stdout.contains(&format!("installed 0 signed certificate(s) into {rootp} ({} already there)", csrs.len())), || {
+        r.describe()
+    });
+    f.check(digests(&root) == imported, || "a second import changed the tree".into());
+
+    // 8. check-expiration shows the new expiries, nothing broken; verify finds no error.
+    let r = w.run(&["certs", "check-expiration", "--dir", rootp, "--now", &w.now]);
+    f.check(r.code == Some(0), || r.describe());
+    f.check(r.stdout.contains("apiserver ") && r.stdout.contains("yes"), || r.stdout.clone());
+    f.note(format!("check-expiration after import-signed:\n{}", r.stdout));
+    let r = w.run(&["verify", rootp, "--now", &w.now]);
+    f.check(verify_errors(&r) == packed_errors, || {
+        format!("verify finds other errors than in the packed tree ({packed_errors:?}): {}", r.describe())
+    });
+    for h in &holders {
+        let chain = r.stdout.lines().find(|l| l.contains(&format!(" {h} ")) && l.contains(" chain "));
+        f.check(chain.is_some_and(|l| l.starts_with("OK") && (l.contains("signed by ca") || l.contains("carries its chain"))), || {
+            format!("verify: {h}: {chain:?}")
+        });
+    }
+    // A serving certificate keeps the intermediate after it.
+    let api = pem_certs(&std::fs::read(etc.join("pki/apiserver.crt")).unwrap());
+    f.check(api.len() == 2 && api[1] == w.corp.der("ca.crt"), || {
+        format!("apiserver.crt holds {} certificate(s), not leaf + intermediate", api.len())
+    });
+
+    // 9. The real kubeadm detects external CA and uses every certificate and kubeconfig.
+    if let Some(tools) = live::Tools::find_with(&["kubeadm"]) {
+        let scratch = w.dir.join("scratch");
+        std::fs::create_dir_all(&scratch).unwrap();
+        let ns = live::Netns::new(&scratch);
+        ns.add_address("198.51.100.41");
+        let r = live::kubeadm(&ns, &tools, &root, &["init", "phase", "certs", "all", "--config", "/etc/kubernetes/kubeadm-init.yaml"]);
+        assert!(r.ok(), "kubeadm init phase certs all: {}", r.describe());
+        let all = format!("{}\n{}", r.stdout, r.stderr);
+        f.check(all.contains("Using existing ca keyless certificate authority"), || format!("kubeadm did not detect external CA:\n{all}"));
+        for c in live::KUBEADM_LEAVES {
+            let e = format!("Using existing {c} certificate and key on disk");
+            f.check(all.contains(&e), || format!("kubeadm did not say {e:?}:\n{all}"));
+        }
+        let r = live::kubeadm(&ns, &tools, &root, &["init", "phase", "kubeconfig", "all", "--config", "/etc/kubernetes/kubeadm-init.yaml"]);
+        f.check(r.ok(), || format!("kubeadm init phase kubeconfig all: {}", r.describe()));
+        let all = format!("{}\n{}", r.stdout, r.stderr);
+        for conf in ["admin.conf", "super-admin.conf", "kubelet.conf", "controller-manager.conf", "scheduler.conf"] {
+            f.check(all.contains(&format!("External CA mode: Using user provided {conf}")), || format!("{conf}:\n{all}"));
+        }
+        let r = live::kubeadm(&ns, &tools, &root, &["certs", "check-expiration", "--config", "/etc/kubernetes/kubeadm-init.yaml"]);
+        f.note(format!("kubeadm certs check-expiration after import-signed:\n{}{}", r.stdout, r.stderr));
+        f.check(digests(&root) == imported, || "kubeadm changed the tree".into());
+    }
+    f.finish("renew_on_a_node_tree_writes_csrs_and_import_signed_puts_the_certificates_back");
+}
+
+/// The certificate a file of cp1's tarball held (before the tree was renewed).
+fn before_import_der(w: &Work, rel: &str) -> Vec<u8> {
+    let bytes = tarball_files(&w.bundle().join("nodes/cp1.tar.gz"))[rel].clone();
+    if rel.ends_with(".conf") {
+        return pem_certs(&kubeconfig_values(&String::from_utf8(bytes).unwrap(), "client-certificate-data")[0])[0].clone();
+    }
+    pem_certs(&bytes)[0].clone()
+}
+
+/// The `key:` lines of a kubeconfig.
+fn kubeconfig_lines(text: &str, key: &str) -> Vec<String> {
+    text.lines().filter(|l| l.trim_start().starts_with(&format!("{key}:"))).map(str::to_string).collect()
 }

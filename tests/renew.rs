@@ -103,6 +103,7 @@ fn args(dir: &Path, targets: &[&str], now: &str) -> RenewArgs {
         dry_run: false,
         now: at(now),
         profile: None,
+        csr_dir: None,
     }
 }
 
@@ -496,16 +497,24 @@ fn refusals_name_the_fix_and_write_nothing() {
     let e = renew(&args(&etc, &[], "2026-12-01T00:00:00Z")).unwrap_err();
     assert!(matches!(e, RenewError::NoTargets), "{e}");
     assert_eq!(snapshot(t.path()), before);
-    // An externally managed CA.
+    // An externally managed CA: the CA itself is refused; its leaves get CSRs (tests/external_ca.rs),
+    // but never with --new-key (the tree's key must stay until the signed certificate is back).
+    let etcd_ca_key = std::fs::read(etc.join("pki/etcd/ca.key")).unwrap();
     std::fs::remove_file(etc.join("pki/etcd/ca.key")).unwrap();
     let before = snapshot(t.path());
-    let e = renew(&args(&etc, &["etcd-server"], "2026-12-01T00:00:00Z")).unwrap_err();
-    assert!(e.to_string().contains("externally managed: kubebundle cannot renew it"), "{e}");
-    let e = renew(&args(&etc, &["all"], "2026-12-01T00:00:00Z")).unwrap_err();
-    assert!(matches!(e, RenewError::ExternallyManaged { .. }), "{e}");
     let e = renew(&args(&etc, &["etcd-ca"], "2026-12-01T00:00:00Z")).unwrap_err();
+    assert!(e.to_string().contains("externally managed: kubebundle cannot renew it"), "{e}");
     assert!(matches!(e, RenewError::ExternallyManaged { .. }), "{e}");
+    let mut a = args(&etc, &["etcd-server"], "2026-12-01T00:00:00Z");
+    a.new_key = true;
+    let e = renew(&a).unwrap_err();
+    assert!(matches!(e, RenewError::ExternalNewKey { .. }) && e.to_string().contains("renew without --new-key"), "{e}");
+    let mut a = args(&etc, &["etcd-server"], "2026-12-01T00:00:00Z");
+    a.dry_run = true;
+    let r = run(&a);
+    assert!(r.renewed.is_empty() && r.requests == [etc.join("pki/etcd/server.csr")], "{:?}", r.requests);
     assert_eq!(snapshot(t.path()), before);
+    std::fs::write(etc.join("pki/etcd/ca.key"), etcd_ca_key).unwrap();
     // A key that does not match its certificate.
     std::fs::copy(etc.join("pki/apiserver-kubelet-client.key"), etc.join("pki/apiserver.key")).unwrap();
     let e = renew(&args(&etc, &["apiserver"], "2026-12-01T00:00:00Z")).unwrap_err();

@@ -62,15 +62,19 @@ certificates wait); \
     /// The cluster's CAs: bring your own (a corporate root, or an intermediate under one).
     #[command(subcommand)]
     Ca(CaCommand),
-    /// External-CA mode: take back the certificates your CA signed from the CSRs generate wrote
-    /// (OUT/<clusterName>/csr/<node>/..., kubeadm's generate-csr layout). Give the signed files
-    /// (PEM, named like the CSRs: <node>/<base>.crt, or a directory mirroring csr/) or Vault
-    /// -format=json responses of <pki>/sign/<role>. Each is checked against its CSR: the same
-    /// public key, subject and SANs (all of them), the usages the certificate needs, signed by the
-    /// imported CA; one refusal names the file and what differs and writes nothing. Accepted ones go
-    /// into state/leaves.json (one transaction, under the bundle's lock); the next generate packs them.
+    /// External-CA mode: take back the certificates your CA signed from the CSRs generate (or
+    /// certs renew) wrote (OUT/<clusterName>/csr/<node>/..., kubeadm's generate-csr layout). Give
+    /// the signed files (PEM, named like the CSRs: <node>/<base>.crt, or a directory mirroring csr/)
+    /// or Vault -format=json responses of <pki>/sign/<role>. Each is checked against its CSR: the
+    /// same public key, subject and SANs (all of them), the usages the certificate needs, signed by
+    /// the imported CA; one refusal names the file and what differs and writes nothing. Accepted ones
+    /// go into state/leaves.json (one transaction, under the bundle's lock); the next generate packs
+    /// them. With --dir a node tree (/, /etc/kubernetes, an extracted root) where `certs renew` wrote
+    /// CSRs: each is matched to the tree's certificate with the same key, checked against it the same
+    /// way (signed by the tree's CA) and put in its place (the .crt, or a kubeconfig's
+    /// client-certificate-data), backed up beside the tree, each file replaced atomically.
     #[command(
-        after_help = "Exit codes: 0 recorded (or already there); 1 refused or failed: a certificate for another key (or a Vault issue/ response, whose key Vault made), another subject, a lost or extra SAN, a missing usage, not signed by the imported CA, lock held, state refused, a write failed; 2 usage error, a file that cannot be read or holds no certificate."
+        after_help = "Exit codes: 0 recorded (or already there); 1 refused or failed: a certificate for another key (or a Vault issue/ response, whose key Vault made), another subject, a lost or extra SAN, a missing usage, not signed by the imported CA (a node tree: its CA; an expired one), lock held, state refused, a write failed; 2 usage error, a file that cannot be read or holds no certificate, a --dir that is neither a bundle nor a node tree kubebundle knows. On a node tree, 0: put in place (or already there)."
     )]
     ImportSigned(ImportSignedCli),
     /// Audit a bundle directory, a node tarball or a node root: chains, keys, SANs, EKUs,
@@ -83,9 +87,13 @@ certificates wait); \
 
 #[derive(Args)]
 struct ImportSignedCli {
-    /// The bundle: OUT/<clusterName>.
-    #[arg(long)]
+    /// The bundle (OUT/<clusterName>), or a node tree `certs renew` wrote CSRs in: a node's root
+    /// (/ or an extracted tarball), /etc/kubernetes or /etc/k8s.
+    #[arg(long, value_name = "DIR")]
     dir: PathBuf,
+    /// A node tree's layout: a built-in profile (kubeadm, hardway, binary) or a profile file [default: recognised].
+    #[arg(long, value_name = "NAME|FILE")]
+    profile: Option<PathBuf>,
     /// Signed certificates: files (PEM or Vault JSON) or directories (their .crt, .pem and .json files).
     #[arg(required = true)]
     signed: Vec<PathBuf>,
@@ -105,13 +113,17 @@ or holds no certificates.")]
     /// admin.conf, etcd-server, ...), or a CA (ca, front-proxy-ca, etcd-ca), which is re-issued from
     /// its own key so the discovery hash and every leaf stay valid. Everything it touches is
     /// first copied to DIR/../kubebundle-backup-<time>/; node tarballs of a bundle are re-packed.
-    /// On a bundle whose CA is external (imported without its key), its certificates are not
-    /// signed: a CSR for each is written to OUT/<cluster>/csr/<node>/ instead (listed), for
-    /// `import-signed` and `generate`.
+    /// A certificate whose CA is external (its certificate is there, its key is not: kubeadm's
+    /// external-CA mode) is not signed: a CSR for its current key, with its subject, SANs and
+    /// usages, is written instead (listed) — on a bundle to OUT/<cluster>/csr/<node>/ (then
+    /// `import-signed` and `generate`), on a node tree beside it as kubeadm's `certs generate-csr`
+    /// places them (pki/<name>.csr, <name>.conf.csr) or in --csr-dir (then `import-signed --dir
+    /// TREE`); the others are renewed in the same run.
     #[command(after_help = "Exit codes: 0 renewed (--dry-run: listed); 1 refused or failed: a CA without its key, a \
-certificate that would outlive its CA, lock held, a file that cannot be read or written; 2 usage error (bad --validity, \
-unknown certificate, one the tree does not hold), or a --dir that is not a directory or matches no layout. An external \
-CA's certificates (on a bundle) get CSRs instead of new certificates: exit 0 once they are written.")]
+certificate that would outlive its CA, lock held, a file that cannot be read or written; or, like generate, waiting: an \
+external CA's certificates got CSRs instead of new certificates (written and listed; sign them, then import-signed); \
+2 usage error (bad --validity, unknown certificate, one the tree does not hold, --csr-dir on a bundle), or a --dir that \
+is not a directory or matches no layout.")]
     Renew(RenewCli),
 }
 
@@ -304,6 +316,12 @@ struct RenewCli {
     /// The clock (RFC 3339) instead of now.
     #[arg(long, value_name = "RFC3339")]
     now: Option<String>,
+    /// Node trees with an external CA: write the CSRs into DIR (created 0700; laid out like a
+    /// bundle's csr/<node>/, relative to /etc/kubernetes: pki/apiserver.csr, admin.conf.csr)
+    /// instead of beside each certificate in the tree (kubeadm's generate-csr layout); like
+    /// kubeadm's former `certs renew --csr-only --csr-dir`.
+    #[arg(long, value_name = "DIR")]
+    csr_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -487,7 +505,8 @@ impl CliError {
                 | R::NoTargets
                 | R::UnknownTarget { .. }
                 | R::Missing { .. }
-                | R::Validity { .. },
+                | R::Validity { .. }
+                | R::CsrDirOnBundle { .. },
             ) => true,
             CliError::Token(TokenError::NotABundle { .. } | TokenError::Usage(_)) => true,
             CliError::Restore(crate::bundle::state::restore::RestoreError::NotABundle { .. }) => true,
@@ -709,7 +728,9 @@ fn ca_import(args: CaImportCli) -> Result<(), CliError> {
 }
 
 fn import_signed(args: ImportSignedCli) -> Result<(), CliError> {
-    let done = crate::lifecycle::signed::import_signed(&args.dir, &args.signed)?;
+    let clock = run_clock(None)?;
+    output::sweep_around(&args.dir);
+    let done = crate::lifecycle::signed::import_signed(&args.dir, &args.signed, args.profile.as_deref(), clock.now)?;
     say_lines(&done.lines)
 }
 
@@ -788,6 +809,7 @@ fn renew(args: RenewCli) -> Result<(), CliError> {
         }
     };
     output::sweep_around(&args.dir);
+    let dir = args.dir.clone();
     let report = crate::lifecycle::renew::renew(&crate::lifecycle::renew::RenewArgs {
         dir: args.dir,
         targets: args.targets,
@@ -796,8 +818,19 @@ fn renew(args: RenewCli) -> Result<(), CliError> {
         dry_run: args.dry_run,
         now: clock.now,
         profile: args.profile,
+        csr_dir: args.csr_dir,
     })?;
-    say::out(&report.render())
+    say::out(&report.render())?;
+    if !report.requests.is_empty() && !report.dry_run {
+        // External-CA mode, like generate: the run wrote CSRs, the renewal waits for the signer.
+        let renewed = if report.renewed.is_empty() { String::new() } else { format!(", and {} other(s) renewed", report.renewed.len()) };
+        return Err(CliError::Awaiting(format!(
+            "waiting for {} signed certificate(s) (external CA): their CSRs were written, listed above{renewed}; the certificates they renew are unchanged\n  hint: have each CSR signed by its CA keeping its extensions, then `kubebundle import-signed --dir {} SIGNED...` (a bundle: then `kubebundle generate` re-packs its nodes)",
+            report.requests.len(),
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 fn verify(args: VerifyCli) -> Result<(), CliError> {

@@ -23,7 +23,12 @@
 //! A certificate whose CA key the layout keeps off the node (hardway's front-proxy-ca and
 //! etcd-ca, any CA key on a worker) is not renewed there: `all` lists it with where to renew it,
 //! naming it is refused. A CA key missing from where the layout keeps it is an externally
-//! managed CA: refused, as kubeadm does.
+//! managed CA (kubeadm's external-CA mode): the CA itself is refused; each wanted certificate it
+//! signs gets a CSR for its current key with its subject, SANs and usages instead — on a bundle
+//! under `csr/<node>/` (`external_requests`), on a node tree beside it as kubeadm's `certs
+//! generate-csr` places them, or in `--csr-dir` — while the others are renewed in the same run;
+//! `import-signed` takes the signed certificates back (on a node tree through `install_signed`,
+//! with the same edits and writes as a renewal).
 //!
 //! Everything is computed in memory first, under the lock every writer takes (a bundle's, also
 //! for a node tree inside it; else a lock on the tree's directory). Every file about to change
@@ -76,6 +81,10 @@ pub struct RenewArgs {
     pub now: OffsetDateTime,
     /// `--profile NAME|FILE`: the tree's layout, instead of recognising it.
     pub profile: Option<PathBuf>,
+    /// `--csr-dir DIR` (node trees): the CSRs of an external CA's certificates go there, laid out
+    /// as a bundle's `csr/<node>/` (relative to /etc/kubernetes), instead of beside each
+    /// certificate in the tree.
+    pub csr_dir: Option<PathBuf>,
 }
 
 /// One renewed certificate.
@@ -117,8 +126,11 @@ pub struct RenewReport {
     pub skipped: Vec<Skipped>,
     /// After a CA renewed on a live host: what must follow on the other nodes and in the cluster.
     pub follow_up: Vec<String>,
-    /// External-CA mode: the CSRs written instead of signing (`OUT/<cluster>/csr/<node>/...`).
+    /// External-CA mode: the CSRs written instead of signing (`OUT/<cluster>/csr/<node>/...`;
+    /// in a node tree beside each certificate, or in `--csr-dir`).
     pub requests: Vec<PathBuf>,
+    /// On a node tree, for each of `requests`: the certificate's name and when it expires.
+    pub requested: Vec<(String, OffsetDateTime)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +155,10 @@ pub enum RenewError {
     ExternallyManaged { name: String, ca: String, key: String },
     #[error("{name}: {why}\n  hint: {hint}")]
     OffNode { name: String, why: String, hint: String },
+    #[error("{name}: its CA {ca} is external (its key is not in the tree): --new-key would replace the key its current certificate needs before {ca}'s owner signs a new one; nothing was written\n  hint: renew without --new-key: the CSR asks for a certificate for the current key")]
+    ExternalNewKey { name: String, ca: String },
+    #[error("--csr-dir is for node trees: {dir} is a bundle, whose CSRs go to its csr/ directory\n  hint: drop --csr-dir")]
+    CsrDirOnBundle { dir: String },
     #[error("nothing in {dir} can be renewed there:\n{list}\n  hint: renew them where their CA keys are: in the bundle (`kubebundle certs renew all --dir OUT/<cluster>`, then deploy the node's tarball again) or on a control plane holding the keys")]
     NothingHere { dir: String, list: String },
     #[error("{name}: renewed until {leaf} it would outlive its CA {ca}, which expires at {ca_end}\n  hint: renew the CA first (`kubebundle certs renew {ca}`), or pass a shorter --validity")]
@@ -350,6 +366,30 @@ struct TreeWork<'t> {
     own: BTreeMap<&'static str, Signer>,
     /// (catalogue id, new certificate PEM, new key PEM) of each renewed leaf, for the state's records.
     records: Vec<(String, String, Option<String>)>,
+    /// A leaf whose CA key is absent from the tree (external CA) gets a CSR (node trees; a
+    /// bundle's go to its csr/ from its state's records).
+    csr_mode: bool,
+    /// The CSRs written instead of signing.
+    requests: Vec<Csr>,
+}
+
+/// A leaf's certificate (DER, the first block) and private key (PEM), as the tree holds them.
+struct Material {
+    der: Vec<u8>,
+    key_pem: zeroize::Zeroizing<String>,
+}
+
+/// A CSR for an external CA's leaf, in the tree.
+struct Csr {
+    /// The certificate's name (kubeadm's).
+    name: String,
+    /// Where it goes in the tree.
+    rel: String,
+    /// The file it is written beside, whose owner it takes.
+    beside: String,
+    pem: Vec<u8>,
+    /// When the certificate it renews expires.
+    not_after: OffsetDateTime,
 }
 
 impl<'t> TreeWork<'t> {
@@ -363,6 +403,8 @@ impl<'t> TreeWork<'t> {
             restart: 0,
             own: BTreeMap::new(),
             records: Vec::new(),
+            csr_mode: false,
+            requests: Vec::new(),
         }
     }
 
@@ -422,16 +464,16 @@ impl<'t> TreeWork<'t> {
         }
     }
 
-    /// Re-issues one leaf with `signer`.
-    fn renew_site(&mut self, site: &Site, signer: &Signer, args: &RenewArgs) -> Result<(), RenewError> {
+    /// A leaf's certificate (the DER of the first block) and private key (PEM), where the tree
+    /// keeps them: a kubeconfig's data, or its files (the kubelet's pair is one file).
+    fn material(&self, site: &Site) -> Result<Material, RenewError> {
         let name = format!("{}{}", self.prefix, site.name);
-        let shown_rel = site.place.path().to_string();
-        let shown = self.tree.show(&shown_rel);
+        let shown = self.tree.show(site.place.path());
         let err = |message: String| RenewError::Cert { name: name.clone(), path: shown.clone(), message };
-        match site.place.clone() {
-            Place::Broken { why, .. } => return Err(err(why)),
+        match &site.place {
+            Place::Broken { why, .. } => Err(err(why.clone())),
             Place::Embedded { conf } => {
-                let text = self.text(&conf)?;
+                let text = self.text(conf)?;
                 let doc = Kubeconfig::parse(text.as_bytes()).map_err(err)?;
                 let user = doc.current_user().ok_or_else(|| err("the kubeconfig has no user".into()))?;
                 let cert_pem = decode("client-certificate-data", user.client_certificate_data.as_deref())
@@ -440,30 +482,18 @@ impl<'t> TreeWork<'t> {
                 let key_pem = decode("client-key-data", user.client_key_data.as_deref())
                     .map_err(err)?
                     .ok_or_else(|| err("the user has client-certificate-data but no client-key-data".into()))?;
-                let cert_text = String::from_utf8(cert_pem.clone()).map_err(|_| err("client-certificate-data is not PEM".into()))?;
-                let key_text =
-                    zeroize::Zeroizing::new(String::from_utf8(key_pem.clone()).map_err(|_| err("client-key-data is not PEM".into()))?);
+                let cert_text = String::from_utf8(cert_pem).map_err(|_| err("client-certificate-data is not PEM".into()))?;
+                let key_pem = zeroize::Zeroizing::new(String::from_utf8(key_pem).map_err(|_| err("client-key-data is not PEM".into()))?);
                 let der = first_cert_der(&name, &shown, &cert_text)?;
-                let new = renew_leaf(&name, &shown, &der, &key_text, signer, args)?;
-                let one_line = "kubebundle edits only a client-certificate-data value written on one line";
-                let mut out =
-                    replace_data(&text, "client-certificate-data", &cert_pem, new.pem.as_bytes()).ok_or_else(|| err(one_line.into()))?;
-                if let Some(k) = &new.key_pem {
-                    out = replace_data(&out, "client-key-data", &key_pem, k.as_bytes())
-                        .ok_or_else(|| err("kubebundle edits only a client-key-data value written on one line".into()))?;
-                }
-                self.changes.insert(conf.clone(), out.into_bytes());
-                self.note(site, &conf, &new);
+                Ok(Material { der, key_pem })
             }
             Place::File { crt, key } | Place::Referenced { crt, key, .. } => {
-                // The kubelet's pair is one file: certificate and key.
                 let key = match (&site.place, key) {
-                    (_, Some(k)) => k,
+                    (_, Some(k)) => k.clone(),
                     (Place::Referenced { .. }, None) => crt.clone(),
                     (_, None) => return Err(err("its private key is not in the tree (the layout places none beside it)".into())),
                 };
-                let crt_text = self.text(&crt)?;
-                let der = first_cert_der(&name, &shown, &crt_text)?;
+                let der = first_cert_der(&name, &shown, &self.text(crt)?)?;
                 let key_text = zeroize::Zeroizing::new(self.text(&key)?);
                 let key_block = pem::parse_many(key_text.as_bytes())
                     .map_err(|_| {
@@ -473,27 +503,102 @@ impl<'t> TreeWork<'t> {
                     .find(|b| b.tag().ends_with("PRIVATE KEY"))
                     .ok_or_else(|| err(format!("{} holds no private key", self.tree.show(&key))))?;
                 let key_pem = zeroize::Zeroizing::new(pem_encode(key_block.tag(), key_block.contents()));
-                let new = renew_leaf(&name, &shown, &der, &key_pem, signer, args)?;
-                let old_der = der.clone();
-                let replaced =
-                    edit_pem(crt_text.as_bytes(), |tag, d| (tag == "CERTIFICATE" && d == old_der.as_slice()).then(|| new.pem.clone()))
-                        .ok_or_else(|| err("the certificate block could not be replaced".into()))?;
-                if key == crt {
-                    let both = match &new.key_pem {
-                        Some(k) => edit_pem(&replaced, |tag, _| tag.ends_with("PRIVATE KEY").then(|| k.clone())).unwrap_or(replaced),
-                        None => replaced,
-                    };
-                    self.changes.insert(crt.clone(), both);
-                } else {
-                    self.changes.insert(crt.clone(), replaced);
-                    if let Some(k) = &new.key_pem {
-                        self.changes.insert(key.clone(), k.clone().into_bytes());
-                    }
-                }
-                self.note(site, &crt, &new);
+                Ok(Material { der, key_pem })
             }
         }
+    }
+
+    /// Puts the certificate `new_pem` where the site keeps the one `m` read (its other blocks, a
+    /// chain after it, and the rest of the file stay), and `new_key` in place of its key; returns
+    /// the file that holds it.
+    fn put_cert(&mut self, site: &Site, m: &Material, new_pem: &str, new_key: Option<&str>) -> Result<String, RenewError> {
+        let name = format!("{}{}", self.prefix, site.name);
+        let shown = self.tree.show(site.place.path());
+        let err = |message: String| RenewError::Cert { name: name.clone(), path: shown.clone(), message };
+        let swap = |b: &[u8]| edit_pem(b, |tag, d| (tag == "CERTIFICATE" && d == m.der.as_slice()).then(|| new_pem.to_string()));
+        match &site.place {
+            Place::Broken { why, .. } => Err(err(why.clone())),
+            Place::Embedded { conf } => {
+                let text = self.text(conf)?;
+                let one_line = "kubebundle edits only a client-certificate-data value written on one line";
+                let mut out = edit_data(&text, "client-certificate-data", swap).ok_or_else(|| err(one_line.into()))?;
+                if let Some(k) = new_key {
+                    out = replace_data(&out, "client-key-data", m.key_pem.as_bytes(), k.as_bytes())
+                        .ok_or_else(|| err("kubebundle edits only a client-key-data value written on one line".into()))?;
+                }
+                self.changes.insert(conf.clone(), out.into_bytes());
+                Ok(conf.clone())
+            }
+            Place::File { crt, key } | Place::Referenced { crt, key, .. } => {
+                let replaced = swap(&self.read(crt)?).ok_or_else(|| err("the certificate block could not be replaced".into()))?;
+                // The kubelet's pair is one file: certificate and key.
+                let key = key.as_ref().unwrap_or(crt);
+                match new_key {
+                    Some(k) if key == crt => {
+                        let both = edit_pem(&replaced, |tag, _| tag.ends_with("PRIVATE KEY").then(|| k.to_string())).unwrap_or(replaced);
+                        self.changes.insert(crt.clone(), both);
+                    }
+                    Some(k) => {
+                        self.changes.insert(crt.clone(), replaced);
+                        self.changes.insert(key.clone(), k.as_bytes().to_vec());
+                    }
+                    None => {
+                        self.changes.insert(crt.clone(), replaced);
+                    }
+                }
+                Ok(crt.clone())
+            }
+        }
+    }
+
+    /// Re-issues one leaf with `signer`.
+    fn renew_site(&mut self, site: &Site, signer: &Signer, args: &RenewArgs) -> Result<(), RenewError> {
+        let name = format!("{}{}", self.prefix, site.name);
+        let shown = self.tree.show(site.place.path());
+        let m = self.material(site)?;
+        let new = renew_leaf(&name, &shown, &m.der, &m.key_pem, signer, args)?;
+        let rel = self.put_cert(site, &m, &new.pem, new.key_pem.as_deref())?;
+        self.note(site, &rel, &new);
         self.restart |= leaf_restart(site.entry.map(|e| e.id).unwrap_or(&site.name));
+        Ok(())
+    }
+
+    /// External CA (its key is not in the tree): a CSR for the leaf instead of a new certificate,
+    /// for its current key, asking for what the certificate holds (subject, SANs, usages), where
+    /// kubeadm's `certs generate-csr` puts it: `<base>.csr` beside the certificate and its key,
+    /// `<kubeconfig>.csr` beside a kubeconfig (also one naming the kubelet's rotated pair).
+    fn request_site(&mut self, site: &Site, ca: &str, args: &RenewArgs) -> Result<(), RenewError> {
+        let name = format!("{}{}", self.prefix, site.name);
+        let shown = self.tree.show(site.place.path());
+        let err = |message: String| RenewError::Cert { name: name.clone(), path: shown.clone(), message };
+        if args.new_key {
+            return Err(RenewError::ExternalNewKey { name, ca: ca.to_string() });
+        }
+        let m = self.material(site)?;
+        let x = parse_cert(&name, &shown, &m.der)?;
+        let key = load_key(&name, &shown, &m.key_pem)?;
+        if x.public_key().raw != key.spki_der().as_slice() {
+            return Err(err(
+                "the private key does not match the certificate: a CSR for it would not give a certificate for this key".into()
+            ));
+        }
+        let der = leaf_request_like(&x, &key).map_err(err)?;
+        let (rel, beside) = match &site.place {
+            Place::Embedded { conf } => (format!("{conf}.csr"), conf.clone()),
+            Place::Referenced { conf, .. } if site.rotated => (format!("{conf}.csr"), conf.clone()),
+            other => {
+                let crt = other.path();
+                let base = [".crt", ".pem"].iter().find_map(|s| crt.strip_suffix(s)).unwrap_or(crt);
+                (format!("{base}.csr"), crt.to_string())
+            }
+        };
+        self.requests.push(Csr {
+            name,
+            rel,
+            beside,
+            pem: pem_encode("CERTIFICATE REQUEST", &der).into_bytes(),
+            not_after: x.validity().not_after.to_datetime(),
+        });
         Ok(())
     }
 
@@ -586,6 +691,11 @@ impl<'t> TreeWork<'t> {
                         self.skipped.push(Skipped { name, why });
                         continue;
                     }
+                    // External CA: a CSR instead (kubeadm's external-CA mode).
+                    RenewError::ExternallyManaged { .. } if self.csr_mode => {
+                        self.request_site(&site, ca, args)?;
+                        continue;
+                    }
                     e => return Err(e),
                 }
             }
@@ -676,17 +786,16 @@ pub fn renew(args: &RenewArgs) -> Result<RenewReport, RenewError> {
     if crate::bundle::output::resolve(&dir)?.is_none_or(|real| !real.is_dir()) {
         return Err(RenewError::NotATree { path: dir.display().to_string() });
     }
-    match locate(&dir) {
+    let target = locate(&dir);
+    if let (Target::Bundle(b) | Target::BundleNode { bundle: b, .. }, Some(_)) = (&target, &args.csr_dir) {
+        return Err(RenewError::CsrDirOnBundle { dir: b.display().to_string() });
+    }
+    match target {
         Target::Bundle(bundle) => renew_bundle(args, &want, &bundle, None),
         Target::BundleNode { bundle, name, .. } => renew_bundle(args, &want, &bundle, Some(&name)),
         Target::Host(mount) => {
             // The lock before anything this run rewrites is read. A dry run takes none.
-            let lock = if args.dry_run {
-                None
-            } else {
-                let etc = dir.join("etc/kubernetes");
-                Some(crate::bundle::output::lock_dir(if etc.is_dir() { &etc } else { &dir })?)
-            };
+            let lock = if args.dry_run { None } else { Some(lock_host(&dir)?) };
             let tree = NodeTree::read_host(mount, None, &candidates).map_err(|e| match e {
                 TreeError::Unrecognised { path, why } => RenewError::Unrecognised { path, why: why.to_string() },
                 TreeError::Read { path, why } => RenewError::Read { path, message: why },
@@ -711,6 +820,7 @@ fn nothing_here(dir: &Path, skipped: &[Skipped]) -> RenewError {
 fn renew_host(args: &RenewArgs, want: &Wanted, tree: &NodeTree) -> Result<RenewReport, RenewError> {
     let dir = &args.dir;
     let mut work = TreeWork::new(tree, String::new());
+    work.csr_mode = true;
     for ca in &want.cas {
         work.renew_own_ca(ca, args)?;
     }
@@ -720,36 +830,137 @@ fn renew_host(args: &RenewArgs, want: &Wanted, tree: &NodeTree) -> Result<RenewR
             return Err(RenewError::Missing { name: name.clone(), dir: dir.display().to_string() });
         }
     }
-    if work.renewed.is_empty() {
+    if work.renewed.is_empty() && work.requests.is_empty() {
         if !work.skipped.is_empty() {
             return Err(nothing_here(dir, &work.skipped));
         }
         return Err(RenewError::Missing { name: args.targets.join(" "), dir: dir.display().to_string() });
     }
-    let writes = tree.writes(&work.changes).map_err(|m| RenewError::Read { path: dir.display().to_string(), message: m })?;
+    let mut writes = tree.writes(&work.changes).map_err(|m| RenewError::Read { path: dir.display().to_string(), message: m })?;
     let changed: Vec<PathBuf> = writes.iter().map(|w| w.real.clone()).collect();
+    // The CSRs: beside each certificate in the tree (kubeadm's generate-csr layout), or in --csr-dir.
+    for c in &work.requests {
+        let w = match &args.csr_dir {
+            None => tree.new_file(&c.rel, &c.pem, 0o600, &c.beside),
+            Some(d) => Ok(crate::tree::node::FileWrite {
+                rel: c.rel.clone(),
+                real: d.join(c.rel.strip_prefix("etc/kubernetes/").unwrap_or(&c.rel)),
+                bytes: zeroize::Zeroizing::new(c.pem.clone()),
+                mode: 0o600,
+                uid: 0,
+                gid: 0,
+            }),
+        };
+        writes.push(w.map_err(|m| RenewError::Read { path: tree.show(&c.rel), message: m })?);
+    }
+    let requests: Vec<PathBuf> = writes[changed.len()..].iter().map(|w| w.real.clone()).collect();
+    let mut follow_up: Vec<String> = want.cas.iter().flat_map(|ca| follow_up(tree, ca)).collect();
+    if !work.requests.is_empty() {
+        follow_up.push(format!(
+            "external CA: {} certificate(s) were not renewed here, their CSRs wait: have each signed by its CA, keeping its extensions (`openssl ca` with copy_extensions = copy, `openssl x509 -req -copy_extensions copy`, Vault <pki>/sign/<role>), save the certificates anywhere outside the tree, then `kubebundle import-signed --dir {} SIGNED...` puts them into this tree",
+            work.requests.len(),
+            shell_word(&dir.display().to_string())
+        ));
+    }
     let mut report = RenewReport {
         renewed: std::mem::take(&mut work.renewed),
         restart: restart_list(work.restart),
-        changed_files: changed.clone(),
+        changed_files: changed,
         dry_run: args.dry_run,
         systemd: tree.layout.systemd(),
         skipped: std::mem::take(&mut work.skipped),
-        follow_up: want.cas.iter().flat_map(|ca| follow_up(tree, ca)).collect(),
+        follow_up,
+        requests,
+        requested: work.requests.iter().map(|c| (c.name.clone(), c.not_after)).collect(),
         ..RenewReport::default()
     };
     if args.dry_run {
         return Ok(report);
     }
-    let parent = std::fs::canonicalize(dir).ok().and_then(|d| d.parent().map(Path::to_path_buf)).unwrap_or_else(|| dir.join(".."));
-    let root = match &tree.origin {
-        Origin::Host(m) if m.is_root() => Some(m.dir.clone()),
-        _ => None,
+    if let Some(d) = &args.csr_dir {
+        let own = |w: &mut crate::tree::node::FileWrite| -> std::io::Result<()> {
+            let parent = w.real.parent().unwrap_or(d);
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
+            let m = std::fs::metadata(parent)?;
+            (w.uid, w.gid) = (m.uid(), m.gid());
+            Ok(())
+        };
+        for w in writes.iter_mut().skip(report.changed_files.len()) {
+            own(w).map_err(|e| RenewError::Write {
+                path: w.real.display().to_string(),
+                message: crate::util::io_words(&e),
+                backup: "nothing (no file was changed)".into(),
+            })?;
+        }
+    }
+    report.backup_dir = write_host(dir, tree, &writes, args.now)?;
+    Ok(report)
+}
+
+/// `import-signed --dir TREE`: puts certificates an external CA signed (each already checked
+/// against the leaf `site` it renews: the same key, subject, SANs and usages, signed by the tree's
+/// CA) where the tree keeps each leaf, with renewal's own edits (the certificate block replaced,
+/// a chain after it and the rest of the file kept; a kubeconfig's client-certificate-data) and
+/// writes (backup beside the tree, each file replaced atomically, mode, owner and links kept).
+/// The caller holds the lock (`lock_host`).
+pub fn install_signed(dir: &Path, tree: &NodeTree, signed: &[(Site, String)], now: OffsetDateTime) -> Result<RenewReport, RenewError> {
+    let mut work = TreeWork::new(tree, String::new());
+    for (site, pem_text) in signed {
+        let shown = tree.show(site.place.path());
+        let m = work.material(site)?;
+        let new_der = first_cert_der(&site.name, &shown, pem_text)?;
+        let new = NewCert {
+            pem: pem_text.clone(),
+            old_not_after: parse_cert(&site.name, &shown, &m.der)?.validity().not_after.to_datetime(),
+            new_not_after: parse_cert(&site.name, &shown, &new_der)?.validity().not_after.to_datetime(),
+            key_pem: None,
+        };
+        let rel = work.put_cert(site, &m, &new.pem, None)?;
+        work.note(site, &rel, &new);
+        work.restart |= leaf_restart(site.entry.map(|e| e.id).unwrap_or(&site.name));
+    }
+    let writes = tree.writes(&work.changes).map_err(|m| RenewError::Read { path: dir.display().to_string(), message: m })?;
+    let mut report = RenewReport {
+        renewed: std::mem::take(&mut work.renewed),
+        restart: restart_list(work.restart),
+        changed_files: writes.iter().map(|w| w.real.clone()).collect(),
+        systemd: tree.layout.systemd(),
+        ..RenewReport::default()
     };
-    let backup_dir = backup(dir, root.as_deref(), &parent, args.now, &changed)?;
-    report.backup_dir = Some(backup_dir.clone());
+    report.backup_dir = write_host(dir, tree, &writes, now)?;
+    Ok(report)
+}
+
+/// The lock a writer of a node tree (not in a bundle) takes: on its /etc/kubernetes when it
+/// has one, else on the directory given.
+pub fn lock_host(dir: &Path) -> Result<crate::bundle::output::OutputLock, crate::bundle::output::OutputError> {
+    let etc = dir.join("etc/kubernetes");
+    crate::bundle::output::lock_dir(if etc.is_dir() { &etc } else { dir })
+}
+
+/// Writes `writes` into the node tree `dir` (under its lock): every file about to be replaced
+/// is first copied into `kubebundle-backup-<now>/` beside `dir`, then each is replaced atomically
+/// through the model, keeping its mode and owner (a link stays a link). Returns where the backup
+/// is (None when only new files were written).
+fn write_host(
+    dir: &Path,
+    tree: &NodeTree,
+    writes: &[crate::tree::node::FileWrite],
+    now: OffsetDateTime,
+) -> Result<Option<PathBuf>, RenewError> {
+    let replaced: Vec<PathBuf> = writes.iter().map(|w| w.real.clone()).filter(|p| std::fs::symlink_metadata(p).is_ok()).collect();
+    let backup_dir = if replaced.is_empty() {
+        None
+    } else {
+        let parent = std::fs::canonicalize(dir).ok().and_then(|d| d.parent().map(Path::to_path_buf)).unwrap_or_else(|| dir.join(".."));
+        let root = match &tree.origin {
+            Origin::Host(m) if m.is_root() => Some(m.dir.clone()),
+            _ => None,
+        };
+        Some(backup(dir, root.as_deref(), &parent, now, &replaced)?)
+    };
     // What a killed run left beside the files this one replaces.
-    let mut dirs: Vec<&Path> = changed.iter().filter_map(|p| p.parent()).collect();
+    let mut dirs: Vec<&Path> = writes.iter().filter_map(|w| w.real.parent()).collect();
     dirs.sort();
     dirs.dedup();
     for d in dirs {
@@ -758,14 +969,14 @@ fn renew_host(args: &RenewArgs, want: &Wanted, tree: &NodeTree) -> Result<RenewR
     let temp = |p: &Path| -> std::io::Result<Box<dyn crate::tree::node::TempFile>> {
         crate::bundle::output::TempFile::beside(p).map(|t| Box::new(t) as Box<dyn crate::tree::node::TempFile>)
     };
-    for w in &writes {
+    for w in writes {
         crate::tree::node::replace(w, &temp).map_err(|message| RenewError::Write {
             path: w.real.display().to_string(),
             message,
-            backup: backup_dir.display().to_string(),
+            backup: backup_dir.as_ref().map(|b| b.display().to_string()).unwrap_or_else(|| "nothing (no file was replaced)".into()),
         })?;
     }
-    Ok(report)
+    Ok(backup_dir)
 }
 
 /// After `ca` was renewed on one host: the other nodes' files and the cluster object that hold
@@ -1654,10 +1865,28 @@ impl RenewReport {
         if !self.requests.is_empty() {
             let verb = if self.dry_run { "would write" } else { "wrote" };
             s.push_str(&format!("{verb} {} CSR(s) instead of signing (external CA: its key is not here):\n", self.requests.len()));
-            for p in &self.requests {
-                s.push_str(&format!("  {}\n", shown(p)));
+            let names: Vec<String> = self.requested.iter().map(|(n, _)| escape(n).into_owned()).collect();
+            let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+            for (i, p) in self.requests.iter().enumerate() {
+                match (names.get(i), self.requested.get(i)) {
+                    (Some(name), Some((_, end))) => s.push_str(&format!("  {name:width$}  expires {}  {}\n", rfc3339(*end), shown(p))),
+                    _ => s.push_str(&format!("  {}\n", shown(p))),
+                }
             }
         }
+        s.push_str(&self.restart_text());
+        for line in &self.follow_up {
+            s.push_str(&escape(line));
+            s.push('\n');
+        }
+        s
+    }
+}
+
+impl RenewReport {
+    /// What to restart, and how.
+    pub fn restart_text(&self) -> String {
+        let mut s = String::new();
         if self.restart.is_empty() {
             s.push_str("nothing to restart\n");
         } else {
@@ -1669,10 +1898,6 @@ impl RenewReport {
                     "  (static pods: move the manifest out of /etc/kubernetes/manifests and back; kubelet: systemctl restart kubelet)\n",
                 );
             }
-        }
-        for line in &self.follow_up {
-            s.push_str(&escape(line));
-            s.push('\n');
         }
         s
     }

@@ -1,4 +1,5 @@
-//! `kubebundle import-signed`: external-CA mode's way back. `generate` wrote a key (into the
+//! `kubebundle import-signed`: external-CA mode's way back, into a bundle or into a node tree
+//! (`import_into_tree`: where `certs renew` wrote CSRs beside a live host's certificates). `generate` wrote a key (into the
 //! state) and a CSR (under `OUT/<clusterName>/csr/<node>/`) for every leaf of a CA whose key the
 //! state does not hold; the operator's signer signed them; this command checks each signed
 //! certificate against its CSR (the same public key, subject and SANs, the usages the catalogue
@@ -29,6 +30,9 @@ pub enum SignedError {
     State(#[from] StateError),
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// Writing into a node tree (renew's edits and writes).
+    #[error(transparent)]
+    Tree(#[from] crate::lifecycle::renew::RenewError),
 }
 
 /// A CSR generate wrote: where, and what it asks for.
@@ -181,12 +185,101 @@ fn describe(dns: &[String], ips: &[std::net::IpAddr]) -> String {
     }
 }
 
-pub fn import_signed(dir: &Path, paths: &[PathBuf]) -> Result<Imported, SignedError> {
+/// What a signed certificate must match: the CSR it answers (a bundle), or the certificate it
+/// replaces (a node tree), and the CA that must have signed it.
+struct Expect<'a> {
+    req: &'a Request,
+    /// How messages name what it must match: `CSR <node>/pki/apiserver.csr`, or the tree's file.
+    what: String,
+    /// `asks for` (a CSR) or `holds` (a certificate).
+    verb: &'static str,
+    /// The certificate's name, for the usages it needs.
+    id: &'a str,
+    need_server: bool,
+    need_client: bool,
+    ca_id: &'a str,
+    /// The CA certificate (DER) that must have signed it, and its file, shown.
+    ca_der: &'a [u8],
+    ca_shown: String,
+    /// How to sign it right.
+    sign_hint: String,
+}
+
+/// The checks every signed certificate passes, for a bundle and for a node tree alike: the same
+/// subject and SANs as what it answers, the usages it needs, a leaf, signed by its CA.
+fn check(s: &Signed, cert: &X509Certificate<'_>, e: &Expect<'_>) -> Result<(), SignedError> {
+    let refuse = |what: String, hint: &str| SignedError::Refused(format!("{}: {what}; nothing was written\n  hint: {hint}", s.file));
+    let req = e.req;
+    let (cn, o) = subject_parts(cert.subject());
+    if cn != req.cn || o != req.o {
+        return Err(refuse(
+            format!("its subject ({}) is not the one {} {} (CN {}, O {})", cert.subject(), e.what, e.verb, req.cn.join(","), if req.o.is_empty() { "none".into() } else { req.o.join(",") }),
+            "sign the CSR keeping its subject (openssl ca: preserve = yes and a policy that keeps CN and O; Vault: use_csr_common_name and a role with that organization, or sign-verbatim)",
+        ));
+    }
+    let (dns, ips) = cert.subject_alternative_name().ok().flatten().map(|s| names(&s.value.general_names)).unwrap_or_default();
+    if dns != req.dns || ips != req.ips {
+        let lost: Vec<String> = req
+            .dns
+            .iter()
+            .filter(|d| !dns.contains(d))
+            .cloned()
+            .chain(req.ips.iter().filter(|i| !ips.contains(i)).map(|i| i.to_string()))
+            .collect();
+        let what = if lost.is_empty() {
+            format!("its SANs ({}) are not the ones {} {} ({})", describe(&dns, &ips), e.what, e.verb, describe(&req.dns, &req.ips))
+        } else {
+            format!("it lost SAN(s) {} of {} (it has {})", lost.join(", "), e.what, describe(&dns, &ips))
+        };
+        return Err(refuse(what, "sign the CSR keeping its extensions: openssl ca with copy_extensions = copy (or openssl x509 -req -copy_extensions copy); Vault keeps the CSR's SANs with use_csr_sans"));
+    }
+    let eku = cert.extended_key_usage().ok().flatten().map(|e| (e.value.server_auth, e.value.client_auth));
+    let (server, client) = eku.unwrap_or((false, false));
+    if (e.need_server && !server) || (e.need_client && !client) {
+        let need: Vec<&str> =
+            [(e.need_server, "serverAuth"), (e.need_client, "clientAuth")].iter().filter(|(n, _)| *n).map(|(_, w)| *w).collect();
+        return Err(refuse(
+            format!("its extendedKeyUsage lacks {} that {} needs", need.join(" and "), e.id),
+            "sign it with the CSR's extensions copied, or a profile/role that sets those usages",
+        ));
+    }
+    if cert.basic_constraints().ok().flatten().is_some_and(|b| b.value.ca) {
+        return Err(refuse("it is a CA certificate, not a leaf".into(), "sign the CSR as a leaf (basicConstraints CA:FALSE)"));
+    }
+    let signed_ok = x509_parser::parse_x509_certificate(e.ca_der).is_ok_and(|(_, ca)| crate::pki::import::signed_by(cert, &ca));
+    if !signed_ok {
+        return Err(refuse(
+            format!("{} is not signed by the {} CA in {} (its issuer is {})", cert.subject(), e.ca_id, e.ca_shown, cert.issuer()),
+            &e.sign_hint,
+        ));
+    }
+    Ok(())
+}
+
+/// The signed certificates to take back: `dir` is a bundle (into its state, for generate to
+/// pack) or a node tree (into its files, where each certificate it renews is).
+pub fn import_signed(dir: &Path, paths: &[PathBuf], profile: Option<&Path>, now: ::time::OffsetDateTime) -> Result<Imported, SignedError> {
     let files = inputs(paths)?;
     let mut signed = Vec::new();
     for f in &files {
         signed.extend(read_input(f)?);
     }
+    let mut dir = dir.to_path_buf();
+    // A bundle has a state (before its first tarball it has no nodes/ yet); else a node tree.
+    if !dir.join("state").is_dir() && !crate::tree::bundle::is_bundle(&dir) {
+        if !dir.is_dir() {
+            return Err(SignedError::Input(format!(
+                "{} is not a directory\n  hint: give a bundle (OUT/<clusterName>) or a node tree (/ or an extracted root, /etc/kubernetes)",
+                dir.display()
+            )));
+        }
+        match crate::tree::target::locate(&dir) {
+            crate::tree::target::Target::Host(mount) => return import_into_tree(&dir, mount, &signed, profile, now),
+            crate::tree::target::Target::BundleNode { bundle, .. } => dir = bundle,
+            crate::tree::target::Target::Bundle(_) => {}
+        }
+    }
+    let dir = dir.as_path();
     state::check::check_bundle(dir)?;
     let lock = output::lock_dir(dir)?;
     let real = lock.dir().to_path_buf();
@@ -210,8 +303,7 @@ pub fn import_signed(dir: &Path, paths: &[PathBuf]) -> Result<Imported, SignedEr
         })?;
         let spki = cert.public_key().raw.to_vec();
         let (Some(req), Some((node, id))) = (csrs.get(&spki), by_key.get(&spki)) else {
-            if let Some(k) = &s.vault_key {
-                let _ = k;
+            if s.vault_key.is_some() {
                 return Err(refuse(
                     "a Vault issue/ response: its certificate is for the private_key Vault made, not for a key in the state, so it matches no CSR".into(),
                     &format!("sign the CSRs in {} with `vault write -format=json <pki>/sign/<role> csr=@FILE.csr` (the key stays in the state)", csr_dir.display()),
@@ -228,61 +320,27 @@ pub fn import_signed(dir: &Path, paths: &[PathBuf]) -> Result<Imported, SignedEr
                 "use the response of <pki>/sign/<role> for the CSR instead",
             ));
         }
-        let (cn, o) = subject_parts(cert.subject());
-        if cn != req.cn || o != req.o {
-            return Err(refuse(
-                format!("its subject ({}) is not the one CSR {} asks for (CN {}, O {})", cert.subject(), req.rel, req.cn.join(","), if req.o.is_empty() { "none".into() } else { req.o.join(",") }),
-                "sign the CSR keeping its subject (openssl ca: preserve = yes and a policy that keeps CN and O; Vault: use_csr_common_name and a role with that organization, or sign-verbatim)",
-            ));
-        }
-        let (dns, ips) = cert.subject_alternative_name().ok().flatten().map(|s| names(&s.value.general_names)).unwrap_or_default();
-        if dns != req.dns || ips != req.ips {
-            let lost: Vec<String> = req
-                .dns
-                .iter()
-                .filter(|d| !dns.contains(d))
-                .cloned()
-                .chain(req.ips.iter().filter(|i| !ips.contains(i)).map(|i| i.to_string()))
-                .collect();
-            let what = if lost.is_empty() {
-                format!("its SANs ({}) are not the ones CSR {} asks for ({})", describe(&dns, &ips), req.rel, describe(&req.dns, &req.ips))
-            } else {
-                format!("it lost SAN(s) {} of CSR {} (it has {})", lost.join(", "), req.rel, describe(&dns, &ips))
-            };
-            return Err(refuse(what, "sign the CSR keeping its extensions: openssl ca with copy_extensions = copy (or openssl x509 -req -copy_extensions copy); Vault keeps the CSR's SANs with use_csr_sans"));
-        }
         let entry = catalog::cert(id);
-        let need_server = entry.is_some_and(|e| e.usages.contains(&Eku::ServerAuth));
-        let need_client = entry.is_some_and(|e| e.usages.contains(&Eku::ClientAuth));
-        let eku = cert.extended_key_usage().ok().flatten().map(|e| (e.value.server_auth, e.value.client_auth));
-        let (server, client) = eku.unwrap_or((false, false));
-        if (need_server && !server) || (need_client && !client) {
-            let need: Vec<&str> =
-                [(need_server, "serverAuth"), (need_client, "clientAuth")].iter().filter(|(n, _)| *n).map(|(_, w)| *w).collect();
-            return Err(refuse(
-                format!("its extendedKeyUsage lacks {} that {id} needs", need.join(" and ")),
-                "sign it with the CSR's extensions copied, or a profile/role that sets those usages",
-            ));
-        }
-        if cert.basic_constraints().ok().flatten().is_some_and(|b| b.value.ca) {
-            return Err(refuse("it is a CA certificate, not a leaf".into(), "sign the CSR as a leaf (basicConstraints CA:FALSE)"));
-        }
         let ca_id = entry.and_then(|e| e.signer.ca_id()).unwrap_or("ca");
         let (crt, _) = state::ca_paths(ca_id);
         let ca_pem = std::fs::read(state_dir.join(&crt)).unwrap_or_default();
         let ca_der = ::pem::parse(&ca_pem).map(|p| p.into_contents()).unwrap_or_default();
-        let signed_ok = x509_parser::parse_x509_certificate(&ca_der).is_ok_and(|(_, ca)| crate::pki::import::signed_by(&cert, &ca));
-        if !signed_ok {
-            return Err(refuse(
-                format!(
-                    "{} is not signed by the {ca_id} CA in {} (its issuer is {})",
-                    cert.subject(),
-                    dir.join("state").join(&crt).display(),
-                    cert.issuer()
-                ),
-                &format!("sign CSR {} with the CA imported as {ca_id}", req.rel),
-            ));
-        }
+        check(
+            s,
+            &cert,
+            &Expect {
+                req,
+                what: format!("CSR {}", req.rel),
+                verb: "asks for",
+                id,
+                need_server: entry.is_some_and(|e| e.usages.contains(&Eku::ServerAuth)),
+                need_client: entry.is_some_and(|e| e.usages.contains(&Eku::ClientAuth)),
+                ca_id,
+                ca_der: &ca_der,
+                ca_shown: dir.join("state").join(&crt).display().to_string(),
+                sign_hint: format!("sign CSR {} with the CA imported as {ca_id}", req.rel),
+            },
+        )?;
         accepted.push(((node.clone(), id.clone()), crate::pki::keys::pem_encode("CERTIFICATE", &s.der), req.rel.clone()));
     }
 
@@ -319,5 +377,160 @@ pub fn import_signed(dir: &Path, paths: &[PathBuf]) -> Result<Imported, SignedEr
     } else {
         format!("next: import the others (their CSRs are in {}), then `kubebundle generate`", csr_dir.display())
     });
+    Ok(Imported { lines })
+}
+
+/// `import-signed --dir TREE` (a node tree: a live host's root, an extracted tarball,
+/// /etc/kubernetes): each signed certificate is matched by its public key to the leaf of the tree
+/// it renews (`certs renew` wrote its CSR from the key the tree keeps), checked as a bundle's are
+/// against what that certificate holds (subject, SANs, usages) and the tree's CA (the first
+/// certificate of its CA file, the one kubeadm verifies with), then written where the tree keeps
+/// the leaf (its certificate file, a chain after it kept, or a kubeconfig's
+/// client-certificate-data) through renew's edits and writes: under the lock renew takes, backed
+/// up beside the tree, each file replaced atomically with its mode, owner and links kept. One
+/// refusal writes nothing.
+fn import_into_tree(
+    dir: &Path,
+    mount: crate::tree::node::Mount,
+    signed: &[Signed],
+    profile: Option<&Path>,
+    now: ::time::OffsetDateTime,
+) -> Result<Imported, SignedError> {
+    use crate::tree::node::{NodeTree, TreeError};
+    let candidates = crate::lifecycle::expiry::candidates(profile).map_err(SignedError::Input)?;
+    let lock = crate::lifecycle::renew::lock_host(dir)?;
+    let tree = NodeTree::read_host(mount, None, &candidates).map_err(|e| match e {
+        TreeError::Unrecognised { path, why } => SignedError::Input(format!(
+            "{path} is neither a bundle nor a node tree kubebundle knows: {why}\n  hint: give a bundle (OUT/<clusterName>), a node's root (/ or an extracted tarball), /etc/kubernetes or /etc/k8s, or --profile FILE for a layout of your own"
+        )),
+        TreeError::Read { path, why } => SignedError::Refused(format!("cannot read {path}: {why}")),
+    })?;
+    // Each leaf of the tree that a CA signs, by its certificate's public key, with what it holds.
+    struct Leaf {
+        site: crate::tree::certs::Site,
+        req: Request,
+        der: Vec<u8>,
+        server: bool,
+        client: bool,
+    }
+    let mut leaves: BTreeMap<Vec<u8>, Leaf> = BTreeMap::new();
+    for site in tree.certificates().into_iter().filter(|s| !s.is_ca && s.ca.is_some()) {
+        let Ok(pem_text) = tree.cert_pem(&site) else { continue };
+        let first = ::pem::parse_many(&pem_text).ok().and_then(|v| v.into_iter().find(|b| b.tag() == "CERTIFICATE"));
+        let Some(der) = first.map(|b| b.into_contents()) else { continue };
+        let Ok((_, x)) = x509_parser::parse_x509_certificate(&der) else { continue };
+        let (cn, o) = subject_parts(x.subject());
+        let (dns, ips) = x.subject_alternative_name().ok().flatten().map(|s| names(&s.value.general_names)).unwrap_or_default();
+        let (server, client) =
+            x.extended_key_usage().ok().flatten().map(|e| (e.value.server_auth, e.value.client_auth)).unwrap_or((false, false));
+        let spki = x.public_key().raw.to_vec();
+        let req = Request { rel: tree.show(site.place.path()), cn, o, dns, ips };
+        leaves.entry(spki).or_insert(Leaf { site, req, der: der.clone(), server, client });
+    }
+    if leaves.is_empty() {
+        return Err(SignedError::Input(format!(
+            "{} holds no certificate signed by a CA that a signed one could replace\n  hint: give the node tree where `kubebundle certs renew` wrote the CSRs (its root, /etc/kubernetes or /etc/k8s), or a bundle (OUT/<clusterName>)",
+            dir.display()
+        )));
+    }
+    // The tree's CAs: the first certificate of each CA file.
+    let mut cas: BTreeMap<&str, (Vec<u8>, String)> = BTreeMap::new();
+    for ca in crate::tree::certs::CAS {
+        let Some((rel, f)) = tree.artifact(&format!("{ca}.crt")) else { continue };
+        let first = ::pem::parse_many(&f.bytes[..]).ok().and_then(|v| v.into_iter().find(|b| b.tag() == "CERTIFICATE"));
+        if let Some(b) = first {
+            cas.insert(ca, (b.into_contents(), tree.show(rel)));
+        }
+    }
+    let mut accepted: Vec<(crate::tree::certs::Site, String)> = Vec::new();
+    let mut already = 0;
+    for s in signed {
+        let refuse = |what: String, hint: &str| SignedError::Refused(format!("{}: {what}; nothing was written\n  hint: {hint}", s.file));
+        let (_, cert) = x509_parser::parse_x509_certificate(&s.der).map_err(|_| {
+            SignedError::Input(format!("{}: the certificate does not parse\n  hint: give the certificate as the signer wrote it", s.file))
+        })?;
+        let Some(leaf) = leaves.get(cert.public_key().raw) else {
+            if s.vault_key.is_some() {
+                return Err(refuse(
+                    format!("a Vault issue/ response: its certificate is for the private_key Vault made, not for a key of {}, so it renews none of its certificates", dir.display()),
+                    "sign the CSRs `kubebundle certs renew` wrote with `vault write -format=json <pki>/sign/<role> csr=@FILE.csr` (the key stays in the tree)",
+                ));
+            }
+            return Err(refuse(
+                format!("{} is a certificate for another key: no certificate of {} has its public key", cert.subject(), dir.display()),
+                "give the certificate signed from the CSR `kubebundle certs renew` wrote for it (the same public key: the one the tree keeps)",
+            ));
+        };
+        if s.vault_key.is_some() {
+            return Err(refuse(
+                "a Vault issue/ response holds a private_key that Vault made: the tree keeps its own key for each certificate".into(),
+                "use the response of <pki>/sign/<role> for the CSR instead",
+            ));
+        }
+        let ca_id = leaf.site.ca.unwrap_or("ca");
+        let Some((ca_der, ca_shown)) = cas.get(ca_id) else {
+            return Err(refuse(
+                format!("{} holds no {ca_id} certificate to check {} against", dir.display(), leaf.req.rel),
+                "put the CA's certificate back where the tree keeps it",
+            ));
+        };
+        let entry = leaf.site.entry;
+        check(
+            s,
+            &cert,
+            &Expect {
+                req: &leaf.req,
+                what: leaf.req.rel.clone(),
+                verb: "holds",
+                id: &leaf.site.name,
+                need_server: leaf.server || entry.is_some_and(|e| e.usages.contains(&Eku::ServerAuth)),
+                need_client: leaf.client || entry.is_some_and(|e| e.usages.contains(&Eku::ClientAuth)),
+                ca_id,
+                ca_der,
+                ca_shown: ca_shown.clone(),
+                sign_hint: format!(
+                    "sign the CSR `kubebundle certs renew` wrote for {} with the CA whose certificate is {ca_shown}",
+                    leaf.site.name
+                ),
+            },
+        )?;
+        if cert.validity().not_after.to_datetime() <= now {
+            return Err(refuse(
+                format!("it expired at {}", crate::clock::rfc3339(cert.validity().not_after.to_datetime())),
+                "have the CSR signed again",
+            ));
+        }
+        if s.der == leaf.der {
+            already += 1;
+        } else if !accepted.iter().any(|(site, _)| site.name == leaf.site.name) {
+            accepted.push((leaf.site.clone(), crate::pki::keys::pem_encode("CERTIFICATE", &s.der)));
+        }
+    }
+    let report = if accepted.is_empty() { None } else { Some(crate::lifecycle::renew::install_signed(dir, &tree, &accepted, now)?) };
+    drop(lock);
+    let mut lines = Vec::new();
+    let installed = report.as_ref().map(|r| r.renewed.len()).unwrap_or(0);
+    lines.push(format!("installed {installed} signed certificate(s) into {} ({already} already there):", dir.display()));
+    if let Some(r) = &report {
+        let width = r.renewed.iter().map(|x| x.name.chars().count()).max().unwrap_or(0);
+        for x in &r.renewed {
+            lines.push(format!(
+                "  {:width$}  {} → {}  {}",
+                crate::util::text::escape(&x.name),
+                crate::clock::rfc3339(x.old_not_after),
+                crate::clock::rfc3339(x.new_not_after),
+                crate::util::text::escape(&x.path.display().to_string())
+            ));
+        }
+        if let Some(b) = &r.backup_dir {
+            lines.push(format!(
+                "backup of the {} replaced file(s): {}",
+                r.changed_files.len(),
+                crate::util::text::escape(&b.display().to_string())
+            ));
+        }
+        lines.extend(r.restart_text().lines().map(str::to_string));
+    }
+    lines.push(format!("next: `kubebundle certs check-expiration --dir {}` shows the new expiries", dir.display()));
     Ok(Imported { lines })
 }

@@ -565,6 +565,19 @@ impl NodeTree {
             .collect()
     }
 
+    /// The write that puts a new file `rel` (not in the view: a CSR beside a certificate) on
+    /// disk where the tree has it, with `mode` and the owner of the file `like` of the view.
+    pub fn new_file(&self, rel: &str, bytes: &[u8], mode: u32, like: &str) -> Result<FileWrite, String> {
+        let real = match &self.origin {
+            Origin::Host(m) => m.real(rel),
+            Origin::Dir(d) => Some(d.join(rel)),
+            Origin::Tarball(_) => None,
+        }
+        .ok_or_else(|| format!("{} is not on disk", self.show(rel)))?;
+        let f = self.files.get(like).ok_or_else(|| format!("{} is not a file of the tree", self.show(like)))?;
+        Ok(FileWrite { rel: rel.to_string(), real, bytes: Zeroizing::new(bytes.to_vec()), mode, uid: f.uid, gid: f.gid })
+    }
+
     /// Applies `changes` to the view in memory (what a tarball packed afterwards holds).
     pub fn apply(&mut self, changes: &BTreeMap<String, Vec<u8>>) {
         for (rel, bytes) in changes {
