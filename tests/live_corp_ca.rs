@@ -70,21 +70,10 @@ fn intermediate_cas_under_a_corporate_root_serve_their_chain_and_pass_kubeadm_to
 
     // The control plane from the static pods the real kubeadm writes.
     let boot_started = Instant::now();
-    let ns = Netns::new(&b.scratch);
-    ns.add_address(cp_node.1);
-    ns.add_host_address(worker_node.1);
+    let ns = b.netns();
     let config = format!("/{}", b.cp.rel("kubeadm-init"));
     let (_, commands) = kubeadm_static_pods(&ns, &b.tools, &b.cp_root, &config, &mut f);
-    let cp = ControlPlane::boot_from(
-        ns,
-        boot_started,
-        &b.cp_root,
-        &b.tools,
-        commands,
-        &b.cp.rel("super-admin.conf"),
-        &b.cp.rel("ca.crt"),
-        &b.scratch,
-    );
+    let cp = b.boot_static_pods(ns, boot_started, commands);
     f.note(format!("corp: control plane ready in {:.1?} (kubeadm's phases included)", cp.boot_time));
 
     // What kube-apiserver and etcd serve: the leaf, then its intermediate.

@@ -84,9 +84,7 @@ fn external_cas_signed_by_openssl_boot_a_control_plane_without_any_ca_key() {
 
     // The real kubeadm on the control plane's tree.
     let boot_started = Instant::now();
-    let ns = Netns::new(&b.scratch);
-    ns.add_address(cp_node.1);
-    ns.add_host_address(worker_node.1);
+    let ns = b.netns();
     let root = b.cp_root.clone();
     let config = format!("/{}", b.cp.rel("kubeadm-init"));
     let before = file_bytes(&root);
@@ -115,16 +113,7 @@ fn external_cas_signed_by_openssl_boot_a_control_plane_without_any_ca_key() {
     }
     f.note(format!("external: kubeadm phases done at {:.1?}", started.elapsed()));
 
-    let cp = ControlPlane::boot_from(
-        ns,
-        boot_started,
-        &root,
-        &b.tools,
-        commands,
-        &b.cp.rel("super-admin.conf"),
-        &b.cp.rel("ca.crt"),
-        &b.scratch,
-    );
+    let cp = b.boot_static_pods(ns, boot_started, commands);
     f.note(format!("external: control plane ready in {:.1?} (kubeadm's phases included)", cp.boot_time));
     let servers = [("kube-apiserver", 6443, b.cp.rel("apiserver.crt"), "ca.crt"), ("etcd", 2379, b.cp.rel("etcd-server.crt"), "etcd.crt")];
     check_served_chains(&cp, cp_node.1, &corp, &servers, &mut f);

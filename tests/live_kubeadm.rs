@@ -57,11 +57,9 @@ fn kubeadm_renewed_control_plane_accepted_by_kubeadm_and_booted_from_its_static_
     b.renew(&mut f);
     f.note(format!("kubeadm: generated and renewed in {:.1?}", started.elapsed()));
 
-    // The nodes' addresses on the namespace's lo: kubeadm, etcd and the apiserver use them.
+    // The nodes' addresses in the namespace (`Bundle::netns`): kubeadm, etcd and the apiserver use them.
     let boot_started = Instant::now();
-    let ns = Netns::new(&b.scratch);
-    ns.add_address(cp_node.1);
-    ns.add_address(worker_node.1);
+    let ns = b.netns();
     let root = b.cp_root.clone();
     let config = format!("/{}", b.cp.rel("kubeadm-init"));
     f.eq("the init node's kubeadm config", "/etc/kubernetes/kubeadm-init.yaml", config.as_str());
@@ -128,16 +126,7 @@ fn kubeadm_renewed_control_plane_accepted_by_kubeadm_and_booted_from_its_static_
     // changed (etcd refuses an unknown flag, and the boot would fail naming it).
     f.note(format!("kubeadm: phases done at {:.1?}", started.elapsed()));
 
-    let cp = ControlPlane::boot_from(
-        ns,
-        boot_started,
-        &root,
-        &b.tools,
-        commands,
-        &b.cp.rel("super-admin.conf"),
-        &b.cp.rel("ca.crt"),
-        &b.scratch,
-    );
+    let cp = b.boot_static_pods(ns, boot_started, commands);
     f.note(format!("kubeadm: control plane ready in {:.1?} (kubeadm's phases included)", cp.boot_time));
     check_control_plane(&b, &cp, &mut f);
 

@@ -1091,6 +1091,24 @@ pub fn kubeadm_static_pods(ns: &Netns, tools: &Tools, root: &Path, config: &str,
     (control_plane, commands)
 }
 
+impl Bundle {
+    /// A network namespace for the bundle's two nodes: the control plane's address on lo, the
+    /// worker's on a non-loopback interface (`Netns::add_host_address`, for `kubeadm join`).
+    pub fn netns(&self) -> Netns {
+        let ns = Netns::new(&self.scratch);
+        ns.add_address(&self.cp.address);
+        ns.add_host_address(&self.worker.address);
+        ns
+    }
+
+    /// The control plane booted in `ns` from the static pods' `commands` (`kubeadm_static_pods`)
+    /// of its root, with its super-admin.conf and cluster CA; `boot_time` counts from `started`.
+    pub fn boot_static_pods(&self, ns: Netns, started: Instant, commands: Vec<(String, Vec<String>)>) -> ControlPlane {
+        let (admin, ca) = (self.cp.rel("super-admin.conf"), self.cp.rel("ca.crt"));
+        ControlPlane::boot_from(ns, started, &self.cp_root, &self.tools, commands, &admin, &ca, &self.scratch)
+    }
+}
+
 /// The certificates (and keys) of a control plane, as kubeadm names them.
 pub const KUBEADM_LEAVES: [&str; 7] = [
     "apiserver",
