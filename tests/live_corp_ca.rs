@@ -1,7 +1,8 @@
 //! Intermediate CAs under a corporate root, live. The corporate root (made and run with the real
 //! `openssl ca`, ECDSA P-256) signs the three cluster CAs as intermediates by CSR (`ca csr`, then
 //! `ca import --cert --chain root.crt`, the keys staying in the state); a kubeadm bundle of one
-//! control plane (+ etcd) and one worker for Kubernetes v1.32.13 is generated under them. Then,
+//! control plane (+ etcd) and one worker for Kubernetes v1.32.13 is generated under them; each
+//! extracted tree verifies alone (`kubebundle verify`, no state beside it). Then,
 //! with the real binaries in a private network namespace (tests/live/mod.rs):
 //! - kube-apiserver and etcd, started from the static pods the real kubeadm writes for the
 //!   control plane's tree, serve the leaf followed by its intermediate; the served leaf verifies
@@ -66,6 +67,8 @@ fn intermediate_cas_under_a_corporate_root_serve_their_chain_and_pass_kubeadm_to
     let cluster = _tmp.path().join("out").join(CLUSTER);
     let b = Bundle::open(tools, _tmp, &cluster, cp_node.0, worker_node.0, &now);
     let mut f = Failures::new();
+    // Each extracted tree alone (no state beside it) verifies: its CA files are intermediates.
+    b.verify_roots("(intermediate CAs)", &mut f);
     f.note(format!("corp: 3 intermediates signed and imported, bundle generated in {:.1?}", started.elapsed()));
 
     // The control plane from the static pods the real kubeadm writes.

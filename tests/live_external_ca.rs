@@ -3,7 +3,8 @@
 //! and a CSR per leaf, kubeconfigs included, and waits; the corporate CA (the real `openssl ca`,
 //! copying the requests' extensions) signs every CSR with the intermediate of its CA;
 //! `import-signed` takes them back and `generate` packs a kubeadm bundle of one control plane
-//! (+ etcd) and one worker for Kubernetes v1.32.13 with no CA key anywhere. Then, with the real
+//! (+ etcd) and one worker for Kubernetes v1.32.13 with no CA key anywhere; each extracted tree
+//! verifies alone (`kubebundle verify`, no state beside it). Then, with the real
 //! binaries in a private network namespace (tests/live/mod.rs):
 //! - the real kubeadm on the control plane's tree: `init phase certs all` detects the three
 //!   keyless CAs and uses every certificate, `init phase kubeconfig all` uses the 5 kubeconfigs,
@@ -81,6 +82,10 @@ fn external_cas_signed_by_openssl_boot_a_control_plane_without_any_ca_key() {
             f.check(!keys.iter().any(|k| bytes.windows(k.len()).any(|x| x == k.as_bytes())), || format!("{what}: {rel} holds a CA key"));
         }
     }
+
+    // Each extracted tree alone (no state beside it) verifies: CA files of corporate names,
+    // without keys.
+    b.verify_roots("(external CAs)", &mut f);
 
     // The real kubeadm on the control plane's tree.
     let boot_started = Instant::now();

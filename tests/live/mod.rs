@@ -428,10 +428,7 @@ impl Bundle {
             let r = run(what, &self.cp_root);
             f.note(format!("certs renew {what} on {}'s root: {}", self.cp.name, r.stdout.lines().next().unwrap_or("")));
         }
-        for root in [&self.cp_root, &self.worker_root] {
-            let r = kubebundle(&dir, &["verify", root.to_str().unwrap()], &[]);
-            f.check(r.ok() && r.stdout.contains("0 errors"), || format!("verify {} after renewal: {}", root.display(), r.describe()));
-        }
+        self.verify_roots("after renewal", f);
         for root in [&self.cp_root, &self.worker_root] {
             let certs = crate::common::checks::distinct_certs(root);
             let kept = certs.iter().filter(|c| generated.contains(*c)).count();
@@ -439,6 +436,16 @@ impl Bundle {
                 format!("{}: {kept} of {} certificates are still the ones generate issued", root.display(), certs.len())
             });
             f.note(format!("{}: {} certificates, every one re-issued", root.display(), certs.len()));
+        }
+    }
+}
+
+impl Bundle {
+    /// `kubebundle verify` of each extracted tree alone (no state beside it) finds no error.
+    pub fn verify_roots(&self, when: &str, f: &mut Failures) {
+        for root in [&self.cp_root, &self.worker_root] {
+            let r = kubebundle(self.tmp.path(), &["verify", root.to_str().unwrap()], &[]);
+            f.check(r.ok() && r.stdout.contains("0 errors"), || format!("verify {} {when}: {}", root.display(), r.describe()));
         }
     }
 }
