@@ -247,6 +247,19 @@ fn imported_bundle(profile: &str) {
         "{}",
         v.stdout
     );
+    // Each tarball alone (beside its bundle: checked against the state's chain) and each node
+    // extracted alone (no state: its CA files known by their place, intermediates and their own
+    // names included): no error.
+    for entry in std::fs::read_dir(w.bundle().join("nodes")).unwrap() {
+        let tarball = entry.unwrap().path();
+        let Some(node) = tarball.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".tar.gz")) else { continue };
+        let root = w.dir.join("roots").join(node);
+        extract(&tarball, &root);
+        for target in [&tarball, &root] {
+            let v = w.run(&["verify", target.to_str().unwrap(), "--now", NOW]);
+            assert!(v.ok() && v.stdout.contains("0 errors"), "verify {}: {}", target.display(), v.describe());
+        }
+    }
     // check-expiration: the intermediate (the CA row) and the root, with their expiries.
     let x = w.run(&["certs", "check-expiration", "--dir", w.bundle().to_str().unwrap(), "--now", NOW]);
     assert_eq!(x.code, Some(0), "{}", x.describe());

@@ -20,37 +20,6 @@ use common::*;
 
 const CLUSTER: &str = "ext";
 
-/// `openssl ca` copies the request's extensions, keeps its DN order, and adds `v3_leaf`.
-const V3_LEAF: &str = "\
-[v3_leaf]
-basicConstraints = critical,CA:FALSE
-authorityKeyIdentifier = keyid:always
-";
-
-/// openssl's time form of an RFC 3339 time.
-fn ossl_time(rfc: &str) -> String {
-    rfc.chars().filter(|c| c.is_ascii_digit()).collect::<String>() + "Z"
-}
-
-/// A root, the cluster intermediate `ca` under it, and `other` (another intermediate); what it
-/// signs is valid from a day before `now_unix` for 300 days.
-fn corp(dir: &Path, now_unix: i64) -> Corp {
-    let mut corp = Corp::new(dir, &corp_cnf("copy", true, V3_LEAF), "20250101000000Z", "20330101000000Z");
-    corp.validity = (ossl_time(&rfc3339(now_unix - 86400)), ossl_time(&rfc3339(now_unix + 300 * 86400)));
-    for name in ["ca", "other", "fp", "etcd"] {
-        corp.key(name);
-        corp.csr(name, &format!("/O=Example Corp/CN=kubernetes {name}"));
-        let (csr, crt) = (format!("{name}.csr"), format!("{name}.crt"));
-        corp.sign_by("ca.cnf", "root", &csr, &crt, ("20250101000000Z", "20350101000000Z"), &["-extensions", "v3_int"]);
-    }
-    corp
-}
-
-/// `openssl ca` with CA `by`, copying the request's extensions.
-fn sign(corp: &Corp, by: &str, csr: &str, out: &str) {
-    corp.sign("ca.cnf", by, csr, out, &["-extensions", "v3_leaf"]);
-}
-
 fn digests(dir: &Path) -> BTreeMap<String, String> {
     file_digests(dir)
 }
@@ -90,39 +59,7 @@ fn work(prefix: &str) -> Work {
         .replace("kind: Inventory\n", "kind: Inventory\nprofile: kubeadm\n");
     // The real kubeadm checks validity against the real clock.
     let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    Work::with(prefix, CLUSTER, &config, &rfc3339(unix), |dir| corp(dir, unix))
-}
-
-/// `ca import WHICH --cert corp/FILE --chain corp/root.crt`, without the key.
-fn import_keyless(w: &Work, which: &str, file: &str) -> Run {
-    let out = w.out();
-    w.run(&[
-        "ca",
-        "import",
-        which,
-        "--config",
-        "c.yaml",
-        "--now",
-        &w.now,
-        "--out",
-        out.to_str().unwrap(),
-        "--cert",
-        &w.corp.path(file),
-        "--chain",
-        &w.corp.path("root.crt"),
-    ])
-}
-
-fn import_signed(w: &Work, bundle: &Path, inputs: &[&Path]) -> Run {
-    let mut args = vec!["import-signed".to_string(), "--dir".to_string(), bundle.display().to_string()];
-    args.extend(inputs.iter().map(|p| p.display().to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    w.run(&refs)
-}
-
-/// Every CSR under `csr/` (path relative to it).
-fn csr_files(bundle: &Path) -> Vec<String> {
-    file_bytes(&bundle.join("csr")).into_keys().filter(|p| p.ends_with(".csr")).collect()
+    Work::with(prefix, CLUSTER, &config, &rfc3339(unix), |dir| external_corp(dir, unix))
 }
 
 #[test]
@@ -131,7 +68,7 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
     let mut f = Failures::new();
 
     // 1. The intermediate, without its key.
-    let r = import_keyless(&w, "ca", "ca.crt");
+    let r = w.import_keyless("ca", "ca.crt");
     assert!(r.ok(), "{}", r.describe());
     assert!(r.stdout.contains("without its key: external-CA mode"), "{}", r.stdout);
     let state = w.bundle().join("state");
@@ -177,7 +114,7 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
         let crt = signed.join(rel.replace(".csr", ".crt"));
         std::fs::create_dir_all(crt.parent().unwrap()).unwrap();
         let csr = w.bundle().join("csr").join(rel);
-        sign(&w.corp, "ca", csr.to_str().unwrap(), crt.to_str().unwrap());
+        sign_leaf(&w.corp, "ca", csr.to_str().unwrap(), crt.to_str().unwrap());
         let (want, got) = (sans(&der_of(&csr), true), sans(&der_of(&crt), false));
         f.check(want == got, || format!("{rel}: openssl ca lost SANs: CSR {want:?}, certificate {got:?}"));
     }
@@ -189,7 +126,7 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
     // A certificate for another key (same subject).
     w.corp.key("stranger");
     w.corp.csr("stranger", "/CN=kube-apiserver");
-    sign(&w.corp, "ca", "stranger.csr", bad.join("another-key.crt").to_str().unwrap());
+    sign_leaf(&w.corp, "ca", "stranger.csr", bad.join("another-key.crt").to_str().unwrap());
     // The apiserver CSR signed without its SANs.
     std::fs::write(w.corp.dir.join("nosan.cnf"), corp_cnf("none", true, V3_LEAF)).unwrap();
     let lost = bad.join("lost-san.crt");
@@ -197,13 +134,13 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
     w.corp.sign("nosan.cnf", "ca", csr.to_str().unwrap(), lost.to_str().unwrap(), &["-extensions", "v3_leaf"]);
     // The apiserver CSR signed by another CA.
     let other = bad.join("other-ca.crt");
-    sign(&w.corp, "other", w.bundle().join("csr/cp1/pki/apiserver.csr").to_str().unwrap(), other.to_str().unwrap());
+    sign_leaf(&w.corp, "other", w.bundle().join("csr/cp1/pki/apiserver.csr").to_str().unwrap(), other.to_str().unwrap());
     for (file, says) in [
         (bad.join("another-key.crt"), "is a certificate for another key: it matches no CSR"),
         (lost.clone(), "it lost SAN(s)"),
         (other.clone(), "is not signed by the ca CA"),
     ] {
-        let r = import_signed(&w, &w.bundle(), &[&signed, &file]);
+        let r = w.import_signed(&w.bundle(), &[&signed, &file]);
         f.check(r.code == Some(1), || format!("{}: {}", file.display(), r.describe()));
         f.check(r.stderr.contains(&format!("{}: ", file.display())) && r.stderr.contains(says), || {
             format!("{}: refusal does not name it or say {says:?}: {}", file.display(), r.stderr)
@@ -211,7 +148,7 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
         f.check(r.stderr.contains("nothing was written"), || r.stderr.clone());
         f.check(digests(&w.bundle()) == before, || format!("{}: the refusal wrote into the bundle", file.display()));
     }
-    let lost_text = import_signed(&w, &w.bundle(), &[&lost]).stderr;
+    let lost_text = w.import_signed(&w.bundle(), &[&lost]).stderr;
     f.check(lost_text.contains("DNS:") || lost_text.contains("kubernetes.default"), || lost_text.clone());
 
     // 5. A Vault sign response of the same certificates, into a copy of the bundle.
@@ -247,14 +184,14 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
             .unwrap(),
     )
     .unwrap();
-    let r = import_signed(&w, &copy, &[&issue]);
+    let r = w.import_signed(&copy, &[&issue]);
     f.check(r.code == Some(1) && r.stderr.contains("issue.json: a Vault issue/ response"), || r.describe());
 
     // 6. import-signed takes them all; generate packs.
-    let r = import_signed(&w, &w.bundle(), &[&signed]);
+    let r = w.import_signed(&w.bundle(), &[&signed]);
     assert!(r.ok(), "{}", r.describe());
     assert!(r.stdout.contains(&format!("recorded {n} signed certificate(s)")) && r.stdout.contains("0 still wait"), "{}", r.stdout);
-    let r = import_signed(&w, &copy, &[&vault]);
+    let r = w.import_signed(&copy, &[&vault]);
     assert!(r.ok(), "{}", r.describe());
     f.check(std::fs::read(state.join("leaves.json")).unwrap() == std::fs::read(copy.join("state/leaves.json")).unwrap(), || {
         "the Vault responses did not import to the same state as the PEM files".into()
@@ -350,8 +287,8 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
     f.check(sans(&der_of(&csr), true) == api_sans, || "the renewal CSR lost SANs".into());
     let renewed = w.dir.join("renewed/cp1/pki/apiserver.crt");
     std::fs::create_dir_all(renewed.parent().unwrap()).unwrap();
-    sign(&w.corp, "ca", csr.to_str().unwrap(), renewed.to_str().unwrap());
-    let r = import_signed(&w, &w.bundle(), &[&w.dir.join("renewed")]);
+    sign_leaf(&w.corp, "ca", csr.to_str().unwrap(), renewed.to_str().unwrap());
+    let r = w.import_signed(&w.bundle(), &[&w.dir.join("renewed")]);
     assert!(r.ok() && r.stdout.contains("recorded 1 signed certificate(s)"), "{}", r.describe());
     let r = w.generate();
     assert!(r.ok(), "{}", r.describe());
@@ -371,7 +308,7 @@ fn all_three_cas_external_with_the_hardway_profile() {
     std::fs::write(w.dir.join("c.yaml"), config).unwrap();
     let mut f = Failures::new();
     for (which, file) in [("ca", "ca.crt"), ("front-proxy-ca", "fp.crt"), ("etcd-ca", "etcd.crt")] {
-        let r = import_keyless(&w, which, file);
+        let r = w.import_keyless(which, file);
         assert!(r.ok() && r.stdout.contains("without its key"), "{}", r.describe());
     }
     let r = w.generate();
@@ -380,19 +317,8 @@ fn all_three_cas_external_with_the_hardway_profile() {
     assert!(r.stderr.contains(&format!("waiting for {} signed certificates", csrs.len())), "{}", r.stderr);
     f.check(csrs.iter().any(|c| c.contains("front-proxy")) && csrs.iter().any(|c| c.contains("etcd/certs/server")), || format!("{csrs:?}"));
     let signed = w.dir.join("signed");
-    for rel in &csrs {
-        let by = if rel.contains("etcd/") {
-            "etcd"
-        } else if rel.contains("front-proxy") {
-            "fp"
-        } else {
-            "ca"
-        };
-        let crt = signed.join(rel.replace(".csr", ".crt"));
-        std::fs::create_dir_all(crt.parent().unwrap()).unwrap();
-        sign(&w.corp, by, w.bundle().join("csr").join(rel).to_str().unwrap(), crt.to_str().unwrap());
-    }
-    let r = import_signed(&w, &w.bundle(), &[&signed]);
+    sign_all(&w, &signed);
+    let r = w.import_signed(&w.bundle(), &[&signed]);
     assert!(r.ok() && r.stdout.contains("0 still wait"), "{}", r.describe());
     let r = w.generate();
     assert!(r.ok(), "{}", r.describe());

@@ -27,10 +27,7 @@ mod common;
 mod live;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Instant;
-
-use serde_json::Value;
 
 use common::*;
 use live::*;
@@ -48,96 +45,21 @@ fn changes(before: &BTreeMap<String, Vec<u8>>, after: &BTreeMap<String, Vec<u8>>
     (changed, added)
 }
 
-/// A static pod manifest's containers[0] command + args, and the check that each absolute path
-/// in it lies under a volumeMount whose hostPath is the same path (so the pod sees the host's
-/// file at the path it names, and rebasing it into the root is right).
-fn static_pod_command(root: &Path, pod: &str, f: &mut Failures) -> Vec<String> {
-    let path = root.join("etc/kubernetes/manifests").join(format!("{pod}.yaml"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("kubeadm wrote no {}: {e}", path.display()));
-    let v: Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let c = &v["spec"]["containers"][0];
-    let argv: Vec<String> =
-        c["command"].as_array().into_iter().chain(c["args"].as_array()).flatten().filter_map(|a| a.as_str().map(String::from)).collect();
-    assert!(!argv.is_empty(), "{}: no command", path.display());
-    let host_paths: BTreeMap<&str, &str> = v["spec"]["volumes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|vol| Some((vol["name"].as_str()?, vol["hostPath"]["path"].as_str()?)))
-        .collect();
-    let mounts: Vec<(&str, &str)> = c["volumeMounts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| Some((m["mountPath"].as_str()?, host_paths.get(m["name"].as_str()?).copied()?)))
-        .collect();
-    let mut checked = 0;
-    for a in &argv[1..] {
-        for value in a.split_once('=').map(|(_, v)| v).unwrap_or(a).split(',') {
-            if !value.starts_with('/') {
-                continue;
-            }
-            let mount = mounts.iter().find(|(m, _)| value == *m || value.starts_with(&format!("{}/", m.trim_end_matches('/'))));
-            match mount {
-                Some((m, host)) => {
-                    checked += 1;
-                    f.eq(&format!("{pod}: the hostPath mounted at {m} (for {a})"), *m, *host);
-                }
-                None => f.fail(format!("{pod}: {a} names {value}, which no volumeMount of the static pod holds")),
-            }
-        }
-    }
-    f.check(checked > 0, || format!("{pod}: no absolute path in its command: {argv:?}"));
-    f.note(format!("{pod}: {checked} paths of its command, each in a hostPath volume mounted at the same path"));
-    argv
-}
-
-/// The worker's kubelet command line as kubeadm's drop-in (10-kubeadm.conf) runs it:
-/// `/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS`, the
-/// last being what `kubeadm join` writes to /var/lib/kubelet/kubeadm-flags.env from the node's
-/// JoinConfiguration: `--hostname-override` (its nodeRegistration.name is not the test machine's
-/// hostname) and its kubeletExtraArgs.
-fn kubeadm_kubelet_argv(b: &Bundle) -> Vec<String> {
-    let join = b.worker_root.join(b.worker.rel("kubeadm-join"));
-    let text = std::fs::read_to_string(&join).unwrap_or_else(|e| panic!("{}: {e}", join.display()));
-    let v: Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", join.display()));
-    let registration = &v["nodeRegistration"];
-    let mut argv: Vec<String> = [
-        "/usr/bin/kubelet",
-        "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
-        "--kubeconfig=/etc/kubernetes/kubelet.conf",
-        "--config=/var/lib/kubelet/config.yaml",
-    ]
-    .map(String::from)
-    .to_vec();
-    argv.push(format!("--hostname-override={}", registration["name"].as_str().expect("nodeRegistration.name")));
-    for arg in registration["kubeletExtraArgs"].as_array().into_iter().flatten() {
-        argv.push(format!("--{}={}", arg["name"].as_str().unwrap_or_default(), arg["value"].as_str().unwrap_or_default()));
-    }
-    argv
-}
-
 #[test]
 fn kubeadm_renewed_control_plane_accepted_by_kubeadm_and_booted_from_its_static_pods() {
     let started = Instant::now();
     let Some(tools) = Tools::find_with(&["kubeadm"]) else { return };
     let (cp_node, worker_node) = (("cp1", "198.51.100.21"), ("worker1", "198.51.100.22"));
-    let Some(mut b) = Bundle::generate_with(tools, "kubeadm", "livekadm", cp_node, worker_node, |config| {
-        let pinned = config.replace("kubernetesVersion: v1.34.1\n", "kubernetesVersion: v1.32.13\n");
-        assert_ne!(pinned, config, "the live config names kubernetesVersion v1.34.1");
-        pinned
-    }) else {
+    let Some(mut b) = Bundle::generate_with(tools, "kubeadm", "livekadm", cp_node, worker_node, for_kubeadm) else {
         return;
     };
     let mut f = Failures::new();
     b.renew(&mut f);
     f.note(format!("kubeadm: generated and renewed in {:.1?}", started.elapsed()));
 
-    // The nodes' addresses on the namespace's lo: kubeadm, etcd and the apiserver use them.
+    // The nodes' addresses in the namespace (`Bundle::netns`): kubeadm, etcd and the apiserver use them.
     let boot_started = Instant::now();
-    let ns = Netns::new(&b.scratch);
-    ns.add_address(cp_node.1);
-    ns.add_address(worker_node.1);
+    let ns = b.netns();
     let root = b.cp_root.clone();
     let config = format!("/{}", b.cp.rel("kubeadm-init"));
     f.eq("the init node's kubeadm config", "/etc/kubernetes/kubeadm-init.yaml", config.as_str());
@@ -179,14 +101,11 @@ fn kubeadm_renewed_control_plane_accepted_by_kubeadm_and_booted_from_its_static_
     f.note("kubeadm init phase kubeconfig all: the 5 kubeconfigs \"Using existing\", the tree byte-identical");
 
     // control-plane and etcd: the static pod manifests, the kube-apiserver patch applied.
-    let r = kubeadm(&ns, &b.tools, &root, &["init", "phase", "control-plane", "all", "--config", &config]);
-    assert!(r.ok(), "kubeadm init phase control-plane all: {}", r.describe());
+    let (r, commands) = kubeadm_static_pods(&ns, &b.tools, &root, &config, &mut f);
     f.check(
         said(&r, "patches").iter().any(|l| l == "Applied patch of type \"application/json-patch+json\" to target \"kube-apiserver\""),
         || format!("kubeadm did not apply the bundle's kube-apiserver patch:\n{}", r.stdout),
     );
-    let r = kubeadm(&ns, &b.tools, &root, &["init", "phase", "etcd", "local", "--config", &config]);
-    assert!(r.ok(), "kubeadm init phase etcd local: {}", r.describe());
     let (changed, added) = changes(&before, &file_bytes(&root));
     f.check(changed.is_empty(), || format!("kubeadm init phase control-plane/etcd changed {changed:?}"));
     let manifests: Vec<String> = STATIC_PODS.iter().map(|p| format!("etc/kubernetes/manifests/{p}.yaml")).collect();
@@ -194,7 +113,6 @@ fn kubeadm_renewed_control_plane_accepted_by_kubeadm_and_booted_from_its_static_
     sorted.sort();
     f.eq("the files kubeadm init phase control-plane all + etcd local wrote", &sorted, &added);
 
-    let commands: Vec<(String, Vec<String>)> = STATIC_PODS.iter().map(|p| (p.to_string(), static_pod_command(&root, p, &mut f))).collect();
     let api = &commands[1].1;
     let encryption = format!("--encryption-provider-config=/{}", b.cp.rel("encryption-config"));
     f.check(api.contains(&encryption), || format!("the kube-apiserver static pod has no {encryption} (the patch): {api:?}"));
@@ -208,16 +126,7 @@ fn kubeadm_renewed_control_plane_accepted_by_kubeadm_and_booted_from_its_static_
     // changed (etcd refuses an unknown flag, and the boot would fail naming it).
     f.note(format!("kubeadm: phases done at {:.1?}", started.elapsed()));
 
-    let cp = ControlPlane::boot_from(
-        ns,
-        boot_started,
-        &root,
-        &b.tools,
-        commands,
-        &b.cp.rel("super-admin.conf"),
-        &b.cp.rel("ca.crt"),
-        &b.scratch,
-    );
+    let cp = b.boot_static_pods(ns, boot_started, commands);
     f.note(format!("kubeadm: control plane ready in {:.1?} (kubeadm's phases included)", cp.boot_time));
     check_control_plane(&b, &cp, &mut f);
 

@@ -126,6 +126,19 @@ impl Corp {
     pub fn der(&self, name: &str) -> Vec<u8> {
         pem::parse(self.text(name)).unwrap().into_contents()
     }
+    /// `openssl verify -CAfile root.crt [-untrusted UNTRUSTED] leaf` of a DER certificate (written
+    /// to a file of `scratch`), at the real time.
+    pub fn verify(&self, scratch: &Path, der: &[u8], untrusted: Option<&str>) -> Run {
+        let leaf = scratch.join(super::unique_name("leaf"));
+        std::fs::write(&leaf, pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))).unwrap();
+        let root = self.path("root.crt");
+        let mut args = vec!["verify", "-CAfile", &root];
+        if let Some(u) = untrusted {
+            args.extend(["-untrusted", u]);
+        }
+        args.push(leaf.to_str().unwrap());
+        super::openssl(&args)
+    }
 }
 
 /// A test's temp dir with its config `c.yaml`, its corporate CA and the clock of every command.
@@ -207,4 +220,94 @@ pub fn kubeconfig_values(text: &str, key: &str) -> Vec<Vec<u8>> {
         .filter(|v| !v.is_empty())
         .map(|v| base64::engine::general_purpose::STANDARD.decode(v).unwrap())
         .collect()
+}
+
+// =============================================================================================
+// External-CA mode (external_ca, live_external_ca)
+
+/// `openssl ca` copies the request's extensions, keeps its DN order, and adds `v3_leaf`.
+pub const V3_LEAF: &str = "\
+[v3_leaf]
+basicConstraints = critical,CA:FALSE
+authorityKeyIdentifier = keyid:always
+";
+
+/// openssl's time form of an RFC 3339 time.
+pub fn ossl_time(rfc: &str) -> String {
+    rfc.chars().filter(|c| c.is_ascii_digit()).collect::<String>() + "Z"
+}
+
+/// A root, the intermediates `ca`, `fp`, `etcd` (for the three cluster CAs) and `other` (another
+/// intermediate) under it (2025 → 2035); what `sign` signs (copying the request's extensions) is
+/// valid from a day before `now_unix` for 300 days.
+pub fn external_corp(dir: &Path, now_unix: i64) -> Corp {
+    let mut corp = Corp::new(dir, &corp_cnf("copy", true, V3_LEAF), "20250101000000Z", "20330101000000Z");
+    corp.validity = (ossl_time(&super::rfc3339(now_unix - 86400)), ossl_time(&super::rfc3339(now_unix + 300 * 86400)));
+    for name in ["ca", "other", "fp", "etcd"] {
+        corp.key(name);
+        corp.csr(name, &format!("/O=Example Corp/CN=kubernetes {name}"));
+        let (csr, crt) = (format!("{name}.csr"), format!("{name}.crt"));
+        corp.sign_by("ca.cnf", "root", &csr, &crt, ("20250101000000Z", "20350101000000Z"), &["-extensions", "v3_int"]);
+    }
+    corp
+}
+
+/// `openssl ca` with CA `by`, copying the request's extensions.
+pub fn sign_leaf(corp: &Corp, by: &str, csr: &str, out: &str) {
+    corp.sign("ca.cnf", by, csr, out, &["-extensions", "v3_leaf"]);
+}
+
+/// Every CSR under `csr/` (path relative to it).
+pub fn csr_files(bundle: &Path) -> Vec<String> {
+    file_bytes(&bundle.join("csr")).into_keys().filter(|p| p.ends_with(".csr")).collect()
+}
+
+impl Work {
+    /// `ca import WHICH --cert corp/FILE --chain corp/root.crt`, without the key.
+    pub fn import_keyless(&self, which: &str, file: &str) -> Run {
+        let out = self.out();
+        self.run(&[
+            "ca",
+            "import",
+            which,
+            "--config",
+            "c.yaml",
+            "--now",
+            &self.now,
+            "--out",
+            out.to_str().unwrap(),
+            "--cert",
+            &self.corp.path(file),
+            "--chain",
+            &self.corp.path("root.crt"),
+        ])
+    }
+
+    /// `import-signed --dir BUNDLE INPUTS`.
+    pub fn import_signed(&self, bundle: &Path, inputs: &[&Path]) -> Run {
+        let mut args = vec!["import-signed".to_string(), "--dir".to_string(), bundle.display().to_string()];
+        args.extend(inputs.iter().map(|p| p.display().to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run(&refs)
+    }
+}
+
+/// Every CSR of the bundle signed with `sign_leaf` into `signed/<its path>.crt` by the
+/// `external_corp` intermediate of its CA: `etcd` for the etcd CA's leaves, `fp` for the
+/// front-proxy CA's, `ca` for the others. Returns the CSRs (paths relative to `csr/`).
+pub fn sign_all(w: &Work, signed: &Path) -> Vec<String> {
+    let csrs = csr_files(&w.bundle());
+    for rel in &csrs {
+        let by = if rel.contains("etcd") {
+            "etcd"
+        } else if rel.contains("front-proxy") {
+            "fp"
+        } else {
+            "ca"
+        };
+        let crt = signed.join(rel.replace(".csr", ".crt"));
+        std::fs::create_dir_all(crt.parent().unwrap()).unwrap();
+        sign_leaf(&w.corp, by, w.bundle().join("csr").join(rel).to_str().unwrap(), crt.to_str().unwrap());
+    }
+    csrs
 }

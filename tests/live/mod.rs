@@ -153,6 +153,25 @@ impl Netns {
         assert!(r.ok(), "cannot add {address} to lo in the test's network namespace: {}", r.describe());
     }
 
+    /// Adds `address` to an interface of the namespace that is not a loopback (one end of a veth
+    /// pair, both ends up): kubeadm without `--config` picks the node's address from such an
+    /// interface (client-go's ChooseHostInterface skips lo) and fails without one.
+    pub fn add_host_address(&self, address: &str) {
+        if !self.run("ip", &["link", "show", "kb-host"]).ok() {
+            for args in [
+                &["link", "add", "kb-host", "type", "veth", "peer", "name", "kb-peer"][..],
+                &["link", "set", "kb-host", "up"],
+                &["link", "set", "kb-peer", "up"],
+            ] {
+                let r = self.run("ip", args);
+                assert!(r.ok(), "cannot make a veth pair in the test's network namespace: {}", r.describe());
+            }
+        }
+        let prefix = if address.contains(':') { 128 } else { 32 };
+        let r = self.run("ip", &["addr", "add", &format!("{address}/{prefix}"), "dev", "kb-host"]);
+        assert!(r.ok(), "cannot add {address} to kb-host in the test's network namespace: {}", r.describe());
+    }
+
     /// `program` run inside the namespace.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("nsenter");
@@ -322,20 +341,24 @@ impl Bundle {
     ) -> Option<Bundle> {
         let tmp = temp_dir(&format!("live-{profile}"));
         let dir = tmp.path().to_path_buf();
-        let config = edit(
-            live_config(cluster_name, &[(cp.0, cp.1, "control-plane, etcd"), (worker.0, worker.1, "worker")])
-                .replace("kind: Inventory\n", &format!("kind: Inventory\nprofile: {profile}\n")),
-        );
+        let config = edit(bundle_config(profile, cluster_name, cp, worker));
         let config_path = dir.join("cluster.yaml");
         std::fs::write(&config_path, &config).unwrap();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        let now = rfc3339(now);
+        let now = real_now();
         let out = dir.join("out");
         let r =
             kubebundle(&dir, &["generate", "--config", config_path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", &now], &[]);
         assert!(r.ok(), "generate failed: {}", r.describe());
-        let cluster = out.join(cluster_name);
-        verify_bundle(&cluster, Some(&now)).unwrap_or_else(|e| panic!("{e}"));
+        Some(Bundle::open(tools, tmp, &out.join(cluster_name), cp.0, worker.0, &now))
+    }
+
+    /// The bundle `out/<cluster>` that `generate` made at `now` in `tmp` (the test's temp dir:
+    /// the roots and scratch files go there too): `verify` finds no error, the plan of the
+    /// control plane `cp` and the worker `worker` read, both tarballs extracted.
+    pub fn open(tools: Tools, tmp: tempfile::TempDir, cluster: &Path, cp: &str, worker: &str, now: &str) -> Bundle {
+        let dir = tmp.path().to_path_buf();
+        let cluster = cluster.to_path_buf();
+        verify_bundle(&cluster, Some(now)).unwrap_or_else(|e| panic!("{e}"));
         let plan: Value = serde_json::from_slice(&std::fs::read(cluster.join("plan.json")).unwrap()).unwrap();
         let node = |name: &str| {
             let n = plan["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap_or_else(|| panic!("{name} in plan.json"));
@@ -345,15 +368,35 @@ impl Bundle {
                 files: n["files"].as_array().unwrap().iter().map(|f| (f["artifact"].as_str().unwrap().to_string(), f.clone())).collect(),
             }
         };
-        let (cp_plan, worker_plan) = (node(cp.0), node(worker.0));
+        let (cp_plan, worker_plan) = (node(cp), node(worker));
         let cp_root = dir.join("root-cp");
         let worker_root = dir.join("root-worker");
-        extract(&cluster.join("nodes").join(format!("{}.tar.gz", cp.0)), &cp_root);
-        extract(&cluster.join("nodes").join(format!("{}.tar.gz", worker.0)), &worker_root);
+        extract(&cluster.join("nodes").join(format!("{cp}.tar.gz")), &cp_root);
+        extract(&cluster.join("nodes").join(format!("{worker}.tar.gz")), &worker_root);
         let scratch = dir.join("scratch");
         std::fs::create_dir_all(&scratch).unwrap();
-        Some(Bundle { tools, tmp, cluster, cp: cp_plan, worker: worker_plan, cp_root, worker_root, scratch })
+        Bundle { tools, tmp, cluster, cp: cp_plan, worker: worker_plan, cp_root, worker_root, scratch }
     }
+}
+
+/// The config of a live bundle: `profile`, (name, address) of a control plane + etcd member and
+/// of a worker, ECDSA-P256.
+pub fn bundle_config(profile: &str, cluster_name: &str, cp: (&str, &str), worker: (&str, &str)) -> String {
+    live_config(cluster_name, &[(cp.0, cp.1, "control-plane, etcd"), (worker.0, worker.1, "worker")])
+        .replace("kind: Inventory\n", &format!("kind: Inventory\nprofile: {profile}\n"))
+}
+
+/// A live config for Kubernetes v1.32.13, the version of the real kubeadm (it refuses newer
+/// control planes).
+pub fn for_kubeadm(config: String) -> String {
+    let pinned = config.replace("kubernetesVersion: v1.34.1\n", "kubernetesVersion: v1.32.13\n");
+    assert_ne!(pinned, config, "the live config names kubernetesVersion v1.34.1");
+    pinned
+}
+
+/// The real time, RFC 3339 (the binaries check validity against it).
+pub fn real_now() -> String {
+    rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64)
 }
 
 /// What the boot runs on: the bundle renewed as an operator would a year on, so the control plane
@@ -385,10 +428,7 @@ impl Bundle {
             let r = run(what, &self.cp_root);
             f.note(format!("certs renew {what} on {}'s root: {}", self.cp.name, r.stdout.lines().next().unwrap_or("")));
         }
-        for root in [&self.cp_root, &self.worker_root] {
-            let r = kubebundle(&dir, &["verify", root.to_str().unwrap()], &[]);
-            f.check(r.ok() && r.stdout.contains("0 errors"), || format!("verify {} after renewal: {}", root.display(), r.describe()));
-        }
+        self.verify_roots("after renewal", f);
         for root in [&self.cp_root, &self.worker_root] {
             let certs = crate::common::checks::distinct_certs(root);
             let kept = certs.iter().filter(|c| generated.contains(*c)).count();
@@ -396,6 +436,16 @@ impl Bundle {
                 format!("{}: {kept} of {} certificates are still the ones generate issued", root.display(), certs.len())
             });
             f.note(format!("{}: {} certificates, every one re-issued", root.display(), certs.len()));
+        }
+    }
+}
+
+impl Bundle {
+    /// `kubebundle verify` of each extracted tree alone (no state beside it) finds no error.
+    pub fn verify_roots(&self, when: &str, f: &mut Failures) {
+        for root in [&self.cp_root, &self.worker_root] {
+            let r = kubebundle(self.tmp.path(), &["verify", root.to_str().unwrap()], &[]);
+            f.check(r.ok() && r.stdout.contains("0 errors"), || format!("verify {} {when}: {}", root.display(), r.describe()));
         }
     }
 }
@@ -825,8 +875,9 @@ fn runtime_less_kubelet_config(original: &str, root: &Path, scratch: &Path, port
 /// The worker's kubelet started with `argv` (its host's command line: its own unit's ExecStart,
 /// kubeadm's drop-in) against the control plane: TLS bootstrap completes (CSR approved and
 /// issued, a system:node:<node> certificate of the cluster CA written as
-/// kubelet-client-current.pem, the kubeconfig written there authenticates).
-pub fn check_kubelet_bootstrap(b: &Bundle, cp: &ControlPlane, argv: &[String], f: &mut Failures) {
+/// kubelet-client-current.pem, the kubeconfig written there authenticates). Returns the path of
+/// kubelet-client-current.pem once written.
+pub fn check_kubelet_bootstrap(b: &Bundle, cp: &ControlPlane, argv: &[String], f: &mut Failures) -> Option<PathBuf> {
     let root = &b.worker_root;
     let node = &b.worker.name;
     let config = flag(argv, "config").expect("kubelet --config");
@@ -872,7 +923,7 @@ pub fn check_kubelet_bootstrap(b: &Bundle, cp: &ControlPlane, argv: &[String], f
             tail(&kubelet.log_text(), 4000),
             cp.procs.iter().find(|p| p.name == "kube-controller-manager").map(|p| tail(&p.log_text(), 2000)).unwrap_or_default()
         ));
-        return;
+        return None;
     }
     // The CSR: the bootstrap token's, approved by the controller-manager and issued.
     let r = cp.kubectl(&cp.super_admin, &["get", "csr", "-o", "json"]);
@@ -901,8 +952,9 @@ pub fn check_kubelet_bootstrap(b: &Bundle, cp: &ControlPlane, argv: &[String], f
         }
         Err(e) => f.fail(format!("{}: {e}", current.display())),
     }
+    // The tree's CA file is the trust anchor, root or intermediate, as for the Go clients.
     let ca = root.join(b.worker.rel("ca.crt"));
-    let v = openssl(&["verify", "-CAfile", ca.to_str().unwrap(), current.to_str().unwrap()]);
+    let v = openssl(&["verify", "-partial_chain", "-CAfile", ca.to_str().unwrap(), current.to_str().unwrap()]);
     f.check(v.ok(), || format!("the kubelet's certificate does not verify against the tree's CA: {}", v.describe()));
     // The kubeconfig the kubelet wrote (at its --kubeconfig) authenticates.
     match cp.whoami(&["--kubeconfig", written.to_str().unwrap()]) {
@@ -946,6 +998,7 @@ pub fn check_kubelet_bootstrap(b: &Bundle, cp: &ControlPlane, argv: &[String], f
     std::fs::write(&other, "apiVersion: v1\nkind: Node\nmetadata:\n  name: kb-other-node\n").unwrap();
     let r = cp.kubectl(&written, &["create", "-f", other.to_str().unwrap()]);
     f.check(!r.ok() && r.stderr.contains("Forbidden"), || format!("node {node} could create another node's object: {}", r.describe()));
+    Some(current)
 }
 
 // =============================================================================================
@@ -962,6 +1015,105 @@ pub fn kubeadm(ns: &Netns, tools: &Tools, root: &Path, args: &[&str]) -> Run {
 pub fn said(r: &Run, phase: &str) -> Vec<String> {
     let tag = format!("[{phase}] ");
     r.stdout.lines().chain(r.stderr.lines()).filter_map(|l| l.strip_prefix(tag.as_str())).map(str::to_string).collect()
+}
+
+/// A static pod manifest's containers[0] command + args, and the check that each absolute path
+/// in it lies under a volumeMount whose hostPath is the same path (so the pod sees the host's
+/// file at the path it names, and rebasing it into the root is right).
+pub fn static_pod_command(root: &Path, pod: &str, f: &mut Failures) -> Vec<String> {
+    let path = root.join("etc/kubernetes/manifests").join(format!("{pod}.yaml"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("kubeadm wrote no {}: {e}", path.display()));
+    let v: Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let c = &v["spec"]["containers"][0];
+    let argv: Vec<String> =
+        c["command"].as_array().into_iter().chain(c["args"].as_array()).flatten().filter_map(|a| a.as_str().map(String::from)).collect();
+    assert!(!argv.is_empty(), "{}: no command", path.display());
+    let host_paths: BTreeMap<&str, &str> = v["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|vol| Some((vol["name"].as_str()?, vol["hostPath"]["path"].as_str()?)))
+        .collect();
+    let mounts: Vec<(&str, &str)> = c["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| Some((m["mountPath"].as_str()?, host_paths.get(m["name"].as_str()?).copied()?)))
+        .collect();
+    let mut checked = 0;
+    for a in &argv[1..] {
+        for value in a.split_once('=').map(|(_, v)| v).unwrap_or(a).split(',') {
+            if !value.starts_with('/') {
+                continue;
+            }
+            let mount = mounts.iter().find(|(m, _)| value == *m || value.starts_with(&format!("{}/", m.trim_end_matches('/'))));
+            match mount {
+                Some((m, host)) => {
+                    checked += 1;
+                    f.eq(&format!("{pod}: the hostPath mounted at {m} (for {a})"), *m, *host);
+                }
+                None => f.fail(format!("{pod}: {a} names {value}, which no volumeMount of the static pod holds")),
+            }
+        }
+    }
+    f.check(checked > 0, || format!("{pod}: no absolute path in its command: {argv:?}"));
+    f.note(format!("{pod}: {checked} paths of its command, each in a hostPath volume mounted at the same path"));
+    argv
+}
+
+/// The worker's kubelet command line as kubeadm's drop-in (10-kubeadm.conf) runs it:
+/// `/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS`, the
+/// last being what `kubeadm join` writes to /var/lib/kubelet/kubeadm-flags.env from the node's
+/// JoinConfiguration: `--hostname-override` (its nodeRegistration.name is not the test machine's
+/// hostname) and its kubeletExtraArgs.
+pub fn kubeadm_kubelet_argv(b: &Bundle) -> Vec<String> {
+    let join = b.worker_root.join(b.worker.rel("kubeadm-join"));
+    let text = std::fs::read_to_string(&join).unwrap_or_else(|e| panic!("{}: {e}", join.display()));
+    let v: Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", join.display()));
+    let registration = &v["nodeRegistration"];
+    let mut argv: Vec<String> = [
+        "/usr/bin/kubelet",
+        "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
+        "--kubeconfig=/etc/kubernetes/kubelet.conf",
+        "--config=/var/lib/kubelet/config.yaml",
+    ]
+    .map(String::from)
+    .to_vec();
+    argv.push(format!("--hostname-override={}", registration["name"].as_str().expect("nodeRegistration.name")));
+    for arg in registration["kubeletExtraArgs"].as_array().into_iter().flatten() {
+        argv.push(format!("--{}={}", arg["name"].as_str().unwrap_or_default(), arg["value"].as_str().unwrap_or_default()));
+    }
+    argv
+}
+
+/// `kubeadm init phase control-plane all` and `init phase etcd local` on `root` with its own
+/// `config` (both must succeed): the static pods' commands, in the order the components start
+/// (each checked by `static_pod_command`), and the control-plane phase's output.
+pub fn kubeadm_static_pods(ns: &Netns, tools: &Tools, root: &Path, config: &str, f: &mut Failures) -> (Run, Vec<(String, Vec<String>)>) {
+    let control_plane = kubeadm(ns, tools, root, &["init", "phase", "control-plane", "all", "--config", config]);
+    assert!(control_plane.ok(), "kubeadm init phase control-plane all: {}", control_plane.describe());
+    let r = kubeadm(ns, tools, root, &["init", "phase", "etcd", "local", "--config", config]);
+    assert!(r.ok(), "kubeadm init phase etcd local: {}", r.describe());
+    let commands = CONTROL_PLANE.iter().map(|p| (p.to_string(), static_pod_command(root, p, f))).collect();
+    (control_plane, commands)
+}
+
+impl Bundle {
+    /// A network namespace for the bundle's two nodes: the control plane's address on lo, the
+    /// worker's on a non-loopback interface (`Netns::add_host_address`, for `kubeadm join`).
+    pub fn netns(&self) -> Netns {
+        let ns = Netns::new(&self.scratch);
+        ns.add_address(&self.cp.address);
+        ns.add_host_address(&self.worker.address);
+        ns
+    }
+
+    /// The control plane booted in `ns` from the static pods' `commands` (`kubeadm_static_pods`)
+    /// of its root, with its super-admin.conf and cluster CA; `boot_time` counts from `started`.
+    pub fn boot_static_pods(&self, ns: Netns, started: Instant, commands: Vec<(String, Vec<String>)>) -> ControlPlane {
+        let (admin, ca) = (self.cp.rel("super-admin.conf"), self.cp.rel("ca.crt"));
+        ControlPlane::boot_from(ns, started, &self.cp_root, &self.tools, commands, &admin, &ca, &self.scratch)
+    }
 }
 
 /// The certificates (and keys) of a control plane, as kubeadm names them.
@@ -983,4 +1135,172 @@ pub fn certs_all_existing() -> Vec<String> {
     expected.extend(KUBEADM_LEAVES.iter().map(|c| format!("Using existing {c} certificate and key on disk")));
     expected.push("Using the existing \"sa\" key".into());
     expected
+}
+
+/// The checks of `kubeadm join phase preflight` that fail on a worker's extracted root (no
+/// container runtime, kubelet, system binaries or /proc in it; the test machine's hostname),
+/// not on the files the tarball holds.
+pub const JOIN_HOST_CHECKS: [&str; 11] = [
+    "FileExisting-ip",
+    "FileExisting-iptables",
+    "FileExisting-mount",
+    "FileExisting-nsenter",
+    "FileExisting-ethtool",
+    "FileExisting-tc",
+    "FileExisting-touch",
+    "SystemVerification",
+    "Hostname",
+    "KubeletVersion",
+    "FileContent--proc-sys-net-ipv4-ip_forward",
+];
+
+/// The worker command line of join.txt: the arguments after `kubeadm join` (the endpoint,
+/// `--token`, every `--discovery-token-ca-cert-hash`).
+pub fn join_txt_worker_args(cluster: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(cluster.join("join.txt")).expect("join.txt");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("kubeadm join ") && !l.contains("--control-plane") && !l.contains("--discovery-file"))
+        .unwrap_or_else(|| panic!("join.txt has no worker command:\n{text}"));
+    line.split_whitespace().skip(2).map(String::from).collect()
+}
+
+/// The values of `--name V` in an argument list.
+pub fn flag_values(args: &[String], name: &str) -> Vec<String> {
+    args.windows(2).filter(|w| w[0] == format!("--{name}")).map(|w| w[1].clone()).collect()
+}
+
+/// What kubeadm prints (-v=1) when token discovery validated cluster-info against the pins.
+pub fn discovery_validated(endpoint: &str) -> String {
+    format!("[discovery] Cluster info signature and contents are valid and TLS certificate validates against pinned roots, will use API Server \"{endpoint}\"")
+}
+
+/// The worker's `kubeadm join` token discovery with the real kubeadm, against the running
+/// control plane (the bundle's manifests/ applied: the token, cluster-info with its JWS, the join
+/// RBAC, kubeadm-config): `kubeadm join phase preflight` (`--ignore-preflight-errors=all`: the
+/// worker's root has no container runtime or kubelet) with the worker's own JoinConfiguration,
+/// then with join.txt's worker command line. Each time kubeadm validates cluster-info's JWS and
+/// its CA against the pinned hash(es) and reads the ClusterConfiguration from kubeadm-config;
+/// the worker's tree is unchanged. With the pins replaced by `wrong` (another CA's hash) kubeadm
+/// refuses, naming the key of the CA that cluster-info carries. Returns join.txt's pins.
+pub fn check_join_discovery(b: &Bundle, cp: &ControlPlane, wrong: &str, f: &mut Failures) -> Vec<String> {
+    let root = &b.worker_root;
+    let before = file_bytes(root);
+    let args = join_txt_worker_args(&b.cluster);
+    let endpoint = args.first().cloned().unwrap_or_default();
+    let pins = flag_values(&args, "discovery-token-ca-cert-hash");
+    f.check(!pins.is_empty(), || format!("join.txt's worker command pins no hash: {args:?}"));
+    let config = format!("/{}", b.worker.rel("kubeadm-join"));
+    let preflight = |extra: &[String], ignore: &str| {
+        let mut all: Vec<&str> = vec!["join", "phase", "preflight"];
+        all.extend(extra.iter().map(String::as_str));
+        let ignore = format!("--ignore-preflight-errors={ignore}");
+        all.extend([ignore.as_str(), "-v=1"]);
+        kubeadm(&cp.ns, &b.tools, root, &all)
+    };
+    // With the JoinConfiguration only the host's checks are ignored on the command line (kubeadm
+    // takes no `all` beside a config's own list): the files the tarball holds must be in that list.
+    let runs = [
+        ("the worker's JoinConfiguration", vec!["--config".to_string(), config], JOIN_HOST_CHECKS.join(",")),
+        ("join.txt's worker command", args.clone(), "all".to_string()),
+    ];
+    for (what, extra, ignore) in runs {
+        let r = preflight(&extra, &ignore);
+        let all = format!("{}\n{}", r.stdout, r.stderr);
+        let validated = discovery_validated(&endpoint);
+        if f.check(r.ok() && all.contains(&validated), || {
+            format!("kubeadm join phase preflight with {what}: no {validated:?}, exit {:?}:\n{}", r.code, tail(&all, 3000))
+        }) {
+            f.note(format!("kubeadm join phase preflight with {what}: {validated}"));
+        }
+        let read = "[preflight] Reading configuration from the \"kubeadm-config\" ConfigMap in namespace \"kube-system\"...";
+        f.check(all.contains(read), || format!("kubeadm join phase preflight with {what} did not read kubeadm-config:\n{all}"));
+    }
+    f.check(file_bytes(root) == before, || "kubeadm join phase preflight changed the worker's tree".into());
+
+    // Another CA's hash in place of every pin: refused, naming the CA cluster-info carries.
+    let mut wrong_args: Vec<String> = Vec::new();
+    for a in &args {
+        let replaced = if pins.contains(a) { wrong.to_string() } else { a.clone() };
+        wrong_args.push(replaced);
+    }
+    let r = preflight(&wrong_args, "all");
+    let all = format!("{}\n{}", r.stdout, r.stderr);
+    let carried: Vec<&String> = pins.iter().filter(|p| all.contains(p.as_str())).collect();
+    f.check(
+        !r.ok()
+            && all.contains("cluster CA found in cluster-info ConfigMap is invalid")
+            && all.contains("are pinned")
+            && !carried.is_empty(),
+        || format!("kubeadm join phase preflight with the pin {wrong} was not refused naming the CA's key {pins:?}: {}", r.describe()),
+    );
+    f.note(format!(
+        "kubeadm join phase preflight pinning {wrong}: {}",
+        all.lines().find(|l| l.contains("are pinned")).unwrap_or_default().trim()
+    ));
+    pins
+}
+
+/// The certificates (DER) a TLS server at `address` (host:port) sends, inside the namespace
+/// (`openssl s_client -showcerts`).
+pub fn served_chain(ns: &Netns, address: &str) -> Result<Vec<Vec<u8>>, String> {
+    let r = ns.run("openssl", &["s_client", "-connect", address, "-showcerts"]);
+    let certs = crate::common::corp::pem_certs(r.stdout.as_bytes());
+    if certs.is_empty() {
+        return Err(format!("openssl s_client -connect {address} got no certificate: {}", r.describe()));
+    }
+    Ok(certs)
+}
+
+/// What the control plane's servers send (`served_chain`): for each (name, port, its certificate
+/// file relative to the control plane's root, the corporate intermediate that signed it), the
+/// shipped file (the leaf, then that intermediate), and the served leaf verifies with `openssl
+/// verify -CAfile root -untrusted intermediate` but not with the root alone.
+pub fn check_served_chains(
+    cp: &ControlPlane,
+    address: &str,
+    corp: &crate::common::corp::Corp,
+    servers: &[(&str, u16, String, &str)],
+    f: &mut Failures,
+) {
+    for (server, port, file, intermediate) in servers {
+        let at = format!("{address}:{port}");
+        let chain = match served_chain(&cp.ns, &at) {
+            Ok(c) => c,
+            Err(e) => {
+                f.fail(format!("{server}: {e}"));
+                continue;
+            }
+        };
+        let shipped = crate::common::corp::pem_certs(&std::fs::read(cp.root.join(file)).unwrap_or_default());
+        f.eq(&format!("{server} serves its shipped {file}"), &shipped, &chain);
+        f.check(chain.len() == 2 && chain[1] == corp.der(intermediate), || {
+            format!("{server} does not serve the intermediate {intermediate} after its leaf ({} certificates)", chain.len())
+        });
+        let v = corp.verify(&cp.scratch, &chain[0], Some(&corp.path(intermediate)));
+        f.check(v.ok() && v.stdout.trim().ends_with(": OK"), || {
+            format!("{server}'s served leaf does not verify up to the root: {}", v.describe())
+        });
+        let alone = corp.verify(&cp.scratch, &chain[0], None);
+        f.check(!alone.ok(), || format!("{server}'s served leaf verified with the root alone: {}", alone.describe()));
+        f.note(format!(
+            "{server} at {at} serves {file} (leaf + {intermediate}); openssl verify -CAfile root -untrusted {intermediate}: OK"
+        ));
+    }
+}
+
+/// kubectl with `kubeconfig` but trusting `root` alone (`--certificate-authority`, which replaces
+/// the kubeconfig's CA data): the served intermediate completes the chain; authenticates as `user`.
+pub fn check_trusting_root(cp: &ControlPlane, kubeconfig: &Path, root: &str, user: &str, f: &mut Failures) {
+    match cp.whoami(&["--kubeconfig", kubeconfig.to_str().unwrap(), "--certificate-authority", root]) {
+        Ok((u, _)) => {
+            if f.eq(&format!("{}'s user, kubectl trusting {root} alone", kubeconfig.display()), user, u.as_str()) {
+                f.note(format!(
+                    "kubectl trusting the corporate root alone accepts the served chain: {} authenticates as {u}",
+                    kubeconfig.display()
+                ));
+            }
+        }
+        Err(e) => f.fail(format!("kubectl trusting {root} alone refused the served chain: {e}")),
+    }
 }

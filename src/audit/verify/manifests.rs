@@ -199,6 +199,11 @@ pub(super) fn quiet_facts(dir: &Path, facts: &mut BundleFacts) {
         if let Some(c) = std::fs::read(dir.join(rel)).ok().and_then(|b| CertInfo::from_pem(&b).ok()) {
             facts.state_cas.insert(id, c);
         }
+        // An imported CA's chain: what the node's intermediate CA file is checked against.
+        let chain = dir.join("state").join(crate::bundle::state::ca_chain_path(id));
+        if let Some(chain) = std::fs::read(chain).ok().and_then(|b| CertInfo::all_from_pem(&b).ok()) {
+            facts.state_chains.insert(id, chain);
+        }
     }
     facts.state_sa = std::fs::read(dir.join("state/pki/sa.pub")).ok().and_then(|b| pem_public_key(&b).ok());
     let mut known = state_tokens(dir).ok().flatten();

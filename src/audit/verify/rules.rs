@@ -336,6 +336,12 @@ fn ca_id_of_cn(cn: &str) -> &'static str {
         .unwrap_or("unknown")
 }
 
+/// The CA whose certificate an artifact is (`ca.crt` → `ca`).
+fn ca_id_of_artifact(artifact: &str) -> Option<&'static str> {
+    let id = artifact.strip_suffix(".crt")?;
+    crate::pki::catalog::CERTS.iter().find(|e| e.is_ca() && e.id == id).map(|e| e.id)
+}
+
 fn signed_by(cert: &CertInfo, ca: &CertInfo) -> bool {
     cert.der != ca.der && cert.issuer_raw == ca.subject_raw && signature_ok(cert, ca).is_ok()
 }
@@ -541,19 +547,30 @@ impl Verifier {
                 from_state: true,
             })
             .collect();
+        // Roots and intermediates (an imported CA need not be self-signed). The first CA of a file
+        // the layout places a CA at is that CA, whatever its name (an imported CA keeps the one
+        // its issuer gave it): those first, before the same CA carried after a leaf; others are
+        // known by kubeadm's names.
+        let placed = |path: &String| info.layout.get(path).and_then(|e| ca_id_of_artifact(&e.artifact_id));
+        let mut found: Vec<(Option<&'static str>, &String, &CertInfo)> = Vec::new();
         for (path, scan) in scans {
-            for c in scan.certs.iter().filter(|c| c.is_ca && c.subject_raw == c.issuer_raw) {
-                if known.iter().any(|k| k.cert.der == c.der) {
-                    continue;
-                }
-                let id = facts
-                    .state_cas
-                    .iter()
-                    .find(|(_, st)| st.spki_raw == c.spki_raw)
-                    .map(|(id, _)| *id)
-                    .unwrap_or_else(|| ca_id_of_cn(&c.cn));
-                known.push(KnownCa { id, label: format!("{}{path}", s.prefix), cert: c, from_state: false });
+            for (i, c) in scan.certs.iter().enumerate().filter(|(_, c)| c.is_ca) {
+                found.push((placed(path).filter(|_| i == 0), path, c));
             }
+        }
+        found.sort_by_key(|(id, _, _)| id.is_none());
+        for (placed, path, c) in found {
+            if known.iter().any(|k| k.cert.der == c.der) {
+                continue;
+            }
+            let id = facts
+                .state_cas
+                .iter()
+                .find(|(_, st)| st.spki_raw == c.spki_raw)
+                .map(|(id, _)| *id)
+                .or(placed)
+                .unwrap_or_else(|| ca_id_of_cn(&c.cn));
+            known.push(KnownCa { id, label: format!("{}{path}", s.prefix), cert: c, from_state: false });
         }
         let signer_of = |cert: &CertInfo| known.iter().find(|k| signed_by(cert, k.cert)).map(|k| k.id);
         // Roles are proven with the state's CAs when there is a state, else with the tree's.
