@@ -395,16 +395,16 @@ fn renew_on_a_node_tree_writes_csrs_and_import_signed_puts_the_certificates_back
     let mut w = work("external-ca-tree");
     let mut f = Failures::new();
     // The external-CA bundle: every CSR signed, imported and packed.
-    let r = import_keyless(&w, "ca", "ca.crt");
+    let r = w.import_keyless("ca", "ca.crt");
     assert!(r.ok(), "{}", r.describe());
     assert_eq!(w.generate().code, Some(1));
     let signed = w.dir.join("signed");
     for rel in csr_files(&w.bundle()) {
         let crt = signed.join(rel.replace(".csr", ".crt"));
         std::fs::create_dir_all(crt.parent().unwrap()).unwrap();
-        sign(&w.corp, "ca", w.bundle().join("csr").join(&rel).to_str().unwrap(), crt.to_str().unwrap());
+        sign_leaf(&w.corp, "ca", w.bundle().join("csr").join(&rel).to_str().unwrap(), crt.to_str().unwrap());
     }
-    let r = import_signed(&w, &w.bundle(), &[&signed]);
+    let r = w.import_signed(&w.bundle(), &[&signed]);
     assert!(r.ok(), "{}", r.describe());
     let r = w.generate();
     assert!(r.ok(), "{}", r.describe());
@@ -441,9 +441,9 @@ fn renew_on_a_node_tree_writes_csrs_and_import_signed_puts_the_certificates_back
     let r = w.run(&["certs", "renew", "apiserver", "--dir", w.bundle().to_str().unwrap(), "--csr-dir", elsewhere.to_str().unwrap()]);
     f.check(r.code == Some(2) && r.stderr.contains("--csr-dir is for node trees"), || r.describe());
     std::fs::create_dir_all(w.dir.join("empty")).unwrap();
-    let r = import_signed(&w, &w.dir.join("empty"), &[&signed]);
+    let r = w.import_signed(&w.dir.join("empty"), &[&signed]);
     f.check(r.code == Some(2) && r.stderr.contains("is neither a bundle nor a node tree kubebundle knows"), || r.describe());
-    let r = import_signed(&w, &w.dir.join("corp"), &[&signed]);
+    let r = w.import_signed(&w.dir.join("corp"), &[&signed]);
     f.check(r.code == Some(2) && r.stderr.contains("holds no certificate"), || r.describe());
 
     // 4. renew all: the tree's own CAs renew theirs; the external CA's leaves get CSRs; exit 1.
@@ -509,7 +509,7 @@ fn renew_on_a_node_tree_writes_csrs_and_import_signed_puts_the_certificates_back
     for c in &csrs {
         let out = tree_signed.join(c.replace(".csr", ".crt"));
         std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-        sign(&w.corp, "ca", root.join(c).to_str().unwrap(), out.to_str().unwrap());
+        sign_leaf(&w.corp, "ca", root.join(c).to_str().unwrap(), out.to_str().unwrap());
     }
 
     // 6. Refusals: exit 1, the file named, the tree unchanged (even with every good one given too).
@@ -518,18 +518,18 @@ fn renew_on_a_node_tree_writes_csrs_and_import_signed_puts_the_certificates_back
     std::fs::create_dir_all(&bad).unwrap();
     w.corp.key("stranger");
     w.corp.csr("stranger", "/CN=kube-apiserver");
-    sign(&w.corp, "ca", "stranger.csr", bad.join("another-key.crt").to_str().unwrap());
+    sign_leaf(&w.corp, "ca", "stranger.csr", bad.join("another-key.crt").to_str().unwrap());
     std::fs::write(w.corp.dir.join("nosan.cnf"), corp_cnf("none", true, V3_LEAF)).unwrap();
     let api_csr = etc.join("pki/apiserver.csr");
     w.corp.sign("nosan.cnf", "ca", api_csr.to_str().unwrap(), bad.join("lost-san.crt").to_str().unwrap(), &["-extensions", "v3_leaf"]);
-    sign(&w.corp, "other", api_csr.to_str().unwrap(), bad.join("other-ca.crt").to_str().unwrap());
+    sign_leaf(&w.corp, "other", api_csr.to_str().unwrap(), bad.join("other-ca.crt").to_str().unwrap());
     for (file, says) in [
         ("another-key.crt", "is a certificate for another key: no certificate of"),
         ("lost-san.crt", "it lost SAN(s)"),
         ("other-ca.crt", "is not signed by the ca CA in"),
     ] {
         let file = bad.join(file);
-        let r = import_signed(&w, &root, &[&tree_signed, &file]);
+        let r = w.import_signed(&root, &[&tree_signed, &file]);
         f.check(r.code == Some(1), || format!("{}: {}", file.display(), r.describe()));
         f.check(r.stderr.contains(&format!("{}: ", file.display())) && r.stderr.contains(says), || {
             format!("{}: the refusal does not name it or say {says:?}: {}", file.display(), r.stderr)
@@ -537,12 +537,12 @@ fn renew_on_a_node_tree_writes_csrs_and_import_signed_puts_the_certificates_back
         f.check(r.stderr.contains("nothing was written"), || r.stderr.clone());
         f.check(digests(&root) == before_import, || format!("{}: the refusal wrote into the tree", file.display()));
     }
-    let lost = import_signed(&w, &root, &[&bad.join("lost-san.crt")]).stderr;
+    let lost = w.import_signed(&root, &[&bad.join("lost-san.crt")]).stderr;
     f.note(format!("a refusal:\n{lost}"));
     f.check(lost.contains("kubernetes.default") && lost.contains("etc/kubernetes/pki/apiserver.crt"), || lost.clone());
 
     // 7. import-signed --dir ROOT: the signed certificates in place, nothing else changed.
-    let r = import_signed(&w, &root, &[&tree_signed]);
+    let r = w.import_signed(&root, &[&tree_signed]);
     assert!(r.ok(), "{}", r.describe());
     f.note(format!("import-signed --dir ROOT:\n{}", r.stdout));
     f.check(r.stdout.contains(&format!("installed {} signed certificate(s)", csrs.len())) && r.stdout.contains("backup of the"), || {
@@ -578,7 +578,7 @@ fn renew_on_a_node_tree_writes_csrs_and_import_signed_puts_the_certificates_back
         }
     }
     // Again: nothing to do.
-    let r = import_signed(&w, &root, &[&tree_signed]);
+    let r = w.import_signed(&root, &[&tree_signed]);
     f.check(r.ok() && r.stdout.contains(&format!("installed 0 signed certificate(s) into {rootp} ({} already there)", csrs.len())), || {
         r.describe()
     });

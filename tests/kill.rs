@@ -145,6 +145,7 @@ fn sigkill_at_any_point_leaves_the_old_or_the_new_bundle() {
         // Every other point is a SIGTERM, which must leave no private directory at all.
         let signal = if k % 2 == 0 { libc::SIGKILL } else { libc::SIGTERM };
         let delay = full.mul_f64((k as f64 + 0.5) / KILL_POINTS as f64);
+        let before = private_dirs(dir);
         let mut child = generate_cmd(dir, CONFIGS[next]).spawn().expect("spawn generate");
         std::thread::sleep(delay);
         let done = child.try_wait().expect("try_wait").is_some();
@@ -161,7 +162,7 @@ fn sigkill_at_any_point_leaves_the_old_or_the_new_bundle() {
             check_status(&status, signal).unwrap_or_else(|e| panic!("kill point {k}: {e}"));
         }
         if signal == libc::SIGTERM {
-            let left = private_dirs(dir);
+            let left = new_private_dirs(dir, &before);
             assert!(left.is_empty(), "kill point {k}: SIGTERM left {left:?}");
         }
         let now = digest(&cluster);
@@ -236,6 +237,13 @@ fn check_status(status: &std::process::ExitStatus, signal: i32) -> Result<(), St
     } else {
         Err(format!("after signal {signal} the run ended with {status:?}"))
     }
+}
+
+/// The private directories under `root` that `before` did not list: what a run made and left.
+/// A SIGTERM may come before the run swept what an earlier SIGKILLed run left (the sweep is the
+/// next run's job, checked at the end); what the terminated run made itself must be gone.
+fn new_private_dirs(root: &Path, before: &[String]) -> Vec<String> {
+    private_dirs(root).into_iter().filter(|d| !before.contains(d)).collect()
 }
 
 /// Every `.kubebundle*` directory under `root`: staging, scratch, backups or archives in the
@@ -380,6 +388,7 @@ fn rfc(unix: i64) -> String {
 /// finished, and whether its SIGTERM handler cleaned up and exited with 128 + SIGTERM. After a
 /// SIGTERM no private directory may exist, before any other command runs.
 fn interrupt(dir: &Path, args: &[&str], delay: Duration, signal: i32, what: &str) -> (bool, bool) {
+    let before = private_dirs(dir);
     let mut child = command(dir, args).spawn().expect("spawn");
     std::thread::sleep(delay);
     let done = child.try_wait().expect("try_wait").is_some();
@@ -393,7 +402,7 @@ fn interrupt(dir: &Path, args: &[&str], delay: Duration, signal: i32, what: &str
         check_status(&out.status, signal).unwrap_or_else(|e| panic!("{what}: {e}"));
     }
     if signal == libc::SIGTERM {
-        let left = private_dirs(dir);
+        let left = new_private_dirs(dir, &before);
         assert!(left.is_empty(), "{what}: SIGTERM left {left:?}");
     }
     (done, out.status.code() == Some(128 + libc::SIGTERM))
