@@ -1,0 +1,410 @@
+//! `kubebundle adopt`: the real kubeadm v1.24 and v1.32 trees of ../shared/fixtures (copied
+//! first: the fixtures are read-only) are adopted with the config each was made from; the state's
+//! CAs, keys and service-account pair are the tree's (compared with openssl), a worker generated
+//! afterwards verifies against the tree's own ca.crt and join.txt pins the tree's CA, `verify`
+//! passes, and the tree is byte-identical (modes included) after adopt and generate. A control
+//! plane of a hardway and of a binary bundle, extracted as a live root, is adopted too: its CAs,
+//! its sa key and its encryption keys are the bundle's. Each refusal exits as the conventions say,
+//! names the file or field, and writes nothing.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// The run's clock: after both fixtures were made (2026-11-22, 2026-12-03), long before they end.
+const NOW: &str = "2026-12-10T00:00:00Z";
+const NOW_UNIX_S: &str = "1796860800";
+
+const V124: &str = "kubeadm-v1.24-etc-kubernetes";
+const V132: &str = "kubeadm-v1.32-etc-kubernetes";
+
+/// A copy of a fixture tree as kubeadm leaves it on a host: `<root>/etc/kubernetes`, keys,
+/// sa.pub and kubeconfigs 0600, certificates 0644 (git keeps no modes).
+fn host_copy(tmp: &Path, fixture: &str) -> PathBuf {
+    let etc = tmp.join("root/etc/kubernetes");
+    copy_dir(&fixtures_dir().join(fixture), &etc);
+    for (rel, _) in file_bytes(&etc) {
+        let p = etc.join(&rel);
+        let mode = if rel.ends_with(".crt") { 0o644 } else { 0o600 };
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    for d in ["", "pki", "pki/etcd"] {
+        std::fs::set_permissions(etc.join(d), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    etc
+}
+
+/// Every entry under `root` with its mode and bytes.
+fn snapshot(root: &Path) -> BTreeMap<String, Entry> {
+    walk(root)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The fixture's kubeadm config plus an Inventory of its control plane and one worker.
+fn with_worker(config: &str) -> String {
+    format!(
+        "{config}\n---\napiVersion: kubebundle.dev/v1alpha1\nkind: Inventory\nnodes:\n- {{name: cp1, address: 198.51.100.10, roles: [control-plane, etcd]}}\n- {{name: worker1, address: 198.51.100.21, roles: [worker]}}\n"
+    )
+}
+
+fn adopt(dir: &Path, tree: &Path, config: &Path, out: &Path, extra: &[&str]) -> Run {
+    let mut args = vec!["adopt", "--dir", tree.to_str().unwrap(), "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend(["--now", NOW]);
+    args.extend(extra);
+    kubebundle(dir, &args, &[])
+}
+
+/// DER of what `openssl <kind> -in file` reads (x509 certificates, pkey private keys, public keys).
+fn der(kind: &str, file: &Path) -> Vec<u8> {
+    let f = file.to_str().unwrap();
+    let args: Vec<&str> = match kind {
+        "x509" => vec!["x509", "-in", f, "-outform", "der"],
+        "pkey" => vec!["pkey", "-in", f, "-outform", "der"],
+        _ => vec!["pkey", "-pubin", "-in", f, "-outform", "der"],
+    };
+    let r = openssl(&args);
+    assert!(r.ok(), "{}", r.describe());
+    r.stdout_bytes
+}
+
+fn sh(script: &str) -> Run {
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(script).env("LC_ALL", "C");
+    run_cmd(c)
+}
+
+fn sha256_hex(file: &Path) -> String {
+    let r = openssl(&["dgst", "-sha256", "-r", file.to_str().unwrap()]);
+    assert!(r.ok(), "{}", r.describe());
+    r.stdout.split_whitespace().next().unwrap_or_default().to_string()
+}
+
+fn openssl_verify(ca: &Path, cert: &Path) -> Result<(), String> {
+    let r = openssl(&["verify", "-attime", NOW_UNIX_S, "-CAfile", ca.to_str().unwrap(), cert.to_str().unwrap()]);
+    if r.ok() && r.stdout.contains(": OK") {
+        Ok(())
+    } else {
+        Err(r.describe())
+    }
+}
+
+/// The secret lines of a PEM key (its base64 body), which must never be printed.
+fn key_body(file: &Path) -> Vec<String> {
+    read_string(file).unwrap().lines().filter(|l| !l.starts_with("-----")).map(String::from).collect()
+}
+
+fn adopt_real_tree(fixture: &str) {
+    let tmp = temp_dir("adopt");
+    let t = tmp.path();
+    let etc = host_copy(t, fixture);
+    let root = t.join("root");
+    let before = snapshot(&root);
+    let config = write(t, "kubeadm-config.yaml", &fixture_config(fixture));
+    let out = t.join("out");
+    let mut f = Failures::default();
+
+    // The cluster has no encryption at rest: refused without --new-encryption-key.
+    let run = adopt(t, &etc, &config, &out, &[]);
+    f.check(run.code == Some(2), || format!("adopt without encryption at rest must exit 2: {}", run.describe()));
+    f.check(run.stderr.contains("--encryption-provider-config") && run.stderr.contains("--new-encryption-key"), || {
+        format!("names the flag and the fix: {}", run.stderr)
+    });
+    f.check(nonempty_contents(&out).is_none(), || format!("{fixture}: a refusal wrote {:?}", nonempty_contents(&out)));
+
+    let run = adopt(t, &etc, &config, &out, &["--new-encryption-key"]);
+    assert!(run.ok(), "{}", run.describe());
+    let state = out.join("kubernetes/state");
+    // What was taken from where is printed (no secret) and recorded.
+    for rel in ["pki/ca.crt", "pki/ca.key", "pki/front-proxy-ca.key", "pki/etcd/ca.key", "pki/sa.key", "pki/sa.pub"] {
+        let file = etc.join(rel);
+        let shown = file.display().to_string();
+        let digest = sha256_hex(&file);
+        f.check(run.stdout.lines().any(|l| l.contains(&shown) && l.contains(&digest)), || {
+            format!("{fixture}: stdout lacks a row for {shown} with {digest}:\n{}", run.stdout)
+        });
+        let adopted = read_string(&state.join("adopted.yaml")).unwrap_or_default();
+        f.check(adopted.contains(&shown) && adopted.contains(&digest), || {
+            format!("{fixture}: adopted.yaml lacks {shown} {digest}:\n{adopted}")
+        });
+    }
+    for rel in ["pki/ca.key", "pki/sa.key", "pki/etcd/ca.key", "pki/front-proxy-ca.key"] {
+        for line in key_body(&etc.join(rel)) {
+            f.check(!run.stdout.contains(&line) && !run.stderr.contains(&line), || format!("{fixture}: a line of {rel} was printed"));
+        }
+    }
+    let secret = read_string(&state.join("encryption.yaml")).unwrap_or_default();
+    let secret = secret.lines().find_map(|l| l.trim().strip_prefix("secret:")).unwrap_or("?").trim().trim_matches('"').to_string();
+    f.check(secret.len() == 44 && !run.stdout.contains(&secret) && !run.stderr.contains(&secret), || {
+        format!("{fixture}: the new encryption key is printed or absent")
+    });
+
+    // The state's CAs, keys and sa pair are the tree's.
+    for (tree_rel, state_rel) in [("pki/ca", "pki/ca"), ("pki/front-proxy-ca", "pki/front-proxy-ca"), ("pki/etcd/ca", "pki/etcd/ca")] {
+        let (tc, sc) = (etc.join(format!("{tree_rel}.crt")), state.join(format!("{state_rel}.crt")));
+        f.check(der("x509", &tc) == der("x509", &sc), || format!("{fixture}: {state_rel}.crt is not the tree's {tree_rel}.crt"));
+        let (tk, sk) = (etc.join(format!("{tree_rel}.key")), state.join(format!("{state_rel}.key")));
+        f.check(der("pkey", &tk) == der("pkey", &sk), || format!("{fixture}: {state_rel}.key is not the tree's"));
+    }
+    f.check(der("pkey", &etc.join("pki/sa.key")) == der("pkey", &state.join("pki/sa.key")), || format!("{fixture}: sa.key differs"));
+    f.check(der("pub", &etc.join("pki/sa.pub")) == der("pub", &state.join("pki/sa.pub")), || format!("{fixture}: sa.pub differs"));
+    let manifest = read_string(&state.join("manifest.yaml")).unwrap_or_default();
+    for id in ["id: ca", "id: front-proxy-ca", "id: etcd-ca", "id: sa", "id: encryption-key/key1"] {
+        f.check(manifest.contains(id), || format!("{fixture}: manifest.yaml lacks {id}:\n{manifest}"));
+    }
+    f.check(!manifest.contains("external: true"), || format!("{fixture}: every CA key is in the tree: {manifest}"));
+    f.check(snapshot(&root) == before, || format!("{fixture}: adopt changed the tree"));
+    // The lifecycle commands take the adopted state as it is.
+    let run = kubebundle(t, &["certs", "check-expiration", "--dir", state.to_str().unwrap(), "--now", NOW], &[]);
+    f.check(run.ok() && ["ca ", "etcd-ca", "front-proxy-ca"].iter().all(|c| run.stdout.contains(c)), || {
+        format!("{fixture}: check-expiration on the adopted state: {}", run.describe())
+    });
+
+    // A worker generated afterwards is signed by the cluster's own CA.
+    let gen_config = write(t, "cluster.yaml", &with_worker(&fixture_config(fixture)));
+    let cfg = gen_config.to_str().unwrap();
+    let run = kubebundle(t, &["generate", "--config", cfg, "--out", out.to_str().unwrap(), "--now", NOW], &[]);
+    assert!(run.ok(), "{fixture}: generate on the adopted state: {}", run.describe());
+    f.check(run.stderr.contains("reused ca from the state") && run.stderr.contains("reused sa.key"), || {
+        format!("{fixture}: generate made new secrets: {}", run.stderr)
+    });
+    let bundle = out.join("kubernetes");
+    let hash = sh(&format!(
+        "openssl x509 -pubkey -noout -in {} | openssl pkey -pubin -outform der | openssl dgst -sha256 -r",
+        etc.join("pki/ca.crt").display()
+    ));
+    let hash = format!("sha256:{}", hash.stdout.split_whitespace().next().unwrap_or("?"));
+    let join = read_string(&bundle.join("join.txt")).unwrap_or_default();
+    f.check(join.contains(&format!("--discovery-token-ca-cert-hash {hash}")), || {
+        format!("{fixture}: join.txt does not pin the tree's CA {hash}:\n{join}")
+    });
+    let worker = t.join("worker1");
+    extract(&bundle.join("nodes/worker1.tar.gz"), &worker);
+    let tree_ca = etc.join("pki/ca.crt");
+    if let Err(e) = openssl_verify(&tree_ca, &worker.join("var/lib/kubelet/pki/kubelet.crt")) {
+        f.fail(format!("{fixture}: worker1's kubelet serving certificate against the tree's ca.crt: {e}"));
+    }
+    f.check(der("x509", &worker.join("etc/kubernetes/pki/ca.crt")) == der("x509", &tree_ca), || {
+        format!("{fixture}: worker1's ca.crt is not the tree's")
+    });
+    let boot = read_string(&worker.join("etc/kubernetes/bootstrap-kubelet.conf")).unwrap_or_default();
+    let data = boot.lines().find_map(|l| l.trim().strip_prefix("certificate-authority-data:")).unwrap_or("").trim().to_string();
+    let ca_from_conf = write(t, "boot-ca.b64", &data);
+    let decoded = openssl(&["base64", "-d", "-A", "-in", ca_from_conf.to_str().unwrap()]);
+    f.check(decoded.stdout_bytes == read(&tree_ca).unwrap(), || format!("{fixture}: bootstrap-kubelet.conf's CA is not the tree's ca.crt"));
+    let cp = t.join("cp1");
+    extract(&bundle.join("nodes/cp1.tar.gz"), &cp);
+    for (ca, leaf) in [
+        ("pki/ca.crt", "pki/apiserver.crt"),
+        ("pki/etcd/ca.crt", "pki/etcd/server.crt"),
+        ("pki/front-proxy-ca.crt", "pki/front-proxy-client.crt"),
+    ] {
+        if let Err(e) = openssl_verify(&etc.join(ca), &cp.join("etc/kubernetes").join(leaf)) {
+            f.fail(format!("{fixture}: cp1's {leaf} against the tree's {ca}: {e}"));
+        }
+    }
+    let run = kubebundle(t, &["verify", bundle.to_str().unwrap(), "--now", NOW], &[]);
+    f.check(run.ok(), || format!("{fixture}: verify on the adopted bundle: {}", run.describe()));
+    let run = kubebundle(t, &["certs", "check-expiration", "--dir", bundle.to_str().unwrap(), "--now", NOW], &[]);
+    f.check(run.ok(), || format!("{fixture}: check-expiration on the bundle: {}", run.describe()));
+    let run = kubebundle(t, &["token", "list", "--dir", bundle.to_str().unwrap(), "--now", NOW], &[]);
+    f.check(run.ok(), || format!("{fixture}: token list on the bundle: {}", run.describe()));
+    f.check(snapshot(&root) == before, || format!("{fixture}: the tree changed after generate"));
+    f.finish(fixture);
+}
+
+/// The config with an Inventory of its control plane alone, without the etcd role.
+fn with_cp_only(config: &str) -> String {
+    format!("{config}\n---\napiVersion: kubebundle.dev/v1alpha1\nkind: Inventory\nnodes:\n- {{name: cp1, address: 198.51.100.10, roles: [control-plane]}}\n")
+}
+
+fn fixture_config(name: &str) -> String {
+    fixture(&format!("{name}.kubeadm-config.yaml"))
+}
+
+#[test]
+fn the_real_kubeadm_v1_24_tree_is_adopted() {
+    adopt_real_tree(V124);
+}
+
+#[test]
+fn the_real_kubeadm_v1_32_tree_is_adopted() {
+    adopt_real_tree(V132);
+}
+
+fn profile_config(profile: &str) -> String {
+    format!(
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nclusterName: hw\nkubernetesVersion: v1.32.13\nencryptionAlgorithm: ECDSA-P256\n---\napiVersion: kubebundle.dev/v1alpha1\nkind: Inventory\nprofile: {profile}\nnodes:\n- {{name: cp1, address: 10.0.0.11, roles: [control-plane, etcd]}}\n- {{name: worker1, address: 10.0.0.21, roles: [worker]}}\n"
+    )
+}
+
+/// A control plane of a bundle of `profile`, extracted as a live root, is adopted into a fresh
+/// directory: the CAs are the bundle's (the keys the layout keeps on the node too; the others are
+/// external CAs), and so are the sa key and the encryption keys the apiserver's unit names.
+fn adopt_extracted(profile: &str) {
+    let tmp = temp_dir(&format!("adopt-{profile}"));
+    let t = tmp.path();
+    let config = write(t, "cluster.yaml", &profile_config(profile));
+    let made = t.join("made");
+    let run = kubebundle(t, &["generate", "--config", config.to_str().unwrap(), "--out", made.to_str().unwrap(), "--now", NOW], &[]);
+    assert!(run.ok(), "{}", run.describe());
+    let original = made.join("hw/state");
+    let root = t.join("root");
+    extract(&made.join("hw/nodes/cp1.tar.gz"), &root);
+    let before = snapshot(&root);
+    let out = t.join("out");
+    let run = adopt(t, &root, &config, &out, &[]);
+    assert!(run.ok(), "{profile}: {}", run.describe());
+    let state = out.join("hw/state");
+    let mut f = Failures::default();
+    for crt in ["pki/ca.crt", "pki/front-proxy-ca.crt", "pki/etcd/ca.crt"] {
+        f.check(der("x509", &original.join(crt)) == der("x509", &state.join(crt)), || format!("{profile}: {crt} is not the bundle's"));
+    }
+    f.check(der("pkey", &original.join("pki/ca.key")) == der("pkey", &state.join("pki/ca.key")), || format!("{profile}: ca.key"));
+    f.check(der("pkey", &original.join("pki/sa.key")) == der("pkey", &state.join("pki/sa.key")), || format!("{profile}: sa.key"));
+    f.check(read(&original.join("encryption.yaml")) == read(&state.join("encryption.yaml")), || {
+        format!("{profile}: encryption.yaml is not the bundle's")
+    });
+    // The layout keeps the front-proxy and etcd CA keys on no node: external CAs.
+    let manifest = read_string(&state.join("manifest.yaml")).unwrap_or_default();
+    f.check(manifest.matches("external: true").count() == 2, || format!("{profile}: two external CAs expected:\n{manifest}"));
+    f.check(!state.join("pki/front-proxy-ca.key").exists() && !state.join("pki/etcd/ca.key").exists(), || {
+        format!("{profile}: a keyless CA got a key")
+    });
+    f.check(run.stdout.contains("encryption key key1 (aescbc)") && run.stdout.contains("front-proxy-ca: its key is"), || {
+        format!("{profile}: {}", run.stdout)
+    });
+    f.check(snapshot(&root) == before, || format!("{profile}: adopt changed the tree"));
+    f.finish(profile);
+}
+
+#[test]
+fn a_hardway_control_plane_is_adopted() {
+    adopt_extracted("hardway");
+}
+
+#[test]
+fn a_binary_control_plane_is_adopted() {
+    adopt_extracted("binary");
+}
+
+#[test]
+fn refusals_name_the_file_or_field_and_write_nothing() {
+    let tmp = temp_dir("adopt-refuse");
+    let t = tmp.path();
+    let etc = host_copy(t, V132);
+    let root = t.join("root");
+    let before = snapshot(&root);
+    let good = fixture_config(V132);
+    let out = t.join("out");
+    let mut f = Failures::default();
+    let mut refused = |name: &str, tree: &Path, config: &str, extra: &[&str], code: i32, needles: &[&str]| {
+        let cfg = write(t, &format!("{name}.yaml"), config);
+        let mut args = vec!["--new-encryption-key"];
+        args.extend(extra);
+        let run = adopt(t, tree, &cfg, &out, &args);
+        f.check(run.code == Some(code), || format!("{name}: exit {code} expected: {}", run.describe()));
+        for n in needles {
+            f.check(run.stderr.contains(n), || format!("{name}: stderr lacks {n:?}: {}", run.stderr));
+        }
+        f.check(nonempty_contents(&out).is_none(), || format!("{name}: wrote {:?}", nonempty_contents(&out)));
+    };
+    let admin = etc.join("admin.conf").display().to_string();
+    refused(
+        "name",
+        &etc,
+        &good.replace("clusterName: kubernetes", "clusterName: other"),
+        &[],
+        2,
+        &["ClusterConfiguration.clusterName is \"other\"", &admin, "\"kubernetes\""],
+    );
+    refused(
+        "endpoint",
+        &etc,
+        &good.replace("controlPlaneEndpoint: 127.0.0.1:6443", "controlPlaneEndpoint: 10.1.1.1:6443"),
+        &[],
+        2,
+        &[
+            "ClusterConfiguration.controlPlaneEndpoint gives https://10.1.1.1:6443",
+            "https://127.0.0.1:6443",
+            &admin,
+            "10.1.1.1 is not among the SANs",
+        ],
+    );
+    refused(
+        "subnet",
+        &etc,
+        &good.replace("serviceSubnet: 10.96.0.0/12", "serviceSubnet: 10.112.0.0/12"),
+        &[],
+        2,
+        &["networking.serviceSubnet", "10.112.0.1"],
+    );
+    refused(
+        "external-etcd",
+        &etc,
+        &with_cp_only(&good).replace("networking:", "etcd:\n  external:\n    endpoints: [https://10.0.0.5:2379]\n    caFile: /etc/etcd/ca.crt\n    certFile: /etc/etcd/c.crt\n    keyFile: /etc/etcd/c.key\nnetworking:"),
+        &[],
+        2,
+        &["etcd is external", "etcd/server.crt"],
+    );
+    let nothing = t.join("nothing");
+    std::fs::create_dir_all(nothing.join("etc")).unwrap();
+    std::fs::write(nothing.join("etc/hostname"), "h\n").unwrap();
+    refused("unrecognised", &nothing, &good, &[], 2, &["matches no layout", "etc/hostname"]);
+
+    // A key that cannot be read (a link to nothing), one that is another key, an sa.pub of
+    // another key: each named.
+    let broken = t.join("broken/etc/kubernetes");
+    copy_dir(&etc, &broken);
+    std::fs::remove_file(broken.join("pki/ca.key")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/ca.key", broken.join("pki/ca.key")).unwrap();
+    refused("unreadable", &broken, &good, &[], 1, &[&broken.join("pki/ca.key").display().to_string(), "cannot be read"]);
+    std::fs::remove_file(broken.join("pki/ca.key")).unwrap();
+    std::fs::copy(etc.join("pki/front-proxy-ca.key"), broken.join("pki/ca.key")).unwrap();
+    refused("other-key", &broken, &good, &[], 2, &[&broken.join("pki/ca.key").display().to_string()]);
+    std::fs::copy(etc.join("pki/ca.key"), broken.join("pki/ca.key")).unwrap();
+    let other = openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let other_key = write(t, "other.key", &other.stdout);
+    let other_pub = openssl(&["pkey", "-in", other_key.to_str().unwrap(), "-pubout"]);
+    std::fs::write(broken.join("pki/sa.pub"), &other_pub.stdout).unwrap();
+    refused("sa-pub", &broken, &good, &[], 2, &[&broken.join("pki/sa.pub").display().to_string(), "not the public key of"]);
+
+    // A worker's tree is no control plane's.
+    let wcfg = write(t, "w.yaml", &profile_config("kubeadm"));
+    let made = t.join("made");
+    let run = kubebundle(t, &["generate", "--config", wcfg.to_str().unwrap(), "--out", made.to_str().unwrap(), "--now", NOW], &[]);
+    assert!(run.ok(), "{}", run.describe());
+    let wroot = t.join("wroot");
+    extract(&made.join("hw/nodes/worker1.tar.gz"), &wroot);
+    refused("worker", &wroot, &profile_config("kubeadm"), &[], 2, &["not a control plane's"]);
+    f.check(snapshot(&root) == before, || "a refusal changed the tree".into());
+
+    // An existing state is refused (exit 1) and kept byte for byte; --force replaces it and
+    // keeps the old one in a backup.
+    let cfg = write(t, "good.yaml", &good);
+    let run = adopt(t, &etc, &cfg, &out, &["--new-encryption-key"]);
+    assert!(run.ok(), "{}", run.describe());
+    let state = out.join("kubernetes/state");
+    let kept = file_bytes(&state);
+    let run = adopt(t, &etc, &cfg, &out, &["--new-encryption-key"]);
+    f.check(run.code == Some(1), || format!("a second adopt must exit 1: {}", run.describe()));
+    f.check(run.stderr.contains("already holds a bundle") && run.stderr.contains("--force"), || run.stderr.clone());
+    f.check(file_bytes(&state) == kept, || "the refused adopt changed the state".into());
+    let run = adopt(t, &etc, &cfg, &out, &["--new-encryption-key", "--force"]);
+    f.check(run.ok(), || format!("adopt --force: {}", run.describe()));
+    let backups: Vec<String> = list_dir(&out).into_iter().filter(|n| n.starts_with("kubebundle-backup-")).collect();
+    f.check(backups.len() == 1 && file_bytes(&out.join(&backups[0]).join("state")) == kept, || {
+        format!("the old state is not kept whole: {backups:?}")
+    });
+    f.check(run.stdout.contains("previous one is kept in"), || run.stdout.clone());
+    f.check(snapshot(&root) == before, || "adopt --force changed the tree".into());
+    f.finish("refusals");
+}
