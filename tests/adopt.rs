@@ -8,6 +8,7 @@
 //! names the file or field, and writes nothing.
 
 mod common;
+mod live;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -122,6 +123,7 @@ fn adopt_real_tree(fixture: &str) {
 
     let run = adopt(t, &etc, &config, &out, &["--new-encryption-key"]);
     assert!(run.ok(), "{}", run.describe());
+    let adopted_out = run.stdout.clone();
     let state = out.join("kubernetes/state");
     // What was taken from where is printed (no secret) and recorded.
     for rel in ["pki/ca.crt", "pki/ca.key", "pki/front-proxy-ca.key", "pki/etcd/ca.key", "pki/sa.key", "pki/sa.pub"] {
@@ -211,6 +213,25 @@ fn adopt_real_tree(fixture: &str) {
             f.fail(format!("{fixture}: cp1's {leaf} against the tree's {ca}: {e}"));
         }
     }
+    // cp1's own leaves were taken as they are: its tarball packs the tree's certificates.
+    for leaf in live::KUBEADM_LEAVES {
+        let (ours, theirs) = (cp.join("etc/kubernetes/pki").join(format!("{leaf}.crt")), etc.join(format!("pki/{leaf}.crt")));
+        f.check(der("x509", &ours) == der("x509", &theirs), || format!("{fixture}: cp1's {leaf}.crt is not the tree's"));
+        let (ours, theirs) = (cp.join("etc/kubernetes/pki").join(format!("{leaf}.key")), etc.join(format!("pki/{leaf}.key")));
+        f.check(der("pkey", &ours) == der("pkey", &theirs), || format!("{fixture}: cp1's {leaf}.key is not the tree's"));
+    }
+    let client_cert = |conf: &Path| {
+        let text = read_string(conf).unwrap_or_default();
+        text.lines().find_map(|l| l.trim().strip_prefix("client-certificate-data:").map(|v| v.trim().to_string())).unwrap_or_default()
+    };
+    for conf in ["admin.conf", "controller-manager.conf", "scheduler.conf", "kubelet.conf"] {
+        let (ours, theirs) = (client_cert(&cp.join("etc/kubernetes").join(conf)), client_cert(&etc.join(conf)));
+        f.check(!ours.is_empty() && ours == theirs, || format!("{fixture}: cp1's {conf} does not hold the tree's client certificate"));
+    }
+    f.check(
+        adopted_out.contains("leaf certificates of cp1 taken as they are (generate packs them unchanged): admin.conf, apiserver,"),
+        || format!("{fixture}: adopt did not say which leaves it took:\n{adopted_out}"),
+    );
     let run = kubebundle(t, &["verify", bundle.to_str().unwrap(), "--now", NOW], &[]);
     f.check(run.ok(), || format!("{fixture}: verify on the adopted bundle: {}", run.describe()));
     let run = kubebundle(t, &["certs", "check-expiration", "--dir", bundle.to_str().unwrap(), "--now", NOW], &[]);
@@ -407,4 +428,91 @@ fn refusals_name_the_file_or_field_and_write_nothing() {
     f.check(run.stdout.contains("previous one is kept in"), || run.stdout.clone());
     f.check(snapshot(&root) == before, || "adopt --force changed the tree".into());
     f.finish("refusals");
+}
+
+/// A leaf of the tree that is not what the plan wants (the config asks for one more SAN) is left
+/// to generate, which issues it anew; the others are taken. adopt says which.
+#[test]
+fn a_leaf_the_plan_wants_otherwise_is_issued_anew() {
+    let tmp = temp_dir("adopt-leaf");
+    let t = tmp.path();
+    let etc = host_copy(t, V132);
+    let config = fixture_config(V132).replace("  - extra.example.com\n", "  - extra.example.com\n  - more.example.com\n");
+    let config = write(t, "c.yaml", &config);
+    let out = t.join("out");
+    let run = adopt(t, &etc, &config, &out, &["--new-encryption-key"]);
+    assert!(run.ok(), "{}", run.describe());
+    assert!(
+        run.stdout.contains("leaf certificates of cp1 generate issues anew, with new keys: apiserver (its subject, SANs"),
+        "{}",
+        run.stdout
+    );
+    let taken = run.stdout.lines().find(|l| l.starts_with("leaf certificates of cp1 taken as they are")).unwrap_or_default();
+    assert!(taken.contains("apiserver-etcd-client") && !taken.contains(" apiserver,"), "{taken}");
+    let leaves = read_string(&out.join("kubernetes/state/leaves.json")).unwrap();
+    assert!(!leaves.contains("\"id\": \"apiserver\"") && leaves.contains("\"id\": \"front-proxy-client\""), "{leaves}");
+}
+
+/// The real kubeadm v1.32.13 (K8S_BIN; `--rootfs`, in a private network namespace) takes every
+/// certificate, the sa key and every kubeconfig of the control plane generated from an adopted
+/// v1.32 tree as existing, and writes nothing: the bundle is the cluster kubeadm made.
+#[test]
+fn kubeadm_uses_every_file_of_the_adopted_control_plane() {
+    let Some(tools) = live::Tools::find_with(&["kubeadm"]) else { return };
+    let tmp = temp_dir("adopt-kubeadm");
+    let t = tmp.path();
+    let etc = host_copy(t, V132);
+    // The binaries check validity against the real clock.
+    let now = rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64);
+    let config = write(t, "c.yaml", &with_worker(&fixture_config(V132)));
+    let out = t.join("out");
+    let run = kubebundle(
+        t,
+        &[
+            "adopt",
+            "--dir",
+            etc.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--now",
+            &now,
+            "--new-encryption-key",
+        ],
+        &[],
+    );
+    assert!(run.ok(), "{}", run.describe());
+    let run = kubebundle(t, &["generate", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", &now], &[]);
+    assert!(run.ok(), "{}", run.describe());
+    let root = t.join("root-cp");
+    extract(&out.join("kubernetes/nodes/cp1.tar.gz"), &root);
+    let scratch = t.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let ns = live::Netns::new(&scratch);
+    ns.add_address("198.51.100.10");
+    let before = file_bytes(&root);
+    let kubeadm = |args: &[&str]| live::kubeadm(&ns, &tools, &root, args);
+    let mut f = Failures::new();
+    let r = kubeadm(&["init", "phase", "certs", "all", "--config", "/etc/kubernetes/kubeadm-init.yaml"]);
+    assert!(r.ok(), "kubeadm init phase certs all: {}", r.describe());
+    let lines = live::said(&r, "certs");
+    for e in live::certs_all_existing() {
+        f.check(lines.contains(&e), || format!("kubeadm init phase certs all did not say {e:?}:\n{}\n{}", r.stdout, r.stderr));
+    }
+    let r = kubeadm(&["init", "phase", "kubeconfig", "all", "--config", "/etc/kubernetes/kubeadm-init.yaml"]);
+    assert!(r.ok(), "kubeadm init phase kubeconfig all: {}", r.describe());
+    let lines = live::said(&r, "kubeconfig");
+    for k in ["admin", "super-admin", "kubelet", "controller-manager", "scheduler"] {
+        let e = format!("Using existing kubeconfig file: \"/etc/kubernetes/{k}.conf\"");
+        f.check(lines.contains(&e), || format!("kubeadm init phase kubeconfig all did not say {e:?}:\n{}\n{}", r.stdout, r.stderr));
+    }
+    f.check(file_bytes(&root) == before, || "kubeadm changed or added files in the control plane's tree".into());
+    // The control plane's certificates are the tree's own: kubeadm finds the cluster it made.
+    for leaf in live::KUBEADM_LEAVES {
+        let (ours, theirs) = (root.join("etc/kubernetes/pki").join(format!("{leaf}.crt")), etc.join(format!("pki/{leaf}.crt")));
+        f.check(der("x509", &ours) == der("x509", &theirs), || format!("cp1's {leaf}.crt is not the tree's"));
+    }
+    f.note("kubeadm v1.32.13: every certificate, the sa key and the 5 kubeconfigs of the adopted control plane \"Using existing\", the tree byte-identical");
+    f.finish("kubeadm_uses_every_file_of_the_adopted_control_plane");
 }

@@ -8,6 +8,7 @@
 //! what was taken from which file (with the file's SHA-256), as one transaction under the
 //! bundle's lock, and it only ever reads the tree.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -20,6 +21,7 @@ use crate::bundle::state::{self, StateError, Token};
 use crate::clock::Clock;
 use crate::config::{Config, Host, TokenSpec};
 use crate::pki::import::{self as input, ImportError, Input};
+use crate::pki::issue::Authority;
 use crate::pki::keys::Key;
 use crate::tree::kubeconfig::Kubeconfig;
 use crate::tree::node::{node_path, Mount, NodeTree, TreeError};
@@ -444,6 +446,82 @@ fn find_tokens(tree: &NodeTree) -> Vec<(String, String)> {
     out
 }
 
+/// The control plane of `config` the tree is: the one its kubelet certificate names, else the
+/// one whose name and address the API server certificate's SANs hold.
+fn own_node(config: &Config, tree: &NodeTree) -> Option<String> {
+    if let Some(n) = tree.name.as_deref().and_then(|name| config.control_planes().find(|n| n.name == name)) {
+        return Some(n.name.clone());
+    }
+    let names = tree.artifact("apiserver.crt").and_then(|(_, f)| sans(&f.bytes))?;
+    config.control_planes().find(|n| names.1.contains(&n.address) && names.0.contains(&n.name)).map(|n| n.name.clone())
+}
+
+/// The tree's leaf certificates (with their keys) that are what the plan wants for `node`, as
+/// leaf records: generate keeps each one as it is (`bundle::reuse::judge` decides, as for a
+/// record of its own). The others are left out, and generate issues them anew with new keys;
+/// the lines say which and why.
+fn import_leaves(
+    config: &Config,
+    tree: &NodeTree,
+    node: &str,
+    authorities: &BTreeMap<String, Authority>,
+    clock: &Clock,
+) -> Result<(state::LeafRecords, Vec<String>), AdoptError> {
+    use crate::tree::certs::Place;
+    let plan = crate::bundle::pipeline::make_plan(config).map_err(|e| input(e.to_string()))?;
+    let specs = plan.leaf_certificates();
+    let mut records = state::LeafRecords::new();
+    let (mut kept, mut anew) = (Vec::new(), Vec::new());
+    for site in tree.certificates() {
+        let Some(entry) = site.entry.filter(|_| !site.is_ca && !site.rotated) else { continue };
+        let Some(ca) = site.ca.and_then(|c| authorities.get(c)) else { continue };
+        let Some(spec) = specs.iter().find(|s| s.id == entry.id && s.node.as_deref() == Some(node)) else {
+            anew.push(format!("{} ({}: not in the plan for {node})", entry.id, tree.show(site.place.path())));
+            continue;
+        };
+        let key = match &site.place {
+            Place::File { key: Some(k), .. } | Place::Referenced { key: Some(k), .. } => tree.get(k).map(|f| f.bytes.to_vec()),
+            Place::Embedded { conf } => tree
+                .get(conf)
+                .and_then(|f| Kubeconfig::parse(&f.bytes).ok())
+                .and_then(|kc| kc.current_user().and_then(|u| u.client_key_data.clone()))
+                .and_then(|d| crate::tree::kubeconfig::decode("client-key-data", Some(&d)).ok().flatten()),
+            _ => None,
+        };
+        let (Some(key), Ok(cert)) = (key.and_then(|k| String::from_utf8(k).ok()), tree.cert_pem(&site)) else {
+            anew.push(format!("{} ({}: its key is not beside it)", entry.id, tree.show(site.place.path())));
+            continue;
+        };
+        let Some(block) = pem::parse_many(&cert).ok().and_then(|b| b.into_iter().find(|b| b.tag() == "CERTIFICATE")) else { continue };
+        let not_before =
+            x509_parser::parse_x509_certificate(block.contents()).map(|(_, c)| c.validity().not_before.timestamp()).unwrap_or(0);
+        let record = state::LeafRecord {
+            key_pem: Zeroizing::new(key),
+            issued: not_before,
+            cert_pem: Some(crate::pki::keys::pem_encode("CERTIFICATE", block.contents())),
+        };
+        match crate::bundle::reuse::judge(spec, &record, ca, config, clock) {
+            Ok(Some(_)) => {
+                kept.push(entry.id.to_string());
+                records.insert((node.to_string(), entry.id.to_string()), record);
+            }
+            Ok(None) => anew.push(format!(
+                "{} (its subject, SANs, usages, key algorithm or validity period is not what the plan wants, or it ends within 30 days)",
+                entry.id
+            )),
+            Err(bad) => anew.push(format!("{} ({})", entry.id, bad.message)),
+        }
+    }
+    let mut lines = Vec::new();
+    if !kept.is_empty() {
+        lines.push(format!("leaf certificates of {node} taken as they are (generate packs them unchanged): {}", kept.join(", ")));
+    }
+    if !anew.is_empty() {
+        lines.push(format!("leaf certificates of {node} generate issues anew, with new keys: {}", anew.join("; ")));
+    }
+    Ok((records, lines))
+}
+
 /// `kubebundle adopt`.
 pub fn adopt(config: &Config, args: &AdoptArgs, clock: &Clock) -> Result<Adopted, AdoptError> {
     let mut tree = read_tree(args)?;
@@ -475,6 +553,7 @@ pub fn adopt(config: &Config, args: &AdoptArgs, clock: &Clock) -> Result<Adopted
     let words = format!("certificateValidityPeriod {} from now", crate::util::duration::format_go(config.cert_validity));
     let mut external = Vec::new();
     let mut ca_spki = Vec::new();
+    let mut authorities: BTreeMap<String, Authority> = BTreeMap::new();
     for id in crate::lifecycle::ca::CA_IDS {
         if id == "etcd-ca" && !config.local_etcd() {
             continue;
@@ -529,11 +608,18 @@ pub fn adopt(config: &Config, args: &AdoptArgs, clock: &Clock) -> Result<Adopted
             files.push((chain_rel.clone(), Zeroizing::new(ca.chain_pem().into_bytes())));
             sources.push(source(
                 format!("{id} chain ({} certificate(s) up to its root)", ca.chain.len()),
-                crt_shown,
+                crt_shown.clone(),
                 crt_bytes,
                 &chain_rel,
             ));
         }
+        let auth = match &ca.key_pem {
+            Some(k) => Key::from_pem(k).map_err(|e| e.to_string()).and_then(|k| Authority::from_pem(id, &ca.cert_pem, k)),
+            None => Authority::external(id, &ca.cert_pem),
+        };
+        let mut auth = auth.map_err(|e| input(format!("{crt_shown}: {e}")))?;
+        auth.chain = ca.chain.clone();
+        authorities.insert(id.to_string(), auth);
         ca_spki.push((id, spki));
     }
 
@@ -642,6 +728,28 @@ pub fn adopt(config: &Config, args: &AdoptArgs, clock: &Clock) -> Result<Adopted
         files.push((state::TOKENS_FILE.into(), Zeroizing::new(state::tokens_yaml(&tokens)?.into_bytes())));
     }
 
+    // The control plane the tree belongs to keeps its own leaf certificates where they are what
+    // the plan wants for it: generate then packs them as they are.
+    let node = own_node(config, &tree);
+    let (records, leaf_lines) = match &node {
+        Some(name) => import_leaves(config, &tree, name, &authorities, clock)?,
+        None => (state::LeafRecords::new(), vec![format!(
+            "leaf certificates: the tree's node is none of the control planes of {} (neither its kubelet certificate nor its API server certificate's SANs name one), so none is taken: generate issues every node its own",
+            config.source
+        )]),
+    };
+    if !records.is_empty() {
+        files.push((state::LEAVES_FILE.into(), Zeroizing::new(state::leaves_json(&records))));
+        for (n, id) in records.keys() {
+            if let Some(site) = tree.certificates().into_iter().find(|s| s.entry.is_some_and(|e| e.id == id.as_str())) {
+                let path = site.place.path().to_string();
+                let bytes = tree.get(&path).map(|f| f.bytes.to_vec()).unwrap_or_default();
+                sources.push(source(format!("leaf {n}/{id}"), tree.show(&path), &bytes, state::LEAVES_FILE));
+            }
+        }
+    }
+    lines.extend(leaf_lines);
+
     // Which cluster this is, its init node and the etcd members that run: every etcd node of the
     // config is taken as a running member (nodes added by later runs join it).
     let etcd_nodes: Vec<(String, String)> = config
@@ -661,7 +769,7 @@ pub fn adopt(config: &Config, args: &AdoptArgs, clock: &Clock) -> Result<Adopted
         adopted: now.clone(),
         tree: args.dir.display().to_string(),
         layout: &layout_name,
-        node: tree.name.as_deref(),
+        node: node.as_deref().or(tree.name.as_deref()),
         sources: &sources,
     };
     let header = "# Written by `kubebundle adopt`: the files this state was built from (no secret is in this file).\n";
@@ -731,10 +839,7 @@ pub fn adopt(config: &Config, args: &AdoptArgs, clock: &Clock) -> Result<Adopted
     }
     done.extend(external);
     done.extend(lines);
-    done.push(format!(
-        "the tree's own leaf certificates are not taken: generate issues each node of the config its own (the running control planes keep theirs until their tarballs are deployed); {} records where each secret came from",
-        state_dir.join(ADOPTED_FILE).display()
-    ));
+    done.push(format!("{} records where each secret came from", state_dir.join(ADOPTED_FILE).display()));
     done.push(format!(
         "next: `kubebundle generate --config {} --out {}` makes the nodes of the config with the cluster's own CAs; `kubebundle verify {}` audits them",
         config.source,
