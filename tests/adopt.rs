@@ -407,6 +407,8 @@ fn refusals_name_the_file_or_field_and_write_nothing() {
     extract(&made.join("hw/nodes/worker1.tar.gz"), &wroot);
     refused("worker", &wroot, &profile_config("kubeadm"), &[], 2, &["not a control plane's"]);
     f.check(snapshot(&root) == before, || "a refusal changed the tree".into());
+    let run = kubebundle(t, &["adopt", "--dir", etc.to_str().unwrap(), "--out", out.to_str().unwrap()], &[]);
+    f.check(run.code == Some(2) && run.stderr.contains("adopt needs --config"), || format!("adopt without --config: {}", run.describe()));
 
     // An existing state is refused (exit 1) and kept byte for byte; --force replaces it and
     // keeps the old one in a backup.

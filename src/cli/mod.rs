@@ -80,11 +80,13 @@ certificates wait); \
     /// file carrying its chain keeps it), the service-account key pair (sa.pub derived when
     /// absent), the aescbc keys of the EncryptionConfiguration the kube-apiserver reads
     /// (--encryption-provider-config in its static pod, unit or kubeadm patch) and the bootstrap
-    /// tokens the tree holds. state/adopted.yaml records which file each came from (with its
-    /// SHA-256); the same table is printed, never a secret. The tree is only read. The config
-    /// must describe the cluster (clusterName, the API server endpoint, the kubernetes Service IP
-    /// and stacked or external etcd are checked against the tree); its nodes are the cluster's,
-    /// and a later generate adds the nodes you add, signed by the cluster's own CAs.
+    /// tokens the tree holds; and, when the config names the tree's node, its own leaf
+    /// certificates that are what the plan wants (generate packs them unchanged; the others it
+    /// issues anew, and adopt lists both). state/adopted.yaml records which file each came from
+    /// (with its SHA-256); the same table is printed, never a secret. The tree is only read. The
+    /// config must describe the cluster (clusterName, the API server endpoint, the kubernetes
+    /// Service IP and stacked or external etcd are checked against the tree); its nodes are the
+    /// cluster's, and a later generate adds the nodes you add, signed by the cluster's own CAs.
     #[command(after_help = "Exit codes: 0 adopted; 1 refused or failed: OUT/<clusterName> already holds a bundle \
 (without --force), a file of the tree cannot be read, lock held, a write failed; 2 usage or config error, a --dir that \
 is not a control plane's tree (no layout, no API server certificate, a CA or sa key missing), a config that does not \
@@ -115,6 +117,8 @@ struct AdoptCli {
     /// A control plane's tree: its root (/ or an extracted tarball), /etc/kubernetes or /etc/k8s.
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
+    /// The cluster's config (required here): kubeadm's ClusterConfiguration/InitConfiguration and an
+    /// Inventory of its nodes; --profile and --init-node as for generate.
     #[command(flatten)]
     config: ConfigArg,
     /// The layout of DIR: a built-in profile (kubeadm, hardway, binary) or a profile file [default: recognised].
@@ -758,6 +762,11 @@ fn ca_import(args: CaImportCli) -> Result<(), CliError> {
 }
 
 fn adopt(args: AdoptCli) -> Result<(), CliError> {
+    if args.config.config.is_none() {
+        return Err(CliError::Usage(
+            "adopt needs --config: the kubeadm config of the cluster the tree belongs to (and an Inventory of its nodes)\n  hint: kubectl -n kube-system get cm kubeadm-config -o jsonpath='{.data.ClusterConfiguration}' > cluster.yaml on the cluster, then add the InitConfiguration or Inventory naming its nodes".into(),
+        ));
+    }
     let config = load_config(&args.config)?;
     let clock = run_clock(args.now.as_deref())?;
     output::sweep_around(&args.out.join(&config.cluster_name));

@@ -3,7 +3,8 @@
 //! extracted tarball), read through the node-tree model like `certs check-expiration` reads it:
 //! the CAs (with their keys where the tree holds them, else as external CAs; an intermediate with
 //! the chain its file carries), the service-account key pair, the encryption keys the API server
-//! reads and any bootstrap token the tree holds. It writes `OUT/<clusterName>/state` exactly as
+//! reads, any bootstrap token the tree holds and, for the control plane the config names, its own
+//! leaf certificates where they are what the plan wants. It writes `OUT/<clusterName>/state` as
 //! `generate` would (its manifest recording every secret) plus `state/adopted.yaml`, which says
 //! what was taken from which file (with the file's SHA-256), as one transaction under the
 //! bundle's lock, and it only ever reads the tree.
