@@ -518,3 +518,88 @@ fn kubeadm_uses_every_file_of_the_adopted_control_plane() {
     f.note("kubeadm v1.32.13: every certificate, the sa key and the 5 kubeconfigs of the adopted control plane \"Using existing\", the tree byte-identical");
     f.finish("kubeadm_uses_every_file_of_the_adopted_control_plane");
 }
+
+/// A cluster under a corporate intermediate: the tree's ca.crt is the intermediate alone (its
+/// root is on no node), so adopt refuses it naming --chain; with `--chain root.crt` the state
+/// holds the same CA and chain as the bundle the tree came from, and generate on it verifies.
+#[test]
+fn an_intermediate_ca_is_adopted_with_its_chain() {
+    use common::corp::{corp_cnf, Corp};
+    let tmp = temp_dir("adopt-chain");
+    let t = tmp.path();
+    let corp = Corp::new(t, &corp_cnf("none", false, ""), "250101000000Z", "400101000000Z");
+    corp.key("int");
+    corp.csr("int", "/O=Example Corp/CN=kubernetes int");
+    corp.sign("ca.cnf", "root", "int.csr", "int.crt", &["-extensions", "v3_int"]);
+    let config = write(t, "cluster.yaml", &profile_config("kubeadm"));
+    let cfg = config.to_str().unwrap();
+    let made = t.join("made");
+    let m = made.to_str().unwrap();
+    let (int_crt, int_key, root_crt) = (corp.path("int.crt"), corp.path("int.key"), corp.path("root.crt"));
+    let run = kubebundle(
+        t,
+        &["ca", "import", "ca", "--cert", &int_crt, "--key", &int_key, "--chain", &root_crt, "--config", cfg, "--out", m, "--now", NOW],
+        &[],
+    );
+    assert!(run.ok(), "{}", run.describe());
+    let run = kubebundle(t, &["generate", "--config", cfg, "--out", m, "--now", NOW], &[]);
+    assert!(run.ok(), "{}", run.describe());
+    let root = t.join("root");
+    extract(&made.join("hw/nodes/cp1.tar.gz"), &root);
+    let before = snapshot(&root);
+    let out = t.join("out");
+    let run = adopt(t, &root, &config, &out, &[]);
+    assert_eq!(run.code, Some(2), "{}", run.describe());
+    assert!(
+        run.stderr.contains("pki/ca.crt") && run.stderr.contains("--chain") && run.stderr.contains("self-signed root"),
+        "{}",
+        run.stderr
+    );
+    assert!(nonempty_contents(&out).is_none());
+    let run = adopt(t, &root, &config, &out, &["--chain", &root_crt]);
+    assert!(run.ok(), "{}", run.describe());
+    let (ours, theirs) = (out.join("hw/state/pki"), made.join("hw/state/pki"));
+    assert_eq!(read(&ours.join("ca.crt")), read(&theirs.join("ca.crt")));
+    assert_eq!(read(&ours.join("ca-chain.crt")), read(&theirs.join("ca-chain.crt")));
+    assert!(run.stdout.contains("ca chain (1 certificate(s) up to its root)"), "{}", run.stdout);
+    let run = kubebundle(t, &["generate", "--config", cfg, "--out", out.to_str().unwrap(), "--now", NOW], &[]);
+    assert!(run.ok(), "{}", run.describe());
+    let run = kubebundle(t, &["verify", out.join("hw").to_str().unwrap(), "--now", NOW], &[]);
+    assert!(run.ok(), "{}", run.describe());
+    assert!(snapshot(&root) == before, "adopt changed the tree");
+}
+
+/// A control plane that joined with a kubeadm JoinConfiguration holds its bootstrap token: adopt
+/// records it (kubeadm's usages and groups, 24h from now), and generate on the adopted state joins
+/// the new worker with it.
+#[test]
+fn a_bootstrap_token_in_the_tree_is_kept() {
+    let tmp = temp_dir("adopt-token");
+    let t = tmp.path();
+    let text = profile_config("kubeadm")
+        .replace("- {name: worker1", "- {name: cp2, address: 10.0.0.12, roles: [control-plane, etcd]}\n- {name: worker1");
+    let config = write(t, "cluster.yaml", &text);
+    let cfg = config.to_str().unwrap();
+    let made = t.join("made");
+    let run = kubebundle(t, &["generate", "--config", cfg, "--out", made.to_str().unwrap(), "--now", NOW], &[]);
+    assert!(run.ok(), "{}", run.describe());
+    let join = read_string(&made.join("hw/join.txt")).unwrap();
+    let token = find_tokens(&join).into_iter().next().expect("a token in join.txt");
+    let root = t.join("root");
+    extract(&made.join("hw/nodes/cp2.tar.gz"), &root);
+    let out = t.join("out");
+    let run = adopt(t, &root, &config, &out, &[]);
+    assert!(run.ok(), "{}", run.describe());
+    let id = token.split('.').next().unwrap();
+    assert!(run.stdout.contains(&format!("bootstrap token {id}: recorded")), "{}", run.stdout);
+    assert!(!run.stdout.contains(&token) && !run.stderr.contains(&token), "the token was printed");
+    let tokens = read_string(&out.join("hw/state/tokens.yaml")).unwrap();
+    assert!(tokens.contains(&token) && tokens.contains("2026-12-11T00:00:00Z"), "{tokens}");
+    let run = kubebundle(t, &["generate", "--config", cfg, "--out", out.to_str().unwrap(), "--now", NOW], &[]);
+    assert!(run.ok(), "{}", run.describe());
+    assert!(run.stderr.contains(&format!("reused bootstrap token {id}")), "{}", run.stderr);
+    let join = read_string(&out.join("hw/join.txt")).unwrap();
+    assert!(join.contains(&format!("--token {token}")), "{join}");
+    // cp2's own leaves were taken; cp1's were not in the tree: issued.
+    assert!(run.stderr.contains("leaf certificates:"), "{}", run.stderr);
+}

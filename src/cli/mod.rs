@@ -134,6 +134,10 @@ struct AdoptCli {
     /// plane must then take the bundle's encryption configuration before a new one starts).
     #[arg(long)]
     new_encryption_key: bool,
+    /// The certificates above the tree's CAs, up to their roots (PEM, any order): an intermediate
+    /// CA's root is on no node (the intermediates its serving certificates carry are taken from the tree).
+    #[arg(long, value_name = "FILE")]
+    chain: Option<PathBuf>,
     /// The clock (RFC 3339) instead of now: when the secrets are recorded. SOURCE_DATE_EPOCH also sets it.
     #[arg(long, value_name = "RFC3339")]
     now: Option<String>,
@@ -778,6 +782,7 @@ fn adopt(args: AdoptCli) -> Result<(), CliError> {
             profile: args.tree_profile,
             force: args.force,
             new_encryption_key: args.new_encryption_key,
+            chain: args.chain,
         },
         &clock,
     )?;

@@ -42,6 +42,9 @@ pub struct AdoptArgs {
     pub force: bool,
     /// The tree's API server encrypts nothing: record a new aescbc key anyway.
     pub new_encryption_key: bool,
+    /// The certificates above the tree's CAs (PEM, any order, for any of them): the root of an
+    /// intermediate CA is on no node.
+    pub chain: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -555,6 +558,29 @@ pub fn adopt(config: &Config, args: &AdoptArgs, clock: &Clock) -> Result<Adopted
     let mut external = Vec::new();
     let mut ca_spki = Vec::new();
     let mut authorities: BTreeMap<String, Authority> = BTreeMap::new();
+    // The issuers above an intermediate CA: --chain (its root is on no node), and the ones the
+    // tree's serving certificates carry after themselves (kubebundle's and kubeadm's layouts).
+    let mut chain_text = match &args.chain {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| input(format!("--chain {}: cannot be read as PEM text ({})", p.display(), crate::util::io_words(&e))))?,
+        None => String::new(),
+    };
+    for serving in ["apiserver.crt", "etcd-server.crt", "etcd-peer.crt", "kubelet-serving.crt"] {
+        if let Some((_, f)) = tree.artifact(serving) {
+            let blocks = pem::parse_many(&f.bytes[..]).unwrap_or_default();
+            chain_text.extend(
+                blocks
+                    .iter()
+                    .skip(1)
+                    .filter(|b| b.tag() == "CERTIFICATE")
+                    .map(|b| crate::pki::keys::pem_encode("CERTIFICATE", b.contents())),
+            );
+        }
+    }
+    let chain_name = match &args.chain {
+        Some(p) => format!("--chain {} (with the certificates the tree's serving certificates carry)", p.display()),
+        None => "the certificates the tree's serving certificates carry".to_string(),
+    };
     for id in crate::lifecycle::ca::CA_IDS {
         if id == "etcd-ca" && !config.local_etcd() {
             continue;
@@ -574,13 +600,15 @@ pub fn adopt(config: &Config, args: &AdoptArgs, clock: &Clock) -> Result<Adopted
         let ca = input::read_ca(
             &Input { name: &crt_shown, text: cert_text },
             key_text.map(|t| Input { name: &key_shown, text: t }).as_ref(),
-            None,
+            (!chain_text.is_empty()).then_some(Input { name: &chain_name, text: &chain_text }).as_ref(),
             None,
             leaves_end,
             &words,
         )
         .map_err(|e| match e {
-            ImportError::Input(m) => input(m.replace("--cert", "the tree's CA file").replace("--key", "the tree's CA key")),
+            ImportError::Input(m) => {
+                input(m.replace("give the CA certificate as the signer wrote it", "give the tree the cluster runs with"))
+            }
         })?;
         let (crt, keyp) = state::ca_paths(id);
         let spki = x509_parser::parse_x509_certificate(&ca.cert_der).map(|(_, c)| c.public_key().raw.to_vec()).unwrap_or_default();
