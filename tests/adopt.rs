@@ -603,3 +603,60 @@ fn a_bootstrap_token_in_the_tree_is_kept() {
     // cp2's own leaves were taken; cp1's were not in the tree: issued.
     assert!(run.stderr.contains("leaf certificates:"), "{}", run.stderr);
 }
+
+/// kubeadm's own way to encrypt at rest: the static pod of the kube-apiserver names an
+/// EncryptionConfiguration; adopt takes its aescbc keys in their order. The file missing is refused
+/// (exit 1, named), and identity first or another provider is refused (exit 2, named); nothing is
+/// written in either case.
+#[test]
+fn the_encryption_keys_are_read_where_the_static_pod_says() {
+    let tmp = temp_dir("adopt-enc");
+    let t = tmp.path();
+    let etc = host_copy(t, V132);
+    std::fs::create_dir_all(etc.join("manifests")).unwrap();
+    std::fs::create_dir_all(etc.join("enc")).unwrap();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-apiserver\n  namespace: kube-system\nspec:\n  containers:\n  - command:\n    - kube-apiserver\n    - --advertise-address=198.51.100.10\n    - --encryption-provider-config=/etc/kubernetes/enc/enc.yaml\n    name: kube-apiserver\n";
+    std::fs::write(etc.join("manifests/kube-apiserver.yaml"), pod).unwrap();
+    let (k1, k2) = ("MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI=", "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXphYmNkZWY=");
+    let enc = format!("apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources:\n  - secrets\n  providers:\n  - aescbc:\n      keys:\n      - name: new\n        secret: {k2}\n      - name: old\n        secret: {k1}\n  - identity: {{}}\n");
+    std::fs::write(etc.join("enc/enc.yaml"), &enc).unwrap();
+    let root = t.join("root");
+    let config = write(t, "c.yaml", &fixture_config(V132));
+    let out = t.join("out");
+    let mut f = Failures::new();
+
+    let enc_path = etc.join("enc/enc.yaml");
+    std::fs::rename(&enc_path, t.join("enc.yaml")).unwrap();
+    let run = adopt(t, &etc, &config, &out, &[]);
+    f.check(
+        run.code == Some(1) && run.stderr.contains(&enc_path.display().to_string()) && run.stderr.contains("manifests/kube-apiserver.yaml"),
+        || format!("a missing encryption config: {}", run.describe()),
+    );
+    let identity_first = enc.replace("  - identity: {}\n", "").replace("  - aescbc:", "  - identity: {}\n  - aescbc:");
+    std::fs::write(&enc_path, identity_first).unwrap();
+    let run = adopt(t, &etc, &config, &out, &[]);
+    f.check(run.code == Some(2) && run.stderr.contains("identity comes first"), || format!("identity first: {}", run.describe()));
+    std::fs::write(&enc_path, enc.replace("aescbc", "secretbox")).unwrap();
+    let run = adopt(t, &etc, &config, &out, &[]);
+    f.check(run.code == Some(2) && run.stderr.contains("the providers are secretbox, identity"), || {
+        format!("secretbox: {}", run.describe())
+    });
+    f.check(nonempty_contents(&out).is_none(), || "a refusal wrote something".into());
+
+    std::fs::write(&enc_path, &enc).unwrap();
+    let before_ok = snapshot(&root);
+    let run = adopt(t, &etc, &config, &out, &[]);
+    f.check(run.ok(), || format!("adopt: {}", run.describe()));
+    let state = read_string(&out.join("kubernetes/state/encryption.yaml")).unwrap_or_default();
+    let names: Vec<&str> = state.lines().filter_map(|l| l.trim().strip_prefix("- name:").map(str::trim)).collect();
+    f.check(names == ["new", "old"] && state.contains(k1) && state.contains(k2), || format!("encryption.yaml: {state}"));
+    let manifest = read_string(&out.join("kubernetes/state/manifest.yaml")).unwrap_or_default();
+    f.check(manifest.contains("encryption-key/new") && manifest.contains("encryption-key/old"), || manifest.clone());
+    f.check(!run.stdout.contains(k1) && !run.stdout.contains(k2) && !run.stderr.contains(k1), || "a key was printed".into());
+    f.check(
+        run.stdout.lines().any(|l| l.starts_with("encryption key new (aescbc)") && l.contains(&enc_path.display().to_string())),
+        || run.stdout.clone(),
+    );
+    f.check(snapshot(&root) == before_ok, || "adopt changed the tree".into());
+    f.finish("the_encryption_keys_are_read_where_the_static_pod_says");
+}
