@@ -309,9 +309,8 @@ fn text<'a>(bytes: &'a [u8], shown: &str, what: &str) -> Result<&'a str, AdoptEr
 /// Checks that the config describes the cluster of the tree: the cluster's name and API server
 /// endpoint its admin kubeconfig holds, the endpoint and the `kubernetes` Service IP among the
 /// API server certificate's SANs, and stacked or external etcd. Each mismatch names both sides.
-fn check_config(config: &Config, tree: &NodeTree, dir: &Path) -> Result<Vec<String>, AdoptError> {
+fn check_config(config: &Config, tree: &NodeTree, dir: &Path) -> Result<(), AdoptError> {
     let mut wrong = Vec::new();
-    let mut notes = Vec::new();
     let src = &config.source;
     if let Some((p, bytes)) = artifact(tree, "admin.conf")? {
         let shown = tree.show(&p);
@@ -361,12 +360,6 @@ fn check_config(config: &Config, tree: &NodeTree, dir: &Path) -> Result<Vec<Stri
                     names.1.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
                 ));
             }
-            for n in config.control_planes() {
-                if names.1.contains(&n.address) || names.0.iter().any(|d| d == &n.name) {
-                    notes.push(format!("the tree is control plane {} of {src} (its API server certificate names it)", n.name));
-                    break;
-                }
-            }
         }
     }
     let etcd_ca = tree.artifact("etcd-ca.crt").map(|(p, _)| tree.show(p));
@@ -389,14 +382,13 @@ fn check_config(config: &Config, tree: &NodeTree, dir: &Path) -> Result<Vec<Stri
             wrong.join("\n  - ")
         )));
     }
-    Ok(notes)
+    Ok(())
 }
 
 /// The tree's EncryptionConfiguration: the one the API server's `--encryption-provider-config`
 /// names (static pod manifest, unit, kubeadm patch), else the layout's own place. None when the
 /// API server reads none.
 fn find_encryption(tree: &mut NodeTree) -> Result<Option<(String, String)>, AdoptError> {
-    let mut looked = Vec::new();
     for spec in APISERVER_SPECS {
         let rel = match tree.layout.path_of(spec) {
             Some(p) => p.to_string(),
@@ -405,7 +397,6 @@ fn find_encryption(tree: &mut NodeTree) -> Result<Option<(String, String)>, Adop
         };
         tree.read_named(&rel, "the kube-apiserver");
         let Some(f) = tree.get(&rel) else { continue };
-        looked.push(tree.show(&rel));
         let Some(path) = flag_value(&String::from_utf8_lossy(&f.bytes), "--encryption-provider-config") else { continue };
         let Some(target) = node_path("", &path) else {
             return Err(input(format!("{}: --encryption-provider-config={path} is not a path kubebundle can follow", tree.show(&rel))));
@@ -539,7 +530,8 @@ pub fn adopt(config: &Config, args: &AdoptArgs, clock: &Clock) -> Result<Adopted
             tree.layout.path_of("apiserver.crt").map(|p| tree.show(p)).unwrap_or_default()
         )));
     }
-    let mut lines = check_config(config, &tree, &args.dir)?;
+    check_config(config, &tree, &args.dir)?;
+    let mut lines = Vec::new();
     let now = crate::clock::rfc3339(clock.now);
     let mut sources: Vec<Source> = Vec::new();
     let mut files: Vec<(String, Zeroizing<Vec<u8>>)> = Vec::new();
@@ -760,6 +752,9 @@ pub fn adopt(config: &Config, args: &AdoptArgs, clock: &Clock) -> Result<Adopted
     // The control plane the tree belongs to keeps its own leaf certificates where they are what
     // the plan wants for it: generate then packs them as they are.
     let node = own_node(config, &tree);
+    if let Some(n) = &node {
+        lines.push(format!("the tree is control plane {n} of {} (its kubelet certificate, or its name and address among its API server certificate's SANs)", config.source));
+    }
     let (records, leaf_lines) = match &node {
         Some(name) => import_leaves(config, &tree, name, &authorities, clock)?,
         None => (state::LeafRecords::new(), vec![format!(
