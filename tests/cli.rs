@@ -573,6 +573,7 @@ fn help_states_the_exit_codes() {
         (&["ca", "import", "--help"], "Exit codes: 0 imported (or already in the state); 1 refused or failed"),
         (&["ca", "csr", "--help"], "Exit codes: 0 written (or already there: the same CSR for the same key);"),
         (&["import-signed", "--help"], "Exit codes: 0 recorded (or already there); 1 refused or failed"),
+        (&["adopt", "--help"], "Exit codes: 0 adopted; 1 refused or failed: OUT/<clusterName> already holds a bundle"),
     ] {
         let r = kubebundle(dir.path(), args, &[]);
         f.eq(&format!("kubebundle {}: exit code", args.join(" ")), &Some(0), &r.code);

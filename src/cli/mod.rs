@@ -77,6 +77,27 @@ certificates wait); \
         after_help = "Exit codes: 0 recorded (or already there); 1 refused or failed: a certificate for another key (or a Vault issue/ response, whose key Vault made), another subject, a lost or extra SAN, a missing usage, not signed by the imported CA (a node tree: its CA; an expired one), lock held, state refused, a write failed; 2 usage error, a file that cannot be read or holds no certificate, a --dir that is neither a bundle nor a node tree kubebundle knows. On a node tree, 0: put in place (or already there)."
     )]
     ImportSigned(ImportSignedCli),
+    /// Adopt a running cluster kubebundle did not make: build OUT/<clusterName>/state from one
+    /// control plane's tree (--dir: its root, /etc/kubernetes or /etc/k8s, or an extracted
+    /// tarball; the layout recognised as `certs check-expiration` does), exactly as generate would
+    /// have made it: the CAs (a CA whose key the tree lacks is recorded as an external CA; a CA
+    /// file carrying its chain keeps it), the service-account key pair (sa.pub derived when
+    /// absent), the aescbc keys of the EncryptionConfiguration the kube-apiserver reads
+    /// (--encryption-provider-config in its static pod, unit or kubeadm patch) and the bootstrap
+    /// tokens the tree holds; and, when the config names the tree's node, its own leaf
+    /// certificates that are what the plan wants (generate packs them unchanged; the others it
+    /// issues anew, and adopt lists both). state/adopted.yaml records which file each came from
+    /// (with its SHA-256); the same table is printed, never a secret. The tree is only read. The
+    /// config must describe the cluster (clusterName, the API server endpoint, the kubernetes
+    /// Service IP and stacked or external etcd are checked against the tree); its nodes are the
+    /// cluster's, and a later generate adds the nodes you add, signed by the cluster's own CAs.
+    #[command(after_help = "Exit codes: 0 adopted; 1 refused or failed: OUT/<clusterName> already holds a bundle \
+(without --force), a file of the tree cannot be read, lock held, a write failed; 2 usage or config error, a --dir that \
+is not a control plane's tree (no layout, no API server certificate, a CA or sa key missing), a config that does not \
+describe the tree (clusterName, endpoint, serviceSubnet, etcd: both values named), a file that is not what its place \
+says (a key that is not its certificate's, an sa.pub of another key, an encryption configuration of another shape than \
+generate writes), a cluster without encryption at rest unless --new-encryption-key.")]
+    Adopt(AdoptCli),
     /// Audit a bundle directory, a node tarball or a node root: chains, keys, SANs, EKUs,
     /// expiry (CAs too), file modes, least privilege, kubeconfig servers and the discovery hash.
     /// Prints a table of findings; exits 1 on any error.
@@ -97,6 +118,37 @@ struct ImportSignedCli {
     /// Signed certificates: files (PEM or Vault JSON) or directories (their .crt, .pem and .json files).
     #[arg(required = true)]
     signed: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct AdoptCli {
+    /// A control plane's tree: its root (/ or an extracted tarball), /etc/kubernetes or /etc/k8s.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// The cluster's config (required here): kubeadm's ClusterConfiguration/InitConfiguration and an
+    /// Inventory of its nodes; --profile and --init-node as for generate.
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The layout of DIR: a built-in profile (kubeadm, hardway, binary) or a profile file [default: recognised].
+    #[arg(long, value_name = "NAME|FILE")]
+    tree_profile: Option<PathBuf>,
+    /// Output directory; the state goes to DIR/<clusterName>/state/.
+    #[arg(long, value_name = "DIR", default_value = "out")]
+    out: PathBuf,
+    /// Replace the state of an existing bundle (the old state is kept in OUT/kubebundle-backup-<time>/state/).
+    #[arg(long)]
+    force: bool,
+    /// The cluster has no encryption at rest: record a new aescbc key anyway (every running control
+    /// plane must then take the bundle's encryption configuration before a new one starts).
+    #[arg(long)]
+    new_encryption_key: bool,
+    /// The certificates above the tree's CAs, up to their roots (PEM, any order): an intermediate
+    /// CA's root is on no node (the intermediates its serving certificates carry are taken from the tree).
+    #[arg(long, value_name = "FILE")]
+    chain: Option<PathBuf>,
+    /// The clock (RFC 3339) instead of now: when the secrets are recorded. SOURCE_DATE_EPOCH also sets it.
+    #[arg(long, value_name = "RFC3339")]
+    now: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -456,6 +508,8 @@ pub enum CliError {
     Ca(#[from] crate::lifecycle::ca::CaError),
     #[error(transparent)]
     Signed(#[from] crate::lifecycle::signed::SignedError),
+    #[error(transparent)]
+    Adopt(#[from] crate::lifecycle::adopt::AdoptError),
     /// generate in external-CA mode: CSRs written, signed certificates awaited (exit 1).
     #[error("{0}")]
     Awaiting(String),
@@ -512,13 +566,15 @@ impl CliError {
             CliError::Restore(crate::bundle::state::restore::RestoreError::NotABundle { .. }) => true,
             CliError::Ca(crate::lifecycle::ca::CaError::Input(_)) => true,
             CliError::Signed(crate::lifecycle::signed::SignedError::Input(_)) => true,
+            CliError::Adopt(crate::lifecycle::adopt::AdoptError::Input(_)) => true,
             CliError::Ca(crate::lifecycle::ca::CaError::State(StateError::Config(_))) => true,
             // A path that is not what the command takes: a link to nothing.
             CliError::Output(DanglingLink { .. })
             | CliError::Generate(GenerateError::Output(DanglingLink { .. }))
             | CliError::Renew(R::Output(DanglingLink { .. }))
             | CliError::Token(TokenError::Output(DanglingLink { .. }))
-            | CliError::Ca(crate::lifecycle::ca::CaError::Output(DanglingLink { .. })) => true,
+            | CliError::Ca(crate::lifecycle::ca::CaError::Output(DanglingLink { .. }))
+            | CliError::Adopt(crate::lifecycle::adopt::AdoptError::Output(DanglingLink { .. })) => true,
             _ => false,
         }
     }
@@ -579,6 +635,7 @@ pub fn main() -> i32 {
         Command::Ca(CaCommand::Import(a)) => ca_import(a).map(|()| 0),
         Command::Ca(CaCommand::Csr(a)) => ca_csr(a).map(|()| 0),
         Command::ImportSigned(a) => import_signed(a).map(|()| 0),
+        Command::Adopt(a) => adopt(a).map(|()| 0),
         Command::Config(ConfigCommand::PrintDefaults) => say::out(config::DEFAULT_CONFIG).map(|()| 0),
     };
     match result {
@@ -724,6 +781,49 @@ fn ca_import(args: CaImportCli) -> Result<(), CliError> {
         },
         &clock,
     )?;
+    say_lines(&done.lines)
+}
+
+fn adopt(args: AdoptCli) -> Result<(), CliError> {
+    if args.config.config.is_none() {
+        return Err(CliError::Usage(
+            "adopt needs --config: the kubeadm config of the cluster the tree belongs to (and an Inventory of its nodes)\n  hint: kubectl -n kube-system get cm kubeadm-config -o jsonpath='{.data.ClusterConfiguration}' > cluster.yaml on the cluster, then add the InitConfiguration or Inventory naming its nodes".into(),
+        ));
+    }
+    let config = load_config(&args.config)?;
+    let clock = run_clock(args.now.as_deref())?;
+    output::sweep_around(&args.out.join(&config.cluster_name));
+    let done = crate::lifecycle::adopt::adopt(
+        &config,
+        &crate::lifecycle::adopt::AdoptArgs {
+            dir: args.dir,
+            out: args.out,
+            profile: args.tree_profile,
+            force: args.force,
+            new_encryption_key: args.new_encryption_key,
+            chain: args.chain,
+        },
+        &clock,
+    )?;
+    // What was taken from where: the file's digest, never its content.
+    let rows: Vec<[String; 4]> = done
+        .sources
+        .iter()
+        .map(|s| {
+            let e = |t: &str| crate::util::text::escape(t).into_owned();
+            [e(&s.what), e(&s.file), s.sha256.clone(), e(&s.state_file)]
+        })
+        .collect();
+    let head = ["TAKEN", "FROM", "SHA-256", "INTO state/"].map(String::from);
+    let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).chain([head[i].len()]).max().unwrap_or(0);
+    let widths = [width(0), width(1), width(2)];
+    let line =
+        |r: &[String; 4]| format!("{:w0$}  {:w1$}  {:w2$}  {}\n", r[0], r[1], r[2], r[3], w0 = widths[0], w1 = widths[1], w2 = widths[2]);
+    let mut text = line(&head);
+    for r in &rows {
+        text += &line(r);
+    }
+    say::out(&text)?;
     say_lines(&done.lines)
 }
 

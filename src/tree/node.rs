@@ -292,6 +292,23 @@ impl NodeTree {
         Ok(tree)
     }
 
+    /// Reads one more file a file of the tree names (`--encryption-provider-config` of the API
+    /// server, say) into the view, as the layout's own files are read: on a host, links followed
+    /// under its root and a path outside the mounted part read where it is; a tarball or a walked
+    /// directory already holds every file. `why` is the file that names it.
+    pub fn read_named(&mut self, rel: &str, why: &str) {
+        if self.files.contains_key(rel) {
+            return;
+        }
+        let Origin::Host(mount) = &self.origin else { return };
+        let mount = mount.clone();
+        if mount.real(rel).is_some() {
+            self.read_one(&mount, rel, Why::Referenced(why.to_string()));
+        } else {
+            self.read_outside(rel, &PathBuf::from(format!("/{rel}")), Why::Referenced(why.to_string()));
+        }
+    }
+
     /// The node's name from its kubelet certificates (`system:node:<name>`).
     fn kubelet_name(&self) -> Option<String> {
         let serving = self.artifact("kubelet-serving.crt").map(|(_, f)| f.bytes.clone());
