@@ -505,11 +505,7 @@ pub enum CliError {
     #[error(transparent)]
     Restore(#[from] crate::bundle::state::restore::RestoreError),
     #[error(transparent)]
-    Ca(#[from] crate::lifecycle::ca::CaError),
-    #[error(transparent)]
-    Signed(#[from] crate::lifecycle::signed::SignedError),
-    #[error(transparent)]
-    Adopt(#[from] crate::lifecycle::adopt::AdoptError),
+    Lifecycle(#[from] crate::lifecycle::LifecycleError),
     /// generate in external-CA mode: CSRs written, signed certificates awaited (exit 1).
     #[error("{0}")]
     Awaiting(String),
@@ -564,17 +560,12 @@ impl CliError {
             ) => true,
             CliError::Token(TokenError::NotABundle { .. } | TokenError::Usage(_)) => true,
             CliError::Restore(crate::bundle::state::restore::RestoreError::NotABundle { .. }) => true,
-            CliError::Ca(crate::lifecycle::ca::CaError::Input(_)) => true,
-            CliError::Signed(crate::lifecycle::signed::SignedError::Input(_)) => true,
-            CliError::Adopt(crate::lifecycle::adopt::AdoptError::Input(_)) => true,
-            CliError::Ca(crate::lifecycle::ca::CaError::State(StateError::Config(_))) => true,
+            CliError::Lifecycle(e) => e.is_input_error(),
             // A path that is not what the command takes: a link to nothing.
             CliError::Output(DanglingLink { .. })
             | CliError::Generate(GenerateError::Output(DanglingLink { .. }))
             | CliError::Renew(R::Output(DanglingLink { .. }))
-            | CliError::Token(TokenError::Output(DanglingLink { .. }))
-            | CliError::Ca(crate::lifecycle::ca::CaError::Output(DanglingLink { .. }))
-            | CliError::Adopt(crate::lifecycle::adopt::AdoptError::Output(DanglingLink { .. })) => true,
+            | CliError::Token(TokenError::Output(DanglingLink { .. })) => true,
             _ => false,
         }
     }

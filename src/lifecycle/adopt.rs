@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::bundle::output::{self, OutputError};
+use super::LifecycleError;
+use crate::bundle::output;
 use crate::bundle::state::cluster::{self, ClusterRecord, EtcdRecord};
 use crate::bundle::state::manifest as sm;
-use crate::bundle::state::{self, StateError, Token};
+use crate::bundle::state::{self, Token};
 use crate::clock::Clock;
 use crate::config::{Config, Host, TokenSpec};
 use crate::pki::import::{self as input, ImportError, Input};
@@ -45,21 +46,6 @@ pub struct AdoptArgs {
     /// The certificates above the tree's CAs (PEM, any order, for any of them): the root of an
     /// intermediate CA is on no node.
     pub chain: Option<PathBuf>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AdoptError {
-    /// The input is wrong (exit 2): a tree that matches no layout or is no control plane's, a
-    /// config that does not describe the tree, a file that is not what its place says.
-    #[error("{0}")]
-    Input(String),
-    /// The command ran and refused or failed (exit 1): an existing state, a file it cannot read.
-    #[error("{0}")]
-    Refused(String),
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error(transparent)]
-    Output(#[from] OutputError),
 }
 
 /// One thing the state took from the tree. Never a secret: the file's digest, not its content.
@@ -93,8 +79,8 @@ struct AdoptedFile<'a> {
     sources: &'a [Source],
 }
 
-fn input(msg: String) -> AdoptError {
-    AdoptError::Input(msg)
+fn input(msg: String) -> LifecycleError {
+    LifecycleError::Input(msg)
 }
 
 /// The value of `--flag=VALUE` (or `--flag VALUE`) in a manifest, unit or patch.
@@ -179,7 +165,7 @@ impl Provider {
 /// (secrets: aescbc with 32-byte keys first, identity after it or not at all): (name, secret) in
 /// order. Anything else is refused with what differs: the state could not reproduce it, and a
 /// control plane generate makes would then store Secrets differently from the running ones.
-fn encryption_keys(bytes: &[u8], shown: &str) -> Result<sm::NamedKeys, AdoptError> {
+fn encryption_keys(bytes: &[u8], shown: &str) -> Result<sm::NamedKeys, LifecycleError> {
     let text = std::str::from_utf8(bytes).map_err(|_| input(format!("{shown}: not text, so not an EncryptionConfiguration")))?;
     let conf: EncryptionConfiguration = serde_saphyr::from_str(text)
         .map_err(|e| input(format!("{shown}: not an EncryptionConfiguration ({})", e.to_string().lines().next().unwrap_or_default())))?;
@@ -256,7 +242,7 @@ fn host_text(host: &Host) -> String {
 }
 
 /// Reads the control plane's tree as the lifecycle commands do.
-fn read_tree(args: &AdoptArgs) -> Result<NodeTree, AdoptError> {
+fn read_tree(args: &AdoptArgs) -> Result<NodeTree, LifecycleError> {
     let dir = &args.dir;
     let shown = dir.display().to_string();
     match std::fs::metadata(dir) {
@@ -283,18 +269,18 @@ fn read_tree(args: &AdoptArgs) -> Result<NodeTree, AdoptError> {
         TreeError::Unrecognised { path, why } => input(format!(
             "--dir {path}: {why}\n  hint: give a control plane's root (/), its /etc/kubernetes or /etc/k8s, or a directory its tarball was extracted into; --profile names the layout when it is none of the built-in ones"
         )),
-        TreeError::Read { path, why } => AdoptError::Refused(format!("cannot read {path}: {why}")),
+        TreeError::Read { path, why } => LifecycleError::Refused(format!("cannot read {path}: {why}")),
     })
 }
 
 /// The bytes of `artifact` in the tree, with its path; a file the tree names but cannot read is
 /// refused (exit 1: the command ran and could not read it).
-fn artifact<'t>(tree: &'t NodeTree, artifact: &str) -> Result<Option<(String, &'t [u8])>, AdoptError> {
+fn artifact<'t>(tree: &'t NodeTree, artifact: &str) -> Result<Option<(String, &'t [u8])>, LifecycleError> {
     if let Some((p, f)) = tree.artifact(artifact) {
         return Ok(Some((p.to_string(), &f.bytes[..])));
     }
     if let Some((p, why)) = tree.layout.paths_of(artifact).find_map(|p| tree.problems.iter().find(|(q, _)| q == p)) {
-        return Err(AdoptError::Refused(format!(
+        return Err(LifecycleError::Refused(format!(
             "{}: {why}; nothing was written\n  hint: run adopt as a user that can read the control plane's keys (root), or copy the tree somewhere readable first",
             tree.show(p)
         )));
@@ -302,14 +288,14 @@ fn artifact<'t>(tree: &'t NodeTree, artifact: &str) -> Result<Option<(String, &'
     Ok(None)
 }
 
-fn text<'a>(bytes: &'a [u8], shown: &str, what: &str) -> Result<&'a str, AdoptError> {
+fn text<'a>(bytes: &'a [u8], shown: &str, what: &str) -> Result<&'a str, LifecycleError> {
     std::str::from_utf8(bytes).map_err(|_| input(format!("{shown}: not PEM text, so not {what}")))
 }
 
 /// Checks that the config describes the cluster of the tree: the cluster's name and API server
 /// endpoint its admin kubeconfig holds, the endpoint and the `kubernetes` Service IP among the
 /// API server certificate's SANs, and stacked or external etcd. Each mismatch names both sides.
-fn check_config(config: &Config, tree: &NodeTree, dir: &Path) -> Result<(), AdoptError> {
+fn check_config(config: &Config, tree: &NodeTree, dir: &Path) -> Result<(), LifecycleError> {
     let mut wrong = Vec::new();
     let src = &config.source;
     if let Some((p, bytes)) = artifact(tree, "admin.conf")? {
@@ -388,7 +374,7 @@ fn check_config(config: &Config, tree: &NodeTree, dir: &Path) -> Result<(), Adop
 /// The tree's EncryptionConfiguration: the one the API server's `--encryption-provider-config`
 /// names (static pod manifest, unit, kubeadm patch), else the layout's own place. None when the
 /// API server reads none.
-fn find_encryption(tree: &mut NodeTree) -> Result<Option<(String, String)>, AdoptError> {
+fn find_encryption(tree: &mut NodeTree) -> Result<Option<(String, String)>, LifecycleError> {
     for spec in APISERVER_SPECS {
         let rel = match tree.layout.path_of(spec) {
             Some(p) => p.to_string(),
@@ -461,7 +447,7 @@ fn import_leaves(
     node: &str,
     authorities: &BTreeMap<String, Authority>,
     clock: &Clock,
-) -> Result<(state::LeafRecords, Vec<String>), AdoptError> {
+) -> Result<(state::LeafRecords, Vec<String>), LifecycleError> {
     use crate::tree::certs::Place;
     let plan = crate::bundle::pipeline::make_plan(config).map_err(|e| input(e.to_string()))?;
     let specs = plan.leaf_certificates();
@@ -518,7 +504,7 @@ fn import_leaves(
 }
 
 /// `kubebundle adopt`.
-pub fn adopt(config: &Config, args: &AdoptArgs, clock: &Clock) -> Result<Adopted, AdoptError> {
+pub fn adopt(config: &Config, args: &AdoptArgs, clock: &Clock) -> Result<Adopted, LifecycleError> {
     let mut tree = read_tree(args)?;
     let roles = tree.roles();
     let layout_name = tree.layout.profile.clone();
@@ -680,7 +666,7 @@ pub fn adopt(config: &Config, args: &AdoptArgs, clock: &Clock) -> Result<Adopted
             let shown = tree.show(&rel);
             let Some(f) = tree.get(&rel) else {
                 let why = tree.problems.iter().find(|(p, _)| *p == rel).map(|(_, w)| w.clone()).unwrap_or_else(|| "missing".into());
-                return Err(AdoptError::Refused(format!(
+                return Err(LifecycleError::Refused(format!(
                     "{shown} ({named_by} names it as --encryption-provider-config): {why}; nothing was written\n  hint: without it every Secret of the cluster would be unreadable to the control planes generate makes; run adopt where it can be read (as root)"
                 )));
             };
@@ -797,7 +783,7 @@ pub fn adopt(config: &Config, args: &AdoptArgs, clock: &Clock) -> Result<Adopted
         sources: &sources,
     };
     let header = "# Written by `kubebundle adopt`: the files this state was built from (no secret is in this file).\n";
-    let body = serde_saphyr::to_string(&adopted).map_err(|e| AdoptError::Refused(format!("cannot write {ADOPTED_FILE}: {e}")))?;
+    let body = serde_saphyr::to_string(&adopted).map_err(|e| LifecycleError::Refused(format!("cannot write {ADOPTED_FILE}: {e}")))?;
     files.push((ADOPTED_FILE.into(), Zeroizing::new(format!("{header}{body}").into_bytes())));
 
     // The bundle: refused when it exists (unless --force), checked before the lock file is made
@@ -806,7 +792,7 @@ pub fn adopt(config: &Config, args: &AdoptArgs, clock: &Clock) -> Result<Adopted
     let existing = |dir: &Path| std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
     output::check_owner(&cluster_dir, &config.cluster_name)?;
     let refuse_existing = || {
-        AdoptError::Refused(format!(
+        LifecycleError::Refused(format!(
             "{} already holds a bundle of cluster {:?} (its state/ has its own CAs and keys); nothing was written\n  hint: adopt into another --out; or give --force to replace that state with the adopted one (the old state is kept in {}/kubebundle-backup-<time>/state/, and the bundle's other files are dropped: the next generate writes them anew)",
             cluster_dir.display(),
             config.cluster_name,

@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::bundle::output::{self, OutputError};
+use super::LifecycleError;
+use crate::bundle::output;
 use crate::bundle::state::manifest as sm;
 use crate::bundle::state::{self, StateError};
 use crate::clock::Clock;
@@ -26,35 +27,21 @@ pub struct ImportArgs {
     pub force: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CaError {
-    /// The input is wrong: a file that cannot be read or is not a usable CA (exit 2).
-    #[error("{0}")]
-    Input(String),
-    /// The command ran and refused: the state's CA already signed a bundle, external-CA mode (exit 1).
-    #[error("{0}")]
-    Refused(String),
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error(transparent)]
-    Output(#[from] OutputError),
-}
-
 /// What the import did, for the command's output.
 pub struct Imported {
     pub lines: Vec<String>,
 }
 
-fn read_text(path: &Path, what: &str) -> Result<String, CaError> {
+fn read_text(path: &Path, what: &str) -> Result<String, LifecycleError> {
     let bytes = std::fs::read(path).map_err(|e| {
-        CaError::Input(format!(
+        LifecycleError::Input(format!(
             "{what} {}: cannot be read ({})\n  hint: give the path of a PEM file or of Vault's -format=json response",
             path.display(),
             crate::util::io_words(&e)
         ))
     })?;
     String::from_utf8(bytes).map_err(|_| {
-        CaError::Input(format!(
+        LifecycleError::Input(format!(
             "{what} {}: not text (DER?)\n  hint: convert it to PEM: `openssl x509 -inform der -in FILE -out FILE.pem` (a key: `openssl pkey -inform der ...`)",
             path.display()
         ))
@@ -70,7 +57,7 @@ fn not_after(der: &[u8]) -> Option<time::OffsetDateTime> {
 }
 
 /// Whether the bundle holds certificates the state's CA signed: leaf records or node tarballs.
-fn signed_a_bundle(cluster_dir: &Path) -> Result<bool, CaError> {
+fn signed_a_bundle(cluster_dir: &Path) -> Result<bool, LifecycleError> {
     let records = state::read_leaves(&cluster_dir.join("state"))?;
     let tarballs = !crate::tree::bundle::node_names(&cluster_dir.join("nodes")).is_empty();
     Ok(!records.is_empty() || tarballs)
@@ -88,7 +75,7 @@ struct Opened {
     manifest: Option<sm::Manifest>,
 }
 
-fn open_state(config: &Config, out: &Path) -> Result<Opened, CaError> {
+fn open_state(config: &Config, out: &Path) -> Result<Opened, LifecycleError> {
     let cluster_dir = out.join(&config.cluster_name);
     state::check::refuse_lost(&cluster_dir, Some(&config.cluster_name))?;
     output::check_owner(&cluster_dir, &config.cluster_name)?;
@@ -109,7 +96,7 @@ fn open_state(config: &Config, out: &Path) -> Result<Opened, CaError> {
 
 /// The new bundle staged beside `real` (hard links to all it holds) with its state's pki
 /// directories for CA `id` made: (the staging directory, its `state/`).
-fn stage_state(real: &Path, out: &Path, id: &str) -> Result<(output::PrivateDir, PathBuf), CaError> {
+fn stage_state(real: &Path, out: &Path, id: &str) -> Result<(output::PrivateDir, PathBuf), LifecycleError> {
     let parent = real.parent().unwrap_or(out);
     let staging = output::stage(parent, &real.file_name().unwrap_or_default().to_string_lossy())?;
     if real.is_dir() {
@@ -124,10 +111,10 @@ fn stage_state(real: &Path, out: &Path, id: &str) -> Result<(output::PrivateDir,
     Ok((staging, sroot))
 }
 
-pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Imported, CaError> {
+pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Imported, LifecycleError> {
     let id = args.which.as_str();
     if !CA_IDS.contains(&id) {
-        return Err(CaError::Input(format!("unknown CA {id:?}\n  hint: name one of ca, front-proxy-ca, etcd-ca")));
+        return Err(LifecycleError::Input(format!("unknown CA {id:?}\n  hint: name one of ca, front-proxy-ca, etcd-ca")));
     }
     let cert_text = read_text(&args.cert, "--cert")?;
     let key_text = args.key.as_deref().map(|p| read_text(p, "--key")).transpose()?;
@@ -172,7 +159,7 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
         &words,
     )
     .map_err(|e| match e {
-        ImportError::Input(m) => CaError::Input(m),
+        ImportError::Input(m) => LifecycleError::Input(m),
     })?;
 
     // The bundle: checked before the lock file is made (a refusal writes nothing), and under it.
@@ -181,7 +168,7 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
     let chain_rel = state::ca_chain_path(id);
     let read = |rel: &str| std::fs::read(state_dir.join(rel)).ok();
     if ca.key_from_state && read(&keyp).as_deref() != state_key_text.as_deref().map(str::as_bytes) {
-        return Err(CaError::Refused(format!(
+        return Err(LifecycleError::Refused(format!(
             "{}: changed while this command ran; nothing was written\n  hint: run it again once the other change is done",
             shown_state.join(&keyp).display()
         )));
@@ -193,7 +180,8 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
         read(&keyp).and_then(|b| String::from_utf8(b).ok()).and_then(|t| crate::pki::keys::Key::from_pem(&t).ok()).map(|k| k.spki_der());
     let new_chain = ca.chain_pem();
     let old_chain = read(&chain_rel).unwrap_or_default();
-    let new_key = ca.key_pem.as_ref().map(|k| crate::pki::keys::Key::from_pem(k)).transpose().map_err(|e| CaError::Input(e.to_string()))?;
+    let new_key =
+        ca.key_pem.as_ref().map(|k| crate::pki::keys::Key::from_pem(k)).transpose().map_err(|e| LifecycleError::Input(e.to_string()))?;
     let external = new_key.is_none();
     // The CA's public key: its key's, or its certificate's (external-CA mode).
     let new_spki = match &new_key {
@@ -225,7 +213,7 @@ pub fn import(config: &Config, args: &ImportArgs, clock: &Clock) -> Result<Impor
     let reissued = old_key_spki.as_deref() == Some(new_spki.as_slice()) && old_subject.is_some() && old_subject == new_subject;
     let signed = replacing && !reissued && signed_a_bundle(&real)?;
     if signed && !args.force {
-        return Err(CaError::Refused(format!(
+        return Err(LifecycleError::Refused(format!(
             "{}: the state already holds another {id} ({}), which signed this bundle's certificates; nothing was written\n  hint: replacing a CA that signed a bundle is CA rotation, a later command; to start the bundle over with the imported CA, give --force (the old state is kept in {}/kubebundle-backup-<time>/state/, and every node must then be redeployed)",
             shown_state.join(&crt).display(),
             old_der.as_deref().map(subject).unwrap_or_else(|| "unreadable".into()),
@@ -381,13 +369,13 @@ fn common_name(id: &str) -> &'static str {
 /// `kubebundle ca csr`: makes the CA's key in the state (or keeps the one waiting there) and
 /// writes a CSR for an intermediate CA to `OUT/<clusterName>/csr/<which>.csr`, as one transaction
 /// under the bundle's lock. The signed certificate comes back with `ca import --cert`.
-pub fn csr(config: &Config, args: &CsrArgs, clock: &Clock) -> Result<Imported, CaError> {
+pub fn csr(config: &Config, args: &CsrArgs, clock: &Clock) -> Result<Imported, LifecycleError> {
     let id = args.which.as_str();
     if !CA_IDS.contains(&id) {
-        return Err(CaError::Input(format!("unknown CA {id:?}\n  hint: name one of ca, front-proxy-ca, etcd-ca")));
+        return Err(LifecycleError::Input(format!("unknown CA {id:?}\n  hint: name one of ca, front-proxy-ca, etcd-ca")));
     }
     if id == "etcd-ca" && !config.local_etcd() {
-        return Err(CaError::Input(
+        return Err(LifecycleError::Input(
             "etcd-ca: the config's etcd is external (ClusterConfiguration.etcd.external), so the bundle has no etcd CA\n  hint: the external etcd's own CA signs its certificates; ca csr makes ca and front-proxy-ca"
                 .to_string(),
         ));
@@ -398,7 +386,7 @@ pub fn csr(config: &Config, args: &CsrArgs, clock: &Clock) -> Result<Imported, C
     if let Ok(bytes) = std::fs::read(state_dir.join(&crt)) {
         let der = pem::parse(&bytes).ok().map(|p| p.into_contents()).unwrap_or_default();
         let end = not_after(&der).map(crate::clock::rfc3339).unwrap_or_else(|| "unreadable".into());
-        return Err(CaError::Refused(format!(
+        return Err(LifecycleError::Refused(format!(
             "{}: the state already holds the {id} certificate ({}, expires {end}); a CSR is for a CA key that has none yet; nothing was written\n  hint: replacing a CA is CA rotation (a later command) or `kubebundle generate --force` (a new state: every node must be redeployed); to keep this CA, there is nothing to do",
             shown_state.join(&crt).display(),
             subject(&der)
@@ -411,13 +399,13 @@ pub fn csr(config: &Config, args: &CsrArgs, clock: &Clock) -> Result<Imported, C
     let key = match &old_key {
         Some(bytes) => {
             let text = std::str::from_utf8(bytes).map_err(|_| {
-                CaError::Refused(format!(
+                LifecycleError::Refused(format!(
                     "{}: not a PEM key\n  hint: remove it, and ca csr makes a new key",
                     shown_state.join(&keyp).display()
                 ))
             })?;
             crate::pki::keys::Key::from_pem(text).map_err(|_| {
-                CaError::Refused(format!(
+                LifecycleError::Refused(format!(
                     "{}: the key waiting for its certificate cannot be read as an RSA or ECDSA key\n  hint: remove it, and ca csr makes a new key (a CSR signed for the old one will not import)",
                     shown_state.join(&keyp).display()
                 ))

@@ -12,28 +12,12 @@ use std::path::{Path, PathBuf};
 
 use x509_parser::prelude::*;
 
-use crate::bundle::output::{self, OutputError};
-use crate::bundle::state::{self, StateError};
+use super::LifecycleError;
+use crate::bundle::output;
+use crate::bundle::state;
 /// What it did, for the command's output: the same report `ca import` gives.
 pub use crate::lifecycle::ca::Imported;
 use crate::pki::catalog::{self, Eku};
-
-#[derive(Debug, thiserror::Error)]
-pub enum SignedError {
-    /// The input is wrong: a path that cannot be read, a file that holds no certificate (exit 2).
-    #[error("{0}")]
-    Input(String),
-    /// A certificate refused against its CSR, or nothing waits (exit 1).
-    #[error("{0}")]
-    Refused(String),
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error(transparent)]
-    Output(#[from] OutputError),
-    /// Writing into a node tree (renew's edits and writes).
-    #[error(transparent)]
-    Tree(#[from] crate::lifecycle::renew::RenewError),
-}
 
 /// A CSR generate wrote: where, and what it asks for.
 struct Request {
@@ -121,24 +105,26 @@ struct Signed {
     vault_key: Option<String>,
 }
 
-fn read_input(path: &Path) -> Result<Vec<Signed>, SignedError> {
+fn read_input(path: &Path) -> Result<Vec<Signed>, LifecycleError> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| {
-        SignedError::Input(format!(
+        LifecycleError::Input(format!(
             "{name}: cannot be read ({})\n  hint: give signed certificates (PEM) or Vault -format=json responses",
             crate::util::io_words(&e)
         ))
     })?;
     let text = String::from_utf8(bytes).map_err(|_| {
-        SignedError::Input(format!("{name}: not text (DER?)\n  hint: convert it to PEM: `openssl x509 -inform der -in FILE -out FILE.crt`"))
+        LifecycleError::Input(format!(
+            "{name}: not text (DER?)\n  hint: convert it to PEM: `openssl x509 -inform der -in FILE -out FILE.crt`"
+        ))
     })?;
     let (cert_text, vault_key) = if text.trim_start().starts_with('{') {
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
-            SignedError::Input(format!("{name}: not valid JSON\n  hint: give Vault's -format=json response as it printed it"))
+            LifecycleError::Input(format!("{name}: not valid JSON\n  hint: give Vault's -format=json response as it printed it"))
         })?;
         let data = v.get("data").unwrap_or(&v);
         let cert = data.get("certificate").and_then(|c| c.as_str()).ok_or_else(|| {
-            SignedError::Input(format!("{name}: a JSON file without data.certificate\n  hint: give the response of `vault write -format=json <pki>/sign/<role> csr=@FILE.csr`"))
+            LifecycleError::Input(format!("{name}: a JSON file without data.certificate\n  hint: give the response of `vault write -format=json <pki>/sign/<role> csr=@FILE.csr`"))
         })?;
         (cert.to_string(), data.get("private_key").and_then(|k| k.as_str()).map(str::to_string))
     } else {
@@ -146,7 +132,7 @@ fn read_input(path: &Path) -> Result<Vec<Signed>, SignedError> {
     };
     let blocks = ::pem::parse_many(&cert_text).unwrap_or_default();
     let Some(first) = blocks.into_iter().find(|b| b.tag() == "CERTIFICATE") else {
-        return Err(SignedError::Input(format!(
+        return Err(LifecycleError::Input(format!(
             "{name}: holds no PEM certificate\n  hint: give the signed certificates (PEM, `-----BEGIN CERTIFICATE-----`) or Vault -format=json responses (base64 DER is not read)"
         )));
     };
@@ -154,13 +140,13 @@ fn read_input(path: &Path) -> Result<Vec<Signed>, SignedError> {
 }
 
 /// The input files: each file given, and each `.crt`, `.pem` and `.json` file under each directory given.
-fn inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, SignedError> {
+fn inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LifecycleError> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
             let mut files = Vec::new();
             walk(p, &mut files)
-                .map_err(|e| SignedError::Input(format!("{}: cannot be read ({})", p.display(), crate::util::io_words(&e))))?;
+                .map_err(|e| LifecycleError::Input(format!("{}: cannot be read ({})", p.display(), crate::util::io_words(&e))))?;
             out.extend(
                 files.into_iter().filter(|f| matches!(f.extension().and_then(|e| e.to_str()), Some("crt") | Some("pem") | Some("json"))),
             );
@@ -169,7 +155,7 @@ fn inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, SignedError> {
         }
     }
     if out.is_empty() {
-        return Err(SignedError::Input(
+        return Err(LifecycleError::Input(
             "no signed certificate given (no .crt, .pem or .json file in the paths)\n  hint: give the signed certificates' files or directories".into(),
         ));
     }
@@ -207,8 +193,8 @@ struct Expect<'a> {
 
 /// The checks every signed certificate passes, for a bundle and for a node tree alike: the same
 /// subject and SANs as what it answers, the usages it needs, a leaf, signed by its CA.
-fn check(s: &Signed, cert: &X509Certificate<'_>, e: &Expect<'_>) -> Result<(), SignedError> {
-    let refuse = |what: String, hint: &str| SignedError::Refused(format!("{}: {what}; nothing was written\n  hint: {hint}", s.file));
+fn check(s: &Signed, cert: &X509Certificate<'_>, e: &Expect<'_>) -> Result<(), LifecycleError> {
+    let refuse = |what: String, hint: &str| LifecycleError::Refused(format!("{}: {what}; nothing was written\n  hint: {hint}", s.file));
     let req = e.req;
     let (cn, o) = subject_parts(cert.subject());
     if cn != req.cn || o != req.o {
@@ -258,7 +244,12 @@ fn check(s: &Signed, cert: &X509Certificate<'_>, e: &Expect<'_>) -> Result<(), S
 
 /// The signed certificates to take back: `dir` is a bundle (into its state, for generate to
 /// pack) or a node tree (into its files, where each certificate it renews is).
-pub fn import_signed(dir: &Path, paths: &[PathBuf], profile: Option<&Path>, now: ::time::OffsetDateTime) -> Result<Imported, SignedError> {
+pub fn import_signed(
+    dir: &Path,
+    paths: &[PathBuf],
+    profile: Option<&Path>,
+    now: ::time::OffsetDateTime,
+) -> Result<Imported, LifecycleError> {
     let files = inputs(paths)?;
     let mut signed = Vec::new();
     for f in &files {
@@ -268,7 +259,7 @@ pub fn import_signed(dir: &Path, paths: &[PathBuf], profile: Option<&Path>, now:
     // A bundle has a state (before its first tarball it has no nodes/ yet); else a node tree.
     if !dir.join("state").is_dir() && !crate::tree::bundle::is_bundle(&dir) {
         if !dir.is_dir() {
-            return Err(SignedError::Input(format!(
+            return Err(LifecycleError::Input(format!(
                 "{} is not a directory\n  hint: give a bundle (OUT/<clusterName>) or a node tree (/ or an extracted root, /etc/kubernetes)",
                 dir.display()
             )));
@@ -297,9 +288,12 @@ pub fn import_signed(dir: &Path, paths: &[PathBuf], profile: Option<&Path>, now:
     let csr_dir = dir.join(state::CSR_DIR);
     let mut accepted: Vec<((String, String), String, String)> = Vec::new();
     for s in &signed {
-        let refuse = |what: String, hint: &str| SignedError::Refused(format!("{}: {what}; nothing was written\n  hint: {hint}", s.file));
+        let refuse = |what: String, hint: &str| LifecycleError::Refused(format!("{}: {what}; nothing was written\n  hint: {hint}", s.file));
         let (_, cert) = x509_parser::parse_x509_certificate(&s.der).map_err(|_| {
-            SignedError::Input(format!("{}: the certificate does not parse\n  hint: give the certificate as the signer wrote it", s.file))
+            LifecycleError::Input(format!(
+                "{}: the certificate does not parse\n  hint: give the certificate as the signer wrote it",
+                s.file
+            ))
         })?;
         let spki = cert.public_key().raw.to_vec();
         let (Some(req), Some((node, id))) = (csrs.get(&spki), by_key.get(&spki)) else {
@@ -395,15 +389,15 @@ fn import_into_tree(
     signed: &[Signed],
     profile: Option<&Path>,
     now: ::time::OffsetDateTime,
-) -> Result<Imported, SignedError> {
+) -> Result<Imported, LifecycleError> {
     use crate::tree::node::{NodeTree, TreeError};
-    let candidates = crate::lifecycle::expiry::candidates(profile).map_err(SignedError::Input)?;
+    let candidates = crate::lifecycle::expiry::candidates(profile).map_err(LifecycleError::Input)?;
     let lock = crate::lifecycle::renew::lock_host(dir)?;
     let tree = NodeTree::read_host(mount, None, &candidates).map_err(|e| match e {
-        TreeError::Unrecognised { path, why } => SignedError::Input(format!(
+        TreeError::Unrecognised { path, why } => LifecycleError::Input(format!(
             "{path} is neither a bundle nor a node tree kubebundle knows: {why}\n  hint: give a bundle (OUT/<clusterName>), a node's root (/ or an extracted tarball), /etc/kubernetes or /etc/k8s, or --profile FILE for a layout of your own"
         )),
-        TreeError::Read { path, why } => SignedError::Refused(format!("cannot read {path}: {why}")),
+        TreeError::Read { path, why } => LifecycleError::Refused(format!("cannot read {path}: {why}")),
     })?;
     // Each leaf of the tree that a CA signs, by its certificate's public key, with what it holds.
     struct Leaf {
@@ -428,7 +422,7 @@ fn import_into_tree(
         leaves.entry(spki).or_insert(Leaf { site, req, der: der.clone(), server, client });
     }
     if leaves.is_empty() {
-        return Err(SignedError::Input(format!(
+        return Err(LifecycleError::Input(format!(
             "{} holds no certificate signed by a CA that a signed one could replace\n  hint: give the node tree where `kubebundle certs renew` wrote the CSRs (its root, /etc/kubernetes or /etc/k8s), or a bundle (OUT/<clusterName>)",
             dir.display()
         )));
@@ -445,9 +439,12 @@ fn import_into_tree(
     let mut accepted: Vec<(crate::tree::certs::Site, String)> = Vec::new();
     let mut already = 0;
     for s in signed {
-        let refuse = |what: String, hint: &str| SignedError::Refused(format!("{}: {what}; nothing was written\n  hint: {hint}", s.file));
+        let refuse = |what: String, hint: &str| LifecycleError::Refused(format!("{}: {what}; nothing was written\n  hint: {hint}", s.file));
         let (_, cert) = x509_parser::parse_x509_certificate(&s.der).map_err(|_| {
-            SignedError::Input(format!("{}: the certificate does not parse\n  hint: give the certificate as the signer wrote it", s.file))
+            LifecycleError::Input(format!(
+                "{}: the certificate does not parse\n  hint: give the certificate as the signer wrote it",
+                s.file
+            ))
         })?;
         let Some(leaf) = leaves.get(cert.public_key().raw) else {
             if s.vault_key.is_some() {
