@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod files;
 pub mod manifest;
 pub mod restore;
+pub mod rotations;
 
 pub use files::*;
 
@@ -27,7 +28,14 @@ use crate::tree::FileTree;
 pub struct State {
     pub dir: PathBuf,
     pub authorities: BTreeMap<String, Authority>,
+    /// The key pair that signs service-account tokens (`pki/sa.key`).
     pub sa: Key,
+    /// `rotate sa start` made the next key (`pki/sa-next.key`): the API servers accept its
+    /// tokens, nothing signs with it yet.
+    pub sa_next: Option<Key>,
+    /// After `rotate sa switch`: the previous public key (`pki/sa-previous.pub`, PEM), still
+    /// accepted until `rotate sa finish`.
+    pub sa_previous: Option<String>,
     pub encryption_keys: Vec<EncryptionKey>,
     pub tokens: Vec<Token>,
     /// The leaves of the previous run (keys and issue times); the run writes its own.
@@ -212,6 +220,27 @@ impl State {
         };
         files.insert("pki/sa.key", sa.private_pem().as_bytes().to_vec(), 0o600);
         files.insert("pki/sa.pub", sa.public_pem().into_bytes(), 0o600);
+        // A service-account key rotation's extra keys (recorded in the manifest, checked above).
+        let sa_hint = "restore it from a backup (kubebundle-backup-*/state/); or `kubebundle rotate sa abort` before switch";
+        let sa_next = match read_opt(dir, sm::SA_NEXT_KEY)? {
+            Some(k) if !force => {
+                let key = Key::from_pem(&k).map_err(|e| bad(dir, sm::SA_NEXT_KEY, e.to_string(), sa_hint))?;
+                adopt(&mut manifest, sm::key_entry("sa-next", sm::SA_NEXT_KEY, k.as_bytes(), &key.spki_der(), &now), &mut report);
+                files.insert(sm::SA_NEXT_KEY, k.into_bytes(), 0o600);
+                Some(key)
+            }
+            _ => None,
+        };
+        let sa_previous = match read_opt(dir, sm::SA_PREVIOUS_PUB)? {
+            Some(p) if !force => {
+                let der = sm::public_key_der(p.as_bytes())
+                    .ok_or_else(|| bad(dir, sm::SA_PREVIOUS_PUB, "it is not a PEM public key", sa_hint))?;
+                adopt(&mut manifest, sm::public_entry("sa-previous", sm::SA_PREVIOUS_PUB, &der, &now), &mut report);
+                files.insert(sm::SA_PREVIOUS_PUB, p.clone().into_bytes(), 0o600);
+                Some(p)
+            }
+            _ => None,
+        };
         let encryption_keys = match (force, read_opt(dir, ENCRYPTION_FILE)?) {
             (false, Some(text)) => {
                 let f: EncryptionFile = serde_saphyr::from_str(&text).map_err(|e| {
@@ -245,8 +274,11 @@ impl State {
                     created("the encryption key")
                 });
                 let bytes = source::new_secret32(config.seed.as_deref(), "encryption/key1");
-                let keys =
-                    vec![EncryptionKey { name: "key1".into(), secret: base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()) }];
+                let keys = vec![EncryptionKey {
+                    name: "key1".into(),
+                    secret: base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()),
+                    provider: config.encryption_provider,
+                }];
                 manifest.record(sm::encryption_entry("key1", &keys[0].secret, &now));
                 let text = serde_saphyr::to_string(&EncryptionFile { keys: keys.clone() })
                     .map_err(|e| bad(dir, ENCRYPTION_FILE, e.to_string(), "report this"))?;
@@ -263,9 +295,13 @@ impl State {
         let tokens = resolve_tokens(config, stored, clock, &mut report)?;
         files.insert(TOKENS_FILE, tokens_yaml(&tokens)?.into_bytes(), 0o600);
         files.insert(MARKER_FILE, marker_text(&config.cluster_name).into_bytes(), 0o600);
+        // A rotation's phase (its material is checked above, with the manifest).
+        if !force {
+            rotations::read(dir)?;
+        }
 
         let leaves = if force { LeafRecords::new() } else { read_leaves(dir)? };
-        Ok(State { dir: dir.to_path_buf(), authorities, sa, encryption_keys, tokens, leaves, files, report })
+        Ok(State { dir: dir.to_path_buf(), authorities, sa, sa_next, sa_previous, encryption_keys, tokens, leaves, files, report })
     }
 
     pub fn authority(&self, id: &str) -> Option<&Authority> {
