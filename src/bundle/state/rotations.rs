@@ -128,6 +128,25 @@ pub fn read(state_dir: &Path) -> Result<Rotations, StateError> {
     }
 }
 
+/// The rotations in progress in a bundle's state, one line each (`certs check-expiration`).
+pub fn in_progress(state_dir: &Path) -> Vec<String> {
+    let Ok(history) = read(state_dir) else { return Vec::new() };
+    history
+        .in_progress()
+        .map(|r| {
+            format!(
+                "rotation in progress: {} {} since {} ({} → {}): the old key is still in use until `kubebundle rotate {} finish`; `kubebundle rotate status` shows every rotation",
+                r.material,
+                r.phase.name(),
+                r.since(),
+                r.old,
+                r.new,
+                r.material
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

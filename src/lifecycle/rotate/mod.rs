@@ -464,21 +464,3 @@ pub fn status(config: &Config, out: &Path) -> Result<Vec<String>, RotateError> {
     }
     Ok(lines)
 }
-
-/// The rotations in progress in a bundle's state, one line each, for check-expiration.
-pub fn in_progress(state_dir: &Path) -> Vec<String> {
-    let Ok(history) = rotations::read(state_dir) else { return Vec::new() };
-    history
-        .in_progress()
-        .map(|r| {
-            format!(
-                "rotation in progress: {} {} since {} ({} → {}); `kubebundle rotate status` shows it",
-                r.material,
-                r.phase.name(),
-                r.since(),
-                crate::util::text::escape(&r.old),
-                crate::util::text::escape(&r.new)
-            )
-        })
-        .collect()
-}
