@@ -32,7 +32,10 @@ pub enum GenerateError {
 
 /// The plan of a first run (`kubebundle plan`): the config's init node, a new etcd cluster.
 pub fn make_plan(config: &Config) -> Result<Plan, GenerateError> {
-    make_plan_with(config, plan::founding_members(config))
+    let mut plan = make_plan_with(config, plan::founding_members(config))?;
+    // A first run has no rotation in progress.
+    drop_rotation_files(&mut plan, false, false);
+    Ok(plan)
 }
 
 fn make_plan_with(config: &Config, etcd: Vec<crate::bundle::state::cluster::EtcdMember>) -> Result<Plan, GenerateError> {
@@ -72,7 +75,7 @@ fn render<E: From<GenerateError>>(
     // rendered from it.
     edit(&mut state).map_err(Failed::Edit)?;
     drop_external_ca_keys(&mut plan, &state);
-    drop_unheld_rotation_files(&mut plan, &state);
+    drop_rotation_files(&mut plan, state.sa_next.is_some(), state.sa_previous.is_some());
     state.report.extend(decision.recorded(recorded.as_ref()));
     let record = decision.record(&config.cluster_name).text();
     state.files.insert(crate::bundle::state::MARKER_FILE, record.into_bytes(), 0o600);
@@ -117,12 +120,12 @@ impl<E> From<GenerateError> for Failed<E> {
 
 /// The files of a rotation in progress (`lifecycle::rotate`) go only to bundles whose state holds
 /// them: a profile places them, and every other run leaves them out.
-fn drop_unheld_rotation_files(plan: &mut Plan, state: &State) {
+fn drop_rotation_files(plan: &mut Plan, sa_next: bool, sa_previous: bool) {
     use crate::tree::profile::{self, Artifact};
     for n in &mut plan.nodes {
         n.files.retain(|f| match profile::artifact(&f.artifact) {
-            Some(Artifact::SaNextPub) => state.sa_next.is_some(),
-            Some(Artifact::SaPreviousPub) => state.sa_previous.is_some(),
+            Some(Artifact::SaNextPub) => sa_next,
+            Some(Artifact::SaPreviousPub) => sa_previous,
             _ => true,
         });
     }
