@@ -105,7 +105,7 @@ enum RotateCommand {
     /// The service-account signing key (state/pki/sa.key): start = the API servers also accept the
     /// next key (sa-next.pub, a second --service-account-key-file), switch = the API servers and the
     /// controller-manager sign with it (the old public key stays accepted as sa-previous.pub),
-    /// finish = the old public key dropped, once the tokens it signed were replaced (it says how long).
+    /// finish = the old public key dropped, once the tokens it signed were replaced (switch says how long to wait).
     #[command(after_help = ROTATE_EXIT_CODES)]
     Sa(RotateCli),
     /// Each material's rotation: its phase and since when (or the last one, finished or aborted).
