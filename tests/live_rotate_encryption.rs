@@ -39,7 +39,10 @@ fn expect_prefix(b: &Bundle, cp: &ControlPlane, name: &str, prefix: &str, when: 
 }
 
 fn create_secret(cp: &ControlPlane, name: &str, f: &mut Failures) {
-    let r = cp.kubectl(&cp.super_admin, &["-n", "default", "create", "secret", "generic", name, &format!("--from-literal=v=kb-plaintext-{name}")]);
+    let r = cp.kubectl(
+        &cp.super_admin,
+        &["-n", "default", "create", "secret", "generic", name, &format!("--from-literal=v=kb-plaintext-{name}")],
+    );
     f.check(r.ok(), || format!("create secret {name}: {}", r.describe()));
 }
 
@@ -77,14 +80,17 @@ fn encryption_key_rotated_from_aescbc_to_secretbox_on_a_running_control_plane() 
 
     // start: key2 (secretbox) second; key1 still encrypts.
     let r = rotate_and_roll_out(&b, &mut cp, "encryption", "start", &["--provider", "secretbox"], &mut f);
-    f.check(r.stdout.contains("restart kube-apiserver") && r.stdout.contains("rotate encryption switch"), || format!("start's roll-out: {}", r.stdout));
+    f.check(r.stdout.contains("restart kube-apiserver") && r.stdout.contains("rotate encryption switch"), || {
+        format!("start's roll-out: {}", r.stdout)
+    });
     create_secret(&cp, "between", &mut f);
     expect_prefix(&b, &cp, "between", "k8s:enc:aescbc:v1:key1:", "after start", &mut f);
     reads_back(&cp, "before", "after start", &mut f);
 
     // switch: key2 first; then the printed rewrite of every Secret.
     let r = rotate_and_roll_out(&b, &mut cp, "encryption", "switch", &[], &mut f);
-    let rewrite = r.stdout.lines().find(|l| l.contains("get secrets --all-namespaces -o json | kubectl")).map(str::trim).map(str::to_string);
+    let rewrite =
+        r.stdout.lines().find(|l| l.contains("get secrets --all-namespaces -o json | kubectl")).map(str::trim).map(str::to_string);
     f.check(rewrite.is_some(), || format!("switch prints no rewrite command: {}", r.stdout));
     create_secret(&cp, "after", &mut f);
     expect_prefix(&b, &cp, "after", "k8s:enc:secretbox:v1:key2:", "after switch", &mut f);
@@ -104,7 +110,10 @@ fn encryption_key_rotated_from_aescbc_to_secretbox_on_a_running_control_plane() 
     f.check(r.stdout.contains("removed key1"), || format!("finish: {}", r.stdout));
     let config = std::fs::read_to_string(b.cp_root.join(b.cp.rel("encryption-config"))).unwrap();
     f.check(config.contains("- secretbox:") && !config.contains("aescbc") && !config.contains("key1"), || {
-        format!("the rolled-out EncryptionConfiguration after finish: {}", config.lines().filter(|l| !l.contains("secret:")).collect::<Vec<_>>().join("\n"))
+        format!(
+            "the rolled-out EncryptionConfiguration after finish: {}",
+            config.lines().filter(|l| !l.contains("secret:")).collect::<Vec<_>>().join("\n")
+        )
     });
     for name in ["before", "between", "after"] {
         reads_back(&cp, name, "after finish", &mut f);

@@ -77,7 +77,11 @@ fn service_account_key_rotated_on_a_running_control_plane() {
     let after = token(&cp, &mut f);
     f.eq("the token issued after switch is signed by the new key", &new_kid, &kid(&after));
     f.eq("after switch: the new token", &Ok(user.clone()), &authenticates(&cp, &after));
-    f.eq("sa.pub on the control plane is the new key", &new_kid, &kid_of(&std::fs::read_to_string(b.cp_root.join(b.cp.rel("sa.pub"))).unwrap()));
+    f.eq(
+        "sa.pub on the control plane is the new key",
+        &new_kid,
+        &kid_of(&std::fs::read_to_string(b.cp_root.join(b.cp.rel("sa.pub"))).unwrap()),
+    );
 
     rotate_and_roll_out(&b, &mut cp, "sa", "finish", &[], &mut f);
     f.check(authenticates(&cp, &before).is_err(), || "after finish the token signed by the old key still authenticates".into());

@@ -86,12 +86,17 @@ impl Work {
     fn up_to_date(&self, f: &mut Failures, when: &str) {
         let r = self.run(&["generate", "--check"]);
         f.check(r.ok() && r.stdout.contains("up to date"), || format!("{when}: generate --check: {}", r.describe()));
-        f.check(verify_bundle(&self.bundle(), Some(NOW)).is_ok(), || format!("{when}: {}", verify_bundle(&self.bundle(), Some(NOW)).unwrap_err()));
+        f.check(verify_bundle(&self.bundle(), Some(NOW)).is_ok(), || {
+            format!("{when}: {}", verify_bundle(&self.bundle(), Some(NOW)).unwrap_err())
+        });
     }
 }
 
+/// Providers in order, each with its keys (name, decoded length).
+type Providers = Vec<(String, Vec<(String, usize)>)>;
+
 /// The providers of an EncryptionConfiguration in order, each with its keys (name, decoded length).
-fn providers(text: &str) -> Vec<(String, Vec<(String, usize)>)> {
+fn providers(text: &str) -> Providers {
     let v: serde_json::Value = serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
     assert_eq!(v["kind"], "EncryptionConfiguration");
     v["resources"][0]["providers"]
@@ -127,8 +132,11 @@ fn encryption_phases_write_each_phase_in_order_and_generate_keeps_it() {
     let w = Work::new("rot-enc", "profile: hardway\n");
     let mut f = Failures::new();
     let worker = sha256(&std::fs::read(w.bundle().join("nodes/w1.tar.gz")).unwrap());
-    let phases: [(&[&str], Vec<(String, Vec<(String, usize)>)>); 3] = [
-        (&["encryption", "start", "--provider", "secretbox"], vec![p("aescbc", &["key1"]), p("secretbox", &["key2"]), ("identity".into(), vec![])]),
+    let phases: [(&[&str], Providers); 3] = [
+        (
+            &["encryption", "start", "--provider", "secretbox"],
+            vec![p("aescbc", &["key1"]), p("secretbox", &["key2"]), ("identity".into(), vec![])],
+        ),
         (&["encryption", "switch"], vec![p("secretbox", &["key2"]), p("aescbc", &["key1"]), ("identity".into(), vec![])]),
         (&["encryption", "finish"], vec![p("secretbox", &["key2"]), ("identity".into(), vec![])]),
     ];
@@ -159,21 +167,34 @@ fn encryption_phases_write_each_phase_in_order_and_generate_keeps_it() {
         f.check(w.state("rotations.yaml").contains(&format!("phase: {phase}")), || w.state("rotations.yaml"));
         w.up_to_date(&mut f, step);
         let status = w.rotate(&["status"]);
-        f.check(status.ok() && status.stdout.lines().any(|l| l.starts_with("encryption") && l.contains(phase) && l.contains("key1 → key2")), || {
-            format!("{step}: rotate status: {}", status.describe())
-        });
+        f.check(
+            status.ok() && status.stdout.lines().any(|l| l.starts_with("encryption") && l.contains(phase) && l.contains("key1 → key2")),
+            || format!("{step}: rotate status: {}", status.describe()),
+        );
         let exp = kubebundle(&w.dir, &["certs", "check-expiration", "--dir", w.bundle().to_str().unwrap(), "--now", NOW], &[]);
         let open = step != "finish";
-        f.eq(&format!("{step}: check-expiration names the rotation in progress"), &open, &exp.stdout.contains("rotation in progress: encryption"));
+        f.eq(
+            &format!("{step}: check-expiration names the rotation in progress"),
+            &open,
+            &exp.stdout.contains("rotation in progress: encryption"),
+        );
         if step == "switch" {
-            f.check(out.contains("get secrets --all-namespaces -o json | kubectl --kubeconfig /etc/k8s/shared/admin.conf replace -f -"), || {
-                format!("switch prints no rewrite of every Secret: {out}")
-            });
+            f.check(
+                out.contains("get secrets --all-namespaces -o json | kubectl --kubeconfig /etc/k8s/shared/admin.conf replace -f -"),
+                || format!("switch prints no rewrite of every Secret: {out}"),
+            );
         }
     }
     // finish: key1 left the state and its manifest, archived beside the bundle with the manifest that recorded it.
-    f.check(!w.state("encryption.yaml").contains("key1") && !w.state("manifest.yaml").contains("encryption-key/key1"), || w.state("manifest.yaml"));
-    let backups: Vec<PathBuf> = std::fs::read_dir(w.dir.join("out")).unwrap().flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().contains("kubebundle-backup-")).collect();
+    f.check(!w.state("encryption.yaml").contains("key1") && !w.state("manifest.yaml").contains("encryption-key/key1"), || {
+        w.state("manifest.yaml")
+    });
+    let backups: Vec<PathBuf> = std::fs::read_dir(w.dir.join("out"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("kubebundle-backup-"))
+        .collect();
     let archived = backups.iter().any(|b| {
         std::fs::read_to_string(b.join("state/encryption.yaml")).is_ok_and(|t| t.contains("key1"))
             && std::fs::read_to_string(b.join("state/manifest.yaml")).is_ok_and(|t| t.contains("encryption-key/key1"))
@@ -189,9 +210,17 @@ fn a_rotation_of_the_same_provider_adds_a_second_key_to_its_entry() {
     let mut f = Failures::new();
     let kubeadm_enc = "etc/kubernetes/encryption/encryption-config.yaml";
     f.check(w.rotate(&["encryption", "start"]).ok(), || "start".into());
-    f.eq("start", &vec![p("aescbc", &["key1", "key2"]), ("identity".into(), vec![])], &providers(&w.node_file("cp2", kubeadm_enc).unwrap()));
+    f.eq(
+        "start",
+        &vec![p("aescbc", &["key1", "key2"]), ("identity".into(), vec![])],
+        &providers(&w.node_file("cp2", kubeadm_enc).unwrap()),
+    );
     let r = w.rotate(&["encryption", "switch"]);
-    f.eq("switch", &vec![p("aescbc", &["key2", "key1"]), ("identity".into(), vec![])], &providers(&w.node_file("cp2", kubeadm_enc).unwrap()));
+    f.eq(
+        "switch",
+        &vec![p("aescbc", &["key2", "key1"]), ("identity".into(), vec![])],
+        &providers(&w.node_file("cp2", kubeadm_enc).unwrap()),
+    );
     // kubeadm: the static pod restarted by stopping its container; the config path did not change.
     f.check(r.stdout.contains("crictl stop $(crictl ps -q --name '^kube-apiserver$')"), || r.stdout.clone());
     w.up_to_date(&mut f, "switch");
@@ -222,14 +251,30 @@ fn phases_out_of_order_are_refused_and_write_nothing() {
     f.check(w.rotate(&["sa", "start"]).ok(), || "sa start while encryption is open".into());
     refuse(&mut f, &["sa", "finish"], &["the rotation of the service-account key is started"]);
     f.check(w.rotate(&["encryption", "switch"]).ok(), || "switch".into());
-    refuse(&mut f, &["encryption", "abort"], &["was switched at 2026-01-01T00:00:00Z", "finish it with `kubebundle rotate encryption finish", "rotate again afterwards"]);
+    refuse(
+        &mut f,
+        &["encryption", "abort"],
+        &["was switched at 2026-01-01T00:00:00Z", "finish it with `kubebundle rotate encryption finish", "rotate again afterwards"],
+    );
     refuse(&mut f, &["encryption", "switch"], &["is switched", "the next phase is `kubebundle rotate encryption finish"]);
     // Input errors: exit 2.
     let r = w.rotate(&["encryption", "switch", "--provider", "aesgcm"]);
     f.check(r.code == Some(2) && r.stderr.contains("--provider only goes with `rotate encryption start`"), || r.describe());
     let r = w.rotate(&["sa", "start", "--provider", "aesgcm"]);
     f.eq("rotate sa --provider", &Some(2), &r.code);
-    let r = kubebundle(&w.dir, &["rotate", "encryption", "start", "--config", w.dir.join("rot.yaml").to_str().unwrap(), "--out", w.dir.join("elsewhere").to_str().unwrap()], &[]);
+    let r = kubebundle(
+        &w.dir,
+        &[
+            "rotate",
+            "encryption",
+            "start",
+            "--config",
+            w.dir.join("rot.yaml").to_str().unwrap(),
+            "--out",
+            w.dir.join("elsewhere").to_str().unwrap(),
+        ],
+        &[],
+    );
     f.check(r.code == Some(2) && r.stderr.contains("holds no bundle of cluster \"rot\""), || r.describe());
     f.finish("phases_out_of_order_are_refused_and_write_nothing");
 }
@@ -276,10 +321,13 @@ fn generate_makes_aesgcm_and_secretbox_keys_and_refuses_an_unknown_provider() {
         w.up_to_date(&mut f, provider);
     }
     let tmp = temp_dir("rot-bad");
-    let text = live_config("bad", &[("cp1", "10.9.0.11", "control-plane, etcd")]).replace("kind: Inventory\n", "kind: Inventory\nencryptionProvider: kms\n");
+    let text = live_config("bad", &[("cp1", "10.9.0.11", "control-plane, etcd")])
+        .replace("kind: Inventory\n", "kind: Inventory\nencryptionProvider: kms\n");
     std::fs::write(tmp.path().join("bad.yaml"), text).unwrap();
     let r = kubebundle(tmp.path(), &["generate", "--config", "bad.yaml", "--now", NOW], &[]);
-    f.check(r.code == Some(2) && r.stderr.contains("Inventory.encryptionProvider") && r.stderr.contains("unknown value \"kms\""), || r.describe());
+    f.check(r.code == Some(2) && r.stderr.contains("Inventory.encryptionProvider") && r.stderr.contains("unknown value \"kms\""), || {
+        r.describe()
+    });
     f.check(!tmp.path().join("out").exists(), || "a refused config wrote out/".into());
     f.finish("generate_makes_aesgcm_and_secretbox_keys_and_refuses_an_unknown_provider");
 }
@@ -309,7 +357,11 @@ fn sa_phases_verify_with_both_keys_then_sign_with_the_new_one_then_drop_the_old(
     f.check(r.ok(), || r.describe());
     let next_pub = public_of(&w.bundle().join("state/pki/sa-next.key"));
     let unit = w.node_file("cp1", api).unwrap_or_default();
-    f.eq("start: the apiserver's key files", &vec![format!("/{dir}/sa.pub"), format!("/{dir}/sa-next.pub")], &flags(&unit, "service-account-key-file"));
+    f.eq(
+        "start: the apiserver's key files",
+        &vec![format!("/{dir}/sa.pub"), format!("/{dir}/sa-next.pub")],
+        &flags(&unit, "service-account-key-file"),
+    );
     f.eq("start: the apiserver signs with", &vec!["/etc/k8s/shared/sa.key".to_string()], &flags(&unit, "service-account-signing-key-file"));
     f.eq("start: sa-next.pub", &Some(next_pub.clone()), &w.node_file("cp2", &format!("{dir}/sa-next.pub")));
     f.eq("start: sa.key still the old one", &Some(old_key.clone()), &w.node_file("cp2", "etc/k8s/shared/sa.key"));
@@ -320,21 +372,33 @@ fn sa_phases_verify_with_both_keys_then_sign_with_the_new_one_then_drop_the_old(
     let saved = std::fs::read(&next).unwrap();
     std::fs::write(&next, std::fs::read(w.bundle().join("state/pki/ca.key")).unwrap()).unwrap();
     let g = w.run(&["generate"]);
-    f.check(g.code == Some(1) && g.stderr.contains("sa-next.key") && g.stderr.contains("changed"), || format!("a changed sa-next.key: {}", g.describe()));
+    f.check(g.code == Some(1) && g.stderr.contains("sa-next.key") && g.stderr.contains("changed"), || {
+        format!("a changed sa-next.key: {}", g.describe())
+    });
     std::fs::write(&next, &saved).unwrap();
 
     let r = w.rotate(&["sa", "switch"]);
     f.check(r.ok(), || r.describe());
     let unit = w.node_file("cp1", api).unwrap_or_default();
-    f.eq("switch: the apiserver's key files", &vec![format!("/{dir}/sa.pub"), format!("/{dir}/sa-previous.pub")], &flags(&unit, "service-account-key-file"));
+    f.eq(
+        "switch: the apiserver's key files",
+        &vec![format!("/{dir}/sa.pub"), format!("/{dir}/sa-previous.pub")],
+        &flags(&unit, "service-account-key-file"),
+    );
     f.eq("switch: sa.key is the new key", &Some(String::from_utf8(saved.clone()).unwrap()), &w.node_file("cp1", "etc/k8s/shared/sa.key"));
     f.eq("switch: sa.pub is the new public key", &Some(next_pub.clone()), &w.node_file("cp1", &format!("{dir}/sa.pub")));
     f.eq("switch: sa-previous.pub is the old public key", &Some(old_pub.clone()), &w.node_file("cp1", &format!("{dir}/sa-previous.pub")));
     f.eq("switch: no sa-next.pub", &None, &w.node_file("cp1", &format!("{dir}/sa-next.pub")));
-    f.eq("switch: the controller-manager signs with", &vec!["/etc/k8s/shared/sa.key".to_string()], &flags(&w.node_file("cp1", kcm).unwrap_or_default(), "service-account-private-key-file"));
+    f.eq(
+        "switch: the controller-manager signs with",
+        &vec!["/etc/k8s/shared/sa.key".to_string()],
+        &flags(&w.node_file("cp1", kcm).unwrap_or_default(), "service-account-private-key-file"),
+    );
     let api_at = r.stdout.find("restart kube-apiserver");
     let kcm_at = r.stdout.find("restart kube-controller-manager");
-    f.check(api_at.is_some() && api_at < kcm_at && r.stdout.contains("rm -f /etc/k8s/kube-apiserver/certs/sa-next.pub"), || r.stdout.clone());
+    f.check(api_at.is_some() && api_at < kcm_at && r.stdout.contains("rm -f /etc/k8s/kube-apiserver/certs/sa-next.pub"), || {
+        r.stdout.clone()
+    });
     f.check(r.stdout.contains("daemon-reload") && r.stdout.contains("about 1 hour") && r.stdout.contains("24 hours"), || r.stdout.clone());
     f.check(!w.bundle().join("state/pki/sa-next.key").exists(), || "sa-next.key is still in the state".into());
     w.up_to_date(&mut f, "sa switch");
@@ -345,8 +409,13 @@ fn sa_phases_verify_with_both_keys_then_sign_with_the_new_one_then_drop_the_old(
     f.eq("finish: the apiserver's key files", &vec![format!("/{dir}/sa.pub")], &flags(&unit, "service-account-key-file"));
     f.eq("finish: no sa-previous.pub", &None, &w.node_file("cp1", &format!("{dir}/sa-previous.pub")));
     f.check(r.stdout.contains("rm -f /etc/k8s/kube-apiserver/certs/sa-previous.pub"), || r.stdout.clone());
-    f.check(!w.state("manifest.yaml").contains("sa-previous") && !w.state("manifest.yaml").contains("sa-next"), || w.state("manifest.yaml"));
-    let archived = std::fs::read_dir(w.dir.join("out")).unwrap().flatten().any(|e| std::fs::read_to_string(e.path().join("state/pki/sa.key")).is_ok_and(|k| k == old_key));
+    f.check(!w.state("manifest.yaml").contains("sa-previous") && !w.state("manifest.yaml").contains("sa-next"), || {
+        w.state("manifest.yaml")
+    });
+    let archived = std::fs::read_dir(w.dir.join("out"))
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read_to_string(e.path().join("state/pki/sa.key")).is_ok_and(|k| k == old_key));
     f.check(archived, || "the old sa.key is in no backup".into());
     w.up_to_date(&mut f, "sa finish");
     f.finish("sa_phases_verify_with_both_keys_then_sign_with_the_new_one_then_drop_the_old");
@@ -361,8 +430,16 @@ fn sa_rotation_in_the_kubeadm_layout_goes_through_the_kube_apiserver_patch() {
     let r = w.rotate(&["sa", "start"]);
     f.check(r.ok(), || r.describe());
     let text = w.node_file("cp1", patch).unwrap_or_default();
-    f.check(text.starts_with(plain.trim_end()) && text.contains("value: \"--service-account-key-file=/etc/kubernetes/pki/sa-next.pub\""), || text.clone());
-    f.check(r.stdout.contains("kubeadm upgrade node phase control-plane --certificate-renewal=false --etcd-upgrade=false --patches /etc/kubernetes/patches"), || r.stdout.clone());
+    f.check(
+        text.starts_with(plain.trim_end()) && text.contains("value: \"--service-account-key-file=/etc/kubernetes/pki/sa-next.pub\""),
+        || text.clone(),
+    );
+    f.check(
+        r.stdout.contains(
+            "kubeadm upgrade node phase control-plane --certificate-renewal=false --etcd-upgrade=false --patches /etc/kubernetes/patches",
+        ),
+        || r.stdout.clone(),
+    );
     f.check(w.node_file("cp1", "etc/kubernetes/pki/sa-next.pub").is_some(), || "no sa-next.pub in cp1's tarball".into());
     w.up_to_date(&mut f, "kubeadm sa start");
     f.check(w.rotate(&["sa", "switch"]).ok(), || "switch".into());

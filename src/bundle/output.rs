@@ -482,7 +482,10 @@ impl PrivateDir {
 /// its bundle's lock, with `PrivateDir::publish`, which refuses a name taken in between).
 pub fn free_backup_name(parent: &Path, now: time::OffsetDateTime) -> String {
     let stamp = backup_name(now);
-    (1..).map(|n| if n == 1 { stamp.clone() } else { format!("{stamp}-{n}") }).find(|n| std::fs::symlink_metadata(parent.join(n)).is_err()).unwrap_or(stamp)
+    (1..)
+        .map(|n| if n == 1 { stamp.clone() } else { format!("{stamp}-{n}") })
+        .find(|n| std::fs::symlink_metadata(parent.join(n)).is_err())
+        .unwrap_or(stamp)
 }
 
 /// The name of a backup made at `now`: `kubebundle-backup-<YYYYmmddTHHMMSSZ>`.

@@ -162,6 +162,9 @@ pub fn build(
     build_with(config, out, clock, force, unpacked, &mut |_| Ok::<_, GenerateError>(StateEdit::default()))
 }
 
+/// What `build` returns: the state, the bundle, the run's summary lines and the operator's steps.
+pub type Built = (State, Bundle, Vec<String>, Vec<String>);
+
 /// What a lifecycle command changed in the state it loaded (see `build_with`).
 #[derive(Default)]
 pub struct StateEdit {
@@ -185,7 +188,7 @@ pub fn build_with<E: From<GenerateError>>(
     force: bool,
     unpacked: bool,
     edit: &mut dyn FnMut(&mut State) -> Result<StateEdit, E>,
-) -> Result<(State, Bundle, Vec<String>, Vec<String>), E> {
+) -> Result<Built, E> {
     build_inner(config, out, clock, force, unpacked, edit).map_err(Failed::into_error)
 }
 
@@ -196,7 +199,7 @@ fn build_inner<E: From<GenerateError>>(
     force: bool,
     unpacked: bool,
     edit: &mut dyn FnMut(&mut State) -> Result<StateEdit, E>,
-) -> Result<(State, Bundle, Vec<String>, Vec<String>), Failed<E>> {
+) -> Result<Built, Failed<E>> {
     let cluster_dir = out.join(&config.cluster_name);
     // Checked before the lock file is made (so a refusal writes nothing), and again under it.
     // A bundle whose state was lost is refused (it must not get new CAs), unless --force starts
@@ -296,7 +299,7 @@ fn build_inner<E: From<GenerateError>>(
     }
     for rel in &edited.remove {
         match std::fs::remove_file(root.join("state").join(rel)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(OutputError::from(output::werr(&root.join("state").join(rel))(e)).into()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Failed::from(output::werr(&root.join("state").join(rel))(e))),
             _ => {}
         }
     }

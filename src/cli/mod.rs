@@ -109,7 +109,9 @@ enum RotateCommand {
     #[command(after_help = ROTATE_EXIT_CODES)]
     Sa(RotateCli),
     /// Each material's rotation: its phase and since when (or the last one, finished or aborted).
-    #[command(after_help = "Exit codes: 0 printed; 1 the state cannot be read; 2 usage or config error, or an --out that holds no bundle of the config's cluster.")]
+    #[command(
+        after_help = "Exit codes: 0 printed; 1 the state cannot be read; 2 usage or config error, or an --out that holds no bundle of the config's cluster."
+    )]
     Status(RotateStatusCli),
 }
 
@@ -576,7 +578,9 @@ impl CliError {
             CliError::Ca(crate::lifecycle::ca::CaError::Input(_)) => true,
             CliError::Signed(crate::lifecycle::signed::SignedError::Input(_)) => true,
             CliError::Ca(crate::lifecycle::ca::CaError::State(StateError::Config(_))) => true,
-            CliError::Rotate(crate::lifecycle::rotate::RotateError::Usage(_) | crate::lifecycle::rotate::RotateError::NotABundle(_)) => true,
+            CliError::Rotate(crate::lifecycle::rotate::RotateError::Usage(_) | crate::lifecycle::rotate::RotateError::NotABundle(_)) => {
+                true
+            }
             CliError::Rotate(crate::lifecycle::rotate::RotateError::Generate(
                 GenerateError::Profile(_) | GenerateError::Materialize(materialize::MaterializeError::Profile(_)),
             )) => true,

@@ -124,7 +124,9 @@ pub fn artifact(id: &str) -> Option<Artifact> {
 fn artifact_ids() -> Vec<String> {
     let mut ids: Vec<String> = catalog::CERTS.iter().flat_map(|c| [format!("{}.crt", c.id), format!("{}.key", c.id)]).collect();
     ids.extend(catalog::KUBECONFIGS.iter().map(|k| k.id.to_string()));
-    ids.extend([catalog::SA_KEY, catalog::SA_PUB, catalog::SA_NEXT_PUB, catalog::SA_PREVIOUS_PUB, catalog::ENCRYPTION_CONFIG].map(String::from));
+    ids.extend(
+        [catalog::SA_KEY, catalog::SA_PUB, catalog::SA_NEXT_PUB, catalog::SA_PREVIOUS_PUB, catalog::ENCRYPTION_CONFIG].map(String::from),
+    );
     ids.extend(catalog::RENDERED.iter().map(|r| r.id.to_string()));
     ids
 }

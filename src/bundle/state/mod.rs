@@ -233,8 +233,8 @@ impl State {
         };
         let sa_previous = match read_opt(dir, sm::SA_PREVIOUS_PUB)? {
             Some(p) if !force => {
-                let der = sm::public_key_der(p.as_bytes())
-                    .ok_or_else(|| bad(dir, sm::SA_PREVIOUS_PUB, "it is not a PEM public key", sa_hint))?;
+                let der =
+                    sm::public_key_der(p.as_bytes()).ok_or_else(|| bad(dir, sm::SA_PREVIOUS_PUB, "it is not a PEM public key", sa_hint))?;
                 adopt(&mut manifest, sm::public_entry("sa-previous", sm::SA_PREVIOUS_PUB, &der, &now), &mut report);
                 files.insert(sm::SA_PREVIOUS_PUB, p.clone().into_bytes(), 0o600);
                 Some(p)

@@ -8,7 +8,7 @@
 
 use base64::Engine;
 
-use super::{archive, manifest_of, set_manifest, Change, Material, Options, RotateError, Rollout, RolloutContext, Step};
+use super::{archive, manifest_of, set_manifest, Change, Material, Options, Rollout, RolloutContext, RotateError, Step};
 use crate::bundle::pipeline::StateEdit;
 use crate::bundle::state::manifest as sm;
 use crate::bundle::state::rotations::{Rotation, Rotations};
@@ -68,7 +68,11 @@ impl Material for Encryption {
                 let provider = opts.provider.unwrap_or(opts.config.encryption_provider);
                 let name = next_name(&state.encryption_keys, history);
                 let secret = crate::pki::source::new_secret32(None, &format!("encryption/{name}"));
-                let key = EncryptionKey { name: name.clone(), secret: base64::engine::general_purpose::STANDARD.encode(secret.as_ref()), provider };
+                let key = EncryptionKey {
+                    name: name.clone(),
+                    secret: base64::engine::general_purpose::STANDARD.encode(secret.as_ref()),
+                    provider,
+                };
                 manifest.record(sm::encryption_entry(&name, &key.secret, &opts.now));
                 let old: Vec<String> = state.encryption_keys.iter().map(describe).collect();
                 let summary = format!(
@@ -109,9 +113,15 @@ impl Material for Encryption {
                 archive(state, &mut edit, sm::MANIFEST_FILE);
                 let names = gone.iter().map(describe).collect::<Vec<_>>().join(", ");
                 let summary = if step == Step::Finish {
-                    format!("removed {names}: {} is the only encryption key (the old one is archived, not deleted)", describe(&state.encryption_keys[0]))
+                    format!(
+                        "removed {names}: {} is the only encryption key (the old one is archived, not deleted)",
+                        describe(&state.encryption_keys[0])
+                    )
                 } else {
-                    format!("removed the new key {names}: back to {} (the new key is archived, not deleted)", describe(&state.encryption_keys[0]))
+                    format!(
+                        "removed the new key {names}: back to {} (the new key is archived, not deleted)",
+                        describe(&state.encryption_keys[0])
+                    )
                 };
                 (None, summary)
             }

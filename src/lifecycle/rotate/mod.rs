@@ -123,8 +123,14 @@ pub trait Material: Sync {
     fn what(&self) -> &'static str;
     /// Changes the loaded state for `step` (`open`: the rotation in progress, None for start).
     /// `history` are the material's earlier rotations.
-    fn apply(&self, step: Step, state: &mut State, open: Option<&Rotation>, history: &Rotations, opts: &Options)
-        -> Result<Change, RotateError>;
+    fn apply(
+        &self,
+        step: Step,
+        state: &mut State,
+        open: Option<&Rotation>,
+        history: &Rotations,
+        opts: &Options,
+    ) -> Result<Change, RotateError>;
     /// What the operator restarts and does after the phase's files are in place.
     fn rollout(&self, step: Step, rotation: &Rotation, ctx: &RolloutContext) -> Rollout;
 }
@@ -207,7 +213,11 @@ fn check_order(m: &dyn Material, step: Step, open: Option<&Rotation>, again: &Ag
         (None, Some(r)) => refused(
             format!("a rotation of {} is already in progress ({} since {}: {} → {})", m.what(), r.phase.name(), r.since(), r.old, r.new),
             match r.phase {
-                Phase::Started => format!("go on with `{}` (or `{}` while nothing encrypted or signed with the new one)", again.step("switch"), again.step("abort")),
+                Phase::Started => format!(
+                    "go on with `{}` (or `{}` while nothing encrypted or signed with the new one)",
+                    again.step("switch"),
+                    again.step("abort")
+                ),
                 _ => format!("finish it first: `{}`", again.step("finish")),
             },
         ),
@@ -222,10 +232,20 @@ fn check_order(m: &dyn Material, step: Step, open: Option<&Rotation>, again: &Ag
                 m.what(),
                 r.since()
             ),
-            format!("finish it with `{}`, or rotate again afterwards (`{}`) to replace the new one", again.step("finish"), again.step("start")),
+            format!(
+                "finish it with `{}`, or rotate again afterwards (`{}`) to replace the new one",
+                again.step("finish"),
+                again.step("start")
+            ),
         ),
         (Some(_), Some(r)) => refused(
-            format!("the rotation of {} is {} (since {}), not {}", m.what(), r.phase.name(), r.since(), step.needs().map(Phase::name).unwrap_or("")),
+            format!(
+                "the rotation of {} is {} (since {}), not {}",
+                m.what(),
+                r.phase.name(),
+                r.since(),
+                step.needs().map(Phase::name).unwrap_or("")
+            ),
             match r.phase {
                 Phase::Started => format!("the next phase is `{}`", again.step("switch")),
                 _ => format!("the next phase is `{}`", again.step("finish")),
@@ -336,9 +356,10 @@ pub fn rotate(config: &Config, args: &RotateArgs, clock: &Clock) -> Result<Rotat
     let changed = changes(&before, &after);
     let plan = crate::tree::bundle::read_plan(&cluster_dir);
     let admin = plan.as_ref().and_then(|p| {
-        p.nodes.iter().find(|n| n.roles.iter().any(|r| r == "control-plane")).and_then(|n| {
-            n.files.iter().find(|f| f.artifact == "admin.conf").map(|f| format!("/{}", f.path))
-        })
+        p.nodes
+            .iter()
+            .find(|n| n.roles.iter().any(|r| r == "control-plane"))
+            .and_then(|n| n.files.iter().find(|f| f.artifact == "admin.conf").map(|f| format!("/{}", f.path)))
     });
     let ctx = RolloutContext { again: again.clone(), admin_kubeconfig: admin };
     let rollout = m.rollout(args.step, &record, &ctx);
@@ -395,12 +416,18 @@ fn instructions(
         for (node, c) in changed {
             groups.entry(c).or_default().push(node);
         }
-        lines.push("  1. put the changed files in place on each node, from its tarball (identical on every control plane where they are shared):".into());
+        lines.push(
+            "  1. put the changed files in place on each node, from its tarball (identical on every control plane where they are shared):"
+                .into(),
+        );
         for ((files, gone), nodes) in &groups {
             lines.push(format!("     {}: {}", nodes.join(", "), files.iter().map(|p| format!("/{p}")).collect::<Vec<_>>().join(" ")));
             lines.push(format!(
                 "       tar -xzf {} -C / {}",
-                cluster_dir.join("nodes").join(if nodes.len() == 1 { format!("{}.tar.gz", nodes[0]) } else { "<node>.tar.gz".into() }).display(),
+                cluster_dir
+                    .join("nodes")
+                    .join(if nodes.len() == 1 { format!("{}.tar.gz", nodes[0]) } else { "<node>.tar.gz".into() })
+                    .display(),
                 files.join(" ")
             ));
             if !gone.is_empty() {
@@ -413,10 +440,7 @@ fn instructions(
             .filter(|n| plan.and_then(|p| p.node(n)).is_none_or(|p| p.roles.iter().any(|r| r == "control-plane")))
             .collect();
         for (i, component) in rollout.restart.iter().enumerate() {
-            lines.push(format!(
-                "  {}. restart {component} on each control plane, one at a time (the next once it is ready again):",
-                i + 2
-            ));
+            lines.push(format!("  {}. restart {component} on each control plane, one at a time (the next once it is ready again):", i + 2));
             for n in &cps {
                 let node = plan.and_then(|p| p.node(n));
                 let files = changed.get(*n).map(|c| c.0.clone()).unwrap_or_default();

@@ -8,7 +8,7 @@
 //! `sa-previous.pub`, still accepted. `finish` drops the old public key once the tokens it signed
 //! have been replaced. The paths and flags come from the profiles and the units' templates.
 
-use super::{archive, manifest_of, set_manifest, Change, Material, Options, RotateError, Rollout, RolloutContext, Step};
+use super::{archive, manifest_of, set_manifest, Change, Material, Options, Rollout, RolloutContext, RotateError, Step};
 use crate::bundle::pipeline::StateEdit;
 use crate::bundle::state::manifest as sm;
 use crate::bundle::state::rotations::{Rotation, Rotations};
@@ -54,7 +54,8 @@ impl Material for ServiceAccount {
         let mut ids = (String::new(), String::new());
         let summary = match step {
             Step::Start => {
-                let key = crate::pki::source::new_key(None, opts.config.algorithm, "sa-next").map_err(crate::bundle::state::StateError::from)?;
+                let key =
+                    crate::pki::source::new_key(None, opts.config.algorithm, "sa-next").map_err(crate::bundle::state::StateError::from)?;
                 let pem = key.private_pem().as_bytes().to_vec();
                 manifest.record(sm::key_entry("sa-next", sm::SA_NEXT_KEY, &pem, &key.spki_der(), &opts.now));
                 state.files.insert(sm::SA_NEXT_KEY, pem, 0o600);
