@@ -350,7 +350,9 @@ pub fn rotate(config: &Config, args: &RotateArgs, clock: &Clock) -> Result<Rotat
         done = Some((record, change.summary));
         Ok(change.edit)
     };
-    let (state, _bundle, notes, _steps) = pipeline::build_with(config, &args.out, clock, false, false, &mut edit)?;
+    // A bundle written with --unpacked keeps its trees.
+    let unpacked = crate::tree::bundle::node_names(&cluster_dir.join("nodes")).iter().any(|n| cluster_dir.join("nodes").join(n).is_dir());
+    let (state, _bundle, notes, _steps) = pipeline::build_with(config, &args.out, clock, false, unpacked, &mut edit)?;
     let (record, summary) = done.ok_or_else(|| RotateError::Refused("the phase did not run: report this".into()))?;
     let after = snapshot(&cluster_dir);
     let changed = changes(&before, &after);
