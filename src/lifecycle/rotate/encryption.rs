@@ -155,3 +155,48 @@ impl Material for Encryption {
         Rollout { restart: vec!["kube-apiserver"], then }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::state::rotations::Phase;
+    use crate::config::EncryptionProvider;
+
+    fn key(name: &str, provider: EncryptionProvider) -> EncryptionKey {
+        EncryptionKey { name: name.into(), secret: base64::engine::general_purpose::STANDARD.encode([7u8; 32]), provider }
+    }
+
+    #[test]
+    fn a_key_name_is_never_used_twice() {
+        let mut history = Rotations::default();
+        assert_eq!(next_name(&[key("key1", EncryptionProvider::Aescbc)], &history), "key2");
+        // key2 was made and aborted: it is in no file any more, but etcd may have seen it.
+        history.rotations.push(Rotation {
+            material: "encryption".into(),
+            phase: Phase::Aborted,
+            started: "2026-01-01T00:00:00Z".into(),
+            switched: None,
+            ended: Some("2026-01-01T00:00:00Z".into()),
+            old: "key1".into(),
+            new: "key2".into(),
+            archived: None,
+        });
+        assert_eq!(next_name(&[key("key1", EncryptionProvider::Aescbc)], &history), "key3");
+        // A name that is not key<N> counts as 0.
+        assert_eq!(next_name(&[key("custom", EncryptionProvider::Aescbc)], &Rotations::default()), "key1");
+    }
+
+    #[test]
+    fn providers_follow_the_keys_order() {
+        let r = crate::bundle::render::Renderer::new();
+        let text = crate::bundle::materialize::encryption_config(
+            &r,
+            &[key("key2", EncryptionProvider::Secretbox), key("key1", EncryptionProvider::Aescbc), key("key3", EncryptionProvider::Aescbc)],
+        )
+        .unwrap();
+        let order: Vec<&str> = text.lines().filter(|l| l.starts_with("  - ") && *l != "  - secrets").map(str::trim).collect();
+        assert_eq!(order, ["- secretbox:", "- aescbc:", "- identity: {}"], "{text}");
+        let names: Vec<&str> = text.lines().filter_map(|l| l.trim().strip_prefix("- name: ")).collect();
+        assert_eq!(names, ["\"key2\"", "\"key1\"", "\"key3\""]);
+    }
+}
