@@ -257,6 +257,24 @@ fn phases_out_of_order_are_refused_and_write_nothing() {
         &["was switched at 2026-01-01T00:00:00Z", "finish it with `kubebundle rotate encryption finish", "rotate again afterwards"],
     );
     refuse(&mut f, &["encryption", "switch"], &["is switched", "the next phase is `kubebundle rotate encryption finish"]);
+    // Another writer holds the bundle's lock: refused with generate's message, nothing written.
+    let lock = w.dir.join("out/.kubebundle-rot.lock");
+    let mut c = Command::new("flock");
+    c.arg("-o").arg(&lock).args(["sleep", "10"]);
+    let holder = Proc::spawn("flock", c, w.dir.join("flock.log"));
+    let held = wait_for(std::time::Duration::from_secs(5), || {
+        let mut probe = Command::new("flock");
+        probe.arg("-n").arg(&lock).arg("true");
+        (!run_cmd(probe).ok()).then_some(())
+    });
+    assert!(held.is_some(), "flock did not take {}", lock.display());
+    let before = digests(&w.dir.join("out"));
+    let r = w.rotate(&["encryption", "finish"]);
+    f.check(r.code == Some(1) && r.stderr.contains("another kubebundle command is writing"), || {
+        format!("under a held lock: {}", r.describe())
+    });
+    f.eq("every file after a rotate under a held lock", &before, &digests(&w.dir.join("out")));
+    drop(holder);
     // Input errors: exit 2.
     let r = w.rotate(&["encryption", "switch", "--provider", "aesgcm"]);
     f.check(r.code == Some(2) && r.stderr.contains("--provider only goes with `rotate encryption start`"), || r.describe());
@@ -442,6 +460,19 @@ fn sa_rotation_in_the_kubeadm_layout_goes_through_the_kube_apiserver_patch() {
     );
     f.check(w.node_file("cp1", "etc/kubernetes/pki/sa-next.pub").is_some(), || "no sa-next.pub in cp1's tarball".into());
     w.up_to_date(&mut f, "kubeadm sa start");
+    // A control plane added during the rotation gets the phase's files from generate.
+    let config = w.dir.join("rot.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("- {name: w1,", "- {name: cp3, address: \"10.9.0.13\", roles: [control-plane]}\n- {name: w1,"))
+        .unwrap();
+    let g = w.run(&["generate"]);
+    f.check(g.ok(), || g.describe());
+    f.eq(
+        "cp3's sa-next.pub (added during the rotation)",
+        &w.node_file("cp1", "etc/kubernetes/pki/sa-next.pub"),
+        &w.node_file("cp3", "etc/kubernetes/pki/sa-next.pub"),
+    );
+    f.eq("cp3's kube-apiserver patch", &w.node_file("cp1", patch), &w.node_file("cp3", patch));
     f.check(w.rotate(&["sa", "switch"]).ok(), || "switch".into());
     let text = w.node_file("cp1", patch).unwrap_or_default();
     f.check(text.contains("--service-account-key-file=/etc/kubernetes/pki/sa-previous.pub") && !text.contains("sa-next"), || text.clone());
