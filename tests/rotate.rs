@@ -427,6 +427,12 @@ fn sa_phases_verify_with_both_keys_then_sign_with_the_new_one_then_drop_the_old(
     f.eq("finish: the apiserver's key files", &vec![format!("/{dir}/sa.pub")], &flags(&unit, "service-account-key-file"));
     f.eq("finish: no sa-previous.pub", &None, &w.node_file("cp1", &format!("{dir}/sa-previous.pub")));
     f.check(r.stdout.contains("rm -f /etc/k8s/kube-apiserver/certs/sa-previous.pub"), || r.stdout.clone());
+    // Switch and finish at the same clock: finish says when rolling it out is safe.
+    f.check(
+        r.stdout.contains("WARNING: switch was only 0 min ago (2026-01-01T00:00:00Z)")
+            && r.stdout.contains("roll this phase out after 2026-01-01T01:00:00Z"),
+        || r.stdout.clone(),
+    );
     f.check(!w.state("manifest.yaml").contains("sa-previous") && !w.state("manifest.yaml").contains("sa-next"), || {
         w.state("manifest.yaml")
     });

@@ -16,6 +16,10 @@ use crate::bundle::state::State;
 
 pub struct ServiceAccount;
 
+/// How long after `switch` every pod's projected token was signed by the new key: the kubelet
+/// refreshes a token at 80% of the 3607 s the admission plugin requests (lifecycle.md §5).
+const TOKEN_TURNOVER: time::Duration = time::Duration::hours(1);
+
 /// The short digest of a public key, how the rotation names its keys.
 fn short(spki: &[u8]) -> String {
     format!("sha256:{}", &sm::sha256_hex(spki)[..16])
@@ -137,10 +141,25 @@ impl Material for ServiceAccount {
                     ),
                 ],
             },
-            Step::Finish => Rollout {
-                restart: vec!["kube-apiserver"],
-                then: vec![format!("the rotation is finished: tokens signed by {} are refused from now on", rotation.old)],
-            },
+            Step::Finish => {
+                let parse = |t: &Option<String>| {
+                    t.as_deref().and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+                };
+                let waited = parse(&rotation.switched).zip(parse(&rotation.ended)).map(|(s, e)| e - s);
+                let mut then = vec![format!(
+                    "the rotation is finished: once every kube-apiserver restarted, tokens signed by {} are refused",
+                    rotation.old
+                )];
+                if let Some(w) = waited.filter(|w| *w < TOKEN_TURNOVER) {
+                    then.push(format!(
+                        "WARNING: switch was only {} min ago ({}): pods' projected tokens turn over within about 1 hour of it, so roll this phase out after {} (it takes effect when kube-apiserver restarts); before that, a pod whose kubelet has not refreshed its token yet is refused until it does",
+                        w.whole_minutes(),
+                        rotation.switched.as_deref().unwrap_or_default(),
+                        parse(&rotation.switched).map(|s| crate::clock::rfc3339(s + TOKEN_TURNOVER)).unwrap_or_default(),
+                    ));
+                }
+                Rollout { restart: vec!["kube-apiserver"], then }
+            }
             Step::Abort => Rollout {
                 restart: vec!["kube-apiserver"],
                 then: vec![format!("the rotation is aborted; start again with `{}`", ctx.again.step("start"))],
