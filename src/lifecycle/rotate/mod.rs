@@ -352,7 +352,15 @@ pub fn rotate(config: &Config, args: &RotateArgs, clock: &Clock) -> Result<Rotat
     };
     // A bundle written with --unpacked keeps its trees.
     let unpacked = crate::tree::bundle::node_names(&cluster_dir.join("nodes")).iter().any(|n| cluster_dir.join("nodes").join(n).is_dir());
-    let (state, _bundle, notes, _steps) = pipeline::build_with(config, &args.out, clock, false, unpacked, &mut edit)?;
+    let (state, bundle, mut notes, _steps) = pipeline::build_with(config, &args.out, clock, false, unpacked, &mut edit)?;
+    if bundle.awaiting > 0 {
+        // External-CA mode: the nodes stay as they were until the certificates are signed.
+        notes.push(format!(
+            "waiting for {} signed certificates (external CA): no node tarball was rewritten; sign the CSRs in {}, `kubebundle import-signed` them and run `kubebundle generate`: its tarballs are this phase's",
+            bundle.awaiting,
+            cluster_dir.join(crate::bundle::state::CSR_DIR).display()
+        ));
+    }
     let (record, summary) = done.ok_or_else(|| RotateError::Refused("the phase did not run: report this".into()))?;
     let after = snapshot(&cluster_dir);
     let changed = changes(&before, &after);
