@@ -574,6 +574,9 @@ fn help_states_the_exit_codes() {
         (&["ca", "csr", "--help"], "Exit codes: 0 written (or already there: the same CSR for the same key);"),
         (&["import-signed", "--help"], "Exit codes: 0 recorded (or already there); 1 refused or failed"),
         (&["adopt", "--help"], "Exit codes: 0 adopted; 1 refused or failed: OUT/<clusterName> already holds a bundle"),
+        (&["rotate", "encryption", "--help"], "Exit codes: 0 the phase was written (status: printed); 1 refused or failed, nothing"),
+        (&["rotate", "sa", "--help"], "a phase out of order (switch before start, finish before switch)"),
+        (&["rotate", "status", "--help"], "Exit codes: 0 printed; 1 the state cannot be read; 2 usage or config error"),
     ] {
         let r = kubebundle(dir.path(), args, &[]);
         f.eq(&format!("kubebundle {}: exit code", args.join(" ")), &Some(0), &r.code);

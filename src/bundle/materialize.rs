@@ -260,9 +260,7 @@ impl Ctx<'_> {
     }
 
     fn encryption_config(&self) -> Result<Vec<u8>, MaterializeError> {
-        let keys: Vec<_> =
-            self.state.encryption_keys.iter().map(|k| context! { name => k.name.clone(), secret => k.secret.clone() }).collect();
-        Ok(self.renderer.render("encryption-config.yaml", context! { keys })?.into_bytes())
+        Ok(encryption_config(self.renderer, &self.state.encryption_keys)?.into_bytes())
     }
 
     /// The template context of a node's rendered files.
@@ -367,6 +365,14 @@ impl Ctx<'_> {
             Artifact::KeyPem(e) => self.leaf(node, e.id)?.1.as_bytes().to_vec(),
             Artifact::SaKey => self.state.sa.private_pem().as_bytes().to_vec(),
             Artifact::SaPub => self.state.sa.public_pem().into_bytes(),
+            Artifact::SaNextPub => match &self.state.sa_next {
+                Some(k) => k.public_pem().into_bytes(),
+                None => return Err(MaterializeError::Missing(format!("{}: no service-account key rotation is in progress", f.path))),
+            },
+            Artifact::SaPreviousPub => match &self.state.sa_previous {
+                Some(p) => p.as_bytes().to_vec(),
+                None => return Err(MaterializeError::Missing(format!("{}: no service-account key rotation is in progress", f.path))),
+            },
             Artifact::EncryptionConfig => self.encryption_config()?,
             Artifact::Rendered(r) => self
                 .rendered(n, f, r)
@@ -411,6 +417,23 @@ impl Ctx<'_> {
             }
         })
     }
+}
+
+/// The EncryptionConfiguration of `keys`, in their order: the first key encrypts, every key
+/// decrypts. Consecutive keys of one provider share its entry (a rotation's new key of the same
+/// provider is a second key of that entry, as the Kubernetes docs order it); a key of another
+/// provider gets its own entry, in the same order; `identity` stays last.
+pub fn encryption_config(renderer: &Renderer, keys: &[crate::bundle::state::EncryptionKey]) -> Result<String, RenderError> {
+    let mut providers: Vec<(&'static str, Vec<minijinja::Value>)> = Vec::new();
+    for k in keys {
+        let key = context! { name => k.name.clone(), secret => k.secret.clone() };
+        match providers.last_mut() {
+            Some((name, list)) if *name == k.provider.name() => list.push(key),
+            _ => providers.push((k.provider.name(), vec![key])),
+        }
+    }
+    let providers: Vec<_> = providers.into_iter().map(|(name, keys)| context! { name, keys }).collect();
+    renderer.render("encryption-config.yaml", context! { providers })
 }
 
 /// What join.txt says besides the token.

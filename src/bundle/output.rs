@@ -477,6 +477,17 @@ impl PrivateDir {
     }
 }
 
+/// The first backup name in `parent` for `now` that is free (`-2`, `-3`, ... as `publish_backup`
+/// takes them), for a command that records where its backup goes before it publishes it (under
+/// its bundle's lock, with `PrivateDir::publish`, which refuses a name taken in between).
+pub fn free_backup_name(parent: &Path, now: time::OffsetDateTime) -> String {
+    let stamp = backup_name(now);
+    (1..)
+        .map(|n| if n == 1 { stamp.clone() } else { format!("{stamp}-{n}") })
+        .find(|n| std::fs::symlink_metadata(parent.join(n)).is_err())
+        .unwrap_or(stamp)
+}
+
 /// The name of a backup made at `now`: `kubebundle-backup-<YYYYmmddTHHMMSSZ>`.
 pub fn backup_name(now: time::OffsetDateTime) -> String {
     let t = now.to_offset(time::UtcOffset::UTC);

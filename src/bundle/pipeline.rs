@@ -32,7 +32,10 @@ pub enum GenerateError {
 
 /// The plan of a first run (`kubebundle plan`): the config's init node, a new etcd cluster.
 pub fn make_plan(config: &Config) -> Result<Plan, GenerateError> {
-    make_plan_with(config, plan::founding_members(config))
+    let mut plan = make_plan_with(config, plan::founding_members(config))?;
+    // A first run has no rotation in progress.
+    drop_rotation_files(&mut plan, false, false);
+    Ok(plan)
 }
 
 fn make_plan_with(config: &Config, etcd: Vec<crate::bundle::state::cluster::EtcdMember>) -> Result<Plan, GenerateError> {
@@ -45,13 +48,15 @@ fn make_plan_with(config: &Config, etcd: Vec<crate::bundle::state::cluster::Etcd
 /// over), plans, loads the state and materializes; each node's files go to `sink` as they are
 /// made, with what the previous bundle holds of them. Returns the state, the bundle and what the
 /// operator must do on the running cluster (see `membership`).
-fn render(
+fn render<E: From<GenerateError>>(
     config: &Config,
     cluster_dir: &Path,
     clock: &Clock,
     force: bool,
     sink: &(dyn Fn(&Previous, &str, crate::tree::FileTree) -> Result<(), materialize::MaterializeError> + Sync),
-) -> Result<(State, Bundle, Vec<String>), GenerateError> {
+    lost_ok: &[String],
+    edit: &mut dyn FnMut(&mut State) -> Result<(), E>,
+) -> Result<(State, Bundle, Vec<String>), Failed<E>> {
     let state_dir = cluster_dir.join("state");
     let recorded = if force { None } else { Recorded::read(cluster_dir, &config.cluster_name).map_err(MembershipError::from)? };
     let decision = membership::decide(config, recorded.as_ref(), &state_dir)?;
@@ -66,8 +71,12 @@ fn render(
     }
     let config = &config;
     let mut plan = make_plan_with(config, decision.etcd.clone())?;
-    let mut state = State::load_or_init(&state_dir, config, &plan.certificate_authorities, clock, force)?;
+    let mut state = State::load_tolerating(&state_dir, config, &plan.certificate_authorities, clock, force, lost_ok)?;
+    // A lifecycle command changes the state it loaded (a rotation's phase) before the bundle is
+    // rendered from it.
+    edit(&mut state).map_err(Failed::Edit)?;
     drop_external_ca_keys(&mut plan, &state);
+    drop_rotation_files(&mut plan, state.sa_next.is_some(), state.sa_previous.is_some());
     state.report.extend(decision.recorded(recorded.as_ref()));
     let record = decision.record(&config.cluster_name).text();
     state.files.insert(crate::bundle::state::MARKER_FILE, record.into_bytes(), 0o600);
@@ -76,6 +85,51 @@ fn render(
     let bundle = materialize::materialize(config, &plan, &state, clock, &|name, tree| sink(&previous, name, tree))?;
     let steps = decision.steps(config, &plan, recorded.as_ref());
     Ok((state, bundle, steps))
+}
+
+/// A failure of the pipeline, or of the lifecycle command's edit of the state.
+pub enum Failed<E> {
+    Generate(GenerateError),
+    Edit(E),
+}
+
+impl<E: From<GenerateError>> Failed<E> {
+    fn into_error(self) -> E {
+        match self {
+            Failed::Generate(g) => E::from(g),
+            Failed::Edit(e) => e,
+        }
+    }
+}
+
+macro_rules! failed_from {
+    ($($t:ty),*) => {$(
+        impl<E> From<$t> for Failed<E> {
+            fn from(e: $t) -> Self {
+                Failed::Generate(GenerateError::from(e))
+            }
+        }
+    )*};
+}
+failed_from!(ProfileError, StateError, MaterializeError, OutputError, MembershipError);
+
+impl<E> From<GenerateError> for Failed<E> {
+    fn from(e: GenerateError) -> Self {
+        Failed::Generate(e)
+    }
+}
+
+/// The files of a rotation in progress (`lifecycle::rotate`) go only to bundles whose state holds
+/// them: a profile places them, and every other run leaves them out.
+fn drop_rotation_files(plan: &mut Plan, sa_next: bool, sa_previous: bool) {
+    use crate::tree::profile::{self, Artifact};
+    for n in &mut plan.nodes {
+        n.files.retain(|f| match profile::artifact(&f.artifact) {
+            Some(Artifact::SaNextPub) => sa_next,
+            Some(Artifact::SaPreviousPub) => sa_previous,
+            _ => true,
+        });
+    }
 }
 
 /// External-CA mode: a CA whose key the state does not hold has no key file on any node (kubeadm
@@ -106,6 +160,50 @@ pub fn build(
     force: bool,
     unpacked: bool,
 ) -> Result<(State, Bundle, Vec<String>, Vec<String>), GenerateError> {
+    build_with(config, out, clock, force, unpacked, &[], &mut |_| Ok::<_, GenerateError>(StateEdit::default()))
+}
+
+/// What `build` returns: the state, the bundle, the run's summary lines and the operator's steps.
+pub type Built = (State, Bundle, Vec<String>, Vec<String>);
+
+/// What a lifecycle command changed in the state it loaded (see `build_with`).
+#[derive(Default)]
+pub struct StateEdit {
+    /// State files (relative to `state/`) the new state no longer holds.
+    pub remove: Vec<String>,
+    /// Old state files to keep in a backup beside the bundle (`kubebundle-backup-<time>/state/`),
+    /// the way `generate --force` keeps a replaced state: archived, never deleted.
+    pub archive: crate::tree::FileTree,
+    /// The backup's name beside the bundle (`output::free_backup_name`), when the command records it.
+    pub archive_name: Option<String>,
+}
+
+/// `build`, with `edit` changing the state once it is loaded and checked, under the bundle's
+/// lock, before anything is rendered from it: a lifecycle command (a rotation's phase) is then one
+/// transaction exactly like generate, and the bundle it writes is complete for the edited state.
+/// `edit` returns the state files to remove and to archive. The recorded secrets `lost_ok` names
+/// may be missing or changed (see `State::load_tolerating`).
+pub fn build_with<E: From<GenerateError>>(
+    config: &Config,
+    out: &Path,
+    clock: &Clock,
+    force: bool,
+    unpacked: bool,
+    lost_ok: &[String],
+    edit: &mut dyn FnMut(&mut State) -> Result<StateEdit, E>,
+) -> Result<Built, E> {
+    build_inner(config, out, clock, force, unpacked, lost_ok, edit).map_err(Failed::into_error)
+}
+
+fn build_inner<E: From<GenerateError>>(
+    config: &Config,
+    out: &Path,
+    clock: &Clock,
+    force: bool,
+    unpacked: bool,
+    lost_ok: &[String],
+    edit: &mut dyn FnMut(&mut State) -> Result<StateEdit, E>,
+) -> Result<Built, Failed<E>> {
     let cluster_dir = out.join(&config.cluster_name);
     // Checked before the lock file is made (so a refusal writes nothing), and again under it.
     // A bundle whose state was lost is refused (it must not get new CAs), unless --force starts
@@ -193,11 +291,21 @@ pub fn build(
         }
         Ok(())
     };
-    let (mut state, bundle, steps) = render(config, &cluster_dir, clock, force, &write_node)?;
+    let mut edited = StateEdit::default();
+    let (mut state, bundle, steps) = render(config, &cluster_dir, clock, force, &write_node, lost_ok, &mut |state: &mut State| {
+        edited = edit(state)?;
+        Ok(())
+    })?;
     // The state: whatever the old one held, then every file this run uses. `--force` starts a
     // new state and keeps the old one in a backup beside the bundle.
     if state.dir.is_dir() && !force {
         output::copy_tree(&state.dir, &root.join("state"))?;
+    }
+    for rel in &edited.remove {
+        match std::fs::remove_file(root.join("state").join(rel)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Failed::from(output::werr(&root.join("state").join(rel))(e))),
+            _ => {}
+        }
     }
     output::write_tree(&root.join("state"), &state.files, 0o700)?;
     output::write_tree(&root.join("state"), &bundle.state_files, 0o700)?;
@@ -223,6 +331,19 @@ pub fn build(
         // Shown beside the bundle as given (the same directory unless the bundle is a link).
         let shown = cluster_dir.parent().unwrap_or(out).join(backup.file_name().unwrap_or_default());
         state.report.push(format!("the previous state was kept in {} (--force replaced it)", shown.join("state").display()));
+    }
+    if !edited.archive.is_empty() {
+        let staged = output::PrivateDir::new(parent, ".kubebundle-backup-")?;
+        output::write_tree(&staged.path().join("state"), &edited.archive, 0o700)?;
+        let backup = match &edited.archive_name {
+            Some(name) => {
+                staged.publish(&parent.join(name))?;
+                parent.join(name)
+            }
+            None => staged.publish_backup(parent, clock.now)?,
+        };
+        let shown = cluster_dir.parent().unwrap_or(out).join(backup.file_name().unwrap_or_default());
+        state.report.push(format!("kept the replaced state files in {}", shown.join("state").display()));
     }
     output::commit(staging, &real)?;
     lock.keep();
@@ -279,7 +400,8 @@ pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Resu
         seen.lock().unwrap_or_else(|e| e.into_inner()).extend(names);
         Ok(())
     };
-    let (state, bundle, _) = render(config, &cluster_dir, clock, false, &compare_node)?;
+    let (state, bundle, _) =
+        render::<GenerateError>(config, &cluster_dir, clock, false, &compare_node, &[], &mut |_| Ok(())).map_err(Failed::into_error)?;
     let mut changes = changes.into_inner().unwrap_or_else(|e| e.into_inner());
     let mut seen = seen.into_inner().unwrap_or_else(|e| e.into_inner());
     for tree in [&state.files, &bundle.state_files] {

@@ -98,12 +98,94 @@ describe the tree (clusterName, endpoint, serviceSubnet, etcd: both values named
 says (a key that is not its certificate's, an sa.pub of another key, an encryption configuration of another shape than \
 generate writes), a cluster without encryption at rest unless --new-encryption-key.")]
     Adopt(AdoptCli),
+    /// Replace a long-lived secret in phases, each phase one transaction like generate that writes
+    /// the whole bundle for it and prints what to roll out and restart, in order: `start` (the new
+    /// material is accepted everywhere, the old one still encrypts or signs), `switch` (the new one
+    /// encrypts or signs, the old one is still accepted), `finish` (the old one is removed from every
+    /// node and archived in OUT/kubebundle-backup-<time>/state/). `abort` after start (nothing
+    /// encrypted or signed with the new material yet) goes back and archives the new material. The
+    /// phase is kept in state/rotations.yaml; generate during a rotation packs its phase's files.
+    #[command(subcommand, after_help = ROTATE_EXIT_CODES)]
+    Rotate(RotateCommand),
     /// Audit a bundle directory, a node tarball or a node root: chains, keys, SANs, EKUs,
     /// expiry (CAs too), file modes, least privilege, kubeconfig servers and the discovery hash.
     /// Prints a table of findings; exits 1 on any error.
     #[command(after_help = "Exit codes: 0 no errors (warnings allowed); 1 errors found, or a file could not be read; \
 2 usage error, or a path that is not a bundle, a node tarball or a node root.")]
     Verify(VerifyCli),
+}
+
+const ROTATE_EXIT_CODES: &str = "Exit codes: 0 the phase was written (status: printed); 1 refused or failed, nothing \
+written: a phase out of order (switch before start, finish before switch), a start while a rotation of the same material \
+is open, an abort after switch, lock held, state refused, a write failed; 2 usage or config error, or an --out that \
+holds no bundle of the config's cluster.";
+
+#[derive(Subcommand)]
+enum RotateCommand {
+    /// The encryption-at-rest key (state/encryption.yaml, every control plane's EncryptionConfiguration):
+    /// start = a new key listed second (the old one still encrypts), switch = the new key first (the
+    /// old one still decrypts; then rewrite every Secret, as printed), finish = the old key removed.
+    #[command(after_help = ROTATE_EXIT_CODES)]
+    Encryption(RotateEncryptionCli),
+    /// The service-account signing key (state/pki/sa.key): start = the API servers also accept the
+    /// next key (sa-next.pub, a second --service-account-key-file), switch = the API servers and the
+    /// controller-manager sign with it (the old public key stays accepted as sa-previous.pub),
+    /// finish = the old public key dropped, once the tokens it signed were replaced (switch says how long to wait).
+    #[command(after_help = ROTATE_EXIT_CODES)]
+    Sa(RotateCli),
+    /// Each material's rotation: its phase and since when (or the last one, finished or aborted).
+    #[command(
+        after_help = "Exit codes: 0 printed; 1 the state cannot be read; 2 usage or config error, or an --out that holds no bundle of the config's cluster."
+    )]
+    Status(RotateStatusCli),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RotateStep {
+    Start,
+    Switch,
+    Finish,
+    Abort,
+}
+
+#[derive(Args)]
+struct RotateCli {
+    /// The phase: start, switch, finish (in this order), or abort (after start only).
+    #[arg(value_enum)]
+    step: RotateStep,
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Output directory of generate; the bundle is DIR/<clusterName>/.
+    #[arg(long, value_name = "DIR", default_value = "out")]
+    out: PathBuf,
+    /// The run's clock (RFC 3339). SOURCE_DATE_EPOCH also sets it.
+    #[arg(long, value_name = "RFC3339")]
+    now: Option<String>,
+}
+
+#[derive(Args)]
+struct RotateEncryptionCli {
+    #[command(flatten)]
+    at: RotateCli,
+    /// start only: the new key's provider (default: the Inventory's encryptionProvider, aescbc).
+    #[arg(long, value_enum)]
+    provider: Option<ProviderArg>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProviderArg {
+    Aescbc,
+    Aesgcm,
+    Secretbox,
+}
+
+#[derive(Args)]
+struct RotateStatusCli {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Output directory of generate; the bundle is DIR/<clusterName>/.
+    #[arg(long, value_name = "DIR", default_value = "out")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -506,6 +588,8 @@ pub enum CliError {
     Restore(#[from] crate::bundle::state::restore::RestoreError),
     #[error(transparent)]
     Lifecycle(#[from] crate::lifecycle::LifecycleError),
+    #[error(transparent)]
+    Rotate(#[from] crate::lifecycle::rotate::RotateError),
     /// generate in external-CA mode: CSRs written, signed certificates awaited (exit 1).
     #[error("{0}")]
     Awaiting(String),
@@ -561,6 +645,12 @@ impl CliError {
             CliError::Token(TokenError::NotABundle { .. } | TokenError::Usage(_)) => true,
             CliError::Restore(crate::bundle::state::restore::RestoreError::NotABundle { .. }) => true,
             CliError::Lifecycle(e) => e.is_input_error(),
+            CliError::Rotate(crate::lifecycle::rotate::RotateError::Usage(_) | crate::lifecycle::rotate::RotateError::NotABundle(_)) => {
+                true
+            }
+            CliError::Rotate(crate::lifecycle::rotate::RotateError::Generate(
+                GenerateError::Profile(_) | GenerateError::Materialize(materialize::MaterializeError::Profile(_)),
+            )) => true,
             // A path that is not what the command takes: a link to nothing.
             CliError::Output(DanglingLink { .. })
             | CliError::Generate(GenerateError::Output(DanglingLink { .. }))
@@ -627,6 +717,7 @@ pub fn main() -> i32 {
         Command::Ca(CaCommand::Csr(a)) => ca_csr(a).map(|()| 0),
         Command::ImportSigned(a) => import_signed(a).map(|()| 0),
         Command::Adopt(a) => adopt(a).map(|()| 0),
+        Command::Rotate(r) => rotate(r).map(|()| 0),
         Command::Config(ConfigCommand::PrintDefaults) => say::out(config::DEFAULT_CONFIG).map(|()| 0),
     };
     match result {
@@ -838,6 +929,46 @@ fn ca_csr(args: CaCsrCli) -> Result<(), CliError> {
     }
     let done =
         crate::lifecycle::ca::csr(&config, &crate::lifecycle::ca::CsrArgs { which: which.to_string(), out: args.out, flags }, &clock)?;
+    say_lines(&done.lines)
+}
+
+fn rotate(cmd: RotateCommand) -> Result<(), CliError> {
+    use crate::lifecycle::rotate::{self as r, Step};
+    let (material, at, provider) = match cmd {
+        RotateCommand::Status(s) => {
+            let config = load_config(&s.config)?;
+            output::sweep_around(&s.out.join(&config.cluster_name));
+            return say_lines(&r::status(&config, &s.out)?);
+        }
+        RotateCommand::Encryption(e) => ("encryption", e.at, e.provider),
+        RotateCommand::Sa(a) => ("sa", a, None),
+    };
+    let config = load_config(&at.config)?;
+    let clock = run_clock(at.now.as_deref())?;
+    let mut flags = String::new();
+    if let Some(c) = &at.config.config {
+        flags += &format!(" --config {}", c.display());
+    }
+    if at.out != std::path::Path::new("out") {
+        flags += &format!(" --out {}", at.out.display());
+    }
+    let step = match at.step {
+        RotateStep::Start => Step::Start,
+        RotateStep::Switch => Step::Switch,
+        RotateStep::Finish => Step::Finish,
+        RotateStep::Abort => Step::Abort,
+    };
+    let provider = provider.map(|p| match p {
+        ProviderArg::Aescbc => config::EncryptionProvider::Aescbc,
+        ProviderArg::Aesgcm => config::EncryptionProvider::Aesgcm,
+        ProviderArg::Secretbox => config::EncryptionProvider::Secretbox,
+    });
+    let done = r::rotate(&config, &r::RotateArgs { material: material.to_string(), step, out: at.out, provider, flags }, &clock)?;
+    for line in &done.state_report {
+        if !line.starts_with("reused") {
+            say::err(&format!("state: {line}"));
+        }
+    }
     say_lines(&done.lines)
 }
 

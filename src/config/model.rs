@@ -53,6 +53,8 @@ pub struct Config {
     /// How joining nodes find the cluster: `kubeadm-join.yaml` uses token discovery (with the CA
     /// hash) or the discovery file shipped in the tarball.
     pub discovery: Discovery,
+    /// The encryption-at-rest provider of the keys the state makes (`Inventory.encryptionProvider`).
+    pub encryption_provider: EncryptionProvider,
     /// `generate --seed-file`: every new key, token and secret is derived from this seed instead
     /// of the system CSPRNG (test clusters only). Never read from the config file.
     pub seed: Option<std::sync::Arc<crate::pki::derive::Seed>>,
@@ -175,6 +177,34 @@ pub enum Discovery {
     Token,
     /// `discovery.file`: the node reads the cluster CA and endpoint from its tarball.
     File,
+}
+
+/// An EncryptionConfiguration provider with a local key (reference lifecycle.md §6). Every key
+/// kubebundle makes is 32 random bytes, which each of them takes (AES-256 for aescbc and aesgcm).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncryptionProvider {
+    #[default]
+    Aescbc,
+    Aesgcm,
+    Secretbox,
+}
+
+impl EncryptionProvider {
+    pub const ALL: [EncryptionProvider; 3] = [EncryptionProvider::Aescbc, EncryptionProvider::Aesgcm, EncryptionProvider::Secretbox];
+
+    /// The provider's name in an EncryptionConfiguration (and in etcd's `k8s:enc:<name>:v1:` prefix).
+    pub fn name(self) -> &'static str {
+        match self {
+            EncryptionProvider::Aescbc => "aescbc",
+            EncryptionProvider::Aesgcm => "aesgcm",
+            EncryptionProvider::Secretbox => "secretbox",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<EncryptionProvider> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

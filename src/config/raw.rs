@@ -217,6 +217,8 @@ pub struct Inventory {
     pub profile: Option<S<Text>>,
     pub worker_join: Option<S<Text>>,
     pub discovery: Option<S<Text>>,
+    /// The encryption-at-rest provider of new keys: aescbc (default), aesgcm or secretbox.
+    pub encryption_provider: Option<S<Text>>,
     /// The control plane that runs `kubeadm init` (and holds super-admin.conf).
     pub init_node: Option<S<Text>>,
     pub nodes: Option<Vec<S<InventoryNode>>>,

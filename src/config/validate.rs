@@ -968,6 +968,24 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         }
     };
 
+    let encryption_provider = match inv.encryption_provider.as_ref() {
+        None => EncryptionProvider::default(),
+        Some(s) => {
+            match EncryptionProvider::parse(s.value.as_str()) {
+                Some(provider) => provider,
+                None => {
+                    p.error(
+                    Some(&s.referenced),
+                    "Inventory.encryptionProvider",
+                    format!("unknown value {:?}", s.value),
+                    Some("use aescbc (the default), aesgcm or secretbox: the EncryptionConfiguration provider of the keys kubebundle makes"),
+                );
+                    EncryptionProvider::default()
+                }
+            }
+        }
+    };
+
     if p.has_errors() {
         return None;
     }
@@ -997,6 +1015,7 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         base_dir: None,
         worker_join,
         discovery,
+        encryption_provider,
         seed: None,
         notes,
     })

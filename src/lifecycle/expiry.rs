@@ -620,6 +620,7 @@ pub fn check_expiration(args: &ExpiryArgs) -> Result<ExpiryReport, ExpiryError> 
             let (certificates, cas) = check.bundle(&b)?;
             let (rows, n) = check.chain_rows(&b.join("state"), &cas);
             notes = n;
+            notes.extend(crate::bundle::state::rotations::in_progress(&b.join("state")));
             // Each CA's issuers right below it.
             let mut merged = Vec::with_capacity(cas.len() + rows.len());
             for ca in cas {

@@ -392,6 +392,11 @@ pub fn rendered(id: &str) -> Option<&'static RenderedEntry> {
 /// Cluster-wide secrets that are not certificates, kept in the state.
 pub const SA_KEY: &str = "sa.key";
 pub const SA_PUB: &str = "sa.pub";
+/// During a service-account key rotation (`kubebundle rotate sa`): the new public key the API
+/// servers accept before they sign with it (after `start`), and the old one they still accept
+/// after `switch`. Each is on a node only while the state holds it.
+pub const SA_NEXT_PUB: &str = "sa-next.pub";
+pub const SA_PREVIOUS_PUB: &str = "sa-previous.pub";
 pub const ENCRYPTION_CONFIG: &str = "encryption-config";
 
 pub fn cert(id: &str) -> Option<&'static CertEntry> {

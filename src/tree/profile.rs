@@ -80,6 +80,9 @@ pub enum Artifact {
     Kubeconfig(&'static catalog::KubeconfigEntry),
     SaKey,
     SaPub,
+    /// A rotation's extra service-account public key (see `catalog::SA_NEXT_PUB`).
+    SaNextPub,
+    SaPreviousPub,
     EncryptionConfig,
     Rendered(&'static catalog::RenderedEntry),
 }
@@ -106,6 +109,8 @@ pub fn artifact(id: &str) -> Option<Artifact> {
     match id {
         catalog::SA_KEY => return Some(Artifact::SaKey),
         catalog::SA_PUB => return Some(Artifact::SaPub),
+        catalog::SA_NEXT_PUB => return Some(Artifact::SaNextPub),
+        catalog::SA_PREVIOUS_PUB => return Some(Artifact::SaPreviousPub),
         catalog::ENCRYPTION_CONFIG => return Some(Artifact::EncryptionConfig),
         _ => {}
     }
@@ -119,7 +124,9 @@ pub fn artifact(id: &str) -> Option<Artifact> {
 fn artifact_ids() -> Vec<String> {
     let mut ids: Vec<String> = catalog::CERTS.iter().flat_map(|c| [format!("{}.crt", c.id), format!("{}.key", c.id)]).collect();
     ids.extend(catalog::KUBECONFIGS.iter().map(|k| k.id.to_string()));
-    ids.extend([catalog::SA_KEY, catalog::SA_PUB, catalog::ENCRYPTION_CONFIG].map(String::from));
+    ids.extend(
+        [catalog::SA_KEY, catalog::SA_PUB, catalog::SA_NEXT_PUB, catalog::SA_PREVIOUS_PUB, catalog::ENCRYPTION_CONFIG].map(String::from),
+    );
     ids.extend(catalog::RENDERED.iter().map(|r| r.id.to_string()));
     ids
 }

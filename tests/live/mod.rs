@@ -1304,3 +1304,98 @@ pub fn check_trusting_root(cp: &ControlPlane, kubeconfig: &Path, root: &str, use
         Err(e) => f.fail(format!("kubectl trusting {root} alone refused the served chain: {e}")),
     }
 }
+
+// =============================================================================================
+// Rotation (`kubebundle rotate`): a phase rolled out to the running control plane as printed
+
+impl ControlPlane {
+    /// Stops `component` (by its PID) and starts it again from `root`'s unit, as `systemctl
+    /// restart` would, then waits for /readyz.
+    pub fn restart_unit(&mut self, tools: &Tools, component: &str) {
+        let at = self.procs.iter().position(|p| p.name == component).unwrap_or_else(|| panic!("{component} is not running"));
+        drop(self.procs.remove(at));
+        let p = start_unit(&self.ns, tools, &self.root, component, &self.scratch, |_| {});
+        self.procs.push(p);
+        let ready = wait_for(Duration::from_secs(60), || {
+            self.revive(tools);
+            let r = self.kubectl(&self.super_admin, &["get", "--raw", "/readyz"]);
+            (r.ok() && r.stdout.trim() == "ok").then_some(())
+        });
+        assert!(ready.is_some(), "{component} restarted but the apiserver never became ready again:\n{}", self.logs());
+    }
+
+    /// What the units' `Restart=on-failure` does: a component that exited while kube-apiserver
+    /// restarted (the controller-manager exits on a "forbidden" while the new apiserver's RBAC
+    /// warms up) is started again from its unit. Returns the names of those restarted.
+    pub fn revive(&mut self, tools: &Tools) -> Vec<String> {
+        let mut revived = Vec::new();
+        for i in 0..self.procs.len() {
+            if let Ok(Some(_)) = self.procs[i].child.try_wait() {
+                let name = self.procs[i].name.clone();
+                let old = self.procs[i].log.clone();
+                let _ = std::fs::rename(&old, old.with_extension(format!("log.{}", revived.len() + 1)));
+                self.procs[i] = start_unit(&self.ns, tools, &self.root, &name, &self.scratch, |_| {});
+                revived.push(name);
+            }
+        }
+        revived
+    }
+}
+
+/// `kubebundle rotate <material> <step> [extra]` on the bundle (its config and OUT), then its
+/// printed roll-out done on the control plane's root exactly as printed: each `tar -xzf
+/// <node>.tar.gz -C / FILES` line for the control plane extracts those files from its tarball into
+/// the root, each `rm -f` removes them, and each component of the `restart <component>` steps is
+/// restarted from its unit, in the printed order. Returns the command's run.
+pub fn rotate_and_roll_out(b: &Bundle, cp: &mut ControlPlane, material: &str, step: &str, extra: &[&str], f: &mut Failures) -> Run {
+    let dir = b.tmp.path();
+    let config = dir.join("cluster.yaml");
+    let out = dir.join("out");
+    let mut args = vec!["rotate", material, step, "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let r = kubebundle(dir, &args, &[]);
+    assert!(r.ok(), "rotate {material} {step}: {}", r.describe());
+    let node = &b.cp.name;
+    let tarball = b.cluster.join("nodes").join(format!("{node}.tar.gz"));
+    let mut restarts = Vec::new();
+    let mut group: Vec<String> = Vec::new();
+    for line in r.stdout.lines() {
+        let t = line.trim();
+        // "cp1, cp2: /etc/a /etc/b": the nodes the next tar/rm lines are for.
+        if let Some((nodes, _)) = t.split_once(": /") {
+            group = nodes.split(", ").map(str::to_string).collect();
+        }
+        if let Some(rest) = t.strip_prefix("tar -xzf ") {
+            if !group.contains(node) {
+                continue;
+            }
+            let files: Vec<&str> = rest.split_once(" -C / ").expect("tar ... -C / FILES").1.split(' ').collect();
+            let mut c = Command::new("tar");
+            c.arg("-xzf").arg(&tarball).arg("-C").arg(&cp.root).args(&files);
+            let x = run_cmd(c);
+            assert!(x.ok(), "the printed roll-out: {}", x.describe());
+            f.note(format!("rotate {material} {step}: extracted {} from {node}'s tarball", files.join(" ")));
+        } else if let Some(rest) = t.strip_prefix("rm -f ") {
+            if group.contains(node) {
+                for p in rest.split(' ') {
+                    std::fs::remove_file(cp.root.join(p.trim_start_matches('/'))).unwrap_or_else(|e| panic!("rm {p}: {e}"));
+                }
+            }
+        } else if let Some(rest) = t.split_once(". restart ").map(|(_, r)| r) {
+            restarts.push(rest.split(' ').next().unwrap().to_string());
+        }
+    }
+    for component in &restarts {
+        cp.restart_unit(&b.tools, component);
+        f.note(format!("rotate {material} {step}: restarted {component}"));
+    }
+    // The controller-manager settles (takes its lease again) before the test goes on.
+    let settled = wait_for(Duration::from_secs(30), || {
+        for name in cp.revive(&b.tools) {
+            f.note(format!("rotate {material} {step}: {name} exited while kube-apiserver restarted; started again (Restart=on-failure)"));
+        }
+        cp.lease_holder("kube-controller-manager", Duration::from_secs(2))
+    });
+    f.check(settled.is_some(), || format!("rotate {material} {step}: kube-controller-manager holds no lease:\n{}", cp.logs()));
+    r
+}

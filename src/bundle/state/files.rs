@@ -221,6 +221,11 @@ pub(crate) struct EncryptionFile {
     pub(crate) keys: Vec<EncryptionKey>,
 }
 
+/// The text of `state/encryption.yaml` for `keys`, in order (the first one encrypts).
+pub fn encryption_file_text(keys: &[EncryptionKey]) -> String {
+    serde_saphyr::to_string(&EncryptionFile { keys: keys.to_vec() }).unwrap_or_default()
+}
+
 /// The keys of `state/encryption.yaml`, in order.
 pub fn parse_encryption(text: &str) -> Result<Vec<EncryptionKey>, String> {
     serde_saphyr::from_str::<EncryptionFile>(text).map(|f| f.keys).map_err(|e| e.to_string())
@@ -228,7 +233,10 @@ pub fn parse_encryption(text: &str) -> Result<Vec<EncryptionKey>, String> {
 
 /// The text of `state/encryption.yaml` for (name, secret) pairs, in order.
 pub fn encryption_yaml(keys: &[(String, Zeroizing<String>)]) -> String {
-    let keys = keys.iter().map(|(name, secret)| EncryptionKey { name: name.clone(), secret: secret.to_string() }).collect();
+    let keys = keys
+        .iter()
+        .map(|(name, secret)| EncryptionKey { name: name.clone(), secret: secret.to_string(), provider: Default::default() })
+        .collect();
     serde_saphyr::to_string(&EncryptionFile { keys }).unwrap_or_default()
 }
 
@@ -243,6 +251,14 @@ pub struct EncryptionKey {
     pub name: String,
     /// base64 of 32 random bytes.
     pub secret: String,
+    /// The EncryptionConfiguration provider the key belongs to (absent: aescbc, so a state made
+    /// before providers were chosen reads as it was written).
+    #[serde(default, skip_serializing_if = "is_aescbc")]
+    pub provider: crate::config::EncryptionProvider,
+}
+
+fn is_aescbc(p: &crate::config::EncryptionProvider) -> bool {
+    *p == crate::config::EncryptionProvider::Aescbc
 }
 
 impl Drop for EncryptionKey {

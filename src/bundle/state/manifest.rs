@@ -63,6 +63,11 @@ pub struct Manifest {
 pub enum Kind<'a> {
     Ca(&'a str),
     Sa,
+    /// The next service-account key of a rotation (`rotate sa start`), `pki/sa-next.key`.
+    SaNext,
+    /// The previous service-account public key of a rotation (`rotate sa switch`),
+    /// `pki/sa-previous.pub`: not a secret, but tokens it signed fail without it.
+    SaPrevious,
     EncryptionKey(&'a str),
 }
 
@@ -70,12 +75,16 @@ pub fn kind(id: &str) -> Option<Kind<'_>> {
     match id {
         "ca" | "front-proxy-ca" | "etcd-ca" => Some(Kind::Ca(id)),
         "sa" => Some(Kind::Sa),
+        "sa-next" => Some(Kind::SaNext),
+        "sa-previous" => Some(Kind::SaPrevious),
         _ => id.strip_prefix("encryption-key/").filter(|n| !n.is_empty()).map(Kind::EncryptionKey),
     }
 }
 
 pub const SA_KEY: &str = "pki/sa.key";
 pub const SA_PUB: &str = "pki/sa.pub";
+pub const SA_NEXT_KEY: &str = "pki/sa-next.key";
+pub const SA_PREVIOUS_PUB: &str = "pki/sa-previous.pub";
 
 /// The id of encryption key `name`.
 pub fn encryption_id(name: &str) -> String {
@@ -89,6 +98,8 @@ pub fn describe(id: &str) -> String {
         Some(Kind::Ca("front-proxy-ca")) => "the front-proxy CA (front-proxy-ca)".into(),
         Some(Kind::Ca(_)) => "the etcd CA (etcd-ca)".into(),
         Some(Kind::Sa) => "the service-account signing key (sa)".into(),
+        Some(Kind::SaNext) => "the next service-account key of the rotation in progress (sa-next)".into(),
+        Some(Kind::SaPrevious) => "the previous service-account public key of the rotation in progress (sa-previous)".into(),
         Some(Kind::EncryptionKey("*")) => "the encryption keys".into(),
         Some(Kind::EncryptionKey(n)) => format!("encryption key {n}"),
         None => id.to_string(),
@@ -104,6 +115,8 @@ pub fn depends(id: &str) -> String {
         }
         Some(Kind::Ca(_)) => "every etcd member's and API server's etcd certificates stop being trusted".into(),
         Some(Kind::Sa) => "every service-account token becomes invalid".into(),
+        Some(Kind::SaNext) => "the rotation cannot switch to it, and tokens it signed become invalid".into(),
+        Some(Kind::SaPrevious) => "tokens signed before `rotate sa switch` become invalid before `rotate sa finish`".into(),
         Some(Kind::EncryptionKey("*")) => "every Secret the API servers encrypted becomes unreadable".into(),
         Some(Kind::EncryptionKey(n)) => format!("every Secret the API servers encrypted with {n} becomes unreadable"),
         None => String::new(),
@@ -273,7 +286,16 @@ pub fn check(state_dir: &Path, m: &Manifest) -> Checked {
     let mut sa_pub_missing = false;
     for e in &m.secrets {
         match kind(&e.id) {
-            Some(Kind::Ca(_)) | Some(Kind::Sa) => {
+            Some(Kind::SaPrevious) => match read_file(state_dir, &e.file) {
+                Read::Missing => problem(&e.id, &e.file, Part::PublicKey, "is missing".into(), false),
+                Read::Unreadable(why) => problem(&e.id, &e.file, Part::PublicKey, format!("cannot be read ({why})"), true),
+                Read::Bytes(b) => {
+                    if public_key_der(&b).map(|d| sha256_hex(&d)).as_ref() != Some(&e.sha256) {
+                        problem(&e.id, &e.file, Part::PublicKey, "changed: it is not the public key the state recorded".into(), true);
+                    }
+                }
+            },
+            Some(Kind::Ca(_)) | Some(Kind::Sa) | Some(Kind::SaNext) => {
                 let key_ok = match read_file(state_dir, &e.file) {
                     // A pending CA key (ca csr) removed: dropped, nothing depended on it.
                     Read::Missing if e.awaiting_certificate => continue,
@@ -310,7 +332,7 @@ pub fn check(state_dir: &Path, m: &Manifest) -> Checked {
                             Ok(_) => {}
                         },
                     }
-                } else if key_ok {
+                } else if key_ok && kind(&e.id) == Some(Kind::Sa) {
                     match read_file(state_dir, SA_PUB) {
                         Read::Missing => sa_pub_missing = true,
                         Read::Unreadable(why) => problem(&e.id, SA_PUB, Part::PublicKey, format!("cannot be read ({why})"), true),
@@ -358,6 +380,19 @@ pub fn key_entry(id: &str, file: &str, key_bytes: &[u8], spki_der: &[u8], record
         file: file.to_string(),
         sha256: sha256_hex(key_bytes),
         public_key_sha256: Some(sha256_hex(spki_der)),
+        recorded: recorded.to_string(),
+        awaiting_certificate: false,
+        external: false,
+    }
+}
+
+/// The manifest entry of a public key the state keeps (`sa-previous`): the SHA-256 of its DER.
+pub fn public_entry(id: &str, file: &str, spki_der: &[u8], recorded: &str) -> Entry {
+    Entry {
+        id: id.to_string(),
+        file: file.to_string(),
+        sha256: sha256_hex(spki_der),
+        public_key_sha256: None,
         recorded: recorded.to_string(),
         awaiting_certificate: false,
         external: false,

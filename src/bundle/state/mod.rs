@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod files;
 pub mod manifest;
 pub mod restore;
+pub mod rotations;
 
 pub use files::*;
 
@@ -27,7 +28,14 @@ use crate::tree::FileTree;
 pub struct State {
     pub dir: PathBuf,
     pub authorities: BTreeMap<String, Authority>,
+    /// The key pair that signs service-account tokens (`pki/sa.key`).
     pub sa: Key,
+    /// `rotate sa start` made the next key (`pki/sa-next.key`): the API servers accept its
+    /// tokens, nothing signs with it yet.
+    pub sa_next: Option<Key>,
+    /// After `rotate sa switch`: the previous public key (`pki/sa-previous.pub`, PEM), still
+    /// accepted until `rotate sa finish`.
+    pub sa_previous: Option<String>,
     pub encryption_keys: Vec<EncryptionKey>,
     pub tokens: Vec<Token>,
     /// The leaves of the previous run (keys and issue times); the run writes its own.
@@ -52,6 +60,20 @@ impl State {
     /// changed refuses the run. A state without a manifest is accepted when it is complete (and
     /// then recorded), and refused when it is incomplete.
     pub fn load_or_init(dir: &Path, config: &Config, cas: &[CertSpec], clock: &Clock, force: bool) -> Result<State, StateError> {
+        Self::load_tolerating(dir, config, cas, clock, force, &[])
+    }
+
+    /// `load_or_init`, where the recorded secrets `lost_ok` names (manifest ids) may be missing
+    /// or changed: a lifecycle command that drops them anyway (`rotate ... abort` drops the
+    /// rotation's new key, which nothing used yet) runs without them.
+    pub fn load_tolerating(
+        dir: &Path,
+        config: &Config,
+        cas: &[CertSpec],
+        clock: &Clock,
+        force: bool,
+        lost_ok: &[String],
+    ) -> Result<State, StateError> {
         use crate::bundle::state::manifest::{self as sm, Manifest};
         let mut report = Vec::new();
         let mut files = FileTree::new();
@@ -59,10 +81,14 @@ impl State {
 
         // What the state recorded is checked before anything is used or made.
         let recorded = if force { None } else { sm::read(dir)? };
+        // Recorded secrets that are lost, and that the command drops anyway (`lost_ok`).
+        let mut lost: Vec<String> = Vec::new();
         let had_manifest = recorded.is_some();
         match &recorded {
             Some(m) => {
-                let checked = sm::check(dir, m);
+                let mut checked = sm::check(dir, m);
+                lost.extend(checked.problems.iter().filter(|p| lost_ok.contains(&p.id)).map(|p| p.id.clone()));
+                checked.problems.retain(|p| !lost_ok.contains(&p.id));
                 if !checked.problems.is_empty() {
                     return Err(check::refusal(dir, m, &checked.problems));
                 }
@@ -212,6 +238,27 @@ impl State {
         };
         files.insert("pki/sa.key", sa.private_pem().as_bytes().to_vec(), 0o600);
         files.insert("pki/sa.pub", sa.public_pem().into_bytes(), 0o600);
+        // A service-account key rotation's extra keys (recorded in the manifest, checked above).
+        let sa_hint = "restore it from a backup (kubebundle-backup-*/state/); or `kubebundle rotate sa abort` before switch";
+        let sa_next = match read_opt(dir, sm::SA_NEXT_KEY)? {
+            Some(k) if !force && !lost.iter().any(|id| id == "sa-next") => {
+                let key = Key::from_pem(&k).map_err(|e| bad(dir, sm::SA_NEXT_KEY, e.to_string(), sa_hint))?;
+                adopt(&mut manifest, sm::key_entry("sa-next", sm::SA_NEXT_KEY, k.as_bytes(), &key.spki_der(), &now), &mut report);
+                files.insert(sm::SA_NEXT_KEY, k.into_bytes(), 0o600);
+                Some(key)
+            }
+            _ => None,
+        };
+        let sa_previous = match read_opt(dir, sm::SA_PREVIOUS_PUB)? {
+            Some(p) if !force => {
+                let der =
+                    sm::public_key_der(p.as_bytes()).ok_or_else(|| bad(dir, sm::SA_PREVIOUS_PUB, "it is not a PEM public key", sa_hint))?;
+                adopt(&mut manifest, sm::public_entry("sa-previous", sm::SA_PREVIOUS_PUB, &der, &now), &mut report);
+                files.insert(sm::SA_PREVIOUS_PUB, p.clone().into_bytes(), 0o600);
+                Some(p)
+            }
+            _ => None,
+        };
         let encryption_keys = match (force, read_opt(dir, ENCRYPTION_FILE)?) {
             (false, Some(text)) => {
                 let f: EncryptionFile = serde_saphyr::from_str(&text).map_err(|e| {
@@ -245,8 +292,11 @@ impl State {
                     created("the encryption key")
                 });
                 let bytes = source::new_secret32(config.seed.as_deref(), "encryption/key1");
-                let keys =
-                    vec![EncryptionKey { name: "key1".into(), secret: base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()) }];
+                let keys = vec![EncryptionKey {
+                    name: "key1".into(),
+                    secret: base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()),
+                    provider: config.encryption_provider,
+                }];
                 manifest.record(sm::encryption_entry("key1", &keys[0].secret, &now));
                 let text = serde_saphyr::to_string(&EncryptionFile { keys: keys.clone() })
                     .map_err(|e| bad(dir, ENCRYPTION_FILE, e.to_string(), "report this"))?;
@@ -263,9 +313,13 @@ impl State {
         let tokens = resolve_tokens(config, stored, clock, &mut report)?;
         files.insert(TOKENS_FILE, tokens_yaml(&tokens)?.into_bytes(), 0o600);
         files.insert(MARKER_FILE, marker_text(&config.cluster_name).into_bytes(), 0o600);
+        // A rotation's phase (its material is checked above, with the manifest).
+        if !force {
+            rotations::read(dir)?;
+        }
 
         let leaves = if force { LeafRecords::new() } else { read_leaves(dir)? };
-        Ok(State { dir: dir.to_path_buf(), authorities, sa, encryption_keys, tokens, leaves, files, report })
+        Ok(State { dir: dir.to_path_buf(), authorities, sa, sa_next, sa_previous, encryption_keys, tokens, leaves, files, report })
     }
 
     pub fn authority(&self, id: &str) -> Option<&Authority> {

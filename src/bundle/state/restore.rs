@@ -168,16 +168,18 @@ pub fn restore(args: &RestoreArgs) -> Result<RestoreReport, RestoreError> {
         }
     }
     if !encryption.is_empty() {
-        let current = std::fs::read_to_string(state_dir.join(state::ENCRYPTION_FILE)).ok().and_then(|t| sm::encryption_keys(&t).ok());
-        let mut keys: sm::NamedKeys = current.unwrap_or_default();
+        // The keys the file still holds keep their provider; a key put back from a copy is
+        // aescbc's unless the file named it (an EncryptionConfiguration copy says which).
+        let current = std::fs::read_to_string(state_dir.join(state::ENCRYPTION_FILE)).ok().and_then(|t| state::parse_encryption(&t).ok());
+        let mut keys: Vec<state::EncryptionKey> = current.unwrap_or_default();
         for (w, c) in &encryption {
             let name = w.id.strip_prefix("encryption-key/").unwrap_or_default().to_string();
-            let secret = Zeroizing::new(String::from_utf8_lossy(&c.bytes).into_owned());
-            match keys.iter_mut().find(|(n, _)| *n == name) {
-                Some(k) => k.1 = secret,
+            let secret = String::from_utf8_lossy(&c.bytes).into_owned();
+            match keys.iter_mut().find(|k| k.name == name) {
+                Some(k) => k.secret = secret,
                 None => {
                     let at = c.order.iter().position(|n| *n == name).unwrap_or(keys.len()).min(keys.len());
-                    keys.insert(at, (name.clone(), secret));
+                    keys.insert(at, state::EncryptionKey { name: name.clone(), secret, provider: Default::default() });
                 }
             }
             report.lines.push(format!(
@@ -186,7 +188,7 @@ pub fn restore(args: &RestoreArgs) -> Result<RestoreReport, RestoreError> {
                 c.label
             ));
         }
-        writes.insert(state::ENCRYPTION_FILE.into(), Zeroizing::new(state::encryption_yaml(&keys).into_bytes()));
+        writes.insert(state::ENCRYPTION_FILE.into(), Zeroizing::new(state::encryption_file_text(&keys).into_bytes()));
     }
     // sa.pub follows sa.key.
     let sa_restored = writes.contains_key(sm::SA_KEY);
