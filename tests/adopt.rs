@@ -605,9 +605,10 @@ fn a_bootstrap_token_in_the_tree_is_kept() {
 }
 
 /// kubeadm's own way to encrypt at rest: the static pod of the kube-apiserver names an
-/// EncryptionConfiguration; adopt takes its aescbc keys in their order. The file missing is refused
-/// (exit 1, named), and identity first or another provider is refused (exit 2, named); nothing is
-/// written in either case.
+/// EncryptionConfiguration; adopt takes its keys with their providers in their order (a rotation in
+/// progress: aescbc then secretbox), generate packs them so, and `rotate encryption|sa start` run
+/// on the adopted bundle. The file missing is refused (exit 1, named), and identity first or a kms
+/// provider is refused (exit 2, named); nothing is written in either case.
 #[test]
 fn the_encryption_keys_are_read_where_the_static_pod_says() {
     let tmp = temp_dir("adopt-enc");
@@ -636,13 +637,14 @@ fn the_encryption_keys_are_read_where_the_static_pod_says() {
     std::fs::write(&enc_path, identity_first).unwrap();
     let run = adopt(t, &etc, &config, &out, &[]);
     f.check(run.code == Some(2) && run.stderr.contains("identity comes first"), || format!("identity first: {}", run.describe()));
-    std::fs::write(&enc_path, enc.replace("aescbc", "secretbox")).unwrap();
+    let kms = enc.replace("  - identity: {}\n", "  - kms:\n      name: vault\n  - identity: {}\n");
+    std::fs::write(&enc_path, kms).unwrap();
     let run = adopt(t, &etc, &config, &out, &[]);
-    f.check(run.code == Some(2) && run.stderr.contains("the providers are secretbox, identity"), || {
-        format!("secretbox: {}", run.describe())
-    });
+    f.check(run.code == Some(2) && run.stderr.contains("the providers are aescbc, kms, identity"), || format!("kms: {}", run.describe()));
     f.check(nonempty_contents(&out).is_none(), || "a refusal wrote something".into());
 
+    // A rotation in progress on the cluster: the new aescbc key first, the old secretbox key second.
+    let enc = enc.replace("      - name: old\n", "  - secretbox:\n      keys:\n      - name: old\n");
     std::fs::write(&enc_path, &enc).unwrap();
     let before_ok = snapshot(&root);
     let run = adopt(t, &etc, &config, &out, &[]);
@@ -654,9 +656,32 @@ fn the_encryption_keys_are_read_where_the_static_pod_says() {
     f.check(manifest.contains("encryption-key/new") && manifest.contains("encryption-key/old"), || manifest.clone());
     f.check(!run.stdout.contains(k1) && !run.stdout.contains(k2) && !run.stderr.contains(k1), || "a key was printed".into());
     f.check(
-        run.stdout.lines().any(|l| l.starts_with("encryption key new (aescbc)") && l.contains(&enc_path.display().to_string())),
+        run.stdout.lines().any(|l| l.starts_with("encryption key new (aescbc)") && l.contains(&enc_path.display().to_string()))
+            && run.stdout.lines().any(|l| l.starts_with("encryption key old (secretbox)")),
         || run.stdout.clone(),
     );
+    f.check(state.contains("provider: secretbox"), || format!("encryption.yaml does not keep old's provider: {state}"));
+
+    // The bundle generate makes from the adopted state holds the tree's providers and keys in
+    // order, and rotate works on it as on a bundle kubebundle made.
+    let (cfg, o) = (config.to_str().unwrap(), out.to_str().unwrap());
+    let run = kubebundle(t, &["generate", "--config", cfg, "--out", o, "--now", NOW], &[]);
+    f.check(run.ok(), || format!("generate: {}", run.describe()));
+    let cp = common::corp::tarball_files(&out.join("kubernetes/nodes/cp1.tar.gz"));
+    let packed =
+        cp.iter().find(|(p, _)| p.contains("encryption")).map(|(_, b)| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+    let providers: Vec<&str> = packed
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- ").and_then(|p| p.strip_suffix(':')))
+        .filter(|p| *p != "resources")
+        .collect();
+    f.check(providers == ["aescbc", "secretbox"] && packed.contains(k1) && packed.contains(k2), || {
+        format!("cp1's encryption config:\n{packed}")
+    });
+    for material in ["encryption", "sa"] {
+        let run = kubebundle(t, &["rotate", material, "start", "--config", cfg, "--out", o, "--now", NOW], &[]);
+        f.check(run.ok(), || format!("rotate {material} start on the adopted state: {}", run.describe()));
+    }
     f.check(snapshot(&root) == before_ok, || "adopt changed the tree".into());
     f.finish("the_encryption_keys_are_read_where_the_static_pod_says");
 }

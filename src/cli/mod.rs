@@ -82,7 +82,7 @@ certificates wait); \
     /// tarball; the layout recognised as `certs check-expiration` does), exactly as generate would
     /// have made it: the CAs (a CA whose key the tree lacks is recorded as an external CA; a CA
     /// file carrying its chain keeps it), the service-account key pair (sa.pub derived when
-    /// absent), the aescbc keys of the EncryptionConfiguration the kube-apiserver reads
+    /// absent), the keys (aescbc, aesgcm, secretbox) of the EncryptionConfiguration the kube-apiserver reads
     /// (--encryption-provider-config in its static pod, unit or kubeadm patch) and the bootstrap
     /// tokens the tree holds; and, when the config names the tree's node, its own leaf
     /// certificates that are what the plan wants (generate packs them unchanged; the others it

@@ -19,9 +19,9 @@ use super::LifecycleError;
 use crate::bundle::output;
 use crate::bundle::state::cluster::{self, ClusterRecord, EtcdRecord};
 use crate::bundle::state::manifest as sm;
-use crate::bundle::state::{self, Token};
+use crate::bundle::state::{self, EncryptionKey, Token};
 use crate::clock::Clock;
-use crate::config::{Config, Host, TokenSpec};
+use crate::config::{Config, EncryptionProvider, Host, TokenSpec};
 use crate::pki::import::{self as input, ImportError, Input};
 use crate::pki::issue::Authority;
 use crate::pki::keys::Key;
@@ -161,18 +161,19 @@ impl Provider {
     }
 }
 
-/// The encryption keys of an EncryptionConfiguration, when it has the shape `generate` writes
-/// (secrets: aescbc with 32-byte keys first, identity after it or not at all): (name, secret) in
-/// order. Anything else is refused with what differs: the state could not reproduce it, and a
-/// control plane generate makes would then store Secrets differently from the running ones.
-fn encryption_keys(bytes: &[u8], shown: &str) -> Result<sm::NamedKeys, LifecycleError> {
+/// The encryption keys of an EncryptionConfiguration, when it has a shape `generate` writes
+/// (secrets: entries of aescbc, aesgcm or secretbox with 32-byte keys, each provider once, then
+/// identity or nothing): every key with its provider, in order (the first one encrypts). Anything
+/// else is refused with what differs: the state could not reproduce it, and a control plane
+/// generate makes would then store Secrets differently from the running ones.
+fn encryption_keys(bytes: &[u8], shown: &str) -> Result<Vec<EncryptionKey>, LifecycleError> {
     let text = std::str::from_utf8(bytes).map_err(|_| input(format!("{shown}: not text, so not an EncryptionConfiguration")))?;
     let conf: EncryptionConfiguration = serde_saphyr::from_str(text)
         .map_err(|e| input(format!("{shown}: not an EncryptionConfiguration ({})", e.to_string().lines().next().unwrap_or_default())))?;
     if conf.kind != "EncryptionConfiguration" {
         return Err(input(format!("{shown}: kind is {:?}, not EncryptionConfiguration", conf.kind)));
     }
-    let hint = "  hint: adopt takes the shape generate writes (resources: [secrets], providers: aescbc with 32-byte keys, then identity); make the cluster's configuration that shape first (lifecycle.md §6 orders such a change), then adopt again";
+    let hint = "  hint: adopt takes the shapes generate and rotate write (resources: [secrets], providers: aescbc, aesgcm or secretbox with 32-byte keys, each provider once, then identity); make the cluster's configuration that shape first (lifecycle.md §6 orders such a change), then adopt again";
     let [res] = conf.resources.as_slice() else {
         return Err(input(format!("{shown}: {} resource lists; adopt takes one, for secrets\n{hint}", conf.resources.len())));
     };
@@ -180,30 +181,35 @@ fn encryption_keys(bytes: &[u8], shown: &str) -> Result<sm::NamedKeys, Lifecycle
         return Err(input(format!("{shown}: resources[0].resources is {:?}; adopt takes [secrets] alone\n{hint}", res.resources)));
     }
     let names: Vec<&str> = res.providers.iter().map(Provider::name).collect();
-    let shape_ok = matches!(names.as_slice(), ["aescbc"] | ["aescbc", "identity"]);
-    if !shape_ok {
+    let keyed = names.strip_suffix(&["identity"]).unwrap_or(&names);
+    let local = |n: &&str| EncryptionProvider::parse(n).is_some();
+    let once = keyed.iter().enumerate().all(|(i, n)| !keyed[..i].contains(n));
+    if keyed.is_empty() || !keyed.iter().all(local) || !once {
         let what = match names.first() {
             Some(&"identity") => "identity comes first: the API servers store Secrets unencrypted".to_string(),
             _ => format!("the providers are {}", names.join(", ")),
         };
-        return Err(input(format!("{shown}: {what}; the state holds aescbc keys listed first (then identity)\n{hint}")));
+        return Err(input(format!("{shown}: {what}; the state holds keys of aescbc, aesgcm or secretbox, each provider once, listed first (then identity)\n{hint}")));
     }
-    let keys = res.providers[0].aescbc.as_ref().map(|k| k.keys.as_slice()).unwrap_or_default();
-    if keys.is_empty() {
-        return Err(input(format!("{shown}: aescbc has no keys\n{hint}")));
-    }
-    let mut out = Vec::new();
-    for k in keys {
-        if sm::decode_secret(&k.secret).is_none() {
-            return Err(input(format!(
-                "{shown}: aescbc key {:?} is not base64 of 32 bytes (AES-256); the state holds 32-byte keys only\n{hint}",
-                k.name
-            )));
+    let mut out: Vec<EncryptionKey> = Vec::new();
+    for (p, name) in res.providers.iter().zip(keyed) {
+        let provider = EncryptionProvider::parse(name).unwrap_or_default();
+        let keys = [&p.aescbc, &p.aesgcm, &p.secretbox].into_iter().flatten().flat_map(|k| k.keys.iter()).collect::<Vec<_>>();
+        if keys.is_empty() {
+            return Err(input(format!("{shown}: {name} has no keys\n{hint}")));
         }
-        if out.iter().any(|(n, _): &(String, Zeroizing<String>)| *n == k.name) {
-            return Err(input(format!("{shown}: aescbc has two keys named {:?}\n{hint}", k.name)));
+        for k in keys {
+            if sm::decode_secret(&k.secret).is_none() {
+                return Err(input(format!(
+                    "{shown}: {name} key {:?} is not base64 of 32 bytes; the state holds 32-byte keys only\n{hint}",
+                    k.name
+                )));
+            }
+            if out.iter().any(|o| o.name == k.name) {
+                return Err(input(format!("{shown}: two keys are named {:?}\n{hint}", k.name)));
+            }
+            out.push(EncryptionKey { name: k.name.clone(), secret: k.secret.clone(), provider });
         }
-        out.push((k.name.clone(), Zeroizing::new(k.secret.clone())));
     }
     Ok(out)
 }
@@ -671,8 +677,9 @@ pub fn adopt(config: &Config, args: &AdoptArgs, clock: &Clock) -> Result<Adopted
                 )));
             };
             let keys = encryption_keys(&f.bytes, &shown)?;
-            for (name, _) in &keys {
-                sources.push(source(format!("encryption key {name} (aescbc)"), shown.clone(), &f.bytes, state::ENCRYPTION_FILE));
+            for k in &keys {
+                let what = format!("encryption key {} ({})", k.name, k.provider.name());
+                sources.push(source(what, shown.clone(), &f.bytes, state::ENCRYPTION_FILE));
             }
             keys
         }
@@ -683,7 +690,7 @@ pub fn adopt(config: &Config, args: &AdoptArgs, clock: &Clock) -> Result<Adopted
                 "encryption: the API server reads no --encryption-provider-config; made a new aescbc key key1 (--new-encryption-key): the control planes generate makes encrypt Secrets with it, so every running control plane must take the bundle's encryption configuration before one of them starts"
                     .into(),
             );
-            vec![("key1".to_string(), Zeroizing::new(secret))]
+            vec![EncryptionKey { name: "key1".into(), secret, provider: EncryptionProvider::Aescbc }]
         }
         None => {
             let looked: Vec<String> = APISERVER_SPECS
@@ -697,10 +704,10 @@ pub fn adopt(config: &Config, args: &AdoptArgs, clock: &Clock) -> Result<Adopted
             )));
         }
     };
-    for (name, secret) in &keys {
-        m.record(sm::encryption_entry(name, secret, &now));
+    for k in &keys {
+        m.record(sm::encryption_entry(&k.name, &k.secret, &now));
     }
-    files.push((state::ENCRYPTION_FILE.into(), Zeroizing::new(state::encryption_yaml(&keys).into_bytes())));
+    files.push((state::ENCRYPTION_FILE.into(), Zeroizing::new(state::encryption_file_text(&keys).into_bytes())));
 
     // Bootstrap tokens: the tree tells nothing of their expiry, so they get kubeadm's default
     // time to live from now (the Secret manifest generate writes sets it on the cluster).
@@ -880,13 +887,21 @@ mod tests {
         let key = "c2VjcmV0IGlzIHNlY3VyZSwgSSB0aGluayBzbyEhISE=";
         let ok = format!("kind: EncryptionConfiguration\napiVersion: apiserver.config.k8s.io/v1\nresources:\n- resources: [secrets]\n  providers:\n  - aescbc:\n      keys:\n      - {{name: k2, secret: {key}}}\n      - {{name: k1, secret: {key}}}\n  - identity: {{}}\n");
         let keys = encryption_keys(ok.as_bytes(), "e.yaml").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(keys.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["k2", "k1"]);
+        assert_eq!(keys.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["k2", "k1"]);
         let identity_first = ok.replace("  - identity: {}\n", "").replace("  - aescbc:", "  - identity: {}\n  - aescbc:");
         let e = encryption_keys(identity_first.as_bytes(), "e.yaml").map(|_| ()).unwrap_err().to_string();
         assert!(e.contains("e.yaml") && e.contains("aescbc"), "{e}");
-        let gcm = ok.replace("aescbc", "aesgcm");
-        let e = encryption_keys(gcm.as_bytes(), "e.yaml").map(|_| ()).unwrap_err().to_string();
-        assert!(e.contains("aesgcm, identity"), "{e}");
+        // A rotation's in-between shape: aescbc's key first, a secretbox key second.
+        let two = ok.replace("      - {name: k1", "  - secretbox:\n      keys:\n      - {name: k1");
+        let keys = encryption_keys(two.as_bytes(), "e.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let got: Vec<_> = keys.iter().map(|k| (k.name.as_str(), k.provider)).collect();
+        assert_eq!(got, [("k2", EncryptionProvider::Aescbc), ("k1", EncryptionProvider::Secretbox)]);
+        let twice = two.replace("secretbox", "aescbc");
+        let e = encryption_keys(twice.as_bytes(), "e.yaml").map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("the providers are aescbc, aescbc, identity"), "{e}");
+        let kms = ok.replace("  - identity: {}\n", "  - kms: {name: x}\n  - identity: {}\n");
+        let e = encryption_keys(kms.as_bytes(), "e.yaml").map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("aescbc, kms, identity"), "{e}");
         let short = ok.replace(key, "c2hvcnQ=");
         let e = encryption_keys(short.as_bytes(), "e.yaml").map(|_| ()).unwrap_err().to_string();
         assert!(e.contains("k2") && e.contains("32 bytes"), "{e}");
