@@ -1,6 +1,7 @@
 //! `cargo bench --bench bundle`: the physical floor (one key, per algorithm), then whole bundles made
 //! by the release CLI as a child process (wall time and peak RSS); on the fresh 1,000-worker bundle,
-//! `certs check-expiration` and `certs renew all` side by side with the generate that made it; then
+//! `certs check-expiration`, `certs renew all` and every phase of `rotate sa` and `rotate encryption`
+//! side by side with the generate that made it; then
 //! a re-run and one node added to that state. A plain binary (harness = false) so it needs no extra crates; it prints Markdown tables.
 //!
 //! Environment:
@@ -266,6 +267,29 @@ fn filesystem_of(dir: &Path) -> (String, String) {
         .unwrap_or_else(|| ("unknown".into(), "?".into()))
 }
 
+/// The lifecycle commands run on the bundle generate made from `cfg` in `out`, in order, each an
+/// hour after the one before: (what, arguments, the exit codes that count as success).
+fn lifecycle_commands(cfg: &Path, out: &Path) -> Vec<(String, Vec<std::ffi::OsString>, &'static [i32])> {
+    let dir = out.join("bench");
+    let at = |hour: usize| format!("2026-01-01T{hour:02}:00:00Z");
+    let os = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+    let mut commands = vec![
+        (
+            "certs check-expiration".to_string(),
+            os(&["certs", "check-expiration", "--dir", dir.to_str().unwrap(), "--now", &at(1)]),
+            &[0, 3][..],
+        ),
+        ("certs renew all".to_string(), os(&["certs", "renew", "all", "--dir", dir.to_str().unwrap(), "--now", &at(1)]), &[0][..]),
+    ];
+    let phases =
+        [("sa", "start"), ("sa", "switch"), ("sa", "finish"), ("encryption", "start"), ("encryption", "switch"), ("encryption", "finish")];
+    for (hour, (material, step)) in phases.into_iter().enumerate() {
+        let args = ["rotate", material, step, "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", &at(hour + 2)];
+        commands.push((format!("rotate {material} {step}"), os(&args), &[0][..]));
+    }
+    commands
+}
+
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| default.to_string())
 }
@@ -338,17 +362,11 @@ fn main() {
                     Err(e) => failed = Some(e),
                 }
                 if n == GROW && failed.is_none() && r == 0 {
-                    // The lifecycle on the bundle just made: check-expiration, then renew all, an hour later.
-                    let at = "2026-01-01T01:00:00Z";
-                    let dir: std::ffi::OsString = out.join("bench").into();
-                    let check: Vec<std::ffi::OsString> =
-                        vec!["certs".into(), "check-expiration".into(), "--dir".into(), dir.clone(), "--now".into(), at.into()];
-                    let renew: Vec<std::ffi::OsString> =
-                        vec!["certs".into(), "renew".into(), "all".into(), "--dir".into(), dir, "--now".into(), at.into()];
+                    // The lifecycle on the bundle just made, each command an hour after the one before.
                     let generated = runs.last().map(|g: &Run| g.wall);
-                    let mut row = vec![alg.to_string(), format!("3 + {n}"), generated.map(dur).unwrap_or_default()];
-                    for (what, args, ok) in [("check-expiration", &check, &[0, 3][..]), ("renew all", &renew, &[0][..])] {
-                        match run_child(&bin, args, ok) {
+                    for (what, args, ok) in lifecycle_commands(&cfg, &out) {
+                        let mut row = vec![alg.to_string(), format!("3 + {n}"), generated.map(dur).unwrap_or_default(), what.clone()];
+                        match run_child(&bin, &args, ok) {
                             Ok(run) => {
                                 eprintln!("bench: {alg} 3 + {n}, {what}: {} {}", dur(run.wall), mib(run.peak_kib));
                                 let ratio =
@@ -358,8 +376,8 @@ fn main() {
                             }
                             Err(e) => row.extend([format!("failed: {e}"), "—".into(), "—".into(), "—".into()]),
                         }
+                        lifecycle.push(row);
                     }
-                    lifecycle.push(row);
                 }
                 if n == GROW && failed.is_none() {
                     for (what, cfg) in [("re-run, no change", cfg.clone()), ("add 1 worker", write_config(alg, n + 1))] {
@@ -437,19 +455,7 @@ fn main() {
     );
     if !lifecycle.is_empty() {
         print_table(
-            &[
-                "algorithm",
-                "bundle (control planes + workers)",
-                "fresh generate",
-                "check-expiration",
-                "÷ generate",
-                "peak RSS",
-                others_col,
-                "renew all",
-                "÷ generate",
-                "peak RSS",
-                others_col,
-            ],
+            &["algorithm", "bundle (control planes + workers)", "fresh generate", "command", "wall", "÷ generate", "peak RSS", others_col],
             &lifecycle,
         );
     }
