@@ -322,6 +322,15 @@ fn abort_after_start_gives_back_the_pre_start_bundle_and_archives_the_new_key() 
         f.check(archived, || format!("{material}: the new key is in no backup beside the bundle"));
         f.check(w.state("rotations.yaml").contains("phase: aborted"), || w.state("rotations.yaml"));
     }
+    // A lost new key blocks every run like any recorded secret, but not the abort that drops it.
+    f.check(w.rotate(&["sa", "start"]).ok(), || "sa start again".into());
+    std::fs::remove_file(w.bundle().join("state/pki/sa-next.key")).unwrap();
+    let g = w.run(&["generate"]);
+    f.check(g.code == Some(1) && g.stderr.contains("sa-next.key is missing"), || format!("generate without sa-next.key: {}", g.describe()));
+    let r = w.rotate(&["sa", "abort"]);
+    f.check(r.ok() && r.stdout.contains("the state had lost it"), || format!("abort without sa-next.key: {}", r.describe()));
+    let g = w.run(&["generate"]);
+    f.check(g.ok() && !w.state("manifest.yaml").contains("sa-next"), || format!("generate after the abort: {}", g.describe()));
     // A name is never used twice: the next encryption key is key3.
     let r = w.rotate(&["encryption", "start"]);
     f.check(r.ok() && r.stdout.contains("added key3 (aescbc)"), || r.describe());

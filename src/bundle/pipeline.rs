@@ -54,6 +54,7 @@ fn render<E: From<GenerateError>>(
     clock: &Clock,
     force: bool,
     sink: &(dyn Fn(&Previous, &str, crate::tree::FileTree) -> Result<(), materialize::MaterializeError> + Sync),
+    lost_ok: &[String],
     edit: &mut dyn FnMut(&mut State) -> Result<(), E>,
 ) -> Result<(State, Bundle, Vec<String>), Failed<E>> {
     let state_dir = cluster_dir.join("state");
@@ -70,7 +71,7 @@ fn render<E: From<GenerateError>>(
     }
     let config = &config;
     let mut plan = make_plan_with(config, decision.etcd.clone())?;
-    let mut state = State::load_or_init(&state_dir, config, &plan.certificate_authorities, clock, force)?;
+    let mut state = State::load_tolerating(&state_dir, config, &plan.certificate_authorities, clock, force, lost_ok)?;
     // A lifecycle command changes the state it loaded (a rotation's phase) before the bundle is
     // rendered from it.
     edit(&mut state).map_err(Failed::Edit)?;
@@ -162,7 +163,7 @@ pub fn build(
     force: bool,
     unpacked: bool,
 ) -> Result<(State, Bundle, Vec<String>, Vec<String>), GenerateError> {
-    build_with(config, out, clock, force, unpacked, &mut |_| Ok::<_, GenerateError>(StateEdit::default()))
+    build_with(config, out, clock, force, unpacked, &[], &mut |_| Ok::<_, GenerateError>(StateEdit::default()))
 }
 
 /// What `build` returns: the state, the bundle, the run's summary lines and the operator's steps.
@@ -183,16 +184,18 @@ pub struct StateEdit {
 /// `build`, with `edit` changing the state once it is loaded and checked, under the bundle's
 /// lock, before anything is rendered from it: a lifecycle command (a rotation's phase) is then one
 /// transaction exactly like generate, and the bundle it writes is complete for the edited state.
-/// `edit` returns the state files to remove and to archive.
+/// `edit` returns the state files to remove and to archive. The recorded secrets `lost_ok` names
+/// may be missing or changed (see `State::load_tolerating`).
 pub fn build_with<E: From<GenerateError>>(
     config: &Config,
     out: &Path,
     clock: &Clock,
     force: bool,
     unpacked: bool,
+    lost_ok: &[String],
     edit: &mut dyn FnMut(&mut State) -> Result<StateEdit, E>,
 ) -> Result<Built, E> {
-    build_inner(config, out, clock, force, unpacked, edit).map_err(Failed::into_error)
+    build_inner(config, out, clock, force, unpacked, lost_ok, edit).map_err(Failed::into_error)
 }
 
 fn build_inner<E: From<GenerateError>>(
@@ -201,6 +204,7 @@ fn build_inner<E: From<GenerateError>>(
     clock: &Clock,
     force: bool,
     unpacked: bool,
+    lost_ok: &[String],
     edit: &mut dyn FnMut(&mut State) -> Result<StateEdit, E>,
 ) -> Result<Built, Failed<E>> {
     let cluster_dir = out.join(&config.cluster_name);
@@ -291,7 +295,7 @@ fn build_inner<E: From<GenerateError>>(
         Ok(())
     };
     let mut edited = StateEdit::default();
-    let (mut state, bundle, steps) = render(config, &cluster_dir, clock, force, &write_node, &mut |state: &mut State| {
+    let (mut state, bundle, steps) = render(config, &cluster_dir, clock, force, &write_node, lost_ok, &mut |state: &mut State| {
         edited = edit(state)?;
         Ok(())
     })?;
@@ -400,7 +404,7 @@ pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Resu
         Ok(())
     };
     let (state, bundle, _) =
-        render::<GenerateError>(config, &cluster_dir, clock, false, &compare_node, &mut |_| Ok(())).map_err(Failed::into_error)?;
+        render::<GenerateError>(config, &cluster_dir, clock, false, &compare_node, &[], &mut |_| Ok(())).map_err(Failed::into_error)?;
     let mut changes = changes.into_inner().unwrap_or_else(|e| e.into_inner());
     let mut seen = seen.into_inner().unwrap_or_else(|e| e.into_inner());
     for tree in [&state.files, &bundle.state_files] {

@@ -66,6 +66,20 @@ impl State {
     /// changed refuses the run. A state without a manifest is accepted when it is complete (and
     /// then recorded), and refused when it is incomplete.
     pub fn load_or_init(dir: &Path, config: &Config, cas: &[CertSpec], clock: &Clock, force: bool) -> Result<State, StateError> {
+        Self::load_tolerating(dir, config, cas, clock, force, &[])
+    }
+
+    /// `load_or_init`, where the recorded secrets `lost_ok` names (manifest ids) may be missing
+    /// or changed: a lifecycle command that drops them anyway (`rotate ... abort` drops the
+    /// rotation's new key, which nothing used yet) runs without them.
+    pub fn load_tolerating(
+        dir: &Path,
+        config: &Config,
+        cas: &[CertSpec],
+        clock: &Clock,
+        force: bool,
+        lost_ok: &[String],
+    ) -> Result<State, StateError> {
         use crate::bundle::state::manifest::{self as sm, Manifest};
         let mut report = Vec::new();
         let mut files = FileTree::new();
@@ -73,10 +87,14 @@ impl State {
 
         // What the state recorded is checked before anything is used or made.
         let recorded = if force { None } else { sm::read(dir)? };
+        // Recorded secrets that are lost, and that the command drops anyway (`lost_ok`).
+        let mut lost: Vec<String> = Vec::new();
         let had_manifest = recorded.is_some();
         match &recorded {
             Some(m) => {
-                let checked = sm::check(dir, m);
+                let mut checked = sm::check(dir, m);
+                lost.extend(checked.problems.iter().filter(|p| lost_ok.contains(&p.id)).map(|p| p.id.clone()));
+                checked.problems.retain(|p| !lost_ok.contains(&p.id));
                 if !checked.problems.is_empty() {
                     return Err(check::refusal(dir, m, &checked.problems));
                 }
@@ -229,7 +247,7 @@ impl State {
         // A service-account key rotation's extra keys (recorded in the manifest, checked above).
         let sa_hint = "restore it from a backup (kubebundle-backup-*/state/); or `kubebundle rotate sa abort` before switch";
         let sa_next = match read_opt(dir, sm::SA_NEXT_KEY)? {
-            Some(k) if !force => {
+            Some(k) if !force && !lost.iter().any(|id| id == "sa-next") => {
                 let key = Key::from_pem(&k).map_err(|e| bad(dir, sm::SA_NEXT_KEY, e.to_string(), sa_hint))?;
                 adopt(&mut manifest, sm::key_entry("sa-next", sm::SA_NEXT_KEY, k.as_bytes(), &key.spki_der(), &now), &mut report);
                 files.insert(sm::SA_NEXT_KEY, k.into_bytes(), 0o600);

@@ -132,6 +132,14 @@ impl Material for Encryption {
         Ok(Change { old, new, summary, edit })
     }
 
+    fn may_be_lost(&self, step: Step, open: &Rotation) -> Vec<String> {
+        if step == Step::Abort {
+            vec![sm::encryption_id(&open.new)]
+        } else {
+            Vec::new()
+        }
+    }
+
     fn rollout(&self, step: Step, rotation: &Rotation, ctx: &RolloutContext) -> Rollout {
         let kubeconfig = ctx.admin_kubeconfig.as_deref().map(|k| format!(" --kubeconfig {k}")).unwrap_or_default();
         let then = match step {

@@ -142,6 +142,11 @@ pub trait Material: Sync {
         history: &Rotations,
         opts: &Options,
     ) -> Result<Change, RotateError>;
+    /// The recorded secrets (manifest ids) the step drops anyway, so it runs without them when
+    /// they are lost: `abort` drops the rotation's new key, which nothing used yet.
+    fn may_be_lost(&self, _step: Step, _open: &Rotation) -> Vec<String> {
+        Vec::new()
+    }
     /// What the operator restarts and does after the phase's files are in place.
     fn rollout(&self, step: Step, rotation: &Rotation, ctx: &RolloutContext) -> Rollout;
 }
@@ -337,7 +342,9 @@ pub fn rotate(config: &Config, args: &RotateArgs, clock: &Clock) -> Result<Rotat
     }
     let again = Again { material: m.command(), flags: args.flags.clone() };
     // Checked before the lock for a refusal that makes nothing, and again under it.
-    check_order(m, args.step, rotations::read(&state_dir)?.open(m.id()), &again)?;
+    let open = rotations::read(&state_dir)?.open(m.id()).cloned();
+    check_order(m, args.step, open.as_ref(), &again)?;
+    let lost_ok = open.map(|r| m.may_be_lost(args.step, &r)).unwrap_or_default();
     let opts = Options {
         provider: args.provider,
         algorithm: args.algorithm,
@@ -393,7 +400,7 @@ pub fn rotate(config: &Config, args: &RotateArgs, clock: &Clock) -> Result<Rotat
     };
     // A bundle written with --unpacked keeps its trees.
     let unpacked = crate::tree::bundle::node_names(&cluster_dir.join("nodes")).iter().any(|n| cluster_dir.join("nodes").join(n).is_dir());
-    let (state, bundle, mut notes, _steps) = pipeline::build_with(config, &args.out, clock, false, unpacked, &mut edit)?;
+    let (state, bundle, mut notes, _steps) = pipeline::build_with(config, &args.out, clock, false, unpacked, &lost_ok, &mut edit)?;
     if bundle.awaiting > 0 {
         // External-CA mode: the nodes stay as they were until the certificates are signed.
         notes.push(format!(

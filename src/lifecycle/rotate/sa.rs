@@ -106,19 +106,30 @@ impl Material for ServiceAccount {
                 )
             }
             Step::Abort => {
-                let next = state.sa_next.take().ok_or_else(|| lost("pki/sa-next.key"))?;
+                let next = state.sa_next.take();
                 archive(state, &mut edit, sm::MANIFEST_FILE);
                 drop_file(state, &mut edit, sm::SA_NEXT_KEY);
                 manifest.secrets.retain(|e| e.id != "sa-next");
-                format!(
-                    "dropped the next key {} (archived, not deleted): {} alone signs and verifies again",
-                    short(&next.spki_der()),
-                    short(&state.sa.spki_der())
-                )
+                let what = match next {
+                    Some(k) => format!("dropped the next key {} (archived, not deleted)", short(&k.spki_der())),
+                    None => format!(
+                        "dropped the next key {} (the state had lost it: nothing signed with it)",
+                        open.map(|r| r.new.as_str()).unwrap_or_default()
+                    ),
+                };
+                format!("{what}: {} alone signs and verifies again", short(&state.sa.spki_der()))
             }
         };
         set_manifest(state, &manifest);
         Ok(Change { old: ids.0, new: ids.1, summary, edit })
+    }
+
+    fn may_be_lost(&self, step: Step, _open: &Rotation) -> Vec<String> {
+        if step == Step::Abort {
+            vec!["sa-next".into()]
+        } else {
+            Vec::new()
+        }
     }
 
     fn rollout(&self, step: Step, rotation: &Rotation, ctx: &RolloutContext) -> Rollout {
