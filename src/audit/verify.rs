@@ -620,6 +620,9 @@ struct BundleFacts {
     apiservers: Vec<(String, CertInfo)>,
     /// CA id → the state's certificate.
     state_cas: BTreeMap<&'static str, CertInfo>,
+    /// CA id → its trust bundle in the state: the CA, then during a rotation the next
+    /// (`pki/<ca>-next.crt`) or previous (`pki/<ca>-previous.crt`) CA: what every anchor holds.
+    state_trust: BTreeMap<&'static str, Vec<CertInfo>>,
     /// CA id → the issuers above an imported CA (its issuer first, up to the root), from the
     /// state's chain file; absent for a self-signed CA.
     state_chains: BTreeMap<&'static str, Vec<CertInfo>>,
@@ -872,6 +875,7 @@ impl Verifier {
                         self.expiry(&s, rel, entry, &c);
                     }
                     self.check_state_chain(dir, id, &c, facts);
+                    facts.state_trust.insert(id, manifests::state_trust(dir, id, &c));
                     facts.state_cas.insert(id, c);
                 }
                 Err(e) => self.add(&s, Severity::Error, rel, CHECK_FORMAT, e),
@@ -1000,10 +1004,14 @@ impl Verifier {
                     }
                 }
                 let state_ca = dir.join("state/pki/ca.crt");
-                let expected: Option<BTreeSet<String>> = std::fs::read(&state_ca)
-                    .ok()
-                    .and_then(|b| CertInfo::all_from_pem(&b).ok())
-                    .map(|all| all.iter().map(CertInfo::hash).collect());
+                // During a rotation of the cluster CA, join.txt pins the new and the old CA.
+                let expected: Option<BTreeSet<String>> = match facts.state_trust.get("ca") {
+                    Some(trust) => Some(trust.iter().map(CertInfo::hash).collect()),
+                    None => std::fs::read(&state_ca)
+                        .ok()
+                        .and_then(|b| CertInfo::all_from_pem(&b).ok())
+                        .map(|all| all.iter().map(CertInfo::hash).collect()),
+                };
                 if hashes.is_empty() {
                     self.add(&s, Severity::Error, "join.txt", CHECK_HASH, "no --discovery-token-ca-cert-hash in join.txt");
                 }
@@ -1166,7 +1174,34 @@ impl Verifier {
         }
         // The node's CAs are the bundle's, and join.txt's hash fits its ca.crt.
         for (id, (path, c)) in &cas {
-            if let Some(state) = facts.state_cas.get(id) {
+            if let Some(trust) = facts.state_trust.get(id).filter(|t| t.len() > 1) {
+                // A rotation in progress: the file is the state's trust bundle, in its order.
+                let held: Vec<Vec<u8>> = files
+                    .get(path)
+                    .and_then(|f| CertInfo::all_from_pem(&f.bytes).ok())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|c| c.der)
+                    .collect();
+                let want: Vec<Vec<u8>> = trust.iter().map(|c| c.der.clone()).collect();
+                if held == want {
+                    self.add(
+                        &s,
+                        Severity::Ok,
+                        path,
+                        CHECK_CHAIN,
+                        format!("the bundle's {id} trust bundle during its rotation (the CA that signs first)"),
+                    );
+                } else {
+                    self.add(
+                        &s,
+                        Severity::Error,
+                        path,
+                        CHECK_CHAIN,
+                        format!("not the state's {id} trust bundle of the rotation in progress ({} CAs, the CA that signs first): roll out the rotation's files", want.len()),
+                    );
+                }
+            } else if let Some(state) = facts.state_cas.get(id) {
                 if state.der == c.der {
                     self.add(&s, Severity::Ok, path, CHECK_CHAIN, format!("the bundle's {id} (same as the state's)"));
                 } else {

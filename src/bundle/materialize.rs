@@ -197,8 +197,10 @@ struct Ctx<'a> {
     renderer: &'a Renderer,
     /// The run's clock (the join token is the first one not expired then).
     now: time::OffsetDateTime,
+    /// base64 of the cluster CA's trust bundle (`State::trust_pem`).
     ca_data: String,
-    hash: String,
+    /// The discovery hashes of the trust bundle, the signing CA's first.
+    hashes: Vec<String>,
     /// The profile's name, for messages.
     profile: String,
     /// The etcd members, with the flags each one's unit starts etcd with.
@@ -320,7 +322,7 @@ impl Ctx<'_> {
             RenderedKind::KubeletConfig => self.kubelet_config(n)?,
             RenderedKind::KubeadmJoin => {
                 let join = n.join.as_ref().ok_or_else(|| MaterializeError::Missing(format!("{}: no join plan", n.name)))?;
-                kubeadm_join(self.renderer, join, join_token()?, &self.hash)?
+                kubeadm_join(self.renderer, join, join_token()?, &self.hashes)?
             }
             RenderedKind::KubeadmInit => {
                 let minor = self.config.kubernetes_version.minor;
@@ -346,7 +348,12 @@ impl Ctx<'_> {
         let node = n.name.as_str();
         let art = profile::artifact(&f.artifact).ok_or_else(|| MaterializeError::Missing(format!("unknown artifact {}", f.artifact)))?;
         Ok(match art {
-            Artifact::CertPem(e) if e.is_ca() => self.authority(e.id)?.cert.pem.clone().into_bytes(),
+            // Every CA file is the CA's trust bundle: during a rotation, old and new.
+            Artifact::CertPem(e) if e.is_ca() => self
+                .state
+                .trust_pem(e.id)
+                .ok_or_else(|| MaterializeError::Missing(format!("CA {} is not in the state", e.id)))?
+                .into_bytes(),
             Artifact::KeyPem(e) if e.is_ca() => match &self.authority(e.id)?.key {
                 Some(k) => k.private_pem().as_bytes().to_vec(),
                 None => return Err(MaterializeError::Missing(format!("{}: the {} CA is external: its key is not here", f.path, e.id))),
@@ -373,6 +380,7 @@ impl Ctx<'_> {
                 Some(p) => p.as_bytes().to_vec(),
                 None => return Err(MaterializeError::Missing(format!("{}: no service-account key rotation is in progress", f.path))),
             },
+            Artifact::ClusterSigningCa => self.authority("ca")?.cert.pem.clone().into_bytes(),
             Artifact::EncryptionConfig => self.encryption_config()?,
             Artifact::Rendered(r) => self
                 .rendered(n, f, r)
@@ -442,8 +450,8 @@ pub struct JoinInfo {
     pub kubernetes_version: String,
     /// host:port of the controlPlaneEndpoint.
     pub endpoint: String,
-    /// `sha256:<hex>` of the CA's public key.
-    pub hash: String,
+    /// `sha256:<hex>` of the CA's public key (of each CA of its trust bundle during a rotation).
+    pub hashes: Vec<String>,
 }
 
 /// join.txt for `token`, the first token that authenticates (or a note when there is none).
@@ -453,7 +461,7 @@ pub fn join_text(renderer: &Renderer, join: &JoinInfo, token: Option<&Token>) ->
             "join.txt",
             context! {
                 cluster_name => join.cluster_name.clone(), kubernetes_version => join.kubernetes_version.clone(),
-                endpoint => join.endpoint.clone(), token => t.token.clone(), hashes => vec![join.hash.clone()],
+                endpoint => join.endpoint.clone(), token => t.token.clone(), hashes => join.hashes.clone(),
                 expiration => t.expires.clone().unwrap_or_else(|| "never".into()),
             },
         ),
@@ -570,9 +578,10 @@ fn kubelet_context(config: &Config, client_ca_file: &str, serving: Option<(Strin
 }
 
 /// A node's JoinConfiguration (`kubeadm join --config`), with the join token.
-pub fn kubeadm_join(renderer: &Renderer, join: &JoinPlan, token: &Token, hash: &str) -> Result<String, RenderError> {
+pub fn kubeadm_join(renderer: &Renderer, join: &JoinPlan, token: &Token, hashes: &[String]) -> Result<String, RenderError> {
     let join = minijinja::Value::from(minijinja::value::Serde(join));
-    renderer.render("kubeadm-join.yaml", context! { join, token => token.token.clone(), hash, cri_socket => CRI_SOCKET })
+    renderer
+        .render("kubeadm-join.yaml", context! { join, token => token.token.clone(), hashes => hashes.to_vec(), cri_socket => CRI_SOCKET })
 }
 
 /// A kubeconfig holding only the cluster: its endpoint and CA (discovery.conf, for
@@ -624,15 +633,17 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, s
         });
     }
     let ca = state.authority("ca").ok_or_else(|| MaterializeError::Missing("the cluster CA is not in the state".into()))?;
-    let hash = discovery_hash(&ca.key.as_ref().map(|k| k.spki_der()).unwrap_or_else(|| ca.spki_der()));
+    let hashes: Vec<String> = state.trust_spkis("ca").iter().map(|k| discovery_hash(k)).collect();
+    let hash = hashes.first().cloned().unwrap_or_default();
+    let trust = state.trust_pem("ca").unwrap_or_else(|| ca.cert.pem.clone());
     let ctx = Ctx {
         config,
         state,
         leaves: &leaves,
         renderer: &renderer,
         now: clock.now,
-        ca_data: B64.encode(ca.cert.pem.as_bytes()),
-        hash: hash.clone(),
+        ca_data: B64.encode(trust.as_bytes()),
+        hashes: hashes.clone(),
         profile: plan.profile.clone(),
         etcd_members: &plan.etcd_members,
         cluster: cluster_context(config, ca.is_external()),
@@ -676,12 +687,8 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, s
     {
         top.insert(&path, text.into_bytes(), 0o644);
     }
-    let join = JoinInfo {
-        cluster_name: config.cluster_name.clone(),
-        kubernetes_version: config.kubernetes_version.to_string(),
-        endpoint,
-        hash: hash.clone(),
-    };
+    let join =
+        JoinInfo { cluster_name: config.cluster_name.clone(), kubernetes_version: config.kubernetes_version.to_string(), endpoint, hashes };
     let join_text = join_text(&renderer, &join, state.join_token(clock.now))?;
     top.insert("join.txt", join_text.clone().into_bytes(), 0o600);
     Ok(Bundle {

@@ -34,7 +34,7 @@ pub enum GenerateError {
 pub fn make_plan(config: &Config) -> Result<Plan, GenerateError> {
     let mut plan = make_plan_with(config, plan::founding_members(config))?;
     // A first run has no rotation in progress.
-    drop_rotation_files(&mut plan, false, false);
+    drop_rotation_files(&mut plan, false, false, false);
     Ok(plan)
 }
 
@@ -76,7 +76,8 @@ fn render<E: From<GenerateError>>(
     // rendered from it.
     edit(&mut state).map_err(Failed::Edit)?;
     drop_external_ca_keys(&mut plan, &state);
-    drop_rotation_files(&mut plan, state.sa_next.is_some(), state.sa_previous.is_some());
+    let ca_rotating = state.ca_next.contains_key("ca") || state.ca_previous.contains_key("ca");
+    drop_rotation_files(&mut plan, state.sa_next.is_some(), state.sa_previous.is_some(), ca_rotating);
     state.report.extend(decision.recorded(recorded.as_ref()));
     let record = decision.record(&config.cluster_name).text();
     state.files.insert(crate::bundle::state::MARKER_FILE, record.into_bytes(), 0o600);
@@ -121,12 +122,14 @@ impl<E> From<GenerateError> for Failed<E> {
 
 /// The files of a rotation in progress (`lifecycle::rotate`) go only to bundles whose state holds
 /// them: a profile places them, and every other run leaves them out.
-fn drop_rotation_files(plan: &mut Plan, sa_next: bool, sa_previous: bool) {
+fn drop_rotation_files(plan: &mut Plan, sa_next: bool, sa_previous: bool, ca_rotating: bool) {
     use crate::tree::profile::{self, Artifact};
     for n in &mut plan.nodes {
         n.files.retain(|f| match profile::artifact(&f.artifact) {
             Some(Artifact::SaNextPub) => sa_next,
             Some(Artifact::SaPreviousPub) => sa_previous,
+            Some(Artifact::ClusterSigningCa) => ca_rotating,
+            Some(Artifact::Rendered(r)) if r.id == "kube-controller-manager-patch" => ca_rotating,
             _ => true,
         });
     }

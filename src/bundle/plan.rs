@@ -293,7 +293,7 @@ pub fn plan_with(config: &Config, profile: &Profile, etcd_members: Vec<EtcdMembe
                         }
                         Artifact::SaKey | Artifact::SaPub | Artifact::EncryptionConfig => (true, None, None),
                         // A rotation's files: `pipeline` keeps them only while the state holds them.
-                        Artifact::SaNextPub | Artifact::SaPreviousPub => (true, None, None),
+                        Artifact::SaNextPub | Artifact::SaPreviousPub | Artifact::ClusterSigningCa => (true, None, None),
                         Artifact::Rendered(r) => (in_scope(r.scope, node, config), None, None),
                     };
                     entry_ok.then(|| PlannedFile {

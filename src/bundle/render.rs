@@ -21,6 +21,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("kubeadm-init.yaml", include_str!("../../templates/kubeadm-init.yaml")),
     ("kubeadm-join.yaml", include_str!("../../templates/kubeadm-join.yaml")),
     ("kube-apiserver-patch.yaml", include_str!("../../templates/kube-apiserver-patch.yaml")),
+    ("kube-controller-manager-patch.yaml", include_str!("../../templates/kube-controller-manager-patch.yaml")),
     ("units/etcd.service", include_str!("../../templates/units/etcd.service")),
     ("units/kube-apiserver.service", include_str!("../../templates/units/kube-apiserver.service")),
     ("units/kube-controller-manager.service", include_str!("../../templates/units/kube-controller-manager.service")),

@@ -133,6 +133,13 @@ enum RotateCommand {
     /// finish = the old public key dropped, once the tokens it signed were replaced (switch says how long to wait).
     #[command(after_help = ROTATE_EXIT_CODES)]
     Sa(RotateCli),
+    /// A CA (ca, front-proxy-ca or etcd-ca): start = a new CA (state/pki/<ca>-next.crt), trusted
+    /// beside the old one by every trust anchor (CA files, kubeconfigs, cluster-info; join.txt pins
+    /// both); switch = every certificate issued again by the new CA (same keys unless --new-key),
+    /// the controller-manager signs with it, the old one still trusted; finish = the old CA dropped
+    /// from every trust anchor (archived). An external or imported intermediate CA is refused.
+    #[command(after_help = ROTATE_EXIT_CODES)]
+    Ca(RotateCaCli),
     /// Each material's rotation: its phase and since when (or the last one, finished or aborted).
     #[command(
         after_help = "Exit codes: 0 printed; 1 the state cannot be read; 2 usage or config error, or an --out that holds no bundle of the config's cluster."
@@ -170,6 +177,36 @@ struct RotateEncryptionCli {
     /// start only: the new key's provider (default: the Inventory's encryptionProvider, aescbc).
     #[arg(long, value_enum)]
     provider: Option<ProviderArg>,
+}
+
+#[derive(Args)]
+struct RotateCaCli {
+    /// The CA to replace.
+    #[arg(value_enum)]
+    ca: CaArg,
+    #[command(flatten)]
+    at: RotateCli,
+    /// start only: the new CA's key algorithm (default: the config's encryptionAlgorithm).
+    #[arg(long, value_name = "ALGORITHM", value_parser = parse_algorithm)]
+    algorithm: Option<crate::config::KeyAlgorithm>,
+    /// switch only: issue every certificate again with a new key (default: each keeps its key).
+    #[arg(long)]
+    new_key: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CaArg {
+    Ca,
+    FrontProxyCa,
+    EtcdCa,
+}
+
+fn parse_algorithm(text: &str) -> Result<crate::config::KeyAlgorithm, String> {
+    crate::config::KeyAlgorithm::ALL
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(text))
+        .map(|(_, a)| *a)
+        .ok_or_else(|| format!("one of {}", crate::config::KeyAlgorithm::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -934,14 +971,22 @@ fn ca_csr(args: CaCsrCli) -> Result<(), CliError> {
 
 fn rotate(cmd: RotateCommand) -> Result<(), CliError> {
     use crate::lifecycle::rotate::{self as r, Step};
-    let (material, at, provider) = match cmd {
+    let (material, at, provider, algorithm, new_key) = match cmd {
         RotateCommand::Status(s) => {
             let config = load_config(&s.config)?;
             output::sweep_around(&s.out.join(&config.cluster_name));
             return say_lines(&r::status(&config, &s.out)?);
         }
-        RotateCommand::Encryption(e) => ("encryption", e.at, e.provider),
-        RotateCommand::Sa(a) => ("sa", a, None),
+        RotateCommand::Encryption(e) => ("encryption", e.at, e.provider, None, false),
+        RotateCommand::Sa(a) => ("sa", a, None, None, false),
+        RotateCommand::Ca(c) => {
+            let id = match c.ca {
+                CaArg::Ca => "ca",
+                CaArg::FrontProxyCa => "front-proxy-ca",
+                CaArg::EtcdCa => "etcd-ca",
+            };
+            (id, c.at, None, c.algorithm, c.new_key)
+        }
     };
     let config = load_config(&at.config)?;
     let clock = run_clock(at.now.as_deref())?;
@@ -963,7 +1008,11 @@ fn rotate(cmd: RotateCommand) -> Result<(), CliError> {
         ProviderArg::Aesgcm => config::EncryptionProvider::Aesgcm,
         ProviderArg::Secretbox => config::EncryptionProvider::Secretbox,
     });
-    let done = r::rotate(&config, &r::RotateArgs { material: material.to_string(), step, out: at.out, provider, flags }, &clock)?;
+    let done = r::rotate(
+        &config,
+        &r::RotateArgs { material: material.to_string(), step, out: at.out, provider, algorithm, new_key, flags },
+        &clock,
+    )?;
     for line in &done.state_report {
         if !line.starts_with("reused") {
             say::err(&format!("state: {line}"));

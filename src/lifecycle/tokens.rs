@@ -71,15 +71,24 @@ fn open(dir: &Path) -> Result<Bundle, TokenError> {
         })?;
     let field = |k: &str| plan[k].as_str().map(str::to_string).ok_or_else(|| not(format!("plan.json has no {k}")));
     let cluster = field("clusterName")?;
-    let ca_pem =
-        std::fs::read(dir.join("state/pki/ca.crt")).map_err(|e| not(format!("state/pki/ca.crt: {}", crate::util::io_words(&e))))?;
-    let der = ::pem::parse(&ca_pem).map_err(|_| not("state/pki/ca.crt is not a PEM certificate".into()))?.contents().to_vec();
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|_| not("state/pki/ca.crt is not a valid certificate".into()))?;
+    // The cluster CA's trust bundle (during a CA rotation, old and new: join.txt pins both).
+    let ca_pem = crate::bundle::state::trust_bundle_pem(&dir.join("state"), "ca")
+        .map_err(|e| not(format!("state/pki/ca.crt: {}", crate::util::io_words(&e))))?;
+    let blocks = ::pem::parse_many(&ca_pem).map_err(|_| not("state/pki/ca.crt is not a PEM certificate".into()))?;
+    let mut hashes = Vec::new();
+    for b in blocks.iter().filter(|b| b.tag() == "CERTIFICATE") {
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(b.contents()).map_err(|_| not("state/pki/ca.crt is not a valid certificate".into()))?;
+        hashes.push(token::discovery_hash(cert.public_key().raw));
+    }
+    if hashes.is_empty() {
+        return Err(not("state/pki/ca.crt is not a PEM certificate".into()));
+    }
     let join = JoinInfo {
         cluster_name: cluster.clone(),
         kubernetes_version: field("kubernetesVersion")?,
         endpoint: field("controlPlaneEndpoint")?,
-        hash: token::discovery_hash(cert.public_key().raw),
+        hashes,
     };
     output::check_owner(dir, &cluster)?;
     Ok(Bundle { dir: dir.to_path_buf(), cluster, join, ca_pem, plan })
@@ -270,7 +279,7 @@ fn change(
                     dir: dir.display().to_string(),
                     reason: format!("plan.json: node {name} has no valid join plan"),
                 })?;
-                rewrites.push((path, kubeadm_join(&renderer, &join, t, &b.join.hash)?));
+                rewrites.push((path, kubeadm_join(&renderer, &join, t, &b.join.hashes)?));
             }
             if rewrites.is_empty() {
                 continue;

@@ -356,6 +356,14 @@ pub static RENDERED: &[RenderedEntry] = &[
         scope: Scope::EachControlPlane,
         kind: RenderedKind::ApiserverPatch,
     },
+    // Only while the cluster CA rotates (`rotate ca ca`): kubeadm's controller-manager signs
+    // with `cluster-signing-ca.crt` (the CA alone) while ca.crt holds two CAs.
+    RenderedEntry {
+        id: "kube-controller-manager-patch",
+        template: "kube-controller-manager-patch.yaml",
+        scope: Scope::EachControlPlane,
+        kind: RenderedKind::ApiserverPatch,
+    },
     RenderedEntry { id: "etcd.service", template: "units/etcd.service", scope: Scope::EachEtcdMember, kind: RenderedKind::Unit },
     RenderedEntry {
         id: "kube-apiserver.service",
@@ -398,6 +406,10 @@ pub const SA_PUB: &str = "sa.pub";
 pub const SA_NEXT_PUB: &str = "sa-next.pub";
 pub const SA_PREVIOUS_PUB: &str = "sa-previous.pub";
 pub const ENCRYPTION_CONFIG: &str = "encryption-config";
+/// During a rotation of the cluster CA (`kubebundle rotate ca ca`): the CA that signs, alone,
+/// for the controller-manager's `--cluster-signing-cert-file`, which must hold exactly one
+/// certificate while ca.crt holds the old and the new CA. On a node only during the rotation.
+pub const CLUSTER_SIGNING_CA: &str = "cluster-signing-ca.crt";
 
 pub fn cert(id: &str) -> Option<&'static CertEntry> {
     CERTS.iter().find(|c| c.id == id)

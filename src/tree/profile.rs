@@ -83,6 +83,9 @@ pub enum Artifact {
     /// A rotation's extra service-account public key (see `catalog::SA_NEXT_PUB`).
     SaNextPub,
     SaPreviousPub,
+    /// The cluster CA alone, for the controller-manager, during a CA rotation (see
+    /// `catalog::CLUSTER_SIGNING_CA`).
+    ClusterSigningCa,
     EncryptionConfig,
     Rendered(&'static catalog::RenderedEntry),
 }
@@ -92,7 +95,7 @@ impl Artifact {
     /// rendered files without a token.
     pub fn is_secret(self) -> bool {
         match self {
-            Artifact::CertPem(_) => false,
+            Artifact::CertPem(_) | Artifact::ClusterSigningCa => false,
             Artifact::Rendered(r) => r.secret(),
             _ => true,
         }
@@ -112,6 +115,7 @@ pub fn artifact(id: &str) -> Option<Artifact> {
         catalog::SA_NEXT_PUB => return Some(Artifact::SaNextPub),
         catalog::SA_PREVIOUS_PUB => return Some(Artifact::SaPreviousPub),
         catalog::ENCRYPTION_CONFIG => return Some(Artifact::EncryptionConfig),
+        catalog::CLUSTER_SIGNING_CA => return Some(Artifact::ClusterSigningCa),
         _ => {}
     }
     if let Some(c) = id.strip_suffix(".crt").and_then(catalog::cert) {
@@ -125,7 +129,15 @@ fn artifact_ids() -> Vec<String> {
     let mut ids: Vec<String> = catalog::CERTS.iter().flat_map(|c| [format!("{}.crt", c.id), format!("{}.key", c.id)]).collect();
     ids.extend(catalog::KUBECONFIGS.iter().map(|k| k.id.to_string()));
     ids.extend(
-        [catalog::SA_KEY, catalog::SA_PUB, catalog::SA_NEXT_PUB, catalog::SA_PREVIOUS_PUB, catalog::ENCRYPTION_CONFIG].map(String::from),
+        [
+            catalog::SA_KEY,
+            catalog::SA_PUB,
+            catalog::SA_NEXT_PUB,
+            catalog::SA_PREVIOUS_PUB,
+            catalog::ENCRYPTION_CONFIG,
+            catalog::CLUSTER_SIGNING_CA,
+        ]
+        .map(String::from),
     );
     ids.extend(catalog::RENDERED.iter().map(|r| r.id.to_string()));
     ids

@@ -191,12 +191,26 @@ fn secret_docs(dir: &Path) -> Vec<(String, serde_json::Value)> {
     out
 }
 
+/// CA `id`'s trust bundle in the state under bundle `dir`: `ca` (the state's certificate), then
+/// the rotation's next or previous certificate when there is one.
+pub(super) fn state_trust(dir: &Path, id: &str, ca: &CertInfo) -> Vec<CertInfo> {
+    let state = dir.join("state");
+    let mut out = vec![ca.clone()];
+    for rel in [crate::bundle::state::ca_next_paths(id).0, crate::bundle::state::ca_previous_path(id)] {
+        if let Some(c) = std::fs::read(state.join(rel)).ok().and_then(|b| CertInfo::from_pem(&b).ok()) {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// What a bundle beside a tarball or node root tells its checks, read without findings: the
 /// state's CAs and service-account key, and the tokens.
 pub(super) fn quiet_facts(dir: &Path, facts: &mut BundleFacts) {
     for (id, rel) in [("ca", "state/pki/ca.crt"), ("front-proxy-ca", "state/pki/front-proxy-ca.crt"), ("etcd-ca", "state/pki/etcd/ca.crt")]
     {
         if let Some(c) = std::fs::read(dir.join(rel)).ok().and_then(|b| CertInfo::from_pem(&b).ok()) {
+            facts.state_trust.insert(id, state_trust(dir, id, &c));
             facts.state_cas.insert(id, c);
         }
         // An imported CA's chain: what the node's intermediate CA file is checked against.
@@ -495,7 +509,18 @@ impl Verifier {
                     None => problems.push("data.kubeconfig has no certificate-authority-data".into()),
                     Some(Err(e)) => problems.push(format!("data.kubeconfig certificate-authority-data: {e}")),
                     Some(Ok(list)) => {
-                        for (label, c) in &want {
+                        let rotating = facts.state_trust.get("ca").filter(|t| t.len() > 1);
+                        if let Some(trust) = rotating {
+                            if list.iter().map(|c| &c.der).eq(trust.iter().map(|c| &c.der)) {
+                                notes.push("its CA data is the cluster CA's trust bundle of the rotation in progress".to_string());
+                            } else {
+                                problems.push(format!(
+                                    "its certificate-authority-data is not the cluster CA's trust bundle of the rotation in progress ({} CAs): joining nodes would not trust both",
+                                    trust.len()
+                                ));
+                            }
+                        }
+                        for (label, c) in want.iter().filter(|_| rotating.is_none()) {
                             if list.len() == 1 && list[0].der == c.der {
                                 notes.push(format!("its CA is {label}"));
                             } else {

@@ -110,6 +110,38 @@ pub fn ca_paths(id: &str) -> (String, String) {
     }
 }
 
+/// Where a CA rotation keeps the new CA (`rotate ca <id> start`, until `switch`), beside the CA.
+pub fn ca_next_paths(id: &str) -> (String, String) {
+    match id {
+        "etcd-ca" => ("pki/etcd/ca-next.crt".into(), "pki/etcd/ca-next.key".into()),
+        other => (format!("pki/{other}-next.crt"), format!("pki/{other}-next.key")),
+    }
+}
+
+/// Where a CA rotation keeps the old CA's certificate after `switch` (trusted until `finish`).
+pub fn ca_previous_path(id: &str) -> String {
+    match id {
+        "etcd-ca" => "pki/etcd/ca-previous.crt".into(),
+        other => format!("pki/{other}-previous.crt"),
+    }
+}
+
+/// CA `id`'s trust bundle as a bundle's state holds it: `pki/<id>.crt` (the CA that signs),
+/// then during a rotation `pki/<id>-next.crt` or `pki/<id>-previous.crt` (see `State::trust_pem`).
+/// For commands that rewrite trust files from the state on disk (token create|delete).
+pub fn trust_bundle_pem(state_dir: &Path, id: &str) -> std::io::Result<Vec<u8>> {
+    let mut pem = std::fs::read(state_dir.join(ca_paths(id).0))?;
+    for extra in [ca_next_paths(id).0, ca_previous_path(id)] {
+        if let Ok(more) = std::fs::read(state_dir.join(extra)) {
+            if !pem.ends_with(b"\n") {
+                pem.push(b'\n');
+            }
+            pem.extend(more);
+        }
+    }
+    Ok(pem)
+}
+
 /// Where an imported CA's issuers are kept (its issuer first, up to the root): beside the CA, so
 /// `pki/ca.crt` stays the signing CA alone (kubeadm takes the first certificate of ca.crt as the
 /// CA, and the controller-manager's signing file must hold exactly one).

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::files::{ca_paths, StateError};
+use super::files::{ca_next_paths, ca_paths, StateError};
 
 pub const MANIFEST_FILE: &str = "manifest.yaml";
 
@@ -69,7 +69,16 @@ pub enum Kind<'a> {
     /// `pki/sa-previous.pub`: not a secret, but tokens it signed fail without it.
     SaPrevious,
     EncryptionKey(&'a str),
+    /// The new CA of a CA rotation (`rotate ca <id> start`, id `<ca>-next`): its key
+    /// (`pki/ca-next.key`) and certificate (`pki/ca-next.crt`), trusted beside the CA until
+    /// `switch` makes it the CA.
+    CaNext(&'a str),
+    /// The old CA's certificate after `rotate ca <id> switch` (id `<ca>-previous`,
+    /// `pki/ca-previous.crt`): still trusted until `finish`; its key is archived.
+    CaPrevious(&'a str),
 }
+
+pub const CA_IDS: [&str; 3] = ["ca", "front-proxy-ca", "etcd-ca"];
 
 pub fn kind(id: &str) -> Option<Kind<'_>> {
     match id {
@@ -77,8 +86,25 @@ pub fn kind(id: &str) -> Option<Kind<'_>> {
         "sa" => Some(Kind::Sa),
         "sa-next" => Some(Kind::SaNext),
         "sa-previous" => Some(Kind::SaPrevious),
-        _ => id.strip_prefix("encryption-key/").filter(|n| !n.is_empty()).map(Kind::EncryptionKey),
+        _ => {
+            if let Some(ca) = id.strip_suffix("-next").filter(|c| CA_IDS.contains(c)) {
+                return Some(Kind::CaNext(ca));
+            }
+            if let Some(ca) = id.strip_suffix("-previous").filter(|c| CA_IDS.contains(c)) {
+                return Some(Kind::CaPrevious(ca));
+            }
+            id.strip_prefix("encryption-key/").filter(|n| !n.is_empty()).map(Kind::EncryptionKey)
+        }
     }
+}
+
+/// The manifest id of CA `ca`'s next (`next`) or previous certificate in a rotation.
+pub fn ca_next_id(ca: &str) -> String {
+    format!("{ca}-next")
+}
+
+pub fn ca_previous_id(ca: &str) -> String {
+    format!("{ca}-previous")
 }
 
 pub const SA_KEY: &str = "pki/sa.key";
@@ -102,6 +128,8 @@ pub fn describe(id: &str) -> String {
         Some(Kind::SaPrevious) => "the previous service-account public key of the rotation in progress (sa-previous)".into(),
         Some(Kind::EncryptionKey("*")) => "the encryption keys".into(),
         Some(Kind::EncryptionKey(n)) => format!("encryption key {n}"),
+        Some(Kind::CaNext(ca)) => format!("the new {ca} of the CA rotation in progress ({id})"),
+        Some(Kind::CaPrevious(ca)) => format!("the old {ca} certificate of the CA rotation in progress ({id})"),
         None => id.to_string(),
     }
 }
@@ -119,6 +147,12 @@ pub fn depends(id: &str) -> String {
         Some(Kind::SaPrevious) => "tokens signed before `rotate sa switch` become invalid before `rotate sa finish`".into(),
         Some(Kind::EncryptionKey("*")) => "every Secret the API servers encrypted becomes unreadable".into(),
         Some(Kind::EncryptionKey(n)) => format!("every Secret the API servers encrypted with {n} becomes unreadable"),
+        Some(Kind::CaNext(ca)) => {
+            format!("the rotation of {ca} cannot switch to it, and every file that trusts it must be rolled out again")
+        }
+        Some(Kind::CaPrevious(ca)) => {
+            format!("certificates the old {ca} signed stop being trusted before `rotate ca {ca} finish` rolled out")
+        }
         None => String::new(),
     }
 }
@@ -295,7 +329,16 @@ pub fn check(state_dir: &Path, m: &Manifest) -> Checked {
                     }
                 }
             },
-            Some(Kind::Ca(_)) | Some(Kind::Sa) | Some(Kind::SaNext) => {
+            Some(Kind::CaPrevious(_)) => match read_file(state_dir, &e.file) {
+                Read::Missing => problem(&e.id, &e.file, Part::PublicKey, "is missing".into(), false),
+                Read::Unreadable(why) => problem(&e.id, &e.file, Part::PublicKey, format!("cannot be read ({why})"), true),
+                Read::Bytes(b) => {
+                    if ca_cert_spki(&b).map(|(d, _)| sha256_hex(&d)).as_ref() != Ok(&e.sha256) {
+                        problem(&e.id, &e.file, Part::PublicKey, "changed: it is not the CA certificate the state recorded".into(), true);
+                    }
+                }
+            },
+            Some(Kind::Ca(_)) | Some(Kind::Sa) | Some(Kind::SaNext) | Some(Kind::CaNext(_)) => {
                 let key_ok = match read_file(state_dir, &e.file) {
                     // A pending CA key (ca csr) removed: dropped, nothing depended on it.
                     Read::Missing if e.awaiting_certificate => continue,
@@ -314,8 +357,12 @@ pub fn check(state_dir: &Path, m: &Manifest) -> Checked {
                     Read::Bytes(_) => true,
                 };
                 let Some(spki) = &e.public_key_sha256 else { continue };
-                if let Some(Kind::Ca(id)) = kind(&e.id) {
-                    let crt = ca_paths(id).0;
+                let ca_crt = match kind(&e.id) {
+                    Some(Kind::Ca(id)) => Some(ca_paths(id).0),
+                    Some(Kind::CaNext(id)) => Some(ca_next_paths(id).0),
+                    _ => None,
+                };
+                if let Some(crt) = ca_crt {
                     match read_file(state_dir, &crt) {
                         Read::Missing if e.awaiting_certificate => {}
                         Read::Missing => problem(&e.id, &crt, Part::Cert, "is missing".into(), false),

@@ -36,6 +36,12 @@ pub struct State {
     /// After `rotate sa switch`: the previous public key (`pki/sa-previous.pub`, PEM), still
     /// accepted until `rotate sa finish`.
     pub sa_previous: Option<String>,
+    /// `rotate ca <id> start` made CA `id`'s successor (`pki/<id>-next.{crt,key}`): trusted
+    /// beside it everywhere, signing nothing yet.
+    pub ca_next: BTreeMap<String, Authority>,
+    /// After `rotate ca <id> switch`: the old CA's certificate (`pki/<id>-previous.crt`, PEM),
+    /// still trusted everywhere until `rotate ca <id> finish`.
+    pub ca_previous: BTreeMap<String, String>,
     pub encryption_keys: Vec<EncryptionKey>,
     pub tokens: Vec<Token>,
     /// The leaves of the previous run (keys and issue times); the run writes its own.
@@ -259,6 +265,34 @@ impl State {
             }
             _ => None,
         };
+        // A CA rotation's extra CAs (recorded in the manifest, checked above).
+        let mut ca_next = BTreeMap::new();
+        let mut ca_previous = BTreeMap::new();
+        let ca_hint = "restore it from a backup (kubebundle-backup-*/state/); or `kubebundle rotate ca <id> abort` before switch";
+        for spec in cas.iter().filter(|_| !force) {
+            let (crt, key) = ca_next_paths(&spec.id);
+            match (read_opt(dir, &crt)?, read_opt(dir, &key)?) {
+                (Some(c), Some(k)) => {
+                    let key_obj = Key::from_pem(&k).map_err(|e| bad(dir, &key, e.to_string(), ca_hint))?;
+                    let spki = key_obj.spki_der();
+                    let auth = Authority::from_pem(&spec.id, &c, key_obj).map_err(|e| bad(dir, &crt, e, ca_hint))?;
+                    adopt(&mut manifest, sm::key_entry(&sm::ca_next_id(&spec.id), &key, k.as_bytes(), &spki, &now), &mut report);
+                    files.insert(&crt, c.into_bytes(), 0o600);
+                    files.insert(&key, k.into_bytes(), 0o600);
+                    ca_next.insert(spec.id.clone(), auth);
+                }
+                (None, None) => {}
+                (Some(_), None) => return Err(bad(dir, &key, "the new CA's certificate exists but its key is missing", ca_hint)),
+                (None, Some(_)) => return Err(bad(dir, &crt, "the new CA's key exists but its certificate is missing", ca_hint)),
+            }
+            let prev = ca_previous_path(&spec.id);
+            if let Some(p) = read_opt(dir, &prev)? {
+                let (der, _) = sm::ca_cert_spki(p.as_bytes()).map_err(|e| bad(dir, &prev, e, ca_hint))?;
+                adopt(&mut manifest, sm::public_entry(&sm::ca_previous_id(&spec.id), &prev, &der, &now), &mut report);
+                files.insert(&prev, p.clone().into_bytes(), 0o600);
+                ca_previous.insert(spec.id.clone(), p);
+            }
+        }
         let encryption_keys = match (force, read_opt(dir, ENCRYPTION_FILE)?) {
             (false, Some(text)) => {
                 let f: EncryptionFile = serde_saphyr::from_str(&text).map_err(|e| {
@@ -319,17 +353,60 @@ impl State {
         }
 
         let leaves = if force { LeafRecords::new() } else { read_leaves(dir)? };
-        Ok(State { dir: dir.to_path_buf(), authorities, sa, sa_next, sa_previous, encryption_keys, tokens, leaves, files, report })
+        Ok(State {
+            dir: dir.to_path_buf(),
+            authorities,
+            sa,
+            sa_next,
+            sa_previous,
+            ca_next,
+            ca_previous,
+            encryption_keys,
+            tokens,
+            leaves,
+            files,
+            report,
+        })
     }
 
     pub fn authority(&self, id: &str) -> Option<&Authority> {
         self.authorities.get(id)
     }
 
+    /// CA `id`'s trust bundle, what every file that trusts it holds (CA files, kubeconfigs'
+    /// certificate-authority-data, cluster-info): the CA that signs first, then during a rotation
+    /// the other one (the next CA after `start`, the previous one after `switch`). Kubernetes
+    /// reads every certificate of such a file; kubeadm takes the first as the CA.
+    pub fn trust_pem(&self, id: &str) -> Option<String> {
+        let ca = self.authority(id)?;
+        let mut pem = ca.cert.pem.clone();
+        for extra in self.ca_next.get(id).map(|n| n.cert.pem.as_str()).into_iter().chain(self.ca_previous.get(id).map(String::as_str)) {
+            if !pem.ends_with('\n') {
+                pem.push('\n');
+            }
+            pem.push_str(extra);
+        }
+        Some(pem)
+    }
+
+    /// The public keys (DER SubjectPublicKeyInfo) of CA `id`'s trust bundle, the signing CA first
+    /// (join.txt pins each one's hash).
+    pub fn trust_spkis(&self, id: &str) -> Vec<Vec<u8>> {
+        let Some(ca) = self.authority(id) else { return Vec::new() };
+        let mut out = vec![ca.key.as_ref().map(|k| k.spki_der()).unwrap_or_else(|| ca.spki_der())];
+        out.extend(self.ca_next.get(id).map(|n| n.spki_der()));
+        out.extend(self.ca_previous.get(id).and_then(|p| sm_spki(p)));
+        out
+    }
+
     /// The token bootstrap-kubelet.conf, kubeadm-join.yaml and the join command use at `now`.
     pub fn join_token(&self, now: OffsetDateTime) -> Option<&Token> {
         join_token(&self.tokens, now)
     }
+}
+
+fn sm_spki(pem: &str) -> Option<Vec<u8>> {
+    manifest::ca_cert_spki(pem.as_bytes()).ok().map(|(d, _)| d)
 }
 
 /// The refusal of a run that would sign with a CA whose key `ca csr` made and whose signed

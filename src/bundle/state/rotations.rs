@@ -134,14 +134,16 @@ pub fn in_progress(state_dir: &Path) -> Vec<String> {
     history
         .in_progress()
         .map(|r| {
+            let ca = super::manifest::CA_IDS.contains(&r.material.as_str());
+            let command = if ca { format!("ca {}", r.material) } else { r.material.clone() };
+            let old = if ca { "the old CA is still trusted" } else { "the old key is still in use" };
             format!(
-                "rotation in progress: {} {} since {} ({} → {}): the old key is still in use until `kubebundle rotate {} finish`; `kubebundle rotate status` shows every rotation",
+                "rotation in progress: {} {} since {} ({} → {}): {old} until `kubebundle rotate {command} finish`; `kubebundle rotate status` shows every rotation",
                 r.material,
                 r.phase.name(),
                 r.since(),
                 r.old,
                 r.new,
-                r.material
             )
         })
         .collect()

@@ -15,8 +15,9 @@
 //! says what to roll out, found by comparing every node's tarball before and after (which nodes,
 //! which files), and which components to restart, in which order (the material's `Rollout`).
 //!
-//! A material is one implementation of `Material` (`encryption`, `sa`); a CA rotation is another.
+//! A material is one implementation of `Material` (`encryption`, `sa`, and each CA: `ca`).
 
+pub mod ca;
 pub mod encryption;
 pub mod sa;
 
@@ -110,15 +111,25 @@ pub struct Rollout {
 pub struct Options {
     /// `rotate encryption start --provider`.
     pub provider: Option<EncryptionProvider>,
+    /// `rotate ca <ca> start --algorithm`: the new CA's key algorithm.
+    pub algorithm: Option<crate::config::KeyAlgorithm>,
+    /// `rotate ca <ca> switch --new-key`: the re-issued leaves get new keys.
+    pub new_key: bool,
     pub config: Config,
     /// RFC 3339 of the run's clock.
     pub now: String,
+    /// The run's clock.
+    pub at: time::OffsetDateTime,
 }
 
 /// One kind of long-lived material that rotates in phases.
 pub trait Material: Sync {
-    /// Its name on the command line and in rotations.yaml.
+    /// Its name in rotations.yaml (and on the command line, unless `command` says otherwise).
     fn id(&self) -> &'static str;
+    /// The words after `kubebundle rotate` that name it (`ca front-proxy-ca`).
+    fn command(&self) -> &'static str {
+        self.id()
+    }
     /// For people: "the encryption key".
     fn what(&self) -> &'static str;
     /// Changes the loaded state for `step` (`open`: the rotation in progress, None for start).
@@ -166,11 +177,19 @@ pub fn material(id: &str) -> Option<&'static dyn Material> {
     match id {
         "encryption" => Some(&encryption::Encryption),
         "sa" => Some(&sa::ServiceAccount),
+        "ca" => Some(&ca::CLUSTER_CA),
+        "front-proxy-ca" => Some(&ca::FRONT_PROXY_CA),
+        "etcd-ca" => Some(&ca::ETCD_CA),
         _ => None,
     }
 }
 
-pub const MATERIALS: [&str; 2] = ["encryption", "sa"];
+pub const MATERIALS: [&str; 5] = ["encryption", "sa", "ca", "front-proxy-ca", "etcd-ca"];
+
+/// The words after `kubebundle rotate` for a material of rotations.yaml (`ca etcd-ca`).
+pub fn command_of(material_id: &str) -> String {
+    material(material_id).map(|m| m.command().to_string()).unwrap_or_else(|| material_id.to_string())
+}
 
 pub struct RotateArgs {
     pub material: String,
@@ -178,6 +197,10 @@ pub struct RotateArgs {
     /// OUT: the bundle is OUT/<clusterName>.
     pub out: PathBuf,
     pub provider: Option<EncryptionProvider>,
+    /// `rotate ca <ca> start --algorithm`.
+    pub algorithm: Option<crate::config::KeyAlgorithm>,
+    /// `rotate ca <ca> switch --new-key`.
+    pub new_key: bool,
     /// The command's --config/--out as given, repeated in the "next:" lines.
     pub flags: String,
 }
@@ -209,7 +232,7 @@ pub(crate) fn archive(state: &State, edit: &mut StateEdit, rel: &str) {
 
 /// Refuses a step the rotation's phase does not allow, naming the phase and the fix.
 fn check_order(m: &dyn Material, step: Step, open: Option<&Rotation>, again: &Again) -> Result<(), RotateError> {
-    let id = m.id();
+    let id = m.command();
     let refused = |what: String, hint: String| {
         Err(RotateError::Refused(format!("rotate {id} {}: {what}; nothing was written\n  hint: {hint}", step.name())))
     };
@@ -297,6 +320,17 @@ pub fn rotate(config: &Config, args: &RotateArgs, clock: &Clock) -> Result<Rotat
             "--provider only goes with `rotate encryption start` (the new key's provider)\n  hint: drop --provider".into(),
         ));
     }
+    let is_ca = m.command() != m.id();
+    if args.algorithm.is_some() && (!is_ca || args.step != Step::Start) {
+        return Err(RotateError::Usage(
+            "--algorithm only goes with `rotate ca <ca> start` (the new CA's key algorithm)\n  hint: drop --algorithm".into(),
+        ));
+    }
+    if args.new_key && (!is_ca || args.step != Step::Switch) {
+        return Err(RotateError::Usage(
+            "--new-key only goes with `rotate ca <ca> switch` (the re-issued certificates get new keys)\n  hint: drop --new-key".into(),
+        ));
+    }
     let cluster_dir = args.out.join(&config.cluster_name);
     let state_dir = cluster_dir.join("state");
     if !state_dir.join(crate::bundle::state::MARKER_FILE).is_file() {
@@ -306,12 +340,19 @@ pub fn rotate(config: &Config, args: &RotateArgs, clock: &Clock) -> Result<Rotat
             config.cluster_name
         )));
     }
-    let again = Again { material: m.id(), flags: args.flags.clone() };
+    let again = Again { material: m.command(), flags: args.flags.clone() };
     // Checked before the lock for a refusal that makes nothing, and again under it.
     let open = rotations::read(&state_dir)?.open(m.id()).cloned();
     check_order(m, args.step, open.as_ref(), &again)?;
     let lost_ok = open.map(|r| m.may_be_lost(args.step, &r)).unwrap_or_default();
-    let opts = Options { provider: args.provider, config: config.clone(), now: crate::clock::rfc3339(clock.now) };
+    let opts = Options {
+        provider: args.provider,
+        algorithm: args.algorithm,
+        new_key: args.new_key,
+        config: config.clone(),
+        now: crate::clock::rfc3339(clock.now),
+        at: clock.now,
+    };
     let mut before = Snapshot::new();
     let mut done: Option<(Rotation, String)> = None;
     let mut edit = |state: &mut State| -> Result<StateEdit, RotateError> {
@@ -380,7 +421,7 @@ pub fn rotate(config: &Config, args: &RotateArgs, clock: &Clock) -> Result<Rotat
     });
     let ctx = RolloutContext { again: again.clone(), admin_kubeconfig: admin };
     let rollout = m.rollout(args.step, &record, &ctx);
-    let mut lines = vec![format!("rotate {} {}: {summary}", m.id(), args.step.name())];
+    let mut lines = vec![format!("rotate {} {}: {summary}", m.command(), args.step.name())];
     lines.push(format!(
         "wrote {} as one transaction; state/rotations.yaml records the rotation as {} at {}",
         cluster_dir.display(),
@@ -394,26 +435,35 @@ pub fn rotate(config: &Config, args: &RotateArgs, clock: &Clock) -> Result<Rotat
 
 /// How to restart `component` on `node`: its systemd unit (daemon-reload first when the unit
 /// changed), or kubeadm's static pod (its manifest regenerated with the patches when the
-/// kube-apiserver patch changed, else its container stopped so the kubelet starts it again).
-fn restart_command(node: Option<&crate::tree::bundle::PlanNode>, component: &str, changed: &[String]) -> String {
+/// component's kubeadm patch changed, came or went, else its container stopped so the kubelet
+/// starts it again); kubeadm's kubelet is a host service. None: the node does not run it so
+/// (kube-proxy is a DaemonSet under kubeadm).
+fn restart_command(node: Option<&crate::tree::bundle::PlanNode>, component: &str, touched: &[String]) -> Option<String> {
     let unit = node.and_then(|n| n.files.iter().find(|f| f.artifact == format!("{component}.service")));
     if let Some(u) = unit {
-        return if changed.contains(&u.path) {
+        return Some(if touched.contains(&u.path) {
             format!("systemctl daemon-reload && systemctl restart {component}")
         } else {
             format!("systemctl restart {component}")
-        };
+        });
     }
-    let patch = node.and_then(|n| n.files.iter().find(|f| f.artifact == "kube-apiserver-patch")).filter(|_| component == "kube-apiserver");
-    match patch {
-        Some(p) if changed.contains(&p.path) => {
-            let dir = p.path.rsplit_once('/').map(|(d, _)| d).unwrap_or(&p.path);
+    if component == "kubelet" {
+        return Some("systemctl restart kubelet".into());
+    }
+    if !["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"].contains(&component) {
+        return None;
+    }
+    // kubeadm's patch of this component (`<component>+json.yaml` in the patches directory).
+    let patch = touched.iter().find(|p| p.rsplit('/').next().is_some_and(|f| f.starts_with(&format!("{component}+"))));
+    Some(match patch {
+        Some(p) => {
+            let dir = p.rsplit_once('/').map(|(d, _)| d).unwrap_or(p);
             format!(
-                "kubeadm upgrade node phase control-plane --certificate-renewal=false --etcd-upgrade=false --patches /{dir}   # rewrites the static pods with the new patch; the kubelet restarts them"
+                "kubeadm upgrade node phase control-plane --certificate-renewal=false --etcd-upgrade=false --patches /{dir}   # rewrites the static pods with the patches; the kubelet restarts them"
             )
         }
-        _ => format!("crictl stop $(crictl ps -q --name '^{component}$')   # static pod: the kubelet starts it again"),
-    }
+        None => format!("crictl stop $(crictl ps -q --name '^{component}$')   # static pod: the kubelet starts it again"),
+    })
 }
 
 /// The operator's steps: the changed files of each node (nodes with the same changes together),
@@ -425,6 +475,7 @@ fn instructions(
     rollout: &Rollout,
 ) -> Vec<String> {
     let mut lines = Vec::new();
+    let mut base = 1;
     if changed.is_empty() {
         lines.push("roll out: no node file changed".into());
     } else {
@@ -456,16 +507,25 @@ fn instructions(
             .map(String::as_str)
             .filter(|n| plan.and_then(|p| p.node(n)).is_none_or(|p| p.roles.iter().any(|r| r == "control-plane")))
             .collect();
-        for (i, component) in rollout.restart.iter().enumerate() {
-            lines.push(format!("  {}. restart {component} on each control plane, one at a time (the next once it is ready again):", i + 2));
-            for n in &cps {
-                let node = plan.and_then(|p| p.node(n));
-                let files = changed.get(*n).map(|c| c.0.clone()).unwrap_or_default();
-                lines.push(format!("     {n}: {}", restart_command(node, component, &files)));
+        let mut step = 2;
+        for component in &rollout.restart {
+            let commands: Vec<String> = cps
+                .iter()
+                .filter_map(|n| {
+                    let node = plan.and_then(|p| p.node(n));
+                    let touched: Vec<String> = changed.get(*n).map(|c| c.0.iter().chain(&c.1).cloned().collect()).unwrap_or_default();
+                    restart_command(node, component, &touched).map(|command| format!("     {n}: {command}"))
+                })
+                .collect();
+            if commands.is_empty() {
+                continue;
             }
+            lines.push(format!("  {step}. restart {component} on each control plane, one at a time (the next once it is ready again):"));
+            lines.extend(commands);
+            step += 1;
         }
+        base = step;
     }
-    let base = if changed.is_empty() { 1 } else { rollout.restart.len() + 2 };
     for (i, then) in rollout.then.iter().enumerate() {
         lines.push(format!("  {}. {then}", base + i));
     }
@@ -484,12 +544,12 @@ pub fn status(config: &Config, out: &Path) -> Result<Vec<String>, RotateError> {
         )));
     }
     let history = rotations::read(&state_dir)?;
-    let mut lines = vec![format!("{:<12} {:<10} {:<22} {}", "MATERIAL", "PHASE", "SINCE", "ROTATION")];
+    let mut lines = vec![format!("{:<14} {:<10} {:<22} {}", "MATERIAL", "PHASE", "SINCE", "ROTATION")];
     for id in MATERIALS {
         let line = match history.last(id) {
-            None => format!("{id:<12} {:<10} {:<22} {}", "none", "-", "never rotated"),
+            None => format!("{id:<14} {:<10} {:<22} {}", "none", "-", "never rotated"),
             Some(r) => format!(
-                "{id:<12} {:<10} {:<22} {} → {}{}",
+                "{id:<14} {:<10} {:<22} {} → {}{}",
                 r.phase.name(),
                 r.since(),
                 crate::util::text::escape(&r.old),
