@@ -238,7 +238,17 @@ fn adopt_real_tree(fixture: &str) {
     f.check(run.ok(), || format!("{fixture}: check-expiration on the bundle: {}", run.describe()));
     let run = kubebundle(t, &["token", "list", "--dir", bundle.to_str().unwrap(), "--now", NOW], &[]);
     f.check(run.ok(), || format!("{fixture}: token list on the bundle: {}", run.describe()));
-    f.check(snapshot(&root) == before, || format!("{fixture}: the tree changed after generate"));
+    // rotate ca start on the adopted state: the cluster's CA and a new one trusted, both pinned.
+    let run = kubebundle(t, &["rotate", "ca", "ca", "start", "--config", cfg, "--out", out.to_str().unwrap(), "--now", NOW], &[]);
+    f.check(run.ok(), || format!("{fixture}: rotate ca ca start on the adopted state: {}", run.describe()));
+    let join = read_string(&bundle.join("join.txt")).unwrap_or_default();
+    let pins = join.lines().find(|l| l.starts_with("kubeadm join ")).map(|l| l.matches("--discovery-token-ca-cert-hash").count());
+    f.check(join.contains(&hash) && pins == Some(2), || {
+        format!("{fixture}: after rotate ca start join.txt pins {pins:?}, not the tree's CA and the new one:\n{join}")
+    });
+    let run = kubebundle(t, &["verify", bundle.to_str().unwrap(), "--now", NOW], &[]);
+    f.check(run.ok(), || format!("{fixture}: verify after rotate ca start: {}", run.describe()));
+    f.check(snapshot(&root) == before, || format!("{fixture}: the tree changed after generate and rotate"));
     f.finish(fixture);
 }
 
