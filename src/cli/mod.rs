@@ -119,6 +119,8 @@ generate writes), a cluster without encryption at rest unless --new-encryption-k
     /// where smaller, storage.directories), to <--out>/<format>/<node>.yaml|.ign (default
     /// OUT/<clusterName>/export/): directories 0700, files 0600, since they hold the node's keys;
     /// nothing secret is printed. A file over 16 KiB (AWS EC2's user-data limit) is warned about.
+    /// With Inventory.export generate writes them into OUT/<clusterName>/export/ itself; without
+    /// it, the next generate drops that directory (its files would be stale).
     #[command(after_help = "Exit codes: 0 written; 1 a tarball could not be read, lock held, a write failed; 2 usage \
 error, a --dir that is not a bundle, a --node the bundle does not have.")]
     Export(ExportCli),
