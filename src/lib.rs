@@ -7,6 +7,7 @@
 //! - `lifecycle`: day-2 commands on bundles and node trees (expiry, renew, tokens);
 //! - `audit`: `verify` and its rule table, and the references check;
 //! - `bundle`: the generate pipeline (plan, state, materialize, reuse, output);
+//! - `export`: a node's files as cloud-init user-data or an Ignition config;
 //! - `tree`: the node-tree model every command reads and writes nodes through (a tarball in
 //!   memory, a directory, a live host), the layouts (profiles), the tarball format, kubeconfigs;
 //! - `config`: load and validate the kubeadm config and Inventory;
@@ -18,6 +19,7 @@ pub mod bundle;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod export;
 pub mod lifecycle;
 pub mod pki;
 pub mod tree;

@@ -327,6 +327,10 @@ fn build_inner<E: From<GenerateError>>(
         output::write_tree(root, &bundle.top, 0o700)?;
         move_out_removed_nodes(out, &config.cluster_name, &cluster_dir, &bundle, clock)?
     };
+    let mut removed = removed;
+    if !config.export.is_empty() {
+        removed.extend(write_exports(config, root, &cluster_dir)?);
+    }
     if force && output::list_files(&state.dir).is_ok_and(|f| !f.is_empty()) {
         let staged = output::PrivateDir::new(parent, ".kubebundle-backup-")?;
         output::copy_tree(&state.dir, &staged.path().join("state"))?;
@@ -353,6 +357,32 @@ fn build_inner<E: From<GenerateError>>(
     let mut notes = report.lines(20);
     notes.extend(removed);
     Ok((state, bundle, notes, steps))
+}
+
+/// `Inventory.export`: every node of the staged bundle, read back from its tarball in memory,
+/// written in each format the config names to `export/<format>/<node>.<ext>` (directories 0700,
+/// files 0600: they hold the nodes' keys), so the exports are always the bundle's. Returns the
+/// size warnings, naming the files as they will be (`shown` is the bundle as given).
+fn write_exports(config: &Config, root: &Path, shown: &Path) -> Result<Vec<String>, GenerateError> {
+    use crate::export::{Format, Options};
+    let plan = crate::tree::bundle::read_plan(root);
+    let nodes =
+        crate::tree::bundle::read_nodes(root, plan.as_ref(), false).map_err(|e| MaterializeError::Missing(format!("export: {e}")))?;
+    let opts = Options { runcmd: config.export_runcmd };
+    let mut warnings = Vec::new();
+    output::ensure_dir(&root.join("export"), 0o700)?;
+    for format in config.export.iter().filter_map(|f| Format::parse(f)) {
+        let dir = root.join("export").join(format.name());
+        output::ensure_dir(&dir, 0o700)?;
+        for node in &nodes {
+            let name = format.file_name(&node.name);
+            let rel = format!("export/{}/{name}", format.name());
+            let exported = crate::export::export(&node.tree, format, opts, &shown.join(&rel).display().to_string());
+            output::write_file(&dir.join(&name), &exported.bytes, 0o600)?;
+            warnings.extend(exported.warning.map(|w| format!("warning: {w}")));
+        }
+    }
+    Ok(warnings)
 }
 
 /// The `--check` line for a file of the bundle judged against what a run would write there with
@@ -383,6 +413,8 @@ pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Resu
     output::check_owner(&cluster_dir, &config.cluster_name)?;
     let changes = std::sync::Mutex::new(Vec::new());
     let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    // The nodes' files, kept only when the Inventory asks for exports (rendered from them below).
+    let trees = std::sync::Mutex::new(Vec::new());
     let compare_node = |_: &Previous, name: &str, tree: crate::tree::FileTree| {
         let mut found = Vec::new();
         let mut names = Vec::new();
@@ -401,6 +433,9 @@ pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Resu
         }
         changes.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
         seen.lock().unwrap_or_else(|e| e.into_inner()).extend(names);
+        if !config.export.is_empty() {
+            trees.lock().unwrap_or_else(|e| e.into_inner()).push((name.to_string(), tree));
+        }
         Ok(())
     };
     let (state, bundle, _) =
@@ -416,6 +451,24 @@ pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Resu
     for (p, f) in bundle.top.iter() {
         changes.extend(drift(&cluster_dir.join(p), p, &f.bytes, f.mode));
         seen.insert(p.clone());
+    }
+    if !config.export.is_empty() && bundle.awaiting == 0 {
+        // What `write_exports` writes: each node read as the bundle's tarball gives it, with its plan's layout.
+        let plan: Option<crate::tree::bundle::PlanDoc> = bundle.top.get("plan.json").and_then(|f| serde_json::from_slice(&f.bytes).ok());
+        let candidates = crate::tree::layout::builtin_profiles();
+        let opts = crate::export::Options { runcmd: config.export_runcmd };
+        for (name, tree) in trees.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            let origin = crate::tree::node::Origin::Tarball(cluster_dir.join(format!("nodes/{name}.tar.gz")));
+            let layout = plan.as_ref().and_then(|p| p.layout(&name));
+            let Ok(mut node) = crate::tree::node::NodeTree::from_files(origin, tree.0, Vec::new(), layout, &candidates) else { continue };
+            node.name = Some(name.clone());
+            for format in config.export.iter().filter_map(|f| crate::export::Format::parse(f)) {
+                let rel = format!("export/{}/{}", format.name(), format.file_name(&name));
+                let exported = crate::export::export(&node, format, opts, &rel);
+                changes.extend(drift(&cluster_dir.join(&rel), &rel, &exported.bytes, 0o600));
+                seen.insert(rel);
+            }
+        }
     }
     if bundle.awaiting > 0 {
         for (p, f) in bundle.csrs.iter() {

@@ -113,6 +113,47 @@ generate writes), a cluster without encryption at rest unless --new-encryption-k
     #[command(after_help = "Exit codes: 0 no errors (warnings allowed); 1 errors found, or a file could not be read; \
 2 usage error, or a path that is not a bundle, a node tarball or a node root.")]
     Verify(VerifyCli),
+    /// Write each node's files as first-boot provisioning data, read from its tarball in memory:
+    /// cloud-init user-data (`#cloud-config` with write_files: path, permissions, owner root:root,
+    /// content b64 or gz+b64) or an Ignition config (spec 3.3.0: storage.files as data URLs, gzip
+    /// where smaller, storage.directories), to <--out>/<format>/<node>.yaml|.ign (default
+    /// OUT/<clusterName>/export/): directories 0700, files 0600, since they hold the node's keys;
+    /// nothing secret is printed. A file over 16 KiB (AWS EC2's user-data limit) is warned about.
+    /// With Inventory.export generate writes them into OUT/<clusterName>/export/ itself; without
+    /// it, the next generate drops that directory (its files would be stale).
+    #[command(after_help = "Exit codes: 0 written; 1 a tarball could not be read, lock held, a write failed; 2 usage \
+error, a --dir that is not a bundle, a --node the bundle does not have.")]
+    Export(ExportCli),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    CloudInit,
+    Ignition,
+}
+
+#[derive(Args)]
+struct ExportCli {
+    /// cloud-init (user-data, #cloud-config) or ignition (an Ignition 3.3.0 config).
+    format: ExportFormat,
+    /// The bundle: OUT/<clusterName>.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Only this node (repeat for more); every node of the bundle by default.
+    #[arg(long = "node", value_name = "NODE")]
+    nodes: Vec<String>,
+    /// Where <format>/<node>.<ext> go (default: DIR/export).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Also run the node's first-boot step: `kubeadm init|join --config ...` (kubeadm profile), or
+    /// `systemctl daemon-reload` and `systemctl enable --now` its units (hardway, binary). cloud-init:
+    /// a runcmd; Ignition: the units enabled (kubeadm: a one-shot kubebundle-kubeadm.service). Off by default.
+    #[arg(long)]
+    runcmd: bool,
+    /// cloud-init only: write the user-data gzip-compressed whole (<node>.yaml.gz; cloud-init reads it), for
+    /// user-data limits such as AWS EC2's 16 KiB.
+    #[arg(long)]
+    gzip: bool,
 }
 
 const ROTATE_EXIT_CODES: &str = "Exit codes: 0 the phase was written (status: printed); 1 refused or failed, nothing \
@@ -756,6 +797,7 @@ pub fn main() -> i32 {
         Command::Adopt(a) => adopt(a).map(|()| 0),
         Command::Rotate(r) => rotate(r).map(|()| 0),
         Command::Config(ConfigCommand::PrintDefaults) => say::out(config::DEFAULT_CONFIG).map(|()| 0),
+        Command::Export(a) => export(a).map(|()| 0),
     };
     match result {
         Ok(code) => code,
@@ -1100,6 +1142,32 @@ fn renew(args: RenewCli) -> Result<(), CliError> {
             report.requests.len(),
             dir.display()
         )));
+    }
+    Ok(())
+}
+
+fn export(args: ExportCli) -> Result<(), CliError> {
+    use crate::export::Format;
+    let format = match args.format {
+        ExportFormat::CloudInit => Format::CloudInit,
+        ExportFormat::Ignition => Format::Ignition,
+    };
+    output::sweep_around(&args.dir);
+    let report = crate::lifecycle::export::export(&crate::lifecycle::export::ExportArgs {
+        format,
+        dir: args.dir,
+        nodes: args.nodes,
+        out: args.out,
+        opts: crate::export::Options { runcmd: args.runcmd },
+        gzip: args.gzip,
+    })?;
+    let mut text = String::new();
+    for (path, size) in &report.written {
+        text.push_str(&format!("wrote {} ({size} bytes, 0600)\n", crate::util::text::escape(&path.display().to_string())));
+    }
+    say::out(&text)?;
+    for w in &report.warnings {
+        say::err(&format!("warning: {w}"));
     }
     Ok(())
 }

@@ -55,6 +55,11 @@ pub struct Config {
     pub discovery: Discovery,
     /// The encryption-at-rest provider of the keys the state makes (`Inventory.encryptionProvider`).
     pub encryption_provider: EncryptionProvider,
+    /// The exports generate writes into `export/<format>/` of the bundle (`Inventory.export`):
+    /// `cloud-init`, `ignition`, each at most once, in that order.
+    pub export: Vec<String>,
+    /// `Inventory.exportRuncmd`: the exports run each node's first-boot step.
+    pub export_runcmd: bool,
     /// `generate --seed-file`: every new key, token and secret is derived from this seed instead
     /// of the system CSPRNG (test clusters only). Never read from the config file.
     pub seed: Option<std::sync::Arc<crate::pki::derive::Seed>>,

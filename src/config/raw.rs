@@ -221,6 +221,10 @@ pub struct Inventory {
     pub encryption_provider: Option<S<Text>>,
     /// The control plane that runs `kubeadm init` (and holds super-admin.conf).
     pub init_node: Option<S<Text>>,
+    /// Exports generate writes with every bundle: cloud-init, ignition.
+    pub export: Option<Vec<S<Text>>>,
+    /// The exports also run each node's first-boot step (`export --runcmd`).
+    pub export_runcmd: Option<S<bool>>,
     pub nodes: Option<Vec<S<InventoryNode>>>,
 }
 

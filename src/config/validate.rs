@@ -986,6 +986,25 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         }
     };
 
+    let mut export: Vec<String> = Vec::new();
+    for s in inv.export.iter().flatten() {
+        match s.value.as_str() {
+            v @ ("cloud-init" | "ignition") => {
+                if !export.iter().any(|e| e == v) {
+                    export.push(v.to_string());
+                }
+            }
+            other => p.error(
+                Some(&s.referenced),
+                "Inventory.export",
+                format!("unknown value {other:?}"),
+                Some("use cloud-init (user-data with write_files) or ignition (an Ignition 3.3.0 config), or both: export: [cloud-init, ignition]"),
+            ),
+        }
+    }
+    export.sort();
+    let export_runcmd = inv.export_runcmd.as_ref().is_some_and(|b| b.value);
+
     if p.has_errors() {
         return None;
     }
@@ -1016,6 +1035,8 @@ pub fn validate(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         worker_join,
         discovery,
         encryption_provider,
+        export,
+        export_runcmd,
         seed: None,
         notes,
     })

@@ -8,6 +8,7 @@
 pub mod adopt;
 pub mod ca;
 pub mod expiry;
+pub mod export;
 pub mod renew;
 pub mod rotate;
 pub mod signed;
