@@ -11,13 +11,15 @@
 //!
 //! Certificates signed with ECDSA also need a deterministic nonce to be reproducible: aws-lc (what
 //! `rcgen::KeyPair` signs with) draws a random one. [`Rfc6979Signer`] signs with RFC 6979 nonces
-//! instead and plugs into rcgen wherever a `KeyPair` would (`self_signed`, `Issuer::new`,
-//! `Issuer::from_ca_cert_der`). [`DeterministicSigner`] picks it for EC keys and keeps the key's own
-//! `KeyPair` for RSA keys, whose PKCS#1 v1.5 signatures are already deterministic.
+//! instead, through the RustCrypto `ecdsa` crate (`p256`/`p384`'s `ecdsa::SigningKey`: kubebundle
+//! does no nonce, point or scalar arithmetic of its own), and plugs into rcgen wherever a `KeyPair`
+//! would (`self_signed`, `Issuer::new`, `Issuer::from_ca_cert_der`). [`DeterministicSigner`] picks
+//! it for EC keys and keeps the key's own `KeyPair` for RSA keys, whose PKCS#1 v1.5 signatures are
+//! already deterministic.
 //!
 //! The derivations depend on the exact algorithms of `rsa` 0.9 (prime search), `p256`/`p384` 0.13
-//! (scalar sampling) and `rand_chacha` 0.3; the known-answer tests below fail if an upgrade changes
-//! what a seed produces.
+//! (scalar sampling, and `ecdsa` 0.16's RFC 6979 signing) and `rand_chacha` 0.3; the known-answer
+//! tests below fail if an upgrade changes what a seed produces or how a key signs.
 
 use std::path::Path;
 
@@ -222,7 +224,9 @@ enum EcSigningKey {
 }
 
 /// An ECDSA P-256/P-384 signing key for rcgen whose signatures are deterministic (RFC 6979 nonces),
-/// so a certificate signed twice with the same content is byte-for-byte the same.
+/// so a certificate signed twice with the same content is byte-for-byte the same. It wraps
+/// `p256`/`p384`'s `ecdsa::SigningKey` and signs through it (the `ecdsa` crate draws the nonce,
+/// multiplies and reduces).
 ///
 /// Signs with ECDSA-SHA256 on P-256 and ECDSA-SHA384 on P-384 and returns the DER (ASN.1)
 /// signature, exactly as `rcgen::KeyPair` does for these curves; `algorithm()` is
@@ -279,13 +283,15 @@ impl Rfc6979Signer {
 }
 
 fn p256_signer(secret: p256::SecretKey) -> (EcSigningKey, Vec<u8>) {
-    let public = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&secret.public_key(), false).as_bytes().to_vec();
-    (EcSigningKey::P256(secret.into()), public)
+    let key = p256::ecdsa::SigningKey::from(secret);
+    let public = key.verifying_key().to_encoded_point(false).as_bytes().to_vec();
+    (EcSigningKey::P256(key), public)
 }
 
 fn p384_signer(secret: p384::SecretKey) -> (EcSigningKey, Vec<u8>) {
-    let public = p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&secret.public_key(), false).as_bytes().to_vec();
-    (EcSigningKey::P384(secret.into()), public)
+    let key = p384::ecdsa::SigningKey::from(secret);
+    let public = key.verifying_key().to_encoded_point(false).as_bytes().to_vec();
+    (EcSigningKey::P384(key), public)
 }
 
 impl PublicKeyData for Rfc6979Signer {
@@ -299,50 +305,17 @@ impl PublicKeyData for Rfc6979Signer {
 }
 
 impl SigningKey for Rfc6979Signer {
+    /// The ecdsa crate's deterministic signature (`SigningKey::try_sign`: SHA-256/SHA-384 digest,
+    /// RFC 6979 nonce, low-S not forced), DER-encoded.
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        use p256::ecdsa::signature::Signer;
         let der = match &self.key {
-            EcSigningKey::P256(k) => sign_p256(k.as_nonzero_scalar(), msg).map(|sig| sig.to_der().as_bytes().to_vec()),
-            EcSigningKey::P384(k) => sign_p384(k.as_nonzero_scalar(), msg).map(|sig| sig.to_der().as_bytes().to_vec()),
+            EcSigningKey::P256(k) => Signer::<p256::ecdsa::Signature>::try_sign(k, msg).map(|sig| sig.to_der().as_bytes().to_vec()),
+            EcSigningKey::P384(k) => Signer::<p384::ecdsa::Signature>::try_sign(k, msg).map(|sig| sig.to_der().as_bytes().to_vec()),
         };
-        der.ok_or(rcgen::Error::RingUnspecified)
+        der.map_err(|_| rcgen::Error::RingUnspecified)
     }
 }
-
-/// The x-coordinate of 𝑘×𝑮: the public key aws-lc derives for the private scalar 𝑘 (its
-/// constant-time fixed-base multiplication, several times faster than RustCrypto's generic one).
-fn base_point_x(curve: &'static aws_lc_rs::agreement::Algorithm, k: &[u8]) -> Option<Vec<u8>> {
-    let scalar = aws_lc_rs::agreement::PrivateKey::from_private_key(curve, k).ok()?;
-    let public = scalar.compute_public_key().ok()?;
-    // Uncompressed point: 0x04 ‖ x ‖ y.
-    public.as_ref().get(1..1 + k.len()).map(<[u8]>::to_vec)
-}
-
-/// ECDSA signing with an RFC 6979 nonce, giving exactly what `ecdsa::SigningKey::sign` gives
-/// (the `fast_rfc6979_matches_the_ecdsa_crate` test compares them) with 𝑘×𝑮 from
-/// [`base_point_x`]; the rest is the ecdsa crate's `sign_prehashed`: 𝑟 = 𝑥 mod 𝑛,
-/// 𝑠 = 𝑘⁻¹(𝑧 + 𝑟𝑑) mod 𝑛.
-macro_rules! rfc6979_signer {
-    ($name:ident, $curve:ident, $curve_type:ident, $digest:ty, $ecdh:expr) => {
-        fn $name(d: &$curve::NonZeroScalar, msg: &[u8]) -> Option<$curve::ecdsa::Signature> {
-            use sha2::Digest;
-            use $curve::elliptic_curve::{ops::Reduce, Curve, FieldBytesEncoding, PrimeField};
-            let z = <$digest>::digest(msg);
-            let order = $curve::$curve_type::ORDER.encode_field_bytes();
-            let mut k_bytes = rfc6979::generate_k::<$digest, _>(&d.to_repr(), &order, &z, &[]);
-            let k = Option::<$curve::Scalar>::from($curve::Scalar::from_repr(k_bytes));
-            let x = base_point_x($ecdh, &k_bytes);
-            k_bytes.zeroize();
-            let (k, x) = (k?, x?);
-            let r = <$curve::Scalar as Reduce<_>>::reduce_bytes($curve::FieldBytes::from_slice(&x));
-            let z = <$curve::Scalar as Reduce<_>>::reduce_bytes(&z);
-            let k_inv = Option::<$curve::Scalar>::from($curve::elliptic_curve::Field::invert(&k))?;
-            let s = k_inv * (z + r * d.as_ref());
-            $curve::ecdsa::Signature::from_scalars(r, s).ok()
-        }
-    };
-}
-rfc6979_signer!(sign_p256, p256, NistP256, sha2::Sha256, &aws_lc_rs::agreement::ECDH_P256);
-rfc6979_signer!(sign_p384, p384, NistP384, sha2::Sha384, &aws_lc_rs::agreement::ECDH_P384);
 
 /// The deterministic way to sign with a [`Key`]: RFC 6979 for ECDSA keys, the key's own
 /// `KeyPair` for RSA keys (PKCS#1 v1.5 signatures carry no randomness). Use it wherever rcgen
@@ -406,6 +379,7 @@ mod tests {
         BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyUsagePurpose, SanType,
         SerialNumber,
     };
+    use std::ffi::OsStr;
     use std::io::Write;
     use time::macros::datetime;
 
@@ -634,18 +608,51 @@ mod tests {
         }
     }
 
+    /// A key of `alg` from its private scalar, in the SEC1 form kubebundle writes.
+    fn key_from_scalar(alg: KeyAlgorithm, scalar: &[u8]) -> Key {
+        let (curve, public) = match alg {
+            KeyAlgorithm::EcdsaP256 => {
+                let k = p256::SecretKey::from_slice(scalar).unwrap();
+                (OID_P256, p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&k.public_key(), false).as_bytes().to_vec())
+            }
+            _ => {
+                let k = p384::SecretKey::from_slice(scalar).unwrap();
+                (OID_P384, p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&k.public_key(), false).as_bytes().to_vec())
+            }
+        };
+        Key::from_pem(&pem_encode("EC PRIVATE KEY", &sec1_der(curve, scalar, &public))).unwrap()
+    }
+
+    fn unhex(h: &str) -> Vec<u8> {
+        (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// The signer gives RFC 6979's own answers (Appendix A.2.5, P-256 with SHA-256, and A.2.6,
+    /// P-384 with SHA-384, message "sample"): (r, s) in the DER the certificates carry.
     #[test]
-    fn fast_rfc6979_matches_the_ecdsa_crate() {
-        use p256::ecdsa::signature::Signer;
-        let mut rng = ChaCha20Rng::from_seed([7; 32]);
-        for round in 0..64usize {
-            let msg: Vec<u8> = (0..round * 37).map(|i| (i * 31 + round) as u8).collect();
-            let d256 = p256::ecdsa::SigningKey::random(&mut rng);
-            let expected: p256::ecdsa::Signature = d256.sign(&msg);
-            assert_eq!(sign_p256(d256.as_nonzero_scalar(), &msg), Some(expected), "P-256 round {round}");
-            let d384 = p384::ecdsa::SigningKey::random(&mut rng);
-            let expected: p384::ecdsa::Signature = d384.sign(&msg);
-            assert_eq!(sign_p384(d384.as_nonzero_scalar(), &msg), Some(expected), "P-384 round {round}");
+    fn signer_gives_the_rfc6979_test_vectors() {
+        let cases = [
+            (
+                KeyAlgorithm::EcdsaP256,
+                "c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721",
+                "efd48b2aacb6a8fd1140dd9cd45e81d69d2c877b56aaf991c34d0ea84eaf3716",
+                "f7cb1c942d657c41d436c7a1b6e29f65f3e900dbb9aff4064dc4ab2f843acda8",
+            ),
+            (
+                KeyAlgorithm::EcdsaP384,
+                "6b9d3dad2e1b8c1c05b19875b6659f4de23c3b667bf297ba9aa47740787137d896d5724e4c70a825f872c9ea60d2edf5",
+                "94edbb92a5ecb8aad4736e56c691916b3f88140666ce9fa73d64c4ea95ad133c81a648152e44acf96e36dd1e80fabe46",
+                "99ef4aeb15f178cea1fe40db2603138f130e740a19624526203b6351d0a3a94fa329c145786e679e7b82c71a38628ac8",
+            ),
+        ];
+        for (alg, x, r, s) in cases {
+            let signer = Rfc6979Signer::from_key(&key_from_scalar(alg, &unhex(x))).unwrap();
+            let der = signer.sign(b"sample").unwrap();
+            let rs = match alg {
+                KeyAlgorithm::EcdsaP256 => p256::ecdsa::Signature::from_der(&der).unwrap().to_bytes().to_vec(),
+                _ => p384::ecdsa::Signature::from_der(&der).unwrap().to_bytes().to_vec(),
+            };
+            assert_eq!(hex(&rs), format!("{r}{s}"), "{alg:?}");
         }
     }
 
@@ -663,6 +670,17 @@ mod tests {
             assert_ne!(a, signer.sign(b"another message").unwrap());
             UnparsedPublicKey::new(verify_alg(&signer), key.pair.der_bytes()).verify(msg, &a).unwrap();
             assert!(UnparsedPublicKey::new(verify_alg(&signer), key.pair.der_bytes()).verify(b"tampered", &a).is_err());
+            // And with openssl: `openssl dgst -sha256|-sha384 -verify PUB -signature SIG MSG`.
+            let digest = if alg == KeyAlgorithm::EcdsaP256 { "-sha256" } else { "-sha384" };
+            let (public, sig, data) = (write_temp(key.public_pem().as_bytes()), write_temp(&a), write_temp(msg));
+            let openssl = |data: &Path| {
+                let args = [OsStr::new("dgst"), OsStr::new(digest), OsStr::new("-verify"), public.path().as_os_str()];
+                let more = [OsStr::new("-signature"), sig.path().as_os_str(), data.as_os_str()];
+                std::process::Command::new("openssl").args(args).args(more).output().expect("openssl is installed")
+            };
+            let ok = openssl(data.path());
+            assert!(ok.status.success() && ok.stdout.starts_with(b"Verified OK"), "{alg:?}: {ok:?}");
+            assert!(!openssl(write_temp(b"tampered").path()).status.success(), "{alg:?}");
             // aws-lc (rcgen::KeyPair) draws a random nonce: this is why the signer exists.
             assert_ne!(key.pair.sign(msg).unwrap(), key.pair.sign(msg).unwrap());
         }
