@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine;
+use common::rotation::RotationWork;
 use common::*;
 
 const NOW: &str = "2026-01-01T00:00:00Z";
@@ -25,71 +26,6 @@ fn sha256(bytes: &[u8]) -> String {
 /// Every file under `dir` but the lock (relative path → sha256).
 fn digests(dir: &Path) -> BTreeMap<String, String> {
     file_bytes(dir).into_iter().filter(|(p, _)| !p.contains(".lock")).map(|(p, b)| (p, sha256(&b))).collect()
-}
-
-struct Work {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
-
-impl Work {
-    /// A bundle of 2 control planes (+ etcd) and a worker, `inventory` added to the Inventory.
-    fn new(prefix: &str, inventory: &str) -> Work {
-        let tmp = temp_dir(prefix);
-        let dir = tmp.path().to_path_buf();
-        let text = live_config(
-            "rot",
-            &[("cp1", "10.9.0.11", "control-plane, etcd"), ("cp2", "10.9.0.12", "control-plane, etcd"), ("w1", "10.9.0.21", "worker")],
-        )
-        .replace("kind: Inventory\n", &format!("kind: Inventory\n{inventory}"));
-        std::fs::write(dir.join("rot.yaml"), text).unwrap();
-        let w = Work { _tmp: tmp, dir };
-        let r = w.run(&["generate"]);
-        assert!(r.ok(), "{}", r.describe());
-        w
-    }
-
-    fn bundle(&self) -> PathBuf {
-        self.dir.join("out/rot")
-    }
-
-    /// A command with this bundle's --config, --out and --now.
-    fn run(&self, args: &[&str]) -> Run {
-        let mut all = args.to_vec();
-        let config = self.dir.join("rot.yaml");
-        let out = self.dir.join("out");
-        all.extend(["--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-        if args[0] != "rotate" || args[1] != "status" {
-            all.extend(["--now", NOW]);
-        }
-        kubebundle(&self.dir, &all, &[])
-    }
-
-    fn rotate(&self, args: &[&str]) -> Run {
-        let mut all = vec!["rotate"];
-        all.extend_from_slice(args);
-        self.run(&all)
-    }
-
-    /// A node's file, read out of its tarball with tar.
-    fn node_file(&self, node: &str, path: &str) -> Option<String> {
-        let mut c = Command::new("tar");
-        c.arg("-xzOf").arg(self.bundle().join(format!("nodes/{node}.tar.gz"))).arg(path);
-        let r = run_cmd(c);
-        r.ok().then_some(r.stdout)
-    }
-
-    fn state(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.bundle().join("state").join(rel)).unwrap_or_default()
-    }
-
-    fn up_to_date(&self, f: &mut Failures, when: &str) {
-        let r = self.run(&["generate", "--check"]);
-        f.check(r.ok() && r.stdout.contains("up to date"), || format!("{when}: generate --check: {}", r.describe()));
-        f.check(verify_bundle(&self.bundle(), Some(NOW)).is_ok(), || {
-            format!("{when}: {}", verify_bundle(&self.bundle(), Some(NOW)).unwrap_err())
-        });
-    }
 }
 
 /// Providers in order, each with its keys (name, decoded length).
@@ -129,7 +65,7 @@ const HW_ENC: &str = "etc/k8s/kube-apiserver/encryption-config.yaml";
 
 #[test]
 fn encryption_phases_write_each_phase_in_order_and_generate_keeps_it() {
-    let w = Work::new("rot-enc", "profile: hardway\n");
+    let w = RotationWork::new("rot-enc", "profile: hardway\n");
     let mut f = Failures::new();
     let worker = sha256(&std::fs::read(w.bundle().join("nodes/w1.tar.gz")).unwrap());
     let phases: [(&[&str], Providers); 3] = [
@@ -206,7 +142,7 @@ fn encryption_phases_write_each_phase_in_order_and_generate_keeps_it() {
 
 #[test]
 fn a_rotation_of_the_same_provider_adds_a_second_key_to_its_entry() {
-    let w = Work::new("rot-same", "");
+    let w = RotationWork::new("rot-same", "");
     let mut f = Failures::new();
     let kubeadm_enc = "etc/kubernetes/encryption/encryption-config.yaml";
     f.check(w.rotate(&["encryption", "start"]).ok(), || "start".into());
@@ -229,7 +165,7 @@ fn a_rotation_of_the_same_provider_adds_a_second_key_to_its_entry() {
 
 #[test]
 fn phases_out_of_order_are_refused_and_write_nothing() {
-    let w = Work::new("rot-refuse", "");
+    let w = RotationWork::new("rot-refuse", "");
     let mut f = Failures::new();
     let refuse = |f: &mut Failures, args: &[&str], says: &[&str]| {
         let before = digests(&w.dir.join("out"));
@@ -299,7 +235,7 @@ fn phases_out_of_order_are_refused_and_write_nothing() {
 
 #[test]
 fn abort_after_start_gives_back_the_pre_start_bundle_and_archives_the_new_key() {
-    let w = Work::new("rot-abort", "");
+    let w = RotationWork::new("rot-abort", "");
     let mut f = Failures::new();
     let before = digests(&w.bundle());
     for material in ["encryption", "sa"] {
@@ -341,7 +277,7 @@ fn abort_after_start_gives_back_the_pre_start_bundle_and_archives_the_new_key() 
 fn generate_makes_aesgcm_and_secretbox_keys_and_refuses_an_unknown_provider() {
     let mut f = Failures::new();
     for provider in ["aesgcm", "secretbox"] {
-        let w = Work::new("rot-prov", &format!("encryptionProvider: {provider}\n"));
+        let w = RotationWork::new("rot-prov", &format!("encryptionProvider: {provider}\n"));
         let text = w.node_file("cp1", "etc/kubernetes/encryption/encryption-config.yaml").unwrap_or_default();
         f.eq(provider, &vec![p(provider, &["key1"]), ("identity".into(), vec![])], &providers(&text));
         f.check(w.state("encryption.yaml").contains(&format!("provider: {provider}")), || w.state("encryption.yaml"));
@@ -372,7 +308,7 @@ fn flags(unit: &str, name: &str) -> Vec<String> {
 
 #[test]
 fn sa_phases_verify_with_both_keys_then_sign_with_the_new_one_then_drop_the_old() {
-    let w = Work::new("rot-sa", "profile: hardway\n");
+    let w = RotationWork::new("rot-sa", "profile: hardway\n");
     let mut f = Failures::new();
     let dir = "etc/k8s/kube-apiserver/certs";
     let api = "etc/systemd/system/kube-apiserver.service";
@@ -456,7 +392,7 @@ fn sa_phases_verify_with_both_keys_then_sign_with_the_new_one_then_drop_the_old(
 
 #[test]
 fn sa_rotation_in_the_kubeadm_layout_goes_through_the_kube_apiserver_patch() {
-    let w = Work::new("rot-sa-kubeadm", "");
+    let w = RotationWork::new("rot-sa-kubeadm", "");
     let mut f = Failures::new();
     let patch = "etc/kubernetes/patches/kube-apiserver+json.yaml";
     let plain = w.node_file("cp1", patch).unwrap_or_default();

@@ -9,10 +9,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use base64::Engine;
+use common::rotation::RotationWork;
 use common::*;
 
 const NOW: &str = "2026-01-01T00:00:00Z";
@@ -34,68 +34,6 @@ fn ders(pem_text: &str) -> Vec<Vec<u8>> {
 fn pin(der: &[u8]) -> String {
     let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
     format!("sha256:{}", sha256(c.public_key().raw))
-}
-
-struct Work {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
-
-impl Work {
-    fn new(prefix: &str, profile: &str) -> Work {
-        let tmp = temp_dir(prefix);
-        let dir = tmp.path().to_path_buf();
-        let text = live_config(
-            "rot",
-            &[("cp1", "10.9.0.11", "control-plane, etcd"), ("cp2", "10.9.0.12", "control-plane, etcd"), ("w1", "10.9.0.21", "worker")],
-        )
-        .replace("kind: Inventory\n", &format!("kind: Inventory\nprofile: {profile}\n"));
-        std::fs::write(dir.join("rot.yaml"), text).unwrap();
-        let w = Work { _tmp: tmp, dir };
-        let r = w.run(&["generate"]);
-        assert!(r.ok(), "{}", r.describe());
-        w
-    }
-
-    fn bundle(&self) -> PathBuf {
-        self.dir.join("out/rot")
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        let mut all = args.to_vec();
-        let config = self.dir.join("rot.yaml");
-        let out = self.dir.join("out");
-        all.extend(["--config", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", NOW]);
-        kubebundle(&self.dir, &all, &[])
-    }
-
-    fn rotate(&self, ca: &str, step: &str) -> Run {
-        self.run(&["rotate", "ca", ca, step])
-    }
-
-    fn node_file(&self, node: &str, path: &str) -> Option<String> {
-        let mut c = Command::new("tar");
-        c.arg("-xzOf").arg(self.bundle().join(format!("nodes/{node}.tar.gz"))).arg(path);
-        let r = run_cmd(c);
-        r.ok().then_some(r.stdout)
-    }
-
-    fn node_files(&self, node: &str) -> Vec<String> {
-        let mut c = Command::new("tar");
-        c.arg("-tzf").arg(self.bundle().join(format!("nodes/{node}.tar.gz")));
-        run_cmd(c).stdout.lines().filter(|l| !l.ends_with('/')).map(str::to_string).collect()
-    }
-
-    fn state(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.bundle().join("state").join(rel)).unwrap_or_default()
-    }
-
-    fn up_to_date(&self, f: &mut Failures, when: &str) {
-        let r = self.run(&["generate", "--check"]);
-        f.check(r.ok() && r.stdout.contains("up to date"), || format!("{when}: generate --check: {}", r.describe()));
-        let v = verify_bundle(&self.bundle(), Some(NOW));
-        f.check(v.is_ok(), || format!("{when}: {}", v.clone().unwrap_err()));
-    }
 }
 
 /// The certificate-authority-data of a kubeconfig, and its embedded client certificate (PEM).
@@ -128,14 +66,14 @@ fn pem_of(der: &[u8]) -> String {
 /// The cluster CA through start, switch and finish on a hardway bundle: every anchor, every leaf.
 #[test]
 fn cluster_ca_phases_trust_both_then_sign_with_the_new_then_drop_the_old() {
-    let w = Work::new("rotca-hw", "hardway");
+    let w = RotationWork::new("rotca-hw", "profile: hardway\n");
     let scratch = w.dir.join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
     let mut f = Failures::new();
     let old = ders(&w.state("pki/ca.crt")).remove(0);
     let old_key = w.state("pki/ca.key");
 
-    let r = w.rotate("ca", "start");
+    let r = w.rotate(&["ca", "ca", "start"]);
     f.check(r.ok() && r.stdout.contains("rotate ca ca start: made the new ca"), || r.describe());
     let new = ders(&w.state("pki/ca-next.crt")).first().cloned().unwrap_or_default();
     f.check(!new.is_empty() && new != old, || "start: no pki/ca-next.crt".into());
@@ -156,7 +94,7 @@ fn cluster_ca_phases_trust_both_then_sign_with_the_new_then_drop_the_old() {
     ];
     for (phase, trust, signer, signing) in phases {
         if phase != "start" {
-            let r = w.rotate("ca", phase);
+            let r = w.rotate(&["ca", "ca", phase]);
             f.check(r.ok(), || format!("{phase}: {}", r.describe()));
         }
         let other = if signer == &old { &new } else { &old };
@@ -228,24 +166,24 @@ fn cluster_ca_phases_trust_both_then_sign_with_the_new_then_drop_the_old() {
 /// Refusals exit 1 naming the phase and the next command, and write nothing.
 #[test]
 fn phases_out_of_order_a_second_start_and_abort_after_switch_are_refused() {
-    let w = Work::new("rotca-refuse", "hardway");
+    let w = RotationWork::new("rotca-refuse", "profile: hardway\n");
     let mut f = Failures::new();
     let refuse = |f: &mut Failures, ca: &str, step: &str, want: &[&str]| {
         let before = digests(&w.dir.join("out"));
-        let r = w.rotate(ca, step);
+        let r = w.rotate(&["ca", ca, step]);
         f.check(r.code == Some(1) && want.iter().all(|s| r.stderr.contains(s)), || format!("{ca} {step}: {}", r.describe()));
         f.eq(&format!("{ca} {step}: files after the refusal"), &before, &digests(&w.dir.join("out")));
     };
     refuse(&mut f, "ca", "switch", &["no rotation of the cluster CA is in progress", "kubebundle rotate ca ca start"]);
     refuse(&mut f, "etcd-ca", "finish", &["no rotation of the etcd CA is in progress"]);
-    let r = w.rotate("ca", "start");
+    let r = w.rotate(&["ca", "ca", "start"]);
     f.check(r.ok(), || r.describe());
     refuse(&mut f, "ca", "start", &["already in progress", "kubebundle rotate ca ca switch"]);
     refuse(&mut f, "ca", "finish", &["is started", "the next phase is `kubebundle rotate ca ca switch"]);
     // Another CA rotates independently.
-    let r = w.rotate("front-proxy-ca", "start");
+    let r = w.rotate(&["ca", "front-proxy-ca", "start"]);
     f.check(r.ok(), || r.describe());
-    let r = w.rotate("ca", "switch");
+    let r = w.rotate(&["ca", "ca", "switch"]);
     f.check(r.ok(), || r.describe());
     refuse(&mut f, "ca", "abort", &["was switched", "kubebundle rotate ca ca finish"]);
     // Usage: --algorithm only with start, --new-key only with switch (exit 2).
@@ -259,19 +197,19 @@ fn phases_out_of_order_a_second_start_and_abort_after_switch_are_refused() {
 /// Abort after start: the pre-start bundle byte for byte (rotations.yaml aside), the new CA archived.
 #[test]
 fn abort_after_start_gives_back_the_pre_start_bundle() {
-    let w = Work::new("rotca-abort", "kubeadm");
+    let w = RotationWork::new("rotca-abort", "profile: kubeadm\n");
     let mut f = Failures::new();
     for ca in ["ca", "front-proxy-ca", "etcd-ca"] {
         let before: BTreeMap<String, String> =
             digests(&w.bundle()).into_iter().filter(|(p, _)| !p.starts_with("state/rotations.yaml")).collect();
-        let r = w.rotate(ca, "start");
+        let r = w.rotate(&["ca", ca, "start"]);
         f.check(r.ok(), || r.describe());
         let (crt, key) = if ca == "etcd-ca" { ("pki/etcd/ca-next.crt", "pki/etcd/ca-next.key") } else { ("", "") };
         let (crt, key) =
             if crt.is_empty() { (format!("pki/{ca}-next.crt"), format!("pki/{ca}-next.key")) } else { (crt.into(), key.into()) };
         let next_key = w.state(&key);
         f.check(!next_key.is_empty() && !w.state(&crt).is_empty(), || format!("{ca}: no {crt}"));
-        let r = w.rotate(ca, "abort");
+        let r = w.rotate(&["ca", ca, "abort"]);
         f.check(r.ok() && r.stdout.contains("archived, not deleted"), || r.describe());
         let now: BTreeMap<String, String> =
             digests(&w.bundle()).into_iter().filter(|(p, _)| !p.starts_with("state/rotations.yaml")).collect();
@@ -289,7 +227,7 @@ fn abort_after_start_gives_back_the_pre_start_bundle() {
 /// their keys, the controller-manager's patch only while the cluster CA rotates.
 #[test]
 fn every_ca_rotates_on_a_kubeadm_bundle() {
-    let w = Work::new("rotca-kubeadm", "kubeadm");
+    let w = RotationWork::new("rotca-kubeadm", "profile: kubeadm\n");
     let scratch = w.dir.join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
     let mut f = Failures::new();
@@ -307,7 +245,7 @@ fn every_ca_rotates_on_a_kubeadm_bundle() {
     for (ca, file, leaf, key) in cases {
         let old = ders(&w.node_file("cp1", file).unwrap_or_default());
         let leaf_key = w.node_file("cp1", key).unwrap_or_default();
-        let r = w.rotate(ca, "start");
+        let r = w.rotate(&["ca", ca, "start"]);
         f.check(r.ok(), || r.describe());
         let both = ders(&w.node_file("cp1", file).unwrap_or_default());
         f.check(both.len() == 2 && both[0] == old[0], || format!("{ca} start: {file} holds {} CAs", both.len()));
@@ -322,7 +260,7 @@ fn every_ca_rotates_on_a_kubeadm_bundle() {
             );
         }
         w.up_to_date(&mut f, &format!("{ca} start"));
-        let r = w.rotate(ca, "switch");
+        let r = w.rotate(&["ca", ca, "switch"]);
         f.check(r.ok(), || r.describe());
         let switched = ders(&w.node_file("cp1", file).unwrap_or_default());
         f.eq(&format!("{ca} switch: {file}"), &vec![both[1].clone(), old[0].clone()], &switched);
@@ -330,7 +268,7 @@ fn every_ca_rotates_on_a_kubeadm_bundle() {
         f.check(verifies(&scratch, &pem_of(&both[1]), &pem), || format!("{ca} switch: {leaf} is not signed by the new CA"));
         f.eq(&format!("{ca} switch: {key} kept"), &leaf_key, &w.node_file("cp1", key).unwrap_or_default());
         w.up_to_date(&mut f, &format!("{ca} switch"));
-        let r = w.rotate(ca, "finish");
+        let r = w.rotate(&["ca", ca, "finish"]);
         f.check(r.ok(), || r.describe());
         f.eq(&format!("{ca} finish: {file}"), &vec![both[1].clone()], &ders(&w.node_file("cp1", file).unwrap_or_default()));
         f.check(w.node_file("cp1", "etc/kubernetes/patches/kube-controller-manager+json.yaml").is_none(), || {
@@ -340,7 +278,7 @@ fn every_ca_rotates_on_a_kubeadm_bundle() {
     }
     // --new-key: the re-issued leaves get new keys.
     let key = w.node_file("cp1", "etc/kubernetes/pki/apiserver.key").unwrap_or_default();
-    f.check(w.rotate("ca", "start").ok(), || "second start".into());
+    f.check(w.rotate(&["ca", "ca", "start"]).ok(), || "second start".into());
     let r = w.run(&["rotate", "ca", "ca", "switch", "--new-key"]);
     f.check(r.ok() && r.stdout.contains("with new keys"), || r.describe());
     f.check(w.node_file("cp1", "etc/kubernetes/pki/apiserver.key").unwrap_or_default() != key, || "--new-key kept the key".into());

@@ -9,6 +9,7 @@
 pub mod checks;
 pub mod corp;
 pub mod model;
+pub mod rotation;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
