@@ -692,7 +692,7 @@ fn broken_references_fail_verify_binary() {
                 "kubeconfig cert missing",
                 "cp1",
                 "etc/kubernetes/kube-scheduler.kubeconfig",
-                &[("client-certificate: \"/etc/kubernetes/pki/kube-scheduler.crt\"", "client-certificate: \"/etc/kubernetes/pki/kube-scheduler-gone.crt\"")],
+                &[("client-certificate: /etc/kubernetes/pki/kube-scheduler.crt", "client-certificate: /etc/kubernetes/pki/kube-scheduler-gone.crt")],
                 "Config user.client-certificate /etc/kubernetes/pki/kube-scheduler-gone.crt is not in the tree: a client certificate is missing",
             )
             .repack(),
@@ -700,7 +700,7 @@ fn broken_references_fail_verify_binary() {
                 "kubeconfig with a serving cert",
                 "cp1",
                 "etc/kubernetes/admin.kubeconfig",
-                &[("client-certificate: \"/etc/kubernetes/pki/admin.crt\"", "client-certificate: \"/etc/kubernetes/pki/kube-apiserver.crt\"")],
+                &[("client-certificate: /etc/kubernetes/pki/admin.crt", "client-certificate: /etc/kubernetes/pki/kube-apiserver.crt")],
                 "",
             )
             .parts(&["Config user.client-certificate /etc/kubernetes/pki/kube-apiserver.crt must be a client certificate", "no clientAuth extended key usage"]),
@@ -709,7 +709,7 @@ fn broken_references_fail_verify_binary() {
                 "kubeconfig key mismatch",
                 "cp1",
                 "etc/kubernetes/kube-controller-manager.kubeconfig",
-                &[("client-key: \"/etc/kubernetes/pki/kube-controller-manager.key\"", "client-key: \"/etc/kubernetes/pki/kube-scheduler.key\"")],
+                &[("client-key: /etc/kubernetes/pki/kube-controller-manager.key", "client-key: /etc/kubernetes/pki/kube-scheduler.key")],
                 "Config user.client-certificate /etc/kubernetes/pki/kube-controller-manager.crt must be a client certificate: its key is not /etc/kubernetes/pki/kube-scheduler.key",
             ),
             brk(
@@ -738,8 +738,8 @@ fn broken_references_fail_verify_binary() {
                 "worker1",
                 "etc/kubernetes/kube-proxy.kubeconfig",
                 &[
-                    ("client-certificate: \"/etc/kubernetes/pki/kube-proxy.crt\"", "client-certificate: \"/etc/kubernetes/pki/worker1.crt\""),
-                    ("client-key: \"/etc/kubernetes/pki/kube-proxy.key\"", "client-key: \"/etc/kubernetes/pki/worker1.key\""),
+                    ("client-certificate: /etc/kubernetes/pki/kube-proxy.crt", "client-certificate: /etc/kubernetes/pki/worker1.crt"),
+                    ("client-key: /etc/kubernetes/pki/kube-proxy.key", "client-key: /etc/kubernetes/pki/worker1.key"),
                 ],
                 "",
             )

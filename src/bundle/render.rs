@@ -1,6 +1,7 @@
 //! minijinja over the embedded `templates/`. Undefined variables are errors, nothing is
 //! auto-escaped, and the `quote` filter writes a string as a JSON string, which YAML reads as
-//! the same string (so values such as "yes" or "on" never turn into booleans).
+//! the same string (so values such as "yes" or "on" never turn into booleans); `scalar` writes
+//! it as go-yaml would (plain where YAML allows, quoted where it must), for kubeconfigs.
 
 use base64::Engine;
 use minijinja::{Environment, State, UndefinedBehavior, Value};
@@ -62,6 +63,7 @@ impl Renderer {
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         env.set_syntax(minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build().expect("valid syntax config"));
         env.add_filter("quote", |v: String| serde_json::to_string(&v).unwrap_or_default());
+        env.add_filter("scalar", |v: String| crate::util::text::yaml_scalar(&v));
         env.add_filter("b64", |v: String| base64::engine::general_purpose::STANDARD.encode(v.as_bytes()));
         // Node files name other files by artifact id: `path(id)` is where this node has it (an
         // error when it has none), `has(id)` whether it has it, `layout_path(id)` where the
@@ -118,7 +120,10 @@ mod tests {
                 minijinja::context! { cluster_name => "yes", server => "https://a:6443", ca_data => "QQ==", user => "on", token => "", client_certificate_data => "x", client_key_data => "y" },
             )
             .unwrap();
-        assert!(out.contains("- name: \"yes\""), "{out}");
-        assert!(out.contains("current-context: \"on@yes\""));
+        // `scalar` quotes what plain YAML would read as a boolean, and only that.
+        assert!(out.contains("  name: \"yes\"\n"), "{out}");
+        assert!(out.contains("- name: \"on\"\n"), "{out}");
+        assert!(out.contains("current-context: on@yes\n"), "{out}");
+        assert!(out.contains("    server: https://a:6443\n"), "{out}");
     }
 }

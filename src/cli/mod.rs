@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::bundle::materialize;
 use crate::bundle::output;
@@ -124,6 +124,16 @@ generate writes), a cluster without encryption at rest unless --new-encryption-k
     #[command(after_help = "Exit codes: 0 written; 1 a tarball could not be read, lock held, a write failed; 2 usage \
 error, a --dir that is not a bundle, a --node the bundle does not have.")]
     Export(ExportCli),
+    /// Print the shell completion script for SHELL on standard output. Load it in the running
+    /// shell (bash: `source <(kubebundle completion bash)`) or install it where the shell looks
+    /// (README "Shell completions and man pages").
+    #[command(after_help = "Exit codes: 0 printed; 1 the output could not be written; 2 usage error (an unknown shell).")]
+    Completion(CompletionCli),
+    /// Write the manual pages: kubebundle.1 and one page per subcommand (kubebundle-generate.1,
+    /// kubebundle-certs-renew.1, ...) into --out DIR; without --out, print kubebundle.1 on
+    /// standard output (`kubebundle man | man -l -`).
+    #[command(after_help = "Exit codes: 0 written or printed; 1 a page could not be written; 2 usage error.")]
+    Man(ManCli),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -154,6 +164,28 @@ struct ExportCli {
     /// user-data limits such as AWS EC2's 16 KiB.
     #[arg(long)]
     gzip: bool,
+}
+
+#[derive(Args)]
+struct CompletionCli {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    shell: CompletionShell,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
+}
+
+#[derive(Args)]
+struct ManCli {
+    /// Write every page into this directory (made if missing) instead of printing kubebundle.1.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 const ROTATE_EXIT_CODES: &str = "Exit codes: 0 the phase was written (status: printed); 1 refused or failed, nothing \
@@ -798,6 +830,8 @@ pub fn main() -> i32 {
         Command::Rotate(r) => rotate(r).map(|()| 0),
         Command::Config(ConfigCommand::PrintDefaults) => say::out(config::DEFAULT_CONFIG).map(|()| 0),
         Command::Export(a) => export(a).map(|()| 0),
+        Command::Completion(a) => completion(a).map(|()| 0),
+        Command::Man(a) => man(a).map(|()| 0),
     };
     match result {
         Ok(code) => code,
@@ -810,6 +844,49 @@ pub fn main() -> i32 {
             }
         }
     }
+}
+
+/// `kubebundle completion SHELL`: clap_complete's script for the whole command line.
+fn completion(a: CompletionCli) -> Result<(), CliError> {
+    use clap_complete::Shell;
+    let shell = match a.shell {
+        CompletionShell::Bash => Shell::Bash,
+        CompletionShell::Zsh => Shell::Zsh,
+        CompletionShell::Fish => Shell::Fish,
+        CompletionShell::Powershell => Shell::PowerShell,
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "kubebundle", &mut script);
+    say::out(&String::from_utf8_lossy(&script))
+}
+
+/// `kubebundle man [--out DIR]`: clap_mangen's pages.
+fn man(a: ManCli) -> Result<(), CliError> {
+    // The pages list the subcommands that have a page (as generate_to writes them): not `help`.
+    let cmd = Cli::command().disable_help_subcommand(true);
+    let Some(dir) = a.out else {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .render(&mut page)
+            .map_err(|e| CliError::Other(format!("cannot render the man page: {}", crate::util::io_words(&e))))?;
+        return say::out(&String::from_utf8_lossy(&page));
+    };
+    let failed = |e: std::io::Error| {
+        CliError::Other(format!(
+            "cannot write the man pages into {}: {}\n  hint: give --out a directory you can write",
+            dir.display(),
+            crate::util::io_words(&e)
+        ))
+    };
+    std::fs::create_dir_all(&dir).map_err(failed)?;
+    clap_mangen::generate_to(cmd, &dir).map_err(failed)?;
+    let mut pages: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(failed)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("kubebundle") && n.ends_with(".1"))
+        .collect();
+    pages.sort();
+    say::out(&format!("wrote {} man pages into {}: {}\n", pages.len(), dir.display(), pages.join(", ")))
 }
 
 fn load_config(arg: &ConfigArg) -> Result<Config, CliError> {

@@ -1764,10 +1764,12 @@ fn renew_leaf(name: &str, path: &str, old_der: &[u8], key_pem: &str, ca: &Signer
     params.subject_alt_names = copy_sans(&x).map_err(err)?;
     params.key_usages = copy_key_usages(&x).map_err(err)?;
     params.extended_key_usages = copy_ekus(&x).map_err(err)?;
-    params.is_ca = match x.basic_constraints() {
-        Ok(Some(_)) => IsCa::ExplicitNoCa,
-        _ => IsCa::NoCa,
-    };
+    // Like kubeadm's leaves (and generate's): BasicConstraints CA:FALSE where the old one had
+    // it, never a SubjectKeyIdentifier, even where an older certificate carried one.
+    params.is_ca = IsCa::NoCa;
+    if let Ok(Some(_)) = x.basic_constraints() {
+        crate::pki::issue::leaf_not_a_ca(&mut params);
+    }
     params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
     params.not_before = not_before;
     params.not_after = not_after;

@@ -4,8 +4,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyUsagePurpose, SanType,
-    SerialNumber,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyUsagePurpose, SanType, SerialNumber,
 };
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -290,6 +290,16 @@ fn identity_params(spec: &CertSpec) -> Result<CertificateParams, rcgen::Error> {
     Ok(params)
 }
 
+/// A leaf as kubeadm writes it: BasicConstraints CA:FALSE (critical) and no
+/// SubjectKeyIdentifier (its CAs keep theirs). rcgen writes both or neither (`IsCa`), so the leaf
+/// is `IsCa::NoCa` with BasicConstraints added as the extension it is (an empty SEQUENCE).
+pub fn leaf_not_a_ca(params: &mut CertificateParams) {
+    params.is_ca = IsCa::NoCa;
+    let mut basic_constraints = CustomExtension::from_oid_content(&[2, 5, 29, 19], vec![0x30, 0x00]);
+    basic_constraints.set_criticality(true);
+    params.custom_extensions.push(basic_constraints);
+}
+
 pub fn issue(spec: &CertSpec, key: &Key, issuer: Option<&Authority>, validity: &Validity, serial: Vec<u8>) -> Result<Issued, IssueError> {
     let build = |e: rcgen::Error| IssueError::Build { id: spec.id.clone(), message: e.to_string() };
     if let Some(ca) = issuer {
@@ -306,7 +316,7 @@ pub fn issue(spec: &CertSpec, key: &Key, issuer: Option<&Authority>, validity: &
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment, KeyUsagePurpose::KeyCertSign];
         params.use_authority_key_identifier_extension = false;
     } else {
-        params.is_ca = IsCa::ExplicitNoCa;
+        leaf_not_a_ca(&mut params);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.use_authority_key_identifier_extension = true;
     }

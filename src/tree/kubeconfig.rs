@@ -7,14 +7,19 @@ use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Kubeconfig {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_empty")]
     pub clusters: Vec<NamedCluster>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_empty")]
     pub contexts: Vec<NamedContext>,
     #[serde(default, rename = "current-context")]
     pub current_context: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_empty")]
     pub users: Vec<NamedUser>,
+}
+
+/// client-go writes an empty list as `null` (`users: null` in a kubeconfig without users).
+fn null_is_empty<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Debug, Default, Deserialize)]

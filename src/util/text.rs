@@ -93,3 +93,144 @@ mod tests {
         assert_eq!(name_of('\u{1b}'), "an escape character (U+001B)");
     }
 }
+
+/// A string as the YAML scalar go-yaml (sigs.k8s.io/yaml, what client-go and `kubectl config
+/// view` write with) emits for it in block context: plain where that reads back as the same
+/// string, single-quoted where plain would be taken for YAML syntax (`a: b`, a leading `*`),
+/// double-quoted where plain would read as another type (`""`, `true`, `no`, `1.5`, `0x1f`,
+/// `~`) or the text holds characters a plain or single-quoted scalar cannot carry.
+pub fn yaml_scalar(s: &str) -> String {
+    if s.chars().any(|c| c.is_control() || c == '\u{feff}') || yaml_resolves_to_non_string(s) {
+        return serde_json::to_string(s).unwrap_or_default();
+    }
+    if yaml_plain_allowed(s) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "''"))
+    }
+}
+
+/// go-yaml v2's `resolve`: whether a plain `s` reads as null, a boolean, a number or a merge key.
+fn yaml_resolves_to_non_string(s: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "", "~", "null", "Null", "NULL", "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false",
+        "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf",
+        "-.INF", ".nan", ".NaN", ".NAN", "<<",
+    ];
+    if WORDS.contains(&s) {
+        return true;
+    }
+    if !s.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '-' | '+' | '.')) {
+        return false;
+    }
+    let plain = s.replace('_', "");
+    let unsigned = plain.strip_prefix(['-', '+']).unwrap_or(&plain);
+    let digits = |t: &str, radix: u32| !t.is_empty() && t.chars().all(|c| c.is_digit(radix));
+    // Integers (strconv.ParseInt with base 0: 0x, 0o, 0b, a leading 0 for octal) and 0b binary.
+    let int = digits(unsigned, 10)
+        || unsigned.strip_prefix("0x").or_else(|| unsigned.strip_prefix("0X")).is_some_and(|t| digits(t, 16))
+        || unsigned.strip_prefix("0o").or_else(|| unsigned.strip_prefix("0O")).is_some_and(|t| digits(t, 8))
+        || unsigned.strip_prefix("0b").or_else(|| unsigned.strip_prefix("0B")).is_some_and(|t| digits(t, 2));
+    // Floats: ^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$ , and base-60 ones (1:30.5).
+    let float = {
+        let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+            Some(i) => (&unsigned[..i], Some(&unsigned[i + 1..])),
+            None => (unsigned, None),
+        };
+        let mantissa_ok = match mantissa.split_once('.') {
+            Some(("", frac)) => digits(frac, 10),
+            Some((whole, frac)) => digits(whole, 10) && (frac.is_empty() || digits(frac, 10)),
+            None => digits(mantissa, 10),
+        };
+        let exponent_ok = exponent.is_none_or(|e| digits(e.strip_prefix(['-', '+']).unwrap_or(e), 10));
+        mantissa_ok && exponent_ok
+    };
+    let base60 = {
+        let t = s.strip_prefix(['-', '+']).unwrap_or(s);
+        let (head, frac) = t.split_once('.').unwrap_or((t, ""));
+        let mut parts = head.split(':');
+        let first = parts.next().unwrap_or_default();
+        let rest: Vec<&str> = parts.collect();
+        head.contains(':')
+            && first.starts_with(|c: char| c.is_ascii_digit())
+            && first.chars().all(|c| c.is_ascii_digit() || c == '_')
+            && rest.iter().all(|p| (1..=2).contains(&p.len()) && digits(p, 10) && (p.len() == 1 || p.as_bytes()[0] <= b'5'))
+            && frac.chars().all(|c| c.is_ascii_digit() || c == '_')
+    };
+    int || float || base60
+}
+
+/// go-yaml's emitter (`yaml_emitter_analyze_scalar`): whether `s` may be written plain as a
+/// block mapping value.
+fn yaml_plain_allowed(s: &str) -> bool {
+    if s.starts_with("---") || s.starts_with("...") {
+        return false;
+    }
+    if s.starts_with([' ', '\t']) || s.ends_with([' ', '\t']) {
+        return false;
+    }
+    let chars: Vec<char> = s.chars().collect();
+    let blank_at = |i: usize| i >= chars.len() || matches!(chars[i], ' ' | '\t');
+    for (i, &c) in chars.iter().enumerate() {
+        let followed_by_blank = blank_at(i + 1);
+        if i == 0 {
+            match c {
+                '#' | ',' | '[' | ']' | '{' | '}' | '&' | '*' | '!' | '|' | '>' | '\'' | '"' | '%' | '@' | '`' => return false,
+                '?' | ':' | '-' if followed_by_blank => return false,
+                _ => {}
+            }
+        } else {
+            match c {
+                ':' if followed_by_blank => return false,
+                '#' if matches!(chars[i - 1], ' ' | '\t') => return false,
+                _ => {}
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod yaml_scalar_tests {
+    use super::yaml_scalar;
+
+    #[test]
+    fn plain_where_go_yaml_writes_plain() {
+        for s in [
+            "kubernetes",
+            "system:node:cp1",
+            "https://10.0.0.1:6443",
+            "/etc/kubernetes/pki/ca.crt",
+            "abcdef.0123456789abcdef",
+            "a b",
+            "x-1",
+        ] {
+            assert_eq!(yaml_scalar(s), s);
+        }
+    }
+
+    #[test]
+    fn quoted_where_plain_would_change_it() {
+        for (s, want) in [
+            ("", "\"\""),
+            ("yes", "\"yes\""),
+            ("on", "\"on\""),
+            ("null", "\"null\""),
+            ("123456.0123456789012345", "\"123456.0123456789012345\""),
+            ("0x1f", "\"0x1f\""),
+            ("1e5", "\"1e5\""),
+            ("1:30", "\"1:30\""),
+            ("a: b", "'a: b'"),
+            ("name:", "'name:'"),
+            ("*x", "'*x'"),
+            ("it's", "it's"),
+            ("it's #1", "'it''s #1'"),
+            ("a #b", "'a #b'"),
+            ("- a", "'- a'"),
+            (" a", "' a'"),
+            ("a\nb", "\"a\\nb\""),
+        ] {
+            assert_eq!(yaml_scalar(s), want, "{s:?}");
+        }
+    }
+}
