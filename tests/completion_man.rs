@@ -1,6 +1,6 @@
 //! Shell completions and man pages (issue 16): `kubebundle completion <shell>` prints a script
 //! each shell accepts (bash: `bash -n`, and sourcing it registers `complete -p kubebundle`;
-//! zsh -n and fish -n where those shells are installed), and `kubebundle man` prints kubebundle.1
+//! zsh -n and fish -n; under CI=true a missing shell fails), and `kubebundle man` prints kubebundle.1
 //! or writes it and one page per subcommand into --out DIR, each rendering with `man -l`.
 
 mod common;
@@ -59,7 +59,7 @@ fn completion_scripts_load_in_their_shells() {
     });
     assert!(r.ok() && r.stdout.lines().any(|l| l == "certs"), "completing `kubebundle ce`: {}", r.describe());
     for (shell, file) in [("zsh", "kubebundle.zsh"), ("fish", "kubebundle.fish")] {
-        if tool(shell) {
+        if required(shell) {
             let r = run_cmd({
                 let mut c = Command::new(shell);
                 c.arg("-n").arg(tmp.path().join(file));
