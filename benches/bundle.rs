@@ -281,12 +281,31 @@ fn lifecycle_commands(cfg: &Path, out: &Path) -> Vec<(String, Vec<std::ffi::OsSt
         ),
         ("certs renew all".to_string(), os(&["certs", "renew", "all", "--dir", dir.to_str().unwrap(), "--now", &at(1)]), &[0][..]),
     ];
-    let phases =
-        [("sa", "start"), ("sa", "switch"), ("sa", "finish"), ("encryption", "start"), ("encryption", "switch"), ("encryption", "finish")];
+    let phases = [
+        ("sa", "start"),
+        ("sa", "switch"),
+        ("sa", "finish"),
+        ("encryption", "start"),
+        ("encryption", "switch"),
+        ("encryption", "finish"),
+        ("ca ca", "start"),
+        ("ca ca", "switch"),
+        ("ca ca", "finish"),
+    ];
     for (hour, (material, step)) in phases.into_iter().enumerate() {
-        let args = ["rotate", material, step, "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", &at(hour + 2)];
+        let mut args: Vec<&str> = vec!["rotate"];
+        args.extend(material.split(' '));
+        let at = at(hour + 2);
+        args.extend([step, "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", &at]);
         commands.push((format!("rotate {material} {step}"), os(&args), &[0][..]));
     }
+    // Every node's cloud-init user-data, read from the tarballs in memory.
+    let export = out.join("export-bench");
+    commands.push((
+        "export cloud-init".to_string(),
+        os(&["export", "cloud-init", "--dir", dir.to_str().unwrap(), "--out", export.to_str().unwrap()]),
+        &[0][..],
+    ));
     commands
 }
 
