@@ -150,6 +150,12 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
     let check = w.generate_with(&["--check"]);
     assert_eq!(check.code, Some(1), "{}", check.describe());
     assert!(check.stdout.contains(&format!("waiting for   {n} signed certificates")), "{}", check.stdout);
+    // -o json says the same on stdout, and still exits 1.
+    let json = w.generate_with(&["-o", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap_or_default();
+    f.check(json.code == Some(1) && report["awaitingSignedCertificates"] == n && report["nodes"] == serde_json::json!([]), || {
+        format!("generate -o json while waiting: {}", json.describe())
+    });
     // The apiserver CSR carries every SAN.
     let api_csr = der_of(&w.bundle().join("csr/cp1/pki/apiserver.csr"));
     let api_sans = sans(&api_csr, true);

@@ -295,7 +295,7 @@ fn build_inner<E: From<GenerateError>>(
         Ok(())
     };
     let mut edited = StateEdit::default();
-    let (mut state, bundle, steps) = render(config, &cluster_dir, clock, force, &write_node, lost_ok, &mut |state: &mut State| {
+    let (mut state, mut bundle, steps) = render(config, &cluster_dir, clock, force, &write_node, lost_ok, &mut |state: &mut State| {
         edited = edit(state)?;
         Ok(())
     })?;
@@ -312,7 +312,7 @@ fn build_inner<E: From<GenerateError>>(
     }
     output::write_tree(&root.join("state"), &state.files, 0o700)?;
     output::write_tree(&root.join("state"), &bundle.state_files, 0o700)?;
-    let removed = if bundle.awaiting > 0 {
+    let moved = if bundle.awaiting > 0 {
         // External-CA mode: the leaves' keys are in the state, their CSRs go to the signer; the
         // previous nodes stay as they were.
         output::ensure_dir(&root.join(crate::bundle::state::CSR_DIR), 0o755)?;
@@ -327,7 +327,13 @@ fn build_inner<E: From<GenerateError>>(
         output::write_tree(root, &bundle.top, 0o700)?;
         move_out_removed_nodes(out, &config.cluster_name, &cluster_dir, &bundle, clock)?
     };
-    let mut removed = removed;
+    let mut removed: Vec<String> = moved
+        .iter()
+        .map(|(name, dest)| {
+            format!("node {name} is no longer in the Inventory: its files were moved out of the bundle to {}", dest.display())
+        })
+        .collect();
+    bundle.changes.moved_out = moved;
     if !config.export.is_empty() {
         removed.extend(write_exports(config, root, &cluster_dir)?);
     }
@@ -352,6 +358,10 @@ fn build_inner<E: From<GenerateError>>(
         let shown = cluster_dir.parent().unwrap_or(out).join(backup.file_name().unwrap_or_default());
         state.report.push(format!("kept the replaced state files in {}", shown.join("state").display()));
     }
+    // What this run writes, keeps and drops, judged against the bundle it replaces.
+    let moved_out = std::mem::take(&mut bundle.changes.moved_out);
+    bundle.changes = output::changes(&real, root)?;
+    bundle.changes.moved_out = moved_out;
     output::commit(staging, &real)?;
     lock.keep();
     let mut notes = report.lines(20);
@@ -507,15 +517,15 @@ fn removed_dir(out: &Path, cluster: &str) -> PathBuf {
 /// Nodes of the previous bundle that are no longer in the Inventory: their tarball (and tree) are
 /// copied out of the bundle, to `OUT/.removed/<clusterName>/<node>-<time>/` (`-2`, `-3`, ... when
 /// that exists: an archive is never overwritten), before the new bundle replaces the old one.
-/// Each archive is made in a private directory and renamed into place whole. Returns one line
-/// per node for the run's summary.
+/// Each archive is made in a private directory and renamed into place whole. Returns each node
+/// with its archive.
 fn move_out_removed_nodes(
     out: &Path,
     cluster: &str,
     cluster_dir: &Path,
     bundle: &Bundle,
     clock: &Clock,
-) -> Result<Vec<String>, GenerateError> {
+) -> Result<Vec<(String, PathBuf)>, GenerateError> {
     let nodes_dir = cluster_dir.join("nodes");
     let gone: Vec<String> = crate::tree::bundle::node_names(&nodes_dir).into_iter().filter(|n| !bundle.node_names.contains(n)).collect();
     let stamp = clock.now.format(&time::macros::format_description!("[year][month][day]T[hour][minute][second]Z")).unwrap_or_default();
@@ -545,7 +555,7 @@ fn move_out_removed_nodes(
             dest = archives.join(format!("{base}-{n}"));
         }
         staged.publish(&dest)?;
-        lines.push(format!("node {name} is no longer in the Inventory: its files were moved out of the bundle to {}", dest.display()));
+        lines.push((name, dest));
     }
     Ok(lines)
 }
