@@ -125,8 +125,9 @@ generate writes), a cluster without encryption at rest unless --new-encryption-k
     /// where smaller, storage.directories), to <--out>/<format>/<node>.yaml|.ign (default
     /// OUT/<clusterName>/export/): directories 0700, files 0600, since they hold the node's keys;
     /// nothing secret is printed. A file over 16 KiB (AWS EC2's user-data limit) is warned about.
-    /// With Inventory.export generate writes them into OUT/<clusterName>/export/ itself; without
-    /// it, the next generate drops that directory (its files would be stale).
+    /// Into OUT/<clusterName>/export/ (no --out) they are recorded (export/<format>/.kubebundle-export.json),
+    /// and every later generate writes them again from its new tarballs with the same options; with
+    /// Inventory.export generate writes every node's itself.
     #[command(after_help = "Exit codes: 0 written; 1 a tarball could not be read, lock held, a write failed; 2 usage \
 error, a --dir that is not a bundle, a --node the bundle does not have.")]
     Export(ExportCli),
