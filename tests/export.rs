@@ -488,3 +488,66 @@ fn inventory_export_writes_them_with_every_generate_and_check_sees_them() {
     f.check(dropped.ok() && !cluster.join("export").exists(), || format!("without Inventory.export: {}", dropped.describe()));
     f.finish("inventory_export_writes_them_with_every_generate_and_check_sees_them");
 }
+
+#[test]
+fn generate_writes_the_exports_the_command_made_again_from_its_new_tarballs() {
+    let tmp = bundle("refresh", "kubeadm", "");
+    let dir = tmp.path();
+    let cluster = dir.join("out/ex");
+    let mut f = Failures::new();
+    // The operator's exports into the bundle: cloud-init gzip-compressed for cp1 only, Ignition
+    // with --runcmd for every node.
+    let r = export(dir, &["cloud-init", "--dir", "out/ex", "--node", "cp1", "--gzip"]);
+    let r2 = export(dir, &["ignition", "--dir", "out/ex", "--runcmd"]);
+    assert!(r.ok() && r2.ok(), "{}\n{}", r.describe(), r2.describe());
+    let record = cluster.join("export/ignition/.kubebundle-export.json");
+    f.eq("record mode", &Some(0o600), &mode_of(&record));
+    let files = ["export/cloud-init/cp1.yaml.gz", "export/ignition/cp1.ign", "export/ignition/w1.ign"];
+    let before: Vec<Option<Vec<u8>>> = files.iter().map(|p| read(&cluster.join(p))).collect();
+    f.check(before.iter().all(Option::is_some), || "the exports were not written".into());
+
+    let gen = |extra: &[&str]| {
+        let mut args = vec!["generate", "--config", "ex.yaml", "--out", "out", "--now", NOW];
+        args.extend_from_slice(extra);
+        kubebundle(dir, &args, &[])
+    };
+    // Every leaf is issued again (another validity): every tarball changes.
+    let text = std::fs::read_to_string(dir.join("ex.yaml")).unwrap();
+    let shorter = text.replace("encryptionAlgorithm: ECDSA-P256\n", "encryptionAlgorithm: ECDSA-P256\ncertificateValidityPeriod: 4000h\n");
+    assert_ne!(text, shorter);
+    std::fs::write(dir.join("ex.yaml"), &shorter).unwrap();
+    let again = gen(&[]);
+    f.check(again.ok(), || again.describe());
+    // Still there, changed, and byte for byte what `export` makes now with the same options.
+    let fresh = export(dir, &["cloud-init", "--dir", "out/ex", "--node", "cp1", "--gzip", "--out", "fresh"]);
+    let fresh2 = export(dir, &["ignition", "--dir", "out/ex", "--runcmd", "--out", "fresh"]);
+    f.check(fresh.ok() && fresh2.ok(), || fresh.describe());
+    for (p, old) in files.iter().zip(&before) {
+        let now = read(&cluster.join(p));
+        f.check(now.is_some() && now != *old, || format!("{p}: not written again after the tarballs changed"));
+        let same = read(&dir.join("fresh").join(p.trim_start_matches("export/")));
+        f.check(now.is_some() && now == same, || format!("{p}: not what `export` makes from the new tarballs"));
+        f.eq(&format!("{p} mode"), &Some(0o600), &mode_of(&cluster.join(p)));
+    }
+    f.check(!cluster.join("export/cloud-init/w1.yaml").exists(), || "an export of a node the operator did not export".into());
+    let check = gen(&["--check"]);
+    f.check(check.code == Some(0) && check.stdout.contains("up to date"), || format!("--check: {}", check.describe()));
+    // An edited export is drift, written back by the next run.
+    std::fs::write(cluster.join("export/ignition/w1.ign"), b"{}").unwrap();
+    let check = gen(&["--check"]);
+    f.check(check.code == Some(1) && check.stdout.contains("would change  export/ignition/w1.ign"), || check.describe());
+    let back = gen(&[]);
+    f.check(back.ok() && read(&cluster.join("export/ignition/w1.ign")) == read(&dir.join("fresh/ignition/w1.ign")), || back.describe());
+
+    // w1 leaves the Inventory: its export leaves with it, and the record forgets it.
+    std::fs::write(dir.join("ex.yaml"), shorter.replace("- {name: w1, address: \"10.7.0.11\", roles: [worker]}\n", "")).unwrap();
+    let gone = gen(&[]);
+    f.check(gone.ok(), || gone.describe());
+    f.check(!cluster.join("export/ignition/w1.ign").exists(), || "w1's export outlived its node".into());
+    f.check(cluster.join("export/ignition/cp1.ign").is_file() && cluster.join("export/cloud-init/cp1.yaml.gz").is_file(), || {
+        "cp1's exports were dropped".into()
+    });
+    let rec = std::fs::read_to_string(&record).unwrap_or_default();
+    f.check(rec.contains("cp1.ign") && !rec.contains("w1"), || format!("record: {rec}"));
+    f.finish("generate_writes_the_exports_the_command_made_again_from_its_new_tarballs");
+}

@@ -11,7 +11,7 @@
 mod common;
 mod live;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
@@ -46,6 +46,55 @@ fn sans(der: &[u8], csr: bool) -> Vec<String> {
         let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
         c.subject_alternative_name().ok().flatten().map(|s| s.value.general_names.iter().map(show).collect()).unwrap_or_default()
     }
+}
+
+/// The extensions a CSR (DER) requests, by name.
+fn requested(der: &[u8]) -> BTreeSet<String> {
+    use x509_parser::prelude::*;
+    let (_, r) = x509_parser::certification_request::X509CertificationRequest::from_der(der).unwrap();
+    r.requested_extensions()
+        .into_iter()
+        .flatten()
+        .map(|e| match e {
+            ParsedExtension::SubjectAlternativeName(_) => "subjectAltName".to_string(),
+            ParsedExtension::KeyUsage(_) => "keyUsage".to_string(),
+            ParsedExtension::ExtendedKeyUsage(_) => "extendedKeyUsage".to_string(),
+            ParsedExtension::BasicConstraints(_) => "basicConstraints".to_string(),
+            ParsedExtension::SubjectKeyIdentifier(_) => "subjectKeyIdentifier".to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+/// What the real kubeadm's `certs generate-csr` (K8S_BIN) requests in each CSR, by its path
+/// relative to its kubeconfig directory (`pki/apiserver.csr`, `admin.conf.csr`).
+fn kubeadm_requests(scratch: &Path) -> Option<BTreeMap<String, BTreeSet<String>>> {
+    let tools = live::Tools::find_with(&["kubeadm"])?;
+    let dir = scratch.join("kubeadm-generate-csr");
+    let mut c = Command::new(tools.k8s.join("kubeadm"));
+    c.args(["certs", "generate-csr", "--kubeconfig-dir"]).arg(&dir).arg("--cert-dir").arg(dir.join("pki")).env("LC_ALL", "C");
+    let r = run_cmd(c);
+    assert!(r.ok(), "kubeadm certs generate-csr: {}", r.describe());
+    let found: BTreeMap<String, BTreeSet<String>> =
+        walk(&dir).keys().filter(|p| p.ends_with(".csr")).map(|p| (p.clone(), requested(&der_of(&dir.join(p))))).collect();
+    assert!(found.len() >= 10, "kubeadm wrote {} CSRs", found.len());
+    Some(found)
+}
+
+/// Each of our CSRs (path relative to /etc/kubernetes → DER) requests what kubeadm's CSR of the
+/// same name requests (subjectAltName where there are SANs, nothing else: no basicConstraints, no
+/// subjectKeyIdentifier), plus keyUsage and extendedKeyUsage (README: for signers that copy them).
+fn same_requests_as_kubeadm(ours: &BTreeMap<String, Vec<u8>>, kubeadm: &BTreeMap<String, BTreeSet<String>>, what: &str, f: &mut Failures) {
+    let usages: BTreeSet<String> = ["keyUsage", "extendedKeyUsage"].map(String::from).into();
+    let mut compared = 0;
+    for (rel, der) in ours {
+        let mine = requested(der);
+        f.check(mine.is_superset(&usages), || format!("{what} {rel}: requests {mine:?}, without the usages"));
+        let Some(theirs) = kubeadm.get(rel) else { continue };
+        compared += 1;
+        f.eq(&format!("{what} {rel}: the extensions besides the usages, as kubeadm's"), theirs, &(&mine - &usages));
+    }
+    f.check(compared >= 5, || format!("{what}: only {compared} CSRs have a kubeadm counterpart: {:?}", ours.keys().collect::<Vec<_>>()));
 }
 
 fn der_of(path: &Path) -> Vec<u8> {
@@ -101,11 +150,24 @@ fn external_cluster_ca_csrs_signed_by_openssl_import_and_pack_without_ca_key() {
     let check = w.generate_with(&["--check"]);
     assert_eq!(check.code, Some(1), "{}", check.describe());
     assert!(check.stdout.contains(&format!("waiting for   {n} signed certificates")), "{}", check.stdout);
+    // -o json says the same on stdout, and still exits 1.
+    let json = w.generate_with(&["-o", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap_or_default();
+    f.check(json.code == Some(1) && report["awaitingSignedCertificates"] == n && report["nodes"] == serde_json::json!([]), || {
+        format!("generate -o json while waiting: {}", json.describe())
+    });
     // The apiserver CSR carries every SAN.
     let api_csr = der_of(&w.bundle().join("csr/cp1/pki/apiserver.csr"));
     let api_sans = sans(&api_csr, true);
     for s in ["DNS:cp1", "DNS:kubernetes", "DNS:kubernetes.default.svc.cluster.local", "IP:198.51.100.41", "IP:10.96.0.1"] {
         f.check(api_sans.iter().any(|x| x == s), || format!("apiserver CSR lacks {s}: {api_sans:?}"));
+    }
+
+    // Each CSR requests what kubeadm's `certs generate-csr` requests, and the usages.
+    if let Some(kubeadm) = kubeadm_requests(&w.dir) {
+        let ours: BTreeMap<String, Vec<u8>> =
+            csrs.iter().filter_map(|c| Some((c.strip_prefix("cp1/")?.to_string(), der_of(&w.bundle().join("csr").join(c))))).collect();
+        same_requests_as_kubeadm(&ours, &kubeadm, "generate's CSR", &mut f);
     }
 
     // 3. The corporate CA signs every CSR with openssl ca, copying its extensions.
@@ -474,6 +536,12 @@ fn renew_on_a_node_tree_writes_csrs_and_import_signed_puts_the_certificates_back
         format!("new files: {csrs:?}")
     });
     f.check(r.stdout.contains(&format!("wrote {} CSR(s)", csrs.len())), || r.stdout.clone());
+    // Renewal CSRs request what kubeadm's `certs generate-csr` requests, and the usages.
+    if let Some(kubeadm) = kubeadm_requests(&w.dir) {
+        let ours: BTreeMap<String, Vec<u8>> =
+            csrs.iter().filter_map(|c| Some((c.strip_prefix("etc/kubernetes/")?.to_string(), der_of(&root.join(c))))).collect();
+        same_requests_as_kubeadm(&ours, &kubeadm, "certs renew's CSR", &mut f);
+    }
     // Renewed by the tree's own CAs: front-proxy and etcd.
     let renewed = [
         "etc/kubernetes/pki/front-proxy-client.crt",

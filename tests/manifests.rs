@@ -112,6 +112,13 @@ fn manifests_match_the_reference() {
     assert_eq!(v["clusters"][0]["cluster"]["server"], "https://api.mf.example:6443");
     let ca = B64.decode(v["clusters"][0]["cluster"]["certificate-authority-data"].as_str().unwrap()).unwrap();
     assert_eq!(ca, std::fs::read(dir.join("out/mf/state/pki/ca.crt")).unwrap());
+    // client-go's shape, as kubeadm's clientcmd.Write puts it there: the bytes the JWS above sign
+    // are byte for byte what `kubectl config view --raw` prints for them (server unquoted,
+    // `contexts: null`, `users: null`).
+    let raw = kubectl(dir, &["config", "view", "--raw", "--kubeconfig", ci_file.to_str().unwrap()]);
+    assert!(raw.ok(), "{}", raw.describe());
+    assert_eq!(kubeconfig, raw.stdout, "cluster-info's kubeconfig is not in client-go's shape");
+    assert!(kubeconfig.contains("\n    server: https://api.mf.example:6443\n"), "{kubeconfig}");
 
     // RBAC (§10), 1.29+: with kubeadm:cluster-admins.
     let rbac: BTreeSet<(String, String, String, String)> = objects(&m.join("rbac.yaml")).iter().map(meta).collect();

@@ -174,6 +174,68 @@ impl Report {
     }
 }
 
+/// `kind` of verify's JSON report (README "Machine-readable output").
+pub const JSON_KIND: &str = "VerifyReport";
+
+/// verify's JSON report: the errors and warnings (the checks that passed are only counted).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportJson<'a> {
+    /// What was verified, as given.
+    pub path: String,
+    /// The time expiry was checked for (RFC 3339, UTC).
+    pub now: String,
+    pub findings: Vec<FindingJson<'a>>,
+    pub summary: Summary,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FindingJson<'a> {
+    /// `error` or `warning`.
+    pub severity: &'static str,
+    pub node: &'a str,
+    pub file: &'a str,
+    pub check: &'static str,
+    pub message: &'a str,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub errors: usize,
+    pub warnings: usize,
+    pub checks_passed: usize,
+}
+
+impl Report {
+    /// The report as `-o json` prints it (`util::report::json` with `JSON_KIND`). Texts are as
+    /// found (JSON escapes control characters itself).
+    pub fn to_json(&self, path: &str, now: OffsetDateTime) -> ReportJson<'_> {
+        ReportJson {
+            path: path.to_string(),
+            now: crate::clock::rfc3339(now),
+            findings: self
+                .findings
+                .iter()
+                .filter(|f| f.severity != Severity::Ok)
+                .map(|f| FindingJson {
+                    severity: if f.severity == Severity::Error { "error" } else { "warning" },
+                    node: &f.node,
+                    file: &f.path,
+                    check: f.check,
+                    message: &f.message,
+                })
+                .collect(),
+            summary: Summary {
+                errors: self.count(Severity::Error),
+                warnings: self.count(Severity::Warning),
+                checks_passed: self.count(Severity::Ok),
+            },
+        }
+    }
+}
+
 // =============================================================================================
 // Entry point
 

@@ -72,6 +72,8 @@ pub struct Bundle {
     /// for their signed certificates. When there are any, no node is rendered.
     pub csrs: FileTree,
     pub awaiting: usize,
+    /// What the run did to the bundle's files (set by the pipeline once the new bundle is staged).
+    pub changes: crate::bundle::output::Changes,
 }
 
 type LeafId = (Option<String>, String);
@@ -630,6 +632,7 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, s
             warnings,
             csrs,
             awaiting,
+            changes: Default::default(),
         });
     }
     let ca = state.authority("ca").ok_or_else(|| MaterializeError::Missing("the cluster CA is not in the state".into()))?;
@@ -703,6 +706,7 @@ pub fn materialize(config: &Config, plan: &Plan, state: &State, clock: &Clock, s
         warnings,
         csrs: FileTree::new(),
         awaiting: 0,
+        changes: Default::default(),
     })
 }
 

@@ -146,6 +146,61 @@ pub fn list_files(root: &Path) -> Result<Vec<(String, PathBuf)>, OutputError> {
     Ok(files)
 }
 
+/// A file of a bundle and its mode (`0600`), as a run's report lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ListedFile {
+    /// Relative to the bundle (`nodes/cp1.tar.gz`, `state/tokens.yaml`).
+    pub path: String,
+    /// Octal, four digits.
+    pub mode: String,
+}
+
+/// What a run did to a bundle's files, comparing the bundle it replaces with the new one:
+/// `written` holds the files that are new or whose bytes or mode changed, `kept` the ones that
+/// are the same (a hard link to the old file, or the same bytes and mode), `removed` the old
+/// ones the new bundle no longer holds. Each sorted by path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub written: Vec<ListedFile>,
+    pub kept: Vec<ListedFile>,
+    pub removed: Vec<ListedFile>,
+    /// Nodes no longer in the Inventory: (name, the archive their files were moved to).
+    pub moved_out: Vec<(String, PathBuf)>,
+}
+
+/// Compares the bundle `old` (which may not exist yet) with `new`, file by file (regular files
+/// only; a hard link to the old file is not read again).
+pub fn changes(old: &Path, new: &Path) -> Result<Changes, OutputError> {
+    use std::os::unix::fs::MetadataExt;
+    let before: BTreeMap<String, PathBuf> = if old.is_dir() { list_files(old)?.into_iter().collect() } else { BTreeMap::new() };
+    let after: BTreeMap<String, PathBuf> = list_files(new)?.into_iter().collect();
+    let listed = |rel: &str, meta: &fs::Metadata| ListedFile { path: rel.to_string(), mode: format!("{:04o}", meta.mode() & 0o7777) };
+    let mut changes = Changes::default();
+    for (rel, path) in &after {
+        let meta = fs::metadata(path).map_err(werr(path))?;
+        let same = match before.get(rel).map(|p| (p, fs::metadata(p))) {
+            Some((p, Ok(m))) => {
+                (m.dev(), m.ino()) == (meta.dev(), meta.ino())
+                    || (m.len() == meta.len()
+                        && m.mode() & 0o7777 == meta.mode() & 0o7777
+                        && fs::read(p).ok().map(Zeroizing::new) == fs::read(path).ok().map(Zeroizing::new))
+            }
+            _ => false,
+        };
+        if same {
+            changes.kept.push(listed(rel, &meta));
+        } else {
+            changes.written.push(listed(rel, &meta));
+        }
+    }
+    for (rel, path) in before.iter().filter(|(rel, _)| !after.contains_key(*rel)) {
+        if let Ok(meta) = fs::symlink_metadata(path) {
+            changes.removed.push(listed(rel, &meta));
+        }
+    }
+    Ok(changes)
+}
+
 /// Every regular file under `root` with its mode (paths relative to it); the first directory or
 /// file that cannot be read is an error.
 pub fn read_tree(root: &Path) -> Result<FileTree, OutputError> {

@@ -295,7 +295,7 @@ fn build_inner<E: From<GenerateError>>(
         Ok(())
     };
     let mut edited = StateEdit::default();
-    let (mut state, bundle, steps) = render(config, &cluster_dir, clock, force, &write_node, lost_ok, &mut |state: &mut State| {
+    let (mut state, mut bundle, steps) = render(config, &cluster_dir, clock, force, &write_node, lost_ok, &mut |state: &mut State| {
         edited = edit(state)?;
         Ok(())
     })?;
@@ -312,7 +312,7 @@ fn build_inner<E: From<GenerateError>>(
     }
     output::write_tree(&root.join("state"), &state.files, 0o700)?;
     output::write_tree(&root.join("state"), &bundle.state_files, 0o700)?;
-    let removed = if bundle.awaiting > 0 {
+    let moved = if bundle.awaiting > 0 {
         // External-CA mode: the leaves' keys are in the state, their CSRs go to the signer; the
         // previous nodes stay as they were.
         output::ensure_dir(&root.join(crate::bundle::state::CSR_DIR), 0o755)?;
@@ -327,10 +327,16 @@ fn build_inner<E: From<GenerateError>>(
         output::write_tree(root, &bundle.top, 0o700)?;
         move_out_removed_nodes(out, &config.cluster_name, &cluster_dir, &bundle, clock)?
     };
-    let mut removed = removed;
-    if !config.export.is_empty() {
-        removed.extend(write_exports(config, root, &cluster_dir)?);
-    }
+    let mut removed: Vec<String> = moved
+        .iter()
+        .map(|(name, dest)| {
+            format!("node {name} is no longer in the Inventory: its files were moved out of the bundle to {}", dest.display())
+        })
+        .collect();
+    bundle.changes.moved_out = moved;
+    // The staged nodes (in external-CA mode, while certificates wait, the previous ones).
+    let staged_nodes = crate::tree::bundle::node_names(&root.join("nodes"));
+    removed.extend(write_exports(config, root, &cluster_dir, &real, &staged_nodes)?);
     if force && output::list_files(&state.dir).is_ok_and(|f| !f.is_empty()) {
         let staged = output::PrivateDir::new(parent, ".kubebundle-backup-")?;
         output::copy_tree(&state.dir, &staged.path().join("state"))?;
@@ -352,6 +358,10 @@ fn build_inner<E: From<GenerateError>>(
         let shown = cluster_dir.parent().unwrap_or(out).join(backup.file_name().unwrap_or_default());
         state.report.push(format!("kept the replaced state files in {}", shown.join("state").display()));
     }
+    // What this run writes, keeps and drops, judged against the bundle it replaces.
+    let moved_out = std::mem::take(&mut bundle.changes.moved_out);
+    bundle.changes = output::changes(&real, root)?;
+    bundle.changes.moved_out = moved_out;
     output::commit(staging, &real)?;
     lock.keep();
     let mut notes = report.lines(20);
@@ -359,28 +369,76 @@ fn build_inner<E: From<GenerateError>>(
     Ok((state, bundle, notes, steps))
 }
 
-/// `Inventory.export`: every node of the staged bundle, read back from its tarball in memory,
-/// written in each format the config names to `export/<format>/<node>.<ext>` (directories 0700,
-/// files 0600: they hold the nodes' keys), so the exports are always the bundle's. Returns the
-/// size warnings, naming the files as they will be (`shown` is the bundle as given).
-fn write_exports(config: &Config, root: &Path, shown: &Path) -> Result<Vec<String>, GenerateError> {
-    use crate::export::{Format, Options};
+/// One file generate writes into `export/<format>/`.
+struct ExportJob {
+    format: crate::export::Format,
+    file: String,
+    node: String,
+    opts: crate::export::Options,
+    gzip: bool,
+}
+
+/// What generate writes into `export/`: every node in each format `Inventory.export` names (with
+/// its `exportRuncmd`), and every file `kubebundle export` recorded in the bundle `old` that this
+/// run replaces (`export::Record`: the same node and options, so a user's export follows the new
+/// tarballs instead of going stale or vanishing; a file of a node that left the bundle is
+/// dropped), with the records to write beside them. The Inventory's choice wins for its formats.
+fn export_jobs(config: &Config, old: &Path, nodes: &[String]) -> (Vec<ExportJob>, Vec<(crate::export::Format, crate::export::Record)>) {
+    use crate::export::{Format, Options, Record};
+    let named: Vec<Format> = config.export.iter().filter_map(|f| Format::parse(f)).collect();
+    let mut jobs = Vec::new();
+    for &format in &named {
+        for node in nodes {
+            let opts = Options { runcmd: config.export_runcmd };
+            jobs.push(ExportJob { format, file: format.file_name(node), node: node.clone(), opts, gzip: false });
+        }
+    }
+    let mut records = Vec::new();
+    for format in [Format::CloudInit, Format::Ignition].into_iter().filter(|f| !named.contains(f)) {
+        let Some(mut record) = Record::read(&old.join("export").join(format.name())) else { continue };
+        record.files.retain(|file, r| {
+            // Only names `kubebundle export` gives, for nodes the bundle still has.
+            let expected = format.file_name(&r.node) + if r.gzip { ".gz" } else { "" };
+            *file == expected && nodes.contains(&r.node)
+        });
+        for (file, r) in &record.files {
+            let opts = Options { runcmd: r.runcmd };
+            jobs.push(ExportJob { format, file: file.clone(), node: r.node.clone(), opts, gzip: r.gzip });
+        }
+        records.push((format, record));
+    }
+    (jobs, records)
+}
+
+/// Writes `export_jobs` into the staged bundle `root`, each node read back from its staged tarball
+/// in memory (directories 0700, files 0600: they hold the nodes' keys), so the exports are always
+/// the bundle's. Returns the size warnings, naming the files as they will be (`shown` is the
+/// bundle as given).
+fn write_exports(config: &Config, root: &Path, shown: &Path, old: &Path, names: &[String]) -> Result<Vec<String>, GenerateError> {
+    let (jobs, records) = export_jobs(config, old, names);
+    if jobs.is_empty() && records.is_empty() {
+        return Ok(Vec::new());
+    }
     let plan = crate::tree::bundle::read_plan(root);
     let nodes =
         crate::tree::bundle::read_nodes(root, plan.as_ref(), false).map_err(|e| MaterializeError::Missing(format!("export: {e}")))?;
-    let opts = Options { runcmd: config.export_runcmd };
     let mut warnings = Vec::new();
     output::ensure_dir(&root.join("export"), 0o700)?;
-    for format in config.export.iter().filter_map(|f| Format::parse(f)) {
+    for (format, record) in &records {
         let dir = root.join("export").join(format.name());
         output::ensure_dir(&dir, 0o700)?;
-        for node in &nodes {
-            let name = format.file_name(&node.name);
-            let rel = format!("export/{}/{name}", format.name());
-            let exported = crate::export::export(&node.tree, format, opts, &shown.join(&rel).display().to_string());
-            output::write_file(&dir.join(&name), &exported.bytes, 0o600)?;
-            warnings.extend(exported.warning.map(|w| format!("warning: {w}")));
-        }
+        output::write_file(&dir.join(crate::export::RECORD_FILE), &record.to_bytes(), 0o600)?;
+    }
+    for job in &jobs {
+        let Some(node) = nodes.iter().find(|n| n.name == job.node) else { continue };
+        let dir = root.join("export").join(job.format.name());
+        output::ensure_dir(&dir, 0o700)?;
+        let rel = format!("export/{}/{}", job.format.name(), job.file);
+        let base = shown.join(&rel).display().to_string();
+        let base = if job.gzip { base.trim_end_matches(".gz").to_string() } else { base };
+        let exported = crate::export::export_file(&node.tree, job.format, job.opts, job.gzip, &base);
+        output::write_file(&dir.join(&job.file), &exported.bytes, 0o600)?;
+        warnings.extend(exported.warning.map(|w| format!("warning: {w}")));
     }
     Ok(warnings)
 }
@@ -413,7 +471,11 @@ pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Resu
     output::check_owner(&cluster_dir, &config.cluster_name)?;
     let changes = std::sync::Mutex::new(Vec::new());
     let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
-    // The nodes' files, kept only when the Inventory asks for exports (rendered from them below).
+    // The nodes' files, kept only when there are exports to write (rendered from them below).
+    let exporting = !config.export.is_empty()
+        || [crate::export::Format::CloudInit, crate::export::Format::Ignition]
+            .iter()
+            .any(|f| cluster_dir.join("export").join(f.name()).join(crate::export::RECORD_FILE).is_file());
     let trees = std::sync::Mutex::new(Vec::new());
     let compare_node = |_: &Previous, name: &str, tree: crate::tree::FileTree| {
         let mut found = Vec::new();
@@ -433,7 +495,7 @@ pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Resu
         }
         changes.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
         seen.lock().unwrap_or_else(|e| e.into_inner()).extend(names);
-        if !config.export.is_empty() {
+        if exporting {
             trees.lock().unwrap_or_else(|e| e.into_inner()).push((name.to_string(), tree));
         }
         Ok(())
@@ -452,22 +514,30 @@ pub fn check(config: &Config, out: &Path, clock: &Clock, unpacked: bool) -> Resu
         changes.extend(drift(&cluster_dir.join(p), p, &f.bytes, f.mode));
         seen.insert(p.clone());
     }
-    if !config.export.is_empty() && bundle.awaiting == 0 {
+    if exporting && bundle.awaiting == 0 {
         // What `write_exports` writes: each node read as the bundle's tarball gives it, with its plan's layout.
         let plan: Option<crate::tree::bundle::PlanDoc> = bundle.top.get("plan.json").and_then(|f| serde_json::from_slice(&f.bytes).ok());
         let candidates = crate::tree::layout::builtin_profiles();
-        let opts = crate::export::Options { runcmd: config.export_runcmd };
+        let mut nodes = Vec::new();
         for (name, tree) in trees.into_inner().unwrap_or_else(|e| e.into_inner()) {
             let origin = crate::tree::node::Origin::Tarball(cluster_dir.join(format!("nodes/{name}.tar.gz")));
             let layout = plan.as_ref().and_then(|p| p.layout(&name));
             let Ok(mut node) = crate::tree::node::NodeTree::from_files(origin, tree.0, Vec::new(), layout, &candidates) else { continue };
             node.name = Some(name.clone());
-            for format in config.export.iter().filter_map(|f| crate::export::Format::parse(f)) {
-                let rel = format!("export/{}/{}", format.name(), format.file_name(&name));
-                let exported = crate::export::export(&node, format, opts, &rel);
-                changes.extend(drift(&cluster_dir.join(&rel), &rel, &exported.bytes, 0o600));
-                seen.insert(rel);
-            }
+            nodes.push(node);
+        }
+        let (jobs, records) = export_jobs(config, &cluster_dir, &bundle.node_names);
+        for (format, record) in &records {
+            let rel = format!("export/{}/{}", format.name(), crate::export::RECORD_FILE);
+            changes.extend(drift(&cluster_dir.join(&rel), &rel, &record.to_bytes(), 0o600));
+            seen.insert(rel);
+        }
+        for job in &jobs {
+            let Some(node) = nodes.iter().find(|n| n.name.as_deref() == Some(job.node.as_str())) else { continue };
+            let rel = format!("export/{}/{}", job.format.name(), job.file);
+            let exported = crate::export::export_file(node, job.format, job.opts, job.gzip, &rel);
+            changes.extend(drift(&cluster_dir.join(&rel), &rel, &exported.bytes, 0o600));
+            seen.insert(rel);
         }
     }
     if bundle.awaiting > 0 {
@@ -507,15 +577,15 @@ fn removed_dir(out: &Path, cluster: &str) -> PathBuf {
 /// Nodes of the previous bundle that are no longer in the Inventory: their tarball (and tree) are
 /// copied out of the bundle, to `OUT/.removed/<clusterName>/<node>-<time>/` (`-2`, `-3`, ... when
 /// that exists: an archive is never overwritten), before the new bundle replaces the old one.
-/// Each archive is made in a private directory and renamed into place whole. Returns one line
-/// per node for the run's summary.
+/// Each archive is made in a private directory and renamed into place whole. Returns each node
+/// with its archive.
 fn move_out_removed_nodes(
     out: &Path,
     cluster: &str,
     cluster_dir: &Path,
     bundle: &Bundle,
     clock: &Clock,
-) -> Result<Vec<String>, GenerateError> {
+) -> Result<Vec<(String, PathBuf)>, GenerateError> {
     let nodes_dir = cluster_dir.join("nodes");
     let gone: Vec<String> = crate::tree::bundle::node_names(&nodes_dir).into_iter().filter(|n| !bundle.node_names.contains(n)).collect();
     let stamp = clock.now.format(&time::macros::format_description!("[year][month][day]T[hour][minute][second]Z")).unwrap_or_default();
@@ -545,7 +615,7 @@ fn move_out_removed_nodes(
             dest = archives.join(format!("{base}-{n}"));
         }
         staged.publish(&dest)?;
-        lines.push(format!("node {name} is no longer in the Inventory: its files were moved out of the bundle to {}", dest.display()));
+        lines.push((name, dest));
     }
     Ok(lines)
 }

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
+mod report;
+use report::OutputArg;
+
 use crate::bundle::materialize;
 use crate::bundle::output;
 use crate::bundle::pipeline::{self, GenerateError};
@@ -34,6 +37,8 @@ value, a config or profile error, a path that is not what the command takes; `ge
 enum Command {
     /// Generate the whole bundle: state (CAs, sa, encryption key, tokens, leaf keys), one .tar.gz per
     /// node (and its tree with --unpacked), join.txt, discovery.conf, plan.json and the bootstrap-token Secrets.
+    /// Prints the join commands; -o json prints a GenerateReport instead (what was written, kept and
+    /// removed; README "Machine-readable output").
     #[command(after_help = "Exit codes: 0 written (--check: up to date); 1 refused or failed: lock held, a directory \
 kubebundle did not write or that holds another cluster, state refused, a CA key `ca csr` made that still waits for \
 its signed certificate (`ca import` it), a write failed, external-CA mode waiting for signed certificates (the keys \
@@ -109,7 +114,8 @@ generate writes), a cluster without encryption at rest unless --new-encryption-k
     Rotate(RotateCommand),
     /// Audit a bundle directory, a node tarball or a node root: chains, keys, SANs, EKUs,
     /// expiry (CAs too), file modes, least privilege, kubeconfig servers and the discovery hash.
-    /// Prints a table of findings; exits 1 on any error.
+    /// Prints a table of findings (-o json: a VerifyReport, README "Machine-readable output");
+    /// exits 1 on any error.
     #[command(after_help = "Exit codes: 0 no errors (warnings allowed); 1 errors found, or a file could not be read; \
 2 usage error, or a path that is not a bundle, a node tarball or a node root.")]
     Verify(VerifyCli),
@@ -119,8 +125,9 @@ generate writes), a cluster without encryption at rest unless --new-encryption-k
     /// where smaller, storage.directories), to <--out>/<format>/<node>.yaml|.ign (default
     /// OUT/<clusterName>/export/): directories 0700, files 0600, since they hold the node's keys;
     /// nothing secret is printed. A file over 16 KiB (AWS EC2's user-data limit) is warned about.
-    /// With Inventory.export generate writes them into OUT/<clusterName>/export/ itself; without
-    /// it, the next generate drops that directory (its files would be stale).
+    /// Into OUT/<clusterName>/export/ (no --out) they are recorded (export/<format>/.kubebundle-export.json),
+    /// and every later generate writes them again from its new tarballs with the same options; with
+    /// Inventory.export generate writes every node's itself.
     #[command(after_help = "Exit codes: 0 written; 1 a tarball could not be read, lock held, a write failed; 2 usage \
 error, a --dir that is not a bundle, a --node the bundle does not have.")]
     Export(ExportCli),
@@ -376,9 +383,10 @@ enum TokenCommand {
     /// Make a bootstrap token (uniform [a-z0-9] from the system CSPRNG) and its Secret manifest.
     #[command(after_help = TOKEN_EXIT_CODES)]
     Create(TokenCreateCli),
-    /// Show each token's id, time left, usages and groups (never the secret).
+    /// Show each token's id, time left, expiry, usages, description and groups (the secret only
+    /// with --show-token); -o json: a BootstrapTokenList (README "Machine-readable output").
     #[command(after_help = "Exit codes: 0 listed; 1 the state cannot be read; 2 usage error, or a --dir that is not a bundle.")]
-    List(TokenDirCli),
+    List(TokenListCli),
     /// Remove a token and its Secret manifest.
     #[command(after_help = TOKEN_EXIT_CODES)]
     Delete(TokenDeleteCli),
@@ -509,6 +517,17 @@ struct TokenDirCli {
 }
 
 #[derive(Args)]
+struct TokenListCli {
+    #[command(flatten)]
+    at: TokenDirCli,
+    #[command(flatten)]
+    output: OutputArg,
+    /// Also show each whole token, <id>.<secret> (it lets anyone join a node): the TOKEN column, or `token` in JSON.
+    #[arg(long)]
+    show_token: bool,
+}
+
+#[derive(Args)]
 struct TokenCreateCli {
     #[command(flatten)]
     at: TokenDirCli,
@@ -601,6 +620,8 @@ struct VerifyCli {
     /// of such a tarball that is not in the plan is then an error.
     #[arg(long)]
     foreign: bool,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 #[derive(Args)]
@@ -636,7 +657,8 @@ struct GenerateArgs {
     force: bool,
     /// Write nothing: list every file a run would add, change or remove, and exit 1 if there is
     /// any (drift detection in CI; give the same --now or SOURCE_DATE_EPOCH as the run that wrote it).
-    #[arg(long)]
+    /// Text only.
+    #[arg(long, conflicts_with = "output")]
     check: bool,
     /// Test clusters only: derive every key, token and secret the state lacks from the 32-byte
     /// seed in FILE (raw, or 64 hex characters), so two machines make the same bundle. Whoever has
@@ -650,6 +672,12 @@ struct GenerateArgs {
     /// them in place; costs a directory tree per node).
     #[arg(long)]
     unpacked: bool,
+    /// -o json only: put the join commands in the report (joinCommands; they hold the join
+    /// token). The text output always prints them, as join.txt holds them.
+    #[arg(long)]
+    print_join_command: bool,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -946,10 +974,19 @@ fn check_expiration(args: CheckExpirationCli) -> Result<i32, CliError> {
 
 fn token(cmd: TokenCommand) -> Result<(), CliError> {
     let clock = |at: &TokenDirCli| Clock::from_sources(at.now.as_deref(), None);
-    let (TokenCommand::List(at) | TokenCommand::Delete(TokenDeleteCli { at, .. }) | TokenCommand::Create(TokenCreateCli { at, .. })) = &cmd;
+    let (TokenCommand::List(TokenListCli { at, .. })
+    | TokenCommand::Delete(TokenDeleteCli { at, .. })
+    | TokenCommand::Create(TokenCreateCli { at, .. })) = &cmd;
     output::sweep_around(&at.dir);
     match cmd {
-        TokenCommand::List(at) => say::out(&crate::lifecycle::tokens::list(&at.dir, clock(&at)?.now)?)?,
+        TokenCommand::List(l) => {
+            let now = clock(&l.at)?.now;
+            let list = crate::lifecycle::tokens::list(&l.at.dir, now, l.show_token)?;
+            say::out(&match l.output.json() {
+                true => report::json(crate::lifecycle::tokens::JSON_KIND, &list)?,
+                false => list.render_table(now),
+            })?
+        }
         TokenCommand::Delete(d) => {
             let dropped = crate::lifecycle::tokens::delete(&d.at.dir, &d.id, &clock(&d.at)?)?;
             say::err(&format!("deleted bootstrap token {} and its Secret manifest", d.id));
@@ -1253,13 +1290,18 @@ fn verify(args: VerifyCli) -> Result<(), CliError> {
     let clock = Clock::from_sources(args.now.as_deref(), None)?;
     let warn = crate::util::duration::parse_warn_within(&args.warn_within).map_err(CliError::Usage)?;
     output::sweep_around(&args.path);
+    let shown = args.path.display().to_string();
     let report = crate::audit::verify::verify(&crate::audit::verify::VerifyArgs {
         path: args.path,
         now: clock.now,
         warn_within: warn,
         foreign: args.foreign,
     })?;
-    say::out(&report.render_table())?;
+    let text = match args.output.json() {
+        true => report::json(crate::audit::verify::JSON_KIND, &report.to_json(&shown, clock.now))?,
+        false => report.render_table(),
+    };
+    say::out(&text)?;
     if report.has_errors() {
         return Err(CliError::Other(format!("verify found {} error(s)", report.count(crate::audit::verify::Severity::Error))));
     }
@@ -1316,10 +1358,47 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
     for w in &bundle.warnings {
         let _ = writeln!(err, "warning: {w}");
     }
+    // The JSON report (stdout alone; everything above and below also goes to stderr).
+    let json_report = |notes: &[String], steps: &[String]| -> Result<String, CliError> {
+        let messages = state
+            .report
+            .iter()
+            .map(|l| format!("state: {l}"))
+            .chain(bundle.warnings.iter().map(|w| format!("warning: {w}")))
+            .chain(notes.iter().cloned())
+            .collect();
+        let c = &bundle.changes;
+        report::json(
+            report::GENERATE_KIND,
+            &report::GenerateReport {
+                bundle: cluster_dir.display().to_string(),
+                cluster_name: config.cluster_name.clone(),
+                now: crate::clock::rfc3339(clock.now),
+                nodes: bundle.node_names.clone(),
+                discovery_hash: bundle.discovery_hash.clone(),
+                written: c.written.clone(),
+                kept: c.kept.clone(),
+                removed: c.removed.clone(),
+                removed_nodes: c
+                    .moved_out
+                    .iter()
+                    .map(|(name, dest)| report::RemovedNode { name: name.clone(), archive: dest.display().to_string() })
+                    .collect(),
+                certificates: report::Certificates { issued: bundle.issued, kept: bundle.reused },
+                awaiting_signed_certificates: bundle.awaiting,
+                messages,
+                steps: steps.to_vec(),
+                join_commands: args.print_join_command.then(|| report::JoinCommands::from_join_text(&bundle.join_text)),
+            },
+        )
+    };
     if bundle.awaiting > 0 {
         // External-CA mode: the keys are in the state, the CSRs wait for the operator's signer.
         let csr_dir = cluster_dir.join(crate::bundle::state::CSR_DIR);
         drop(err);
+        if args.output.json() {
+            say::out(&json_report(&notes, &steps)?)?;
+        }
         return Err(CliError::Awaiting(format!(
             "waiting for {} signed certificates (external CA): wrote {} CSR file(s) to {} (keys in {}); no node tarball was written\n  hint: have each CSR signed by your CA (keep its extensions: `openssl ca` with copy_extensions = copy, Vault pki/sign/<role>), put each certificate beside its CSR as <name>.crt (or keep Vault's JSON), then run `kubebundle import-signed --dir {} SIGNED...` and generate again",
             bundle.awaiting,
@@ -1356,6 +1435,9 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
         let _ = writeln!(err, "{line}");
     }
     drop(err);
+    if args.output.json() {
+        return say::out(&json_report(&notes, &steps)?);
+    }
     // The join commands hold a token and are printed by design (they are also in join.txt).
     say::out(bundle.join_text.as_str())
 }

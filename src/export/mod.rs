@@ -341,3 +341,53 @@ fn size_warning(format: Format, shown: &str, bytes: &[u8]) -> String {
         ),
     }
 }
+
+/// The node's export in `format` as it goes to a file: `gzip` compresses the whole user-data
+/// (cloud-init's `--gzip`; the file is then `<node>.yaml.gz`), with its own size warning.
+pub fn export_file(tree: &NodeTree, format: Format, opts: Options, gzip_whole: bool, shown: &str) -> Exported {
+    let exported = export(tree, format, opts, shown);
+    if !gzip_whole {
+        return exported;
+    }
+    let bytes = Zeroizing::new(gzip(&exported.bytes));
+    let warning = (bytes.len() > USER_DATA_LIMIT).then(|| {
+        format!(
+            "{shown}.gz is {} bytes gzip-compressed, still over the 16 KiB (16384 bytes) user-data limit of AWS EC2\n  hint: fetch the node's files another way there (its tarball over https or scp), or use a cloud with a larger limit",
+            bytes.len()
+        )
+    });
+    Exported { bytes, warning }
+}
+
+/// What `kubebundle export` wrote into a bundle's own `export/<format>/`, kept there as
+/// `RECORD_FILE` so that `generate` writes those files again from the new tarballs (with the
+/// same options) instead of dropping them: file name → its node and options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Record {
+    pub files: std::collections::BTreeMap<String, RecordedFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RecordedFile {
+    pub node: String,
+    #[serde(default)]
+    pub runcmd: bool,
+    #[serde(default)]
+    pub gzip: bool,
+}
+
+/// The record's name in `export/<format>/` (a node name never starts with a dot).
+pub const RECORD_FILE: &str = ".kubebundle-export.json";
+
+impl Record {
+    /// The record of `dir` (`<bundle>/export/<format>`), if it has a readable one.
+    pub fn read(dir: &std::path::Path) -> Option<Record> {
+        serde_json::from_slice(&std::fs::read(dir.join(RECORD_FILE)).ok()?).ok()
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = serde_json::to_vec_pretty(self).unwrap_or_default();
+        b.push(b'\n');
+        b
+    }
+}

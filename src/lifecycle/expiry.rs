@@ -57,8 +57,8 @@ use crate::tree::node::{Mount, NodeTree, TreeError};
 use crate::tree::target::{locate, Target};
 use crate::util::text::escape;
 
-/// `apiVersion` of the JSON/YAML report.
-pub const API_VERSION: &str = "kubebundle.dev/v1alpha1";
+/// `apiVersion` of the JSON/YAML report: every report's (`util::report`).
+pub use crate::util::report::API_VERSION;
 /// `kind` of the JSON/YAML report.
 pub const KIND: &str = "CertificateExpirationReport";
 /// No certificate or kubeconfig comes near this; larger files are refused unread.

@@ -74,32 +74,34 @@ pub fn export(args: &ExportArgs) -> Result<ExportReport, LifecycleError> {
     output::ensure_dir(&out, 0o700)?;
     output::ensure_dir(&dir, 0o700)?;
     let mut report = ExportReport::default();
+    // Into the bundle's own export/: recorded, so that generate writes these files again.
+    let own = args.out.as_deref().is_none_or(|o| same_dir(o, &args.dir.join("export")));
+    let mut record = if own { export::Record::read(&dir).unwrap_or_default() } else { export::Record::default() };
     for node in &nodes {
         let mut name = args.format.file_name(&node.name);
         let shown = dir.join(&name).display().to_string();
-        let exported = export::export(&node.tree, args.format, args.opts, &shown);
-        let bytes = if args.gzip {
+        let exported = export::export_file(&node.tree, args.format, args.opts, args.gzip, &shown);
+        if args.gzip {
             name.push_str(".gz");
-            let gz = zeroize::Zeroizing::new(export::gzip(&exported.bytes));
-            if gz.len() > export::USER_DATA_LIMIT {
-                report.warnings.push(format!(
-                    "{}.gz is {} bytes gzip-compressed, still over the 16 KiB (16384 bytes) user-data limit of AWS EC2\n  hint: fetch the node's files another way there (its tarball over https or scp), or use a cloud with a larger limit",
-                    shown,
-                    gz.len()
-                ));
-            }
-            gz
-        } else {
-            if let Some(w) = exported.warning {
-                report.warnings.push(w);
-            }
-            exported.bytes
-        };
+        }
+        report.warnings.extend(exported.warning);
         let path = dir.join(&name);
-        write_private(&path, &bytes)?;
-        report.written.push((path, bytes.len()));
+        write_private(&path, &exported.bytes)?;
+        report.written.push((path, exported.bytes.len()));
+        record.files.insert(name, export::RecordedFile { node: node.name.clone(), runcmd: args.opts.runcmd, gzip: args.gzip });
+    }
+    if own {
+        write_private(&dir.join(export::RECORD_FILE), &record.to_bytes())?;
     }
     Ok(report)
+}
+
+/// `a` and `b` name the same directory (both may not exist yet: then compared as written).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
 }
 
 /// Replaces `path` atomically with a 0600 file holding `bytes`.

@@ -94,8 +94,8 @@ fn open(dir: &Path) -> Result<Bundle, TokenError> {
     Ok(Bundle { dir: dir.to_path_buf(), cluster, join, ca_pem, plan })
 }
 
-fn ttl_left(t: &Token, now: OffsetDateTime) -> String {
-    match t.expires.as_deref().and_then(|e| OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339).ok()) {
+fn ttl_left(expires: &str, now: OffsetDateTime) -> String {
+    match (!expires.is_empty()).then(|| OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339).ok()).flatten() {
         None => "<forever>".into(),
         Some(e) if e <= now => "<expired>".into(),
         Some(e) => {
@@ -111,32 +111,87 @@ fn ttl_left(t: &Token, now: OffsetDateTime) -> String {
     }
 }
 
-/// The state's tokens as a table: id, time left, expiry, usages, description, extra groups.
-/// Never the secret. Every cell is escaped (a hand-edited tokens.yaml may hold anything).
-pub fn list(dir: &Path, now: OffsetDateTime) -> Result<String, TokenError> {
+/// `kind` of `token list -o json` (README "Machine-readable output").
+pub const JSON_KIND: &str = "BootstrapTokenList";
+
+/// `token list -o json`: the state's tokens at `now`.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenList {
+    /// The clock the times left are counted from (RFC 3339, UTC).
+    pub now: String,
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// One token, with the fields of kubeadm's `token list -o json` (BootstrapToken) that apply.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenInfo {
+    /// The public part (before the dot).
+    pub id: String,
+    /// `<id>.<secret>`: only when asked (`--show-token`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    pub description: String,
+    /// Time left as a Go duration (`23h0m0s`); `0s` once expired; `""` when it never expires.
+    pub ttl: String,
+    /// RFC 3339; `""` when it never expires.
+    pub expires: String,
+    pub usages: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+/// The state's tokens at `now`; the secret only with `show_token`.
+pub fn list(dir: &Path, now: OffsetDateTime, show_token: bool) -> Result<TokenList, TokenError> {
     let b = open(dir)?;
     let tokens = state::read_tokens(&b.dir.join("state"))?;
-    let rows: Vec<[String; 6]> = tokens
-        .iter()
-        .map(|t| {
-            [
-                t.id().to_string(),
-                ttl_left(t, now),
-                t.expires.clone().unwrap_or_else(|| "<never>".into()),
-                t.usages.join(","),
-                t.description.clone().unwrap_or_default(),
-                t.groups.join(","),
-            ]
-            .map(|cell| escape(&cell).into_owned())
-        })
-        .collect();
-    let header = ["ID", "TTL", "EXPIRES", "USAGES", "DESCRIPTION", "EXTRA GROUPS"].map(String::from);
-    let widths: Vec<usize> = (0..6).map(|i| rows.iter().chain([&header]).map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
-    let line = |r: &[String; 6]| {
-        let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        cells.join("   ").trim_end().to_string() + "\n"
+    let info = |t: &Token| {
+        let end = t.expires.as_deref().and_then(|e| OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339).ok());
+        let ttl = match end {
+            None => String::new(),
+            Some(e) => crate::util::duration::format_go(Duration::from_secs(u64::try_from((e - now).whole_seconds()).unwrap_or(0))),
+        };
+        TokenInfo {
+            id: t.id().to_string(),
+            token: show_token.then(|| t.token.clone()),
+            description: t.description.clone().unwrap_or_default(),
+            ttl,
+            expires: t.expires.clone().unwrap_or_default(),
+            usages: t.usages.clone(),
+            groups: t.groups.clone(),
+        }
     };
-    Ok(std::iter::once(&header).chain(&rows).map(line).collect())
+    Ok(TokenList { now: crate::clock::rfc3339(now), tokens: tokens.iter().map(info).collect() })
+}
+
+impl TokenList {
+    /// A table: id (the whole token when shown), time left, expiry, usages, description, extra
+    /// groups. Every cell is escaped (a hand-edited tokens.yaml may hold anything).
+    pub fn render_table(&self, now: OffsetDateTime) -> String {
+        let shown = self.tokens.iter().any(|t| t.token.is_some());
+        let rows: Vec<[String; 6]> = self
+            .tokens
+            .iter()
+            .map(|t| {
+                [
+                    t.token.clone().unwrap_or_else(|| t.id.clone()),
+                    ttl_left(t.expires.as_str(), now),
+                    if t.expires.is_empty() { "<never>".into() } else { t.expires.clone() },
+                    t.usages.join(","),
+                    t.description.clone(),
+                    t.groups.join(","),
+                ]
+                .map(|cell| escape(&cell).into_owned())
+            })
+            .collect();
+        let header = [if shown { "TOKEN" } else { "ID" }, "TTL", "EXPIRES", "USAGES", "DESCRIPTION", "EXTRA GROUPS"].map(String::from);
+        let widths: Vec<usize> = (0..6).map(|i| rows.iter().chain([&header]).map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+        let line = |r: &[String; 6]| {
+            let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            cells.join("   ").trim_end().to_string() + "\n"
+        };
+        std::iter::once(&header).chain(&rows).map(line).collect()
+    }
 }
 
 /// Makes a token (CSPRNG, [a-z0-9]) and returns it with the join commands that use it and the

@@ -361,13 +361,15 @@ pub fn ca_request(common_name: &str, key: &Key) -> Result<Vec<u8>, IssueError> {
 }
 
 /// A certificate signing request (PKCS#10, DER) for the leaf `spec` with `key`, in the shape of
-/// kubeadm's `certs generate-csr` (subject CN and O, every SAN) and asking for the key usages and
-/// extended key usages the catalogue gives as extensions, so a signer that copies a request's
-/// extensions keeps them. Deterministic: the same key gives the same bytes.
+/// kubeadm's `certs generate-csr` (subject O and CN, every SAN) plus the key usages and extended
+/// key usages the catalogue gives, so a signer that copies a request's extensions keeps them
+/// (kubeadm leaves those to the signer). Like kubeadm's, it asks for no BasicConstraints and no
+/// SubjectKeyIdentifier. Deterministic: the same key gives the same bytes.
 pub fn leaf_request(spec: &CertSpec, key: &Key) -> Result<Vec<u8>, IssueError> {
     let build = |message: String| IssueError::Build { id: spec.id.clone(), message };
     let mut params = identity_params(spec).map_err(|e| build(e.to_string()))?;
-    params.is_ca = IsCa::ExplicitNoCa;
+    // NoCa: rcgen then writes neither BasicConstraints nor a SubjectKeyIdentifier into the request.
+    params.is_ca = IsCa::NoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     let signer = DeterministicSigner::for_key(key).map_err(|e| build(e.to_string()))?;
     let csr = params.serialize_request(&signer).map_err(|e| build(e.to_string()))?;

@@ -2,6 +2,7 @@
 //! escaping and one-line descriptions, and I/O errors in plain words.
 
 pub mod duration;
+pub mod report;
 pub mod text;
 pub mod version;
 
