@@ -163,6 +163,62 @@ fn cluster_ca_phases_trust_both_then_sign_with_the_new_then_drop_the_old() {
     f.finish("cluster_ca_phases_trust_both_then_sign_with_the_new_then_drop_the_old");
 }
 
+/// The roll-out steps a running cluster needs beyond the files: the kubeconfig a worker's kubelet
+/// wrote at TLS bootstrap gets the node's ca.crt at start, finish and abort of the cluster CA
+/// (before the kubelets restart), and the ConfigMap the API servers publish their client and
+/// request-header CAs in is made again once a CA left the trust (finish, abort) of the cluster CA
+/// and the front-proxy CA; the etcd CA needs neither. Both layouts' paths.
+#[test]
+fn the_roll_out_refreshes_bootstrapped_kubeconfigs_and_the_published_cas() {
+    let mut f = Failures::new();
+    let delete = "-n kube-system delete configmap extension-apiserver-authentication`";
+    for (profile, kubeconfig, ca, admin) in [
+        ("hardway", "/etc/k8s/kubelet/kubeconfig", "/etc/k8s/shared/ca.crt", "/etc/k8s/shared/admin.conf"),
+        ("kubeadm", "/etc/kubernetes/kubelet.conf", "/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/admin.conf"),
+    ] {
+        let w = RotationWork::new(&format!("rotca-steps-{profile}"), &format!("profile: {profile}\n"));
+        let sed = format!("     w1: sed -i \"s|^\\( *certificate-authority-data:\\).*|\\1 $(base64 -w0 {ca})|\" {kubeconfig}\n");
+        let delete = format!("`kubectl --kubeconfig {admin} {delete}");
+        // (material, step, the kubelets' kubeconfigs refreshed, the ConfigMap made again)
+        let steps = [
+            ("ca", "start", true, false),
+            ("ca", "switch", false, false),
+            ("ca", "finish", true, true),
+            ("front-proxy-ca", "start", false, false),
+            ("front-proxy-ca", "abort", false, true),
+            ("etcd-ca", "start", false, false),
+            ("etcd-ca", "switch", false, false),
+            ("etcd-ca", "finish", false, false),
+        ];
+        for (ca, step, refresh, republish) in steps {
+            let r = w.rotate(&["ca", ca, step]);
+            let l = format!("{profile}: rotate ca {ca} {step}");
+            f.check(r.ok(), || format!("{l}: {}", r.describe()));
+            f.eq(&format!("{l}: prints the refresh of w1's kubelet kubeconfig"), &refresh, &r.stdout.contains(&sed));
+            f.check(!r.stdout.contains(": sed -i") || r.stdout.matches(": sed -i").count() == 1, || {
+                format!("{l}: a refresh for a node that does not bootstrap (the control planes ship kubelet.conf):\n{}", r.stdout)
+            });
+            f.eq(&format!("{l}: prints the deletion of extension-apiserver-authentication"), &republish, &r.stdout.contains(&delete));
+            let at = |s: &str| r.stdout.find(s).unwrap_or(usize::MAX);
+            if refresh {
+                f.check(at(&sed) < at("then on every other node: `systemctl restart kubelet`"), || {
+                    format!("{l}: the refresh comes after the kubelets restart:\n{}", r.stdout)
+                });
+            }
+            if republish {
+                let last_restart = r.stdout.rfind("restart kube-apiserver on each control plane").unwrap_or(usize::MAX);
+                f.check(last_restart < at(&delete), || {
+                    format!("{l}: the ConfigMap is deleted before the API servers restart:\n{}", r.stdout)
+                });
+            }
+            if step == "start" {
+                f.eq(&format!("{l}: says join.txt pins both"), &(ca == "ca"), &r.stdout.contains("join.txt pins both"));
+            }
+        }
+    }
+    f.finish("the_roll_out_refreshes_bootstrapped_kubeconfigs_and_the_published_cas");
+}
+
 /// Refusals exit 1 naming the phase and the next command, and write nothing.
 #[test]
 fn phases_out_of_order_a_second_start_and_abort_after_switch_are_refused() {

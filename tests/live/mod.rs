@@ -873,11 +873,33 @@ fn runtime_less_kubelet_config(original: &str, root: &Path, scratch: &Path, port
 }
 
 /// The worker's kubelet started with `argv` (its host's command line: its own unit's ExecStart,
-/// kubeadm's drop-in) against the control plane: TLS bootstrap completes (CSR approved and
-/// issued, a system:node:<node> certificate of the cluster CA written as
-/// kubelet-client-current.pem, the kubeconfig written there authenticates). Returns the path of
-/// kubelet-client-current.pem once written.
+/// kubeadm's drop-in) against the control plane: TLS bootstrap completes (`kubelet_tls_bootstrap`
+/// with the kubelet's default state directory, /var/lib/kubelet), then the worker's Node is
+/// registered with the kubelet's new credentials. Returns the path of kubelet-client-current.pem
+/// once written.
 pub fn check_kubelet_bootstrap(b: &Bundle, cp: &ControlPlane, argv: &[String], f: &mut Failures) -> Option<PathBuf> {
+    let done = kubelet_tls_bootstrap(b, cp, argv, "/var/lib/kubelet", f)?;
+    register_node(b, cp, &done.kubeconfig, f);
+    Some(done.current)
+}
+
+/// What a kubelet's TLS bootstrap wrote (paths in the worker's root).
+pub struct Bootstrapped {
+    /// The kubeconfig at the kubelet's --kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// <cert-dir>/kubelet-client-current.pem (certificate and key).
+    pub current: PathBuf,
+    /// The issued certificate (PEM), as the CSR's status carries it.
+    pub certificate: String,
+}
+
+/// The worker's kubelet started with `argv` against the control plane, its state (--root-dir,
+/// --cert-dir `<state>/pki`) in `state` (an absolute path of the node, rebased into the worker's
+/// root): TLS bootstrap completes (its own CSR approved and issued, a system:node:<node>
+/// certificate of the cluster CA written as kubelet-client-current.pem, the kubeconfig written
+/// at --kubeconfig authenticates as that node).
+pub fn kubelet_tls_bootstrap(b: &Bundle, cp: &ControlPlane, argv: &[String], state: &str, f: &mut Failures) -> Option<Bootstrapped> {
+    use base64::Engine;
     let root = &b.worker_root;
     let node = &b.worker.name;
     let config = flag(argv, "config").expect("kubelet --config");
@@ -897,10 +919,10 @@ pub fn check_kubelet_bootstrap(b: &Bundle, cp: &ControlPlane, argv: &[String], f
         .map(|t| t[..6].to_string())
         .expect("a token in the bootstrap kubeconfig");
 
-    // The kubelet's state directories default to /var/lib/kubelet and /var/lib/kubelet/pki:
+    // The kubelet's state directories (by default /var/lib/kubelet and /var/lib/kubelet/pki):
     // rebased like the unit's own paths.
-    let root_dir = under(root, "/var/lib/kubelet");
-    let cert_dir = under(root, "/var/lib/kubelet/pki");
+    let root_dir = under(root, state);
+    let cert_dir = under(root, &format!("{state}/pki"));
     let copy_path = copy.display().to_string();
     let mut kubelet = start_argv(&cp.ns, &b.tools, root, "kubelet", argv, &cp.scratch, |run| {
         for a in run.iter_mut() {
@@ -925,26 +947,40 @@ pub fn check_kubelet_bootstrap(b: &Bundle, cp: &ControlPlane, argv: &[String], f
         ));
         return None;
     }
-    // The CSR: the bootstrap token's, approved by the controller-manager and issued.
+    // The CSR: the bootstrap token's, approved by the controller-manager and issued with the
+    // certificate the kubelet wrote (an earlier bootstrap's CSR of the same token is another).
+    let pem = std::fs::read(&current).unwrap_or_default();
+    let written_der = crate::common::corp::pem_certs(&pem).into_iter().next().unwrap_or_default();
     let r = cp.kubectl(&cp.super_admin, &["get", "csr", "-o", "json"]);
     let csrs: Value = serde_json::from_str(&r.stdout).unwrap_or(Value::Null);
     let user = format!("system:bootstrap:{token_id}");
-    let csr = csrs["items"].as_array().and_then(|items| items.iter().find(|c| c["spec"]["username"] == user.as_str()).cloned());
+    let issued = |c: &Value| {
+        let pem = c["status"]["certificate"].as_str().and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok());
+        pem.map(|p| String::from_utf8_lossy(&p).into_owned()).unwrap_or_default()
+    };
+    let csr = csrs["items"].as_array().and_then(|items| {
+        items
+            .iter()
+            .find(|c| {
+                c["spec"]["username"] == user.as_str() && crate::common::corp::pem_certs(issued(c).as_bytes()).first() == Some(&written_der)
+            })
+            .cloned()
+    });
+    let mut certificate = String::new();
     match csr {
         Some(c) => {
             let approved =
                 c["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|x| x["type"] == "Approved" && x["status"] == "True"));
             f.check(approved, || format!("the kubelet's CSR is not approved: {}", c["status"]));
-            f.check(c["status"]["certificate"].as_str().is_some_and(|s| !s.is_empty()), || "the kubelet's CSR was not issued".to_string());
             f.eq("the CSR's signer", "kubernetes.io/kube-apiserver-client-kubelet", c["spec"]["signerName"].as_str().unwrap_or_default());
+            certificate = issued(&c);
         }
-        None => f.fail(format!("no CSR of {user}: {}", r.describe())),
+        None => f.fail(format!("no CSR of {user} was issued the certificate in {}: {}", current.display(), r.describe())),
     }
     // kubelet-client-current.pem: a link to the dated file, system:node:<node> in system:nodes,
     // issued by the cluster CA of the tree.
     let link = std::fs::symlink_metadata(&current).map(|m| m.file_type().is_symlink()).unwrap_or(false);
     f.check(link, || format!("{} is not a symlink", current.display()));
-    let pem = std::fs::read(&current).unwrap_or_default();
     match parse_cert_pem(&pem) {
         Ok(c) => {
             f.eq("kubelet client certificate CN", &vec![format!("system:node:{node}")], &c.cns);
@@ -976,11 +1012,15 @@ pub fn check_kubelet_bootstrap(b: &Bundle, cp: &ControlPlane, argv: &[String], f
             .collect::<String>()
     ));
     drop(kubelet);
+    Some(Bootstrapped { kubeconfig: written, current, certificate })
+}
 
-    // The Node object, as the kubelet registers it once its runtime answers (this one exits
-    // before), made with the kubelet's own new credentials: the Node authorizer and
-    // NodeRestriction let system:node:<node> create its own Node and set its addresses.
-    // kube-proxy reads its node's address from it.
+/// The worker's Node object, as the kubelet registers it once its runtime answers (the test's
+/// kubelet exits before), made with the kubelet's new credentials (`kubeconfig`): the Node
+/// authorizer and NodeRestriction let system:node:<node> create its own Node and set its
+/// addresses, and refuse another node's. kube-proxy reads its node's address from it.
+pub fn register_node(b: &Bundle, cp: &ControlPlane, kubeconfig: &Path, f: &mut Failures) {
+    let node = &b.worker.name;
     let node_yaml = cp.scratch.join("node.yaml");
     std::fs::write(
         &node_yaml,
@@ -991,14 +1031,13 @@ pub fn check_kubelet_bootstrap(b: &Bundle, cp: &ControlPlane, argv: &[String], f
         ),
     )
     .unwrap();
-    let r = cp.kubectl(&written, &["create", "-f", node_yaml.to_str().unwrap()]);
+    let r = cp.kubectl(kubeconfig, &["create", "-f", node_yaml.to_str().unwrap()]);
     f.check(r.ok(), || format!("the kubelet's credentials cannot register node {node}: {}", r.describe()));
     // Another node's object is refused to them.
     let other = cp.scratch.join("other-node.yaml");
     std::fs::write(&other, "apiVersion: v1\nkind: Node\nmetadata:\n  name: kb-other-node\n").unwrap();
-    let r = cp.kubectl(&written, &["create", "-f", other.to_str().unwrap()]);
+    let r = cp.kubectl(kubeconfig, &["create", "-f", other.to_str().unwrap()]);
     f.check(!r.ok() && r.stderr.contains("Forbidden"), || format!("node {node} could create another node's object: {}", r.describe()));
-    Some(current)
 }
 
 // =============================================================================================
@@ -1342,11 +1381,56 @@ impl ControlPlane {
     }
 }
 
+impl ControlPlane {
+    /// Who the apiserver takes a front proxy's request for: a SelfSubjectReview POSTed (curl, in
+    /// the namespace) with the client certificate `cert` and key `key` (relative to the root or
+    /// absolute) and `X-Remote-User: user`, the server checked against the root's cluster CA. The
+    /// request-header authenticator answers for `user` when it trusts the certificate
+    /// (--requestheader-client-ca-file, --requestheader-allowed-names); else the username the
+    /// other authenticators give (system:anonymous), or Err with what the apiserver said.
+    pub fn requestheader_user(&self, cert: &Path, key: &Path, user: &str) -> Result<String, String> {
+        let url = format!("{}/apis/authentication.k8s.io/v1/selfsubjectreviews", self.server);
+        let header = format!("X-Remote-User: {user}");
+        let r = self.ns.run(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                self.ca.to_str().unwrap(),
+                "--cert",
+                self.root.join(cert).to_str().unwrap(),
+                "--key",
+                self.root.join(key).to_str().unwrap(),
+                "-H",
+                &header,
+                "-H",
+                "Content-Type: application/json",
+                "-X",
+                "POST",
+                "--data",
+                r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#,
+                &url,
+            ],
+        );
+        let v: Value = serde_json::from_str(&r.stdout).map_err(|e| format!("{e}: {}", r.describe()))?;
+        match v["status"]["userInfo"]["username"].as_str() {
+            Some(u) => Ok(u.to_string()),
+            None => Err(format!("{} {}", v["code"], v["message"].as_str().unwrap_or(&r.stdout))),
+        }
+    }
+}
+
 /// `kubebundle rotate <material> <step> [extra]` on the bundle (its config and OUT), then its
-/// printed roll-out done on the control plane's root exactly as printed: each `tar -xzf
-/// <node>.tar.gz -C / FILES` line for the control plane extracts those files from its tarball into
-/// the root, each `rm -f` removes them, and each component of the `restart <component>` steps is
-/// restarted from its unit, in the printed order. Returns the command's run.
+/// printed roll-out done on the roots of the control plane and the worker exactly as printed: each
+/// `tar -xzf <node>.tar.gz -C / FILES` line for one of them extracts those files from its tarball
+/// into its root, each `rm -f` removes them, each `<node>: sed -i ...` line (the kubeconfig a
+/// bootstrapped kubelet wrote) runs in `sh` on its root, each component of the `restart
+/// <component> on each control plane` steps is restarted from its unit, in the printed order, and
+/// then the printed `kubectl ... delete configmap extension-apiserver-authentication` runs with
+/// the control plane's admin kubeconfig.
+/// Returns the command's run.
 pub fn rotate_and_roll_out(b: &Bundle, cp: &mut ControlPlane, material: &str, step: &str, extra: &[&str], f: &mut Failures) -> Run {
     let dir = b.tmp.path();
     let config = dir.join("cluster.yaml");
@@ -1358,9 +1442,9 @@ pub fn rotate_and_roll_out(b: &Bundle, cp: &mut ControlPlane, material: &str, st
     args.extend_from_slice(extra);
     let r = kubebundle(dir, &args, &[]);
     assert!(r.ok(), "rotate {material} {step}: {}", r.describe());
-    let node = &b.cp.name;
-    let tarball = b.cluster.join("nodes").join(format!("{node}.tar.gz"));
+    let roots = [(&b.cp.name, cp.root.clone()), (&b.worker.name, b.worker_root.clone())];
     let mut restarts = Vec::new();
+    let mut later: Vec<String> = Vec::new();
     let mut group: Vec<String> = Vec::new();
     for line in r.stdout.lines() {
         let t = line.trim();
@@ -1369,22 +1453,43 @@ pub fn rotate_and_roll_out(b: &Bundle, cp: &mut ControlPlane, material: &str, st
             group = nodes.split(", ").map(str::to_string).collect();
         }
         if let Some(rest) = t.strip_prefix("tar -xzf ") {
-            if !group.contains(node) {
-                continue;
-            }
             let files: Vec<&str> = rest.split_once(" -C / ").expect("tar ... -C / FILES").1.split(' ').collect();
-            let mut c = Command::new("tar");
-            c.arg("-xzf").arg(&tarball).arg("-C").arg(&cp.root).args(&files);
-            let x = run_cmd(c);
-            assert!(x.ok(), "the printed roll-out: {}", x.describe());
-            f.note(format!("rotate {material} {step}: extracted {} from {node}'s tarball", files.join(" ")));
+            for (node, root) in roots.iter().filter(|(n, _)| group.contains(n)) {
+                let mut c = Command::new("tar");
+                c.arg("-xzf").arg(b.cluster.join("nodes").join(format!("{node}.tar.gz"))).arg("-C").arg(root).args(&files);
+                let x = run_cmd(c);
+                assert!(x.ok(), "the printed roll-out: {}", x.describe());
+                // The extracted files name each other by absolute path, as on the node.
+                rebase_references(root);
+                f.note(format!("rotate {material} {step}: extracted {} from {node}'s tarball", files.join(" ")));
+            }
         } else if let Some(rest) = t.strip_prefix("rm -f ") {
-            if group.contains(node) {
+            for (_, root) in roots.iter().filter(|(n, _)| group.contains(n)) {
                 for p in rest.split(' ') {
-                    std::fs::remove_file(cp.root.join(p.trim_start_matches('/'))).unwrap_or_else(|e| panic!("rm {p}: {e}"));
+                    std::fs::remove_file(root.join(p.trim_start_matches('/'))).unwrap_or_else(|e| panic!("rm {p}: {e}"));
                 }
             }
-        } else if let Some(rest) = t.split_once(". restart ").map(|(_, r)| r) {
+        } else if let Some((node, root, command)) =
+            roots.iter().find_map(|(n, root)| t.strip_prefix(&format!("{n}: sed -i ")).map(|c| (n, root, format!("sed -i {c}"))))
+        {
+            // The printed command, its absolute paths moved into the node's root.
+            let rebased =
+                command.replace(" /etc/", &format!(" {}/etc/", root.display())).replace(" /var/", &format!(" {}/var/", root.display()));
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(&rebased);
+            let x = run_cmd(c);
+            f.check(x.ok(), || format!("rotate {material} {step}: {node}: {rebased}: {}", x.describe()));
+            f.note(format!("rotate {material} {step}: ran on {node}: {command}"));
+        } else if let Some(command) = t
+            .split_once("`kubectl ")
+            .map(|(_, c)| c.trim_end_matches('`'))
+            .filter(|c| c.contains("delete configmap extension-apiserver-authentication"))
+        {
+            // Run after the restarts, as printed.
+            later.push(command.to_string());
+        } else if let Some((_, rest)) =
+            t.split_once(". restart ").filter(|(n, r)| n.parse::<u32>().is_ok() && r.contains(" on each control plane"))
+        {
             restarts.push(rest.split(' ').next().unwrap().to_string());
         }
     }
@@ -1396,6 +1501,15 @@ pub fn rotate_and_roll_out(b: &Bundle, cp: &mut ControlPlane, material: &str, st
         }
         cp.restart_unit(&b.tools, component);
         f.note(format!("rotate {material} {step}: restarted {component}"));
+    }
+    // `kubectl --kubeconfig <the control plane's admin.conf> ...`, run with it.
+    for command in &later {
+        let words: Vec<&str> = command.split(' ').collect();
+        assert_eq!(words.first(), Some(&"--kubeconfig"), "the printed kubectl names its kubeconfig: {command}");
+        let kubeconfig = cp.root.join(words[1].trim_start_matches('/'));
+        let x = cp.kubectl(&kubeconfig, &words[2..]);
+        f.check(x.ok(), || format!("rotate {material} {step}: kubectl {command}: {}", x.describe()));
+        f.note(format!("rotate {material} {step}: ran kubectl {command}"));
     }
     // The controller-manager settles (takes its lease again) before the test goes on.
     let settled = wait_for(Duration::from_secs(30), || {

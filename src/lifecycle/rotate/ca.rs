@@ -58,6 +58,22 @@ fn drop_file(state: &mut State, edit: &mut StateEdit, rel: &str) {
     edit.remove.push(rel.to_string());
 }
 
+/// The step for the kubeconfigs kubelets wrote at TLS bootstrap: the kubelet copied the CA data of
+/// its bootstrap kubeconfig into it once and never rewrites it, so the node's trust bundle
+/// (its ca.crt, from the tarball) is put there by hand, on each such node, before its kubelet
+/// restarts; else the kubelet refuses the API server once the new CA signs its certificate
+/// (lifecycle.md §3, step 9b).
+fn bootstrapped_kubeconfigs(ctx: &RolloutContext) -> String {
+    let mut text = "on each node whose kubelet joined by TLS bootstrap, before its kubelet restarts: put the node's ca.crt into the certificate-authority-data of the kubeconfig that kubelet wrote (it keeps the CA it bootstrapped with and no tarball holds it; without this the kubelet refuses the API server once the new CA signs its certificate):".to_string();
+    for k in &ctx.bootstrapped {
+        text.push_str(&format!(
+            "\n     {}: sed -i \"s|^\\( *certificate-authority-data:\\).*|\\1 $(base64 -w0 {})|\" {}",
+            k.node, k.ca, k.kubeconfig
+        ));
+    }
+    text
+}
+
 impl CaMaterial {
     fn what_ca(&self) -> &'static str {
         match self.id {
@@ -155,9 +171,10 @@ impl Material for CaMaterial {
                 state.files.insert(&next_key, pem, 0o600);
                 ids = (current.clone(), describe(&next));
                 let summary = format!(
-                    "made the new {id} {} ({}): every trust anchor now holds the old and the new CA (the old one first: it still signs every certificate); join.txt pins both",
+                    "made the new {id} {} ({}): every trust anchor now holds the old and the new CA (the old one first: it still signs every certificate){}",
                     ids.1,
-                    opts.algorithm.unwrap_or(opts.config.algorithm).name()
+                    opts.algorithm.unwrap_or(opts.config.algorithm).name(),
+                    if id == "ca" { "; join.txt pins both" } else { "" }
                 );
                 state.ca_next.insert(id.to_string(), next);
                 summary
@@ -255,6 +272,20 @@ impl Material for CaMaterial {
             "publish the cluster CA's trust bundle to joining nodes: kubectl{kubeconfig} apply -f manifests/cluster-info.yaml (from the bundle; the controller-manager signs it again for every token)"
         );
         let mut then: Vec<String> = Vec::new();
+        // Each API server adds its client CAs and request-header CAs to the ConfigMap the
+        // controller-manager, the scheduler and aggregated API servers read them from, and never
+        // removes one (kubernetes#82429): once a CA leaves the trust, the ConfigMap is made
+        // again from the restarted API servers' flags.
+        if matches!(self.id, "ca" | "front-proxy-ca") && matches!(step, Step::Finish | Step::Abort) {
+            then.push(format!(
+                "once every API server restarted, drop the {} CA from what they publish to the other components (the API servers add CAs to kube-system/extension-apiserver-authentication and never remove one; deleted, it is written again at once from their flags, and the controller-manager, the scheduler and aggregated API servers reload it): `kubectl{kubeconfig} -n kube-system delete configmap extension-apiserver-authentication`",
+                if step == Step::Finish { "old" } else { "aborted new" }
+            ));
+        }
+        // The trust of the nodes' kubelets changes at start, finish and abort.
+        if self.id == "ca" && step != Step::Switch && !ctx.bootstrapped.is_empty() {
+            then.push(bootstrapped_kubeconfigs(ctx));
+        }
         if !nodes.is_empty() {
             then.push(nodes);
         }

@@ -157,6 +157,35 @@ pub struct RolloutContext {
     pub again: Again,
     /// A control plane's admin kubeconfig path on its host (for kubectl commands), if any.
     pub admin_kubeconfig: Option<String>,
+    /// The nodes whose kubelet joins by TLS bootstrap (they get bootstrap-kubelet.conf).
+    pub bootstrapped: Vec<BootstrappedKubelet>,
+}
+
+/// A node whose kubelet wrote its own kubeconfig at TLS bootstrap: the kubelet copied the CA
+/// data of bootstrap-kubelet.conf into it, and nothing updates it after (no tarball holds it).
+pub struct BootstrappedKubelet {
+    pub node: String,
+    /// The kubelet's --kubeconfig on the node (absolute).
+    pub kubeconfig: String,
+    /// The node's cluster CA file (absolute): the trust bundle while the cluster CA rotates.
+    pub ca: String,
+}
+
+/// The nodes of `plan` that get bootstrap-kubelet.conf, with where the profile puts the
+/// kubelet's own kubeconfig (`NodePlan::layout`, also for a file the node does not receive).
+fn bootstrapped_kubelets(config: &Config, plan: Option<&crate::tree::bundle::PlanDoc>) -> Vec<BootstrappedKubelet> {
+    let Some(plan) = plan else { return Vec::new() };
+    let Ok(profile) = crate::tree::profile::Profile::load(&config.profile, config.base_dir.as_deref()) else { return Vec::new() };
+    let layouts = crate::bundle::plan::plan(config, &profile);
+    plan.nodes
+        .iter()
+        .filter(|n| n.files.iter().any(|f| f.artifact == "bootstrap-kubelet.conf"))
+        .filter_map(|n| {
+            let ca = n.files.iter().find(|f| f.artifact == "ca.crt")?;
+            let kubeconfig = layouts.node(&n.name)?.layout.get("kubelet.conf")?.clone();
+            Some(BootstrappedKubelet { node: n.name.clone(), kubeconfig, ca: format!("/{}", ca.path) })
+        })
+        .collect()
 }
 
 /// A phase command of the same material with the same flags (`again.step("switch")`).
@@ -419,7 +448,8 @@ pub fn rotate(config: &Config, args: &RotateArgs, clock: &Clock) -> Result<Rotat
             .find(|n| n.roles.iter().any(|r| r == "control-plane"))
             .and_then(|n| n.files.iter().find(|f| f.artifact == "admin.conf").map(|f| format!("/{}", f.path)))
     });
-    let ctx = RolloutContext { again: again.clone(), admin_kubeconfig: admin };
+    let bootstrapped = bootstrapped_kubelets(config, plan.as_ref());
+    let ctx = RolloutContext { again: again.clone(), admin_kubeconfig: admin, bootstrapped };
     let rollout = m.rollout(args.step, &record, &ctx);
     let mut lines = vec![format!("rotate {} {}: {summary}", m.command(), args.step.name())];
     lines.push(format!(
